@@ -1,0 +1,385 @@
+/*
+ * tg.h — the public C API of tg, a tensor graph compiler with autodiff.
+ *
+ * A program declares a model as a graph of placeholders (fed per run),
+ * variables (persistent, named state) and constants, and ops on them. The
+ * graph is then run: on the reference interpreter (tg_interpret, always
+ * available, slow, obviously correct) or compiled for a Vulkan device.
+ *
+ *     tg_graph *g = tg_graph_new();
+ *     int64_t xs[] = {-1, 4};                 // -1: dynamic, fixed per run
+ *     tg_tensor x = tg_placeholder(g, "x", TG_F32, 2, xs);
+ *     int64_t ws[] = {4, 3};
+ *     tg_tensor w = tg_variable(g, "w", TG_F32, 2, ws, true);
+ *     tg_tensor y = tg_relu(g, tg_matmul(g, x, w, false, false));
+ *     if (tg_graph_status(g) != TG_OK) puts(tg_graph_error(g));
+ *
+ * Conventions
+ *  - Every function that can fail returns a tg_status (or NULL / an invalid
+ *    handle) and sets a thread-local message read by tg_last_error(). The
+ *    library never aborts, exits or writes to stdout/stderr.
+ *  - The graph builder has a sticky error, like a stream: the first op with a
+ *    bad input records the error (op name, input shapes, what was expected)
+ *    and returns an invalid handle; every later op on an invalid handle
+ *    returns an invalid handle too, so a whole model can be built and checked
+ *    once at the end.
+ *  - Shapes are int64_t arrays of at most TG_MAX_RANK dimensions. In a
+ *    placeholder -1 means dynamic (printed `?` in the IR).
+ *  - Axes may be negative (counted from the end), as in NumPy.
+ *  - Binary ops broadcast as NumPy does. Inputs of a binary op must have the
+ *    same dtype: tg never promotes implicitly (use tg_cast).
+ */
+#ifndef TG_H
+#define TG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TG_VERSION_MAJOR 0
+#define TG_VERSION_MINOR 1
+#define TG_VERSION_PATCH 0
+#define TG_VERSION_STRING "0.1.0"
+
+/** Maximum rank of any tensor. */
+#define TG_MAX_RANK 6
+
+/* ------------------------------------------------------------------ */
+/* Status and errors                                                   */
+/* ------------------------------------------------------------------ */
+
+typedef enum tg_status {
+    TG_OK = 0,
+    TG_ERR_INVALID_ARGUMENT, /* a bad argument: NULL, out of range, wrong op */
+    TG_ERR_SHAPE,            /* shapes or dtypes do not fit the op          */
+    TG_ERR_PARSE,            /* malformed text IR or file contents           */
+    TG_ERR_IO,               /* a file could not be read or written          */
+    TG_ERR_NO_MEMORY,        /* an allocation failed                         */
+    TG_ERR_NOT_FOUND,        /* a named tensor or variable does not exist    */
+    TG_ERR_UNSUPPORTED,      /* valid, but not supported by this build/device */
+    TG_ERR_DEVICE,           /* the Vulkan driver reported an error          */
+    TG_ERR_RUNTIME,          /* a value computed at run time is invalid      */
+} tg_status;
+
+/** The message of the last error on this thread ("" if none). */
+const char *tg_last_error(void);
+/** A short constant name for a status, e.g. "shape error". */
+const char *tg_status_string(tg_status s);
+
+/* ------------------------------------------------------------------ */
+/* Data types                                                          */
+/* ------------------------------------------------------------------ */
+
+typedef enum tg_dtype {
+    TG_F32 = 0,
+    TG_F16,
+    TG_BF16, /* storage type: computed in f32 */
+    TG_I32,
+    TG_I8,
+    TG_U8, /* also the type of boolean masks (comparisons) */
+    TG_DTYPE_COUNT
+} tg_dtype;
+
+/** Bytes per element (4, 2, 2, 4, 1, 1). */
+size_t tg_dtype_size(tg_dtype t);
+/** "f32", "f16", "bf16", "i32", "i8", "u8"; "?" if out of range. */
+const char *tg_dtype_name(tg_dtype t);
+/** Parses a dtype name; returns false if unknown. */
+bool tg_dtype_from_name(const char *name, tg_dtype *out);
+/** True for f32, f16, bf16. */
+bool tg_dtype_is_float(tg_dtype t);
+
+/** IEEE half and bfloat16 conversions (round to nearest even). */
+uint16_t tg_f32_to_f16(float f);
+float tg_f16_to_f32(uint16_t h);
+uint16_t tg_f32_to_bf16(float f);
+float tg_bf16_to_f32(uint16_t h);
+
+/* ------------------------------------------------------------------ */
+/* Host arrays: dense row-major data on the CPU                         */
+/* ------------------------------------------------------------------ */
+
+/** A dense row-major array in host memory. `data` holds
+ *  tg_array_count(a) elements of `dtype`. Arrays returned by the library
+ *  own their data; release them with tg_array_free. */
+typedef struct tg_array {
+    tg_dtype dtype;
+    int rank;
+    int64_t shape[TG_MAX_RANK];
+    void *data;
+} tg_array;
+
+/** Allocates a zero-filled array. Returns TG_ERR_NO_MEMORY or
+ *  TG_ERR_INVALID_ARGUMENT (bad rank/dims, or size overflow). */
+tg_status tg_array_alloc(tg_array *a, tg_dtype dtype, int rank, const int64_t *shape);
+/** Frees a->data and zeroes the struct. Safe on a zeroed struct. */
+void tg_array_free(tg_array *a);
+/** Number of elements (1 for rank 0). */
+int64_t tg_array_count(const tg_array *a);
+/** Element i converted to double (any dtype). */
+double tg_array_get(const tg_array *a, int64_t i);
+/** Stores v into element i, converted to the array's dtype (rounded, and
+ *  saturated for integer types). */
+void tg_array_set(tg_array *a, int64_t i, double v);
+
+/* ------------------------------------------------------------------ */
+/* Graphs and tensors                                                  */
+/* ------------------------------------------------------------------ */
+
+typedef struct tg_graph tg_graph;
+
+/** A handle to a node of a graph. id < 0 is invalid. */
+typedef struct tg_tensor {
+    int32_t id;
+} tg_tensor;
+
+#define TG_INVALID ((tg_tensor){-1})
+
+tg_graph *tg_graph_new(void);
+void tg_graph_free(tg_graph *g);
+
+/** TG_OK, or the status of the first builder error. */
+tg_status tg_graph_status(const tg_graph *g);
+/** The first builder error, or NULL if the graph is valid. */
+const char *tg_graph_error(const tg_graph *g);
+
+/** Number of nodes; node ids are 0 .. n-1 in topological order. */
+int tg_graph_node_count(const tg_graph *g);
+bool tg_tensor_valid(const tg_graph *g, tg_tensor t);
+tg_dtype tg_tensor_dtype(const tg_graph *g, tg_tensor t);
+int tg_tensor_rank(const tg_graph *g, tg_tensor t);
+/** Copies the shape (-1 for dynamic dims) into shape[TG_MAX_RANK];
+ *  returns the rank, or -1 for an invalid handle. */
+int tg_tensor_shape(const tg_graph *g, tg_tensor t, int64_t *shape);
+/** The op name of the node ("add", "placeholder", ...). */
+const char *tg_tensor_op(const tg_graph *g, tg_tensor t);
+/** Names a node (shown in the IR, used for lookup). NULL clears. */
+tg_status tg_tensor_set_name(tg_graph *g, tg_tensor t, const char *name);
+/** The node's name, or NULL. */
+const char *tg_tensor_name(const tg_graph *g, tg_tensor t);
+/** The last node with that name, or an invalid handle. */
+tg_tensor tg_graph_find(const tg_graph *g, const char *name);
+
+/* Sources ---------------------------------------------------------- */
+
+/** A value fed at every run. Dimensions may be -1 (dynamic). */
+tg_tensor tg_placeholder(tg_graph *g, const char *name, tg_dtype dtype, int rank,
+                         const int64_t *shape);
+/** Persistent named state (weights, optimizer moments, KV caches). Its
+ *  value lives in a tg_store under `name`, so several graphs can share it. */
+tg_tensor tg_variable(tg_graph *g, const char *name, tg_dtype dtype, int rank,
+                      const int64_t *shape, bool trainable);
+/** A constant; `data` (row-major, of `dtype`) is copied. */
+tg_tensor tg_constant(tg_graph *g, tg_dtype dtype, int rank, const int64_t *shape,
+                      const void *data);
+/** A rank-0 constant holding `value` converted to dtype. */
+tg_tensor tg_scalar(tg_graph *g, tg_dtype dtype, double value);
+
+/* Elementwise unary ------------------------------------------------ */
+
+tg_tensor tg_neg(tg_graph *g, tg_tensor x);
+tg_tensor tg_abs(tg_graph *g, tg_tensor x);
+tg_tensor tg_exp(tg_graph *g, tg_tensor x);
+tg_tensor tg_log(tg_graph *g, tg_tensor x);
+tg_tensor tg_sqrt(tg_graph *g, tg_tensor x);
+tg_tensor tg_rsqrt(tg_graph *g, tg_tensor x);
+tg_tensor tg_reciprocal(tg_graph *g, tg_tensor x);
+tg_tensor tg_square(tg_graph *g, tg_tensor x);
+tg_tensor tg_tanh(tg_graph *g, tg_tensor x);
+tg_tensor tg_erf(tg_graph *g, tg_tensor x);
+/** Exact GELU: x * 0.5 * (1 + erf(x / sqrt(2))). */
+tg_tensor tg_gelu(tg_graph *g, tg_tensor x);
+/** Tanh approximation: 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))). */
+tg_tensor tg_gelu_tanh(tg_graph *g, tg_tensor x);
+tg_tensor tg_relu(tg_graph *g, tg_tensor x);
+tg_tensor tg_sigmoid(tg_graph *g, tg_tensor x);
+tg_tensor tg_silu(tg_graph *g, tg_tensor x);
+tg_tensor tg_sin(tg_graph *g, tg_tensor x);
+tg_tensor tg_cos(tg_graph *g, tg_tensor x);
+/** Converts to `dtype`. Float to integer truncates toward zero and
+ *  saturates; to u8 from a comparison gives 0/1. */
+tg_tensor tg_cast(tg_graph *g, tg_tensor x, tg_dtype dtype);
+/** Identity forward; no gradient flows through it. */
+tg_tensor tg_stop_gradient(tg_graph *g, tg_tensor x);
+
+/* Elementwise binary (NumPy broadcasting, equal dtypes) ------------ */
+
+tg_tensor tg_add(tg_graph *g, tg_tensor a, tg_tensor b);
+tg_tensor tg_sub(tg_graph *g, tg_tensor a, tg_tensor b);
+tg_tensor tg_mul(tg_graph *g, tg_tensor a, tg_tensor b);
+/** Division; on integers it truncates toward zero, x/0 gives 0. */
+tg_tensor tg_div(tg_graph *g, tg_tensor a, tg_tensor b);
+tg_tensor tg_pow(tg_graph *g, tg_tensor a, tg_tensor b);
+tg_tensor tg_maximum(tg_graph *g, tg_tensor a, tg_tensor b);
+tg_tensor tg_minimum(tg_graph *g, tg_tensor a, tg_tensor b);
+/** Comparisons return u8 masks holding 0 or 1. */
+tg_tensor tg_eq(tg_graph *g, tg_tensor a, tg_tensor b);
+tg_tensor tg_ne(tg_graph *g, tg_tensor a, tg_tensor b);
+tg_tensor tg_lt(tg_graph *g, tg_tensor a, tg_tensor b);
+tg_tensor tg_le(tg_graph *g, tg_tensor a, tg_tensor b);
+tg_tensor tg_gt(tg_graph *g, tg_tensor a, tg_tensor b);
+tg_tensor tg_ge(tg_graph *g, tg_tensor a, tg_tensor b);
+/** cond ? a : b elementwise; cond is u8 (nonzero = true); all three
+ *  broadcast together; a and b have equal dtypes. */
+tg_tensor tg_where(tg_graph *g, tg_tensor cond, tg_tensor a, tg_tensor b);
+
+/* Reductions ------------------------------------------------------- */
+
+/** Reduce over `n_axes` axes (n_axes == 0: all axes). keepdims keeps
+ *  reduced axes as size 1. mean requires a float dtype. */
+tg_tensor tg_sum(tg_graph *g, tg_tensor x, int n_axes, const int *axes, bool keepdims);
+tg_tensor tg_mean(tg_graph *g, tg_tensor x, int n_axes, const int *axes, bool keepdims);
+tg_tensor tg_max(tg_graph *g, tg_tensor x, int n_axes, const int *axes, bool keepdims);
+tg_tensor tg_min(tg_graph *g, tg_tensor x, int n_axes, const int *axes, bool keepdims);
+/** Index (i32) of the maximum along one axis; the first one on ties. */
+tg_tensor tg_argmax(tg_graph *g, tg_tensor x, int axis, bool keepdims);
+
+/* Data movement ---------------------------------------------------- */
+
+/** Reshape. A 0 in `shape` copies the input's dimension at that position
+ *  (so dynamic dims survive); one -1 is inferred from the element count. */
+tg_tensor tg_reshape(tg_graph *g, tg_tensor x, int rank, const int64_t *shape);
+/** Output dim i is input dim perm[i]. */
+tg_tensor tg_permute(tg_graph *g, tg_tensor x, int rank, const int *perm);
+/** Swaps the last two axes (a permute). */
+tg_tensor tg_transpose(tg_graph *g, tg_tensor x);
+tg_tensor tg_broadcast_to(tg_graph *g, tg_tensor x, int rank, const int64_t *shape);
+/** Python-style slice per axis: begin/end may be negative (from the end)
+ *  and are clamped; step >= 1. begin/end/step have rank(x) entries; pass
+ *  end = INT64_MAX for "to the end". */
+tg_tensor tg_slice(tg_graph *g, tg_tensor x, const int64_t *begin, const int64_t *end,
+                   const int64_t *step);
+tg_tensor tg_concat(tg_graph *g, int n, const tg_tensor *xs, int axis);
+/** Constant padding: lo[i] and hi[i] >= 0 elements before/after axis i. */
+tg_tensor tg_pad(tg_graph *g, tg_tensor x, const int64_t *lo, const int64_t *hi, double value);
+/** Rows along `axis` picked by i32 `indices` (embedding lookup when
+ *  axis = 0): out shape = x[:axis] + indices.shape + x[axis+1:].
+ *  An index outside [0, dim) reads zeros. */
+tg_tensor tg_gather(tg_graph *g, tg_tensor x, tg_tensor indices, int axis);
+/** The adjoint of gather: a copy of `target` where updates[..., j, ...]
+ *  is added at target[..., indices[j], ...]; out-of-range indices are
+ *  dropped. updates.shape = target[:axis] + indices.shape + target[axis+1:]. */
+tg_tensor tg_scatter_add(tg_graph *g, tg_tensor target, tg_tensor indices, tg_tensor updates,
+                         int axis);
+/** indices (i32) -> indices.shape + [depth] of dtype, 1 where equal. */
+tg_tensor tg_one_hot(tg_graph *g, tg_tensor indices, int64_t depth, tg_dtype dtype);
+/** A tensor of `shape` whose value is the index along `axis`. */
+tg_tensor tg_iota(tg_graph *g, tg_dtype dtype, int rank, const int64_t *shape, int axis);
+
+/* Linear algebra --------------------------------------------------- */
+
+/** Batched matmul: a [..., M, K] x b [..., K, N] -> [..., M, N]. The
+ *  transpose flags swap the last two axes of a or b; batch dimensions
+ *  broadcast. Both ranks >= 2. */
+tg_tensor tg_matmul(tg_graph *g, tg_tensor a, tg_tensor b, bool transpose_a, bool transpose_b);
+/** 1-D convolution, NCW: x [N, Cin, W], w [Cout, Cin, K] -> [N, Cout, Wout]
+ *  with Wout = (W + 2*padding - dilation*(K-1) - 1) / stride + 1. Add a bias
+ *  with tg_add. */
+tg_tensor tg_conv1d(tg_graph *g, tg_tensor x, tg_tensor w, int stride, int padding,
+                    int dilation);
+
+/* Neural-net composites ------------------------------------------- */
+
+tg_tensor tg_softmax(tg_graph *g, tg_tensor x, int axis);
+tg_tensor tg_log_softmax(tg_graph *g, tg_tensor x, int axis);
+/** Normalizes the last axis: (x - mean) / sqrt(var + eps) * weight + bias,
+ *  with the biased variance; weight and bias have shape [last dim]. */
+tg_tensor tg_layer_norm(tg_graph *g, tg_tensor x, tg_tensor weight, tg_tensor bias, double eps);
+/** softmax(q k^T * scale + mask) v. q [..., Tq, D], k [..., Tk, D],
+ *  v [..., Tk, Dv] -> [..., Tq, Dv]; batch dims broadcast. `mask` is
+ *  optional (TG_INVALID), additive, broadcastable to [..., Tq, Tk].
+ *  causal: query i sees keys j <= i + (Tk - Tq) (aligned bottom-right, so
+ *  a single query against a KV cache sees every key). scale <= 0 means
+ *  1/sqrt(D). */
+tg_tensor tg_attention(tg_graph *g, tg_tensor q, tg_tensor k, tg_tensor v, tg_tensor mask,
+                       bool causal, double scale);
+/** Mean cross-entropy of logits [..., C] (float) against i32 labels [...],
+ *  over labels != ignore_index; a rank-0 f32. If every label is ignored the
+ *  result is 0 (not NaN). Labels outside [0, C) that are not ignored
+ *  are a run-time error on the interpreter. */
+tg_tensor tg_cross_entropy(tg_graph *g, tg_tensor logits, tg_tensor labels,
+                           int64_t ignore_index);
+
+/* State ------------------------------------------------------------ */
+
+/** variable := value (same dtype and shape). Runs only when the node is
+ *  a target operation (or a target tensor depends on it). Its value is
+ *  the new value. Reads of the variable in the same run see the old one. */
+tg_tensor tg_assign(tg_graph *g, tg_tensor variable, tg_tensor value);
+/** Writes `update` into `variable` at `start` (an i32 tensor of shape
+ *  [rank], fed at run time: a KV cache position). The slab must fit;
+ *  on the interpreter an out-of-range start is a run-time error. Its
+ *  value is the updated variable. */
+tg_tensor tg_slice_update(tg_graph *g, tg_tensor variable, tg_tensor update, tg_tensor start);
+
+/* ------------------------------------------------------------------ */
+/* Text IR                                                             */
+/* ------------------------------------------------------------------ */
+
+/** The graph in its text form (docs/ir.md), NUL-terminated, malloc'ed:
+ *  free() it. NULL on error (e.g. the graph has a builder error). */
+char *tg_graph_to_text(const tg_graph *g);
+/** Parses text IR. `filename` only labels error messages ("f.tgir:3:7:
+ *  ..."). Returns NULL with tg_last_error() set on any error. */
+tg_graph *tg_graph_parse(const char *text, size_t len, const char *filename);
+/** Graphviz DOT: ops as nodes, shapes on edges. malloc'ed; free() it. */
+char *tg_graph_to_dot(const tg_graph *g);
+
+/* ------------------------------------------------------------------ */
+/* Variable store                                                      */
+/* ------------------------------------------------------------------ */
+
+/** Values of variables, by name. A store outlives graphs and executables:
+ *  a training graph and an inference graph share weights through it. */
+typedef struct tg_store tg_store;
+
+tg_store *tg_store_new(void);
+void tg_store_free(tg_store *s);
+/** Sets (creates or replaces) a variable's value; data is copied. */
+tg_status tg_store_set(tg_store *s, const char *name, const tg_array *value);
+/** Copies a variable's value into *out (allocated; tg_array_free it).
+ *  TG_ERR_NOT_FOUND if absent. */
+tg_status tg_store_get(tg_store *s, const char *name, tg_array *out);
+bool tg_store_has(const tg_store *s, const char *name);
+/** Number of variables and the name of the i-th (in insertion order). */
+int tg_store_count(const tg_store *s);
+const char *tg_store_name(const tg_store *s, int i);
+/** Gives every variable of `g` that the store lacks a value: zeros, or
+ *  if `seed` != 0 uniform in [-scale, scale] from a seeded generator. */
+tg_status tg_store_init_missing(tg_store *s, const tg_graph *g, uint64_t seed, double scale);
+
+/* ------------------------------------------------------------------ */
+/* Reference interpreter                                               */
+/* ------------------------------------------------------------------ */
+
+/** A value for a placeholder. */
+typedef struct tg_feed {
+    tg_tensor tensor;
+    const tg_array *value;
+} tg_feed;
+
+/** Flags of tg_interpret. */
+enum {
+    /** Evaluate everything in f64 (no rounding to the node dtypes); used
+     *  by gradient checks. */
+    TG_INTERP_F64 = 1 << 0,
+};
+
+/** Runs `g` on the CPU reference interpreter. Feeds every placeholder the
+ *  targets depend on (shapes must match, dynamic dims take any size);
+ *  variables are read from `store` (may be NULL if none is used); the
+ *  side effects of `target_ops` (assign, slice_update) and of any assign the
+ *  targets depend on are applied to the store after the run. results[i]
+ *  receives targets[i] (allocated: tg_array_free each). */
+tg_status tg_interpret(const tg_graph *g, tg_store *store, int n_feeds, const tg_feed *feeds,
+                       int n_targets, const tg_tensor *targets, tg_array *results,
+                       int n_target_ops, const tg_tensor *target_ops, unsigned flags);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TG_H */
