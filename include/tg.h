@@ -379,6 +379,46 @@ tg_status tg_interpret(const tg_graph *g, tg_store *store, int n_feeds, const tg
                        int n_targets, const tg_tensor *targets, tg_array *results,
                        int n_target_ops, const tg_tensor *target_ops, unsigned flags);
 
+/* ------------------------------------------------------------------ */
+/* Devices (backend/vk_public.c)                                       */
+/* ------------------------------------------------------------------ */
+
+/** An open Vulkan device. */
+typedef struct tg_device tg_device;
+
+/** What `graph devices` shows about a device. */
+typedef struct tg_device_info {
+    char name[256];
+    char type[16];         /* "discrete", "integrated", "virtual", "cpu", "other" */
+    char device_class[16]; /* "cpu", "integrated", "nvidia", "amd", "intel", "apple", "other" */
+    char driver_name[256];
+    char driver_info[256];
+    uint32_t api_version_major, api_version_minor, api_version_patch;
+    uint32_t vendor_id, device_id, driver_version;
+    uint64_t memory_bytes; /* device-local heaps */
+    uint32_t subgroup_size;
+    uint32_t max_workgroup_size[3];
+    uint32_t max_workgroup_invocations;
+    uint32_t shared_memory_bytes;
+    uint64_t max_storage_buffer_range;
+    uint64_t max_memory_allocation_size;
+    bool f16;            /* 16-bit storage and shaderFloat16 */
+    bool storage_16bit;  /* 16-bit storage buffers */
+    bool unified_memory; /* device memory is host-visible (no staging copies) */
+    bool is_default;     /* the device tg_device_open(-1) picks */
+} tg_device_info;
+
+/** Number of Vulkan 1.2+ devices, or -1 on error (tg_last_error). */
+int tg_device_count(void);
+/** The default device: $TG_DEVICE if set, else the first discrete GPU, else
+ *  integrated, else virtual, else CPU. -1 on error. */
+int tg_device_default_index(void);
+tg_status tg_device_get_info(int index, tg_device_info *info);
+/** Opens device `index` (-1: the default). Free with tg_device_free. */
+tg_status tg_device_open(int index, tg_device **out);
+/** Closes the device (saving its pipeline cache). NULL is ok. */
+void tg_device_free(tg_device *dev);
+
 #ifdef __cplusplus
 }
 #endif
