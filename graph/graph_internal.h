@@ -97,21 +97,21 @@ typedef enum tg_op_class {
  * it uses (a bitmask of TG_ATTR_*), which is what the text IR prints and
  * accepts, in this order. */
 enum {
-    TG_ATTR_AXES = 1 << 0,        /* axes[n_axes]: reductions, permute (perm) */
-    TG_ATTR_KEEPDIMS = 1 << 1,    /* keepdims */
-    TG_ATTR_AXIS = 1 << 2,        /* axis */
-    TG_ATTR_SHAPE = 1 << 3,       /* shape[n_shape]: reshape, broadcast_to, iota */
-    TG_ATTR_BEGIN = 1 << 4,       /* begin[n_slice], end, step: slice */
-    TG_ATTR_LO_HI = 1 << 5,       /* lo[n_slice], hi[n_slice]: pad */
-    TG_ATTR_VALUE = 1 << 6,       /* value: pad */
-    TG_ATTR_TRANSPOSE = 1 << 7,   /* transpose_a, transpose_b: matmul */
-    TG_ATTR_CONV = 1 << 8,        /* stride, padding, dilation: conv1d */
-    TG_ATTR_EPS = 1 << 9,         /* eps: layer_norm */
-    TG_ATTR_ATTENTION = 1 << 10,  /* causal, scale: attention */
-    TG_ATTR_IGNORE = 1 << 11,     /* ignore_index: cross_entropy */
-    TG_ATTR_DEPTH = 1 << 12,      /* depth: one_hot */
-    TG_ATTR_TRAINABLE = 1 << 13,  /* trainable: variable */
-    TG_ATTR_HAS_MASK = 1 << 14,   /* has_mask: attention (4th input) */
+    TG_ATTR_AXES = 1 << 0,       /* axes[n_axes]: reductions, permute (perm) */
+    TG_ATTR_KEEPDIMS = 1 << 1,   /* keepdims */
+    TG_ATTR_AXIS = 1 << 2,       /* axis */
+    TG_ATTR_SHAPE = 1 << 3,      /* shape[n_shape]: reshape, broadcast_to, iota */
+    TG_ATTR_BEGIN = 1 << 4,      /* begin[n_slice], end, step: slice */
+    TG_ATTR_LO_HI = 1 << 5,      /* lo[n_slice], hi[n_slice]: pad */
+    TG_ATTR_VALUE = 1 << 6,      /* value: pad */
+    TG_ATTR_TRANSPOSE = 1 << 7,  /* transpose_a, transpose_b: matmul */
+    TG_ATTR_CONV = 1 << 8,       /* stride, padding, dilation: conv1d */
+    TG_ATTR_EPS = 1 << 9,        /* eps: layer_norm */
+    TG_ATTR_ATTENTION = 1 << 10, /* causal, scale: attention */
+    TG_ATTR_IGNORE = 1 << 11,    /* ignore_index: cross_entropy */
+    TG_ATTR_DEPTH = 1 << 12,     /* depth: one_hot */
+    TG_ATTR_TRAINABLE = 1 << 13, /* trainable: variable */
+    TG_ATTR_HAS_MASK = 1 << 14,  /* has_mask: attention (4th input) */
 };
 
 typedef struct tg_attrs {
@@ -188,6 +188,11 @@ tg_status tg_set_error(tg_status status, const char *fmt, ...)
 /* Records the graph's first (sticky) error and also sets tg_last_error. */
 void tg_graph_fail(tg_graph *g, tg_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Rounds v as storing it in dtype t would (integers: truncate, saturate,
+ * NaN -> 0). */
+double tg_round_to_dtype(double v, tg_dtype t);
+double tg_saturate_int(double v, double lo, double hi);
 
 /* ---- building ---- */
 /* Appends a node generically: checks input handles, copies inputs and

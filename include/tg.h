@@ -171,8 +171,8 @@ tg_tensor tg_placeholder(tg_graph *g, const char *name, tg_dtype dtype, int rank
                          const int64_t *shape);
 /** Persistent named state (weights, optimizer moments, KV caches). Its
  *  value lives in a tg_store under `name`, so several graphs can share it. */
-tg_tensor tg_variable(tg_graph *g, const char *name, tg_dtype dtype, int rank,
-                      const int64_t *shape, bool trainable);
+tg_tensor tg_variable(tg_graph *g, const char *name, tg_dtype dtype, int rank, const int64_t *shape,
+                      bool trainable);
 /** A constant; `data` (row-major, of `dtype`) is copied. */
 tg_tensor tg_constant(tg_graph *g, tg_dtype dtype, int rank, const int64_t *shape,
                       const void *data);
@@ -279,8 +279,7 @@ tg_tensor tg_matmul(tg_graph *g, tg_tensor a, tg_tensor b, bool transpose_a, boo
 /** 1-D convolution, NCW: x [N, Cin, W], w [Cout, Cin, K] -> [N, Cout, Wout]
  *  with Wout = (W + 2*padding - dilation*(K-1) - 1) / stride + 1. Add a bias
  *  with tg_add. */
-tg_tensor tg_conv1d(tg_graph *g, tg_tensor x, tg_tensor w, int stride, int padding,
-                    int dilation);
+tg_tensor tg_conv1d(tg_graph *g, tg_tensor x, tg_tensor w, int stride, int padding, int dilation);
 
 /* Neural-net composites ------------------------------------------- */
 
@@ -301,8 +300,7 @@ tg_tensor tg_attention(tg_graph *g, tg_tensor q, tg_tensor k, tg_tensor v, tg_te
  *  over labels != ignore_index; a rank-0 f32. If every label is ignored the
  *  result is 0 (not NaN). Labels outside [0, C) that are not ignored
  *  are a run-time error on the interpreter. */
-tg_tensor tg_cross_entropy(tg_graph *g, tg_tensor logits, tg_tensor labels,
-                           int64_t ignore_index);
+tg_tensor tg_cross_entropy(tg_graph *g, tg_tensor logits, tg_tensor labels, int64_t ignore_index);
 
 /* State ------------------------------------------------------------ */
 
@@ -376,8 +374,8 @@ enum {
  *  targets depend on are applied to the store after the run. results[i]
  *  receives targets[i] (allocated: tg_array_free each). */
 tg_status tg_interpret(const tg_graph *g, tg_store *store, int n_feeds, const tg_feed *feeds,
-                       int n_targets, const tg_tensor *targets, tg_array *results,
-                       int n_target_ops, const tg_tensor *target_ops, unsigned flags);
+                       int n_targets, const tg_tensor *targets, tg_array *results, int n_target_ops,
+                       const tg_tensor *target_ops, unsigned flags);
 
 /* ------------------------------------------------------------------ */
 /* Devices (backend/vk_public.c)                                       */
