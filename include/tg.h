@@ -417,6 +417,58 @@ tg_status tg_device_open(int index, tg_device **out);
 /** Closes the device (saving its pipeline cache). NULL is ok. */
 void tg_device_free(tg_device *dev);
 
+/* ------------------------------------------------------------------ */
+/* Compiling and running on a device                                   */
+/* ------------------------------------------------------------------ */
+
+/** A graph compiled for a device: its target tensors and target
+ *  operations, with a command buffer recorded once per concrete feed
+ *  shape and replayed at every run. */
+typedef struct tg_executable tg_executable;
+
+typedef struct tg_compile_options {
+    /** Bound of the least-recently-used cache of shape specialisations
+     *  (0: the default, 8). */
+    int max_specializations;
+    /** Timestamps per dispatch (also on with TG_PROFILE=1). */
+    bool profile;
+} tg_compile_options;
+
+/** Compiles `g` for `dev`. Variables live in `store` (their device copies
+ *  are kept there, shared by every executable using the same store). A
+ *  graph without dynamic dimensions is compiled here; one with dynamic
+ *  dimensions is specialised at the first run with each new set of feed
+ *  shapes. opts may be NULL. */
+tg_status tg_compile(tg_device *dev, const tg_graph *g, tg_store *store, int n_targets,
+                     const tg_tensor *targets, int n_target_ops, const tg_tensor *target_ops,
+                     const tg_compile_options *opts, tg_executable **out);
+void tg_executable_free(tg_executable *e);
+
+/** Runs and waits. results[i] receives targets[i] (allocated; free with
+ *  tg_array_free). results may be NULL when n_targets was 0. */
+tg_status tg_run(tg_executable *e, int n_feeds, const tg_feed *feeds, tg_array *results);
+
+/** A submitted run not yet waited for. */
+typedef struct tg_pending tg_pending;
+/** Submits a run and returns at once; the feeds are copied before it
+ *  returns. Wait with tg_wait (exactly once). */
+tg_status tg_encode(tg_executable *e, int n_feeds, const tg_feed *feeds, tg_pending **out);
+/** Waits for the run and fills results as tg_run does; frees `p`. */
+tg_status tg_wait(tg_pending *p, tg_array *results);
+
+/** Number of shape specialisations compiled so far (cache misses), and
+ *  how many are cached now (<= max_specializations). */
+int tg_executable_specializations(const tg_executable *e);
+int tg_executable_cached(const tg_executable *e);
+/** Dispatches recorded in the most recently used specialisation. */
+int tg_executable_dispatches(const tg_executable *e);
+
+/** After a run with profiling: writes a per-kernel table (name,
+ *  dispatches, total and mean microseconds, share) to `table` (if not
+ *  NULL, malloc'ed text) and a Chrome trace JSON to the file `trace_path`
+ *  (if not NULL). */
+tg_status tg_executable_profile(tg_executable *e, char **table, const char *trace_path);
+
 #ifdef __cplusplus
 }
 #endif

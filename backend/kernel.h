@@ -1,0 +1,56 @@
+/* backend/kernel.h — a kernel: the unit the backend compiles and
+ * dispatches. Today every kernel holds one op; the fusion pass will make
+ * kernels of several nodes, and the generators already take a node list.
+ *
+ * Device storage of tensors: f32 -> float, f16 -> float16_t (16-bit
+ * storage; f32 when the device lacks it), bf16 -> float (converted on
+ * upload/download), i32 -> int, i8/u8 -> int (widened on upload, narrowed
+ * on download), so generated GLSL sees only float, float16_t and int
+ * buffers. Every tensor is bound at its own offset (the executor aligns
+ * offsets to the device's limits), so kernels index from 0. */
+#ifndef TG_BACKEND_KERNEL_H
+#define TG_BACKEND_KERNEL_H
+
+#include "backend/vk.h"
+#include "graph/graph_internal.h"
+
+#define TG_KERNEL_MAX_IO 16
+
+typedef struct tg_kernel {
+    const tg_graph *g;  /* specialised: no dynamic dims */
+    int n_nodes;        /* member nodes in topological order */
+    const int32_t *nodes;
+    int n_inputs;       /* tensors read from memory: outside the kernel (incl. sources) */
+    int32_t inputs[TG_KERNEL_MAX_IO];
+    int n_outputs;      /* tensors written to memory */
+    int32_t outputs[TG_KERNEL_MAX_IO];
+    /* device dtype of each input/output as stored (see above) */
+    tg_dtype input_storage[TG_KERNEL_MAX_IO];
+    tg_dtype output_storage[TG_KERNEL_MAX_IO];
+} tg_kernel;
+
+/* What a generator returns: GLSL, its bindings and its grid. Binding i is
+ * input i for i < n_inputs, then output j at n_inputs + j; each binding's
+ * kind is storage or texel (the generator decides; the executor makes the
+ * texel views). Optional push constants are constant for the executable. */
+typedef struct tg_kernel_code {
+    char *glsl;      /* malloc'ed */
+    char name[64];   /* e.g. "softmax_12": op and node id, for profiles */
+    int n_bindings;
+    tg_vk_binding_kind kinds[TG_VK_MAX_BINDINGS];
+    tg_vk_texel_format texel_formats[TG_VK_MAX_BINDINGS]; /* for TG_VK_BIND_TEXEL */
+    uint32_t groups[3];
+    uint32_t push_bytes;
+    uint32_t push[32];
+} tg_kernel_code;
+
+void tg_kernel_code_free(tg_kernel_code *c);
+
+/* Device storage dtype of a graph dtype on this device. */
+tg_dtype tg_storage_dtype(const tg_vk_caps *caps, tg_dtype t);
+
+/* Generates the kernel's GLSL. Dispatches on the op of the kernel's last
+ * node to the generator of its kind (backend/gen_*.c). */
+tg_status tg_gen_kernel(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out);
+
+#endif
