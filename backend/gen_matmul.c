@@ -1,0 +1,621 @@
+/* backend/gen_matmul.c — GLSL for matmul and conv1d (implicit GEMM).
+ *
+ * Two strategies (backend/device_class.c picks one per device class):
+ *  - REGISTER: every invocation owns a TM x TN block of C in vec4
+ *    accumulators, fully unrolled, reading A and B straight from texel
+ *    buffers. No shared memory and no barriers: on CPU devices (lavapipe)
+ *    invocations are SIMD lanes, shared memory is plain memory plus
+ *    barriers, and texel fetches are 4-5x cheaper than SSBO loads.
+ *  - SHARED: the classic GPU kernel: the workgroup stages a BM x BK tile of
+ *    A and a BK x BN tile of B in shared memory (vec4 loads where the
+ *    contiguous dimension allows), then each invocation accumulates TM x TN
+ *    outputs strided by the workgroup size.
+ * Both read A and B through uniform texel buffers (vec4 texels when the
+ * contiguous dimension and offsets are multiples of 4, else scalar texels),
+ * so the binding layout is the same and texel fetches are the vectorised
+ * loads on GPUs too. Out-of-range rows/cols are clamped on load and masked on
+ * store; the K tail is handled exactly (zeros or a scalar tail step).
+ */
+#include "backend/gen_matmul.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/graph_internal.h"
+
+/* ---- a growing string ---- */
+
+typedef struct sbuf {
+    char *s;
+    size_t n, cap;
+    bool oom;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+    if (b->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        size_t room = b->cap - b->n;
+        int w = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? room : 0, fmt, ap);
+        va_end(ap);
+        if (w < 0) {
+            b->oom = true;
+            return;
+        }
+        if (b->s && (size_t)w < room) {
+            b->n += (size_t)w;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        while (cap < b->n + (size_t)w + 1) cap *= 2;
+        char *s = realloc(b->s, cap);
+        if (!s) {
+            b->oom = true;
+            return;
+        }
+        b->s = s;
+        b->cap = cap;
+    }
+}
+
+/* ---- one description for both entry points ---- */
+
+typedef struct mm_desc {
+    int64_t M, N, K, batch, sa, sb, sc;
+    bool ta, tb;
+    tg_dtype dtype, out_dtype;
+    const char *epilogue, *functions;
+    int n_extra;
+    const tg_mm_extra *extra;
+    tg_mm_strategy strategy;
+    const char *name;
+    /* conv1d: B is im2col(x) */
+    bool conv;
+    int64_t cin, width, ksize, stride, padding, dilation;
+} mm_desc;
+
+static const char xyzw[] = "xyzw";
+
+static const char *store_type(tg_dtype t) {
+    return t == TG_F16 ? "float16_t" : "float";
+}
+
+static bool fits_i32(int64_t v) {
+    return v >= 0 && v < ((int64_t)1 << 31);
+}
+
+/* Largest element index an operand may reach (for the 32-bit check). */
+static int64_t span(int64_t batch, int64_t stride, int64_t elems) {
+    return (batch - 1) * stride + elems;
+}
+
+static tg_status check_desc(const tg_vk_caps *caps, const mm_desc *d) {
+    const char *nm = d->name ? d->name : "matmul";
+    if (d->M < 1 || d->N < 1 || d->K < 1 || d->batch < 1)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                            "%s: sizes must be >= 1 (M=%lld N=%lld K=%lld batch=%lld)", nm,
+                            (long long)d->M, (long long)d->N, (long long)d->K, (long long)d->batch);
+    if (d->sa < 0 || d->sb < 0 || d->sc < 0)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "%s: negative batch stride", nm);
+    if ((d->dtype != TG_F32 && d->dtype != TG_F16) ||
+        (d->out_dtype != TG_F32 && d->out_dtype != TG_F16))
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                            "%s: storage must be f32 or f16 (got %s inputs, %s output)", nm,
+                            tg_dtype_name(d->dtype), tg_dtype_name(d->out_dtype));
+    if (d->n_extra < 0 || d->n_extra > TG_MM_MAX_EXTRA || (d->n_extra && !d->extra))
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "%s: %d extra inputs (at most %d)", nm,
+                            d->n_extra, TG_MM_MAX_EXTRA);
+    bool need16 = d->out_dtype == TG_F16;
+    for (int i = 0; i < d->n_extra; i++) {
+        if (d->extra[i].dtype != TG_F32 && d->extra[i].dtype != TG_F16)
+            return tg_set_error(TG_ERR_INVALID_ARGUMENT, "%s: extra input %d must be f32 or f16",
+                                nm, i);
+        need16 |= d->extra[i].dtype == TG_F16;
+    }
+    if (need16 && !caps->storage_16bit)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "%s: f16 storage buffers need storageBuffer16BitAccess, which "
+                            "device '%s' lacks",
+                            nm, caps->name);
+    if (d->dtype == TG_F16 && !caps->texel_r16f && !caps->texel_rgba16f)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "%s: f16 inputs need R16F or RGBA16F uniform texel buffers, which "
+                            "device '%s' lacks",
+                            nm, caps->name);
+    if (d->dtype == TG_F32 && !caps->texel_r32f && !caps->texel_rgba32f)
+        return tg_set_error(TG_ERR_UNSUPPORTED, "%s: device '%s' has no f32 uniform texel buffers",
+                            nm, caps->name);
+    int64_t b_elems = d->conv ? d->cin * d->width : d->K * d->N;
+    if (!fits_i32(span(d->batch, d->sa, d->M * d->K)) ||
+        !fits_i32(span(d->batch, d->sb, b_elems)) || !fits_i32(span(d->batch, d->sc, d->M * d->N)))
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "%s: an operand spans more than 2^31 elements (M=%lld N=%lld K=%lld "
+                            "batch=%lld); split it",
+                            nm, (long long)d->M, (long long)d->N, (long long)d->K,
+                            (long long)d->batch);
+    return TG_OK;
+}
+
+/* Texel format of an operand: vec4 texels when wanted and supported. */
+static bool pick_format(const tg_vk_caps *caps, tg_dtype dt, bool want_vec, tg_vk_texel_format *f) {
+    bool v = dt == TG_F16 ? caps->texel_rgba16f : caps->texel_rgba32f;
+    bool s = dt == TG_F16 ? caps->texel_r16f : caps->texel_r32f;
+    if (want_vec && v) {
+        *f = dt == TG_F16 ? TG_VK_TEXEL_RGBA16F : TG_VK_TEXEL_RGBA32F;
+        return true;
+    }
+    if (!s) { /* only vec4 texels exist: the caller must have a vec layout */
+        *f = dt == TG_F16 ? TG_VK_TEXEL_RGBA16F : TG_VK_TEXEL_RGBA32F;
+        return want_vec;
+    }
+    *f = dt == TG_F16 ? TG_VK_TEXEL_R16F : TG_VK_TEXEL_R32F;
+    return false;
+}
+
+/* ---- the parts both strategies share ---- */
+
+static void emit_header(sbuf *b, const mm_desc *d, const tg_mm_tiling *t) {
+    bool need16 = d->out_dtype == TG_F16;
+    for (int i = 0; i < d->n_extra; i++) need16 |= d->extra[i].dtype == TG_F16;
+    sb_printf(b, "#version 450\n");
+    if (need16) sb_printf(b, "#extension GL_EXT_shader_16bit_storage : require\n");
+    sb_printf(b, "layout(local_size_x = %u, local_size_y = %u, local_size_z = 1) in;\n", t->wg_x,
+              t->wg_y);
+    sb_printf(b, "layout(binding = 0) uniform samplerBuffer tA;\n");
+    sb_printf(b, "layout(binding = 1) uniform samplerBuffer tB;\n");
+    for (int i = 0; i < d->n_extra; i++)
+        sb_printf(b, "layout(std430, binding = %d) readonly buffer BufE%d { %s e%d_data[]; };\n",
+                  2 + i, i, store_type(d->extra[i].dtype), i);
+    sb_printf(b, "layout(std430, binding = %d) writeonly buffer BufC { %s c_data[]; };\n",
+              2 + d->n_extra, store_type(d->out_dtype));
+    sb_printf(b, "layout(push_constant) uniform PC { uint a_off; uint b_off;");
+    for (int i = 0; i < d->n_extra; i++) sb_printf(b, " uint e%d_off;", i);
+    sb_printf(b, " uint c_off; } pc;\n");
+    sb_printf(b, "const int M = %lld, N = %lld, K = %lld;\n", (long long)d->M, (long long)d->N,
+              (long long)d->K);
+    sb_printf(b, "const int SA = %lld, SB = %lld, SC = %lld;\n", (long long)d->sa, (long long)d->sb,
+              (long long)d->sc);
+    if (d->functions && d->functions[0]) sb_printf(b, "%s\n", d->functions);
+
+    /* Masked store with the epilogue: the one place C is written. */
+    sb_printf(b, "void store_c(int bz, int row, int col, float acc) {\n");
+    sb_printf(b, "    if (row >= M || col >= N) return;\n");
+    for (int i = 0; i < d->n_extra; i++)
+        sb_printf(b,
+                  "    float e%d = float(e%d_data[int(pc.e%d_off) + bz * %lld + row * %lld + "
+                  "col * %lld]);\n",
+                  i, i, i, (long long)d->extra[i].stride_batch, (long long)d->extra[i].stride_row,
+                  (long long)d->extra[i].stride_col);
+    const char *expr = d->epilogue && d->epilogue[0] ? d->epilogue : "acc";
+    sb_printf(b, "    c_data[int(pc.c_off) + bz * SC + row * N + col] = %s(%s);\n",
+              store_type(d->out_dtype), expr);
+    sb_printf(b, "}\n");
+
+    if (d->conv) {
+        /* im2col: B[k][n] = x[ci][n*stride + kw*dilation - padding] with
+         * k = ci*ksize + kw; zero outside the input (padding) and the matrix. */
+        sb_printf(b, "const int CW = %lld, CKS = %lld, CS = %lld, CP = %lld, CD = %lld;\n",
+                  (long long)d->width, (long long)d->ksize, (long long)d->stride,
+                  (long long)d->padding, (long long)d->dilation);
+        sb_printf(b, "float load_b(int b_base, int k, int n) {\n"
+                     "    int kc = min(k, K - 1);\n"
+                     "    int ci = kc / CKS;\n"
+                     "    int kw = kc - ci * CKS;\n"
+                     "    int pos = n * CS + kw * CD - CP;\n"
+                     "    bool ok = k < K && n < N && pos >= 0 && pos < CW;\n"
+                     "    float v = texelFetch(tB, b_base + ci * CW + clamp(pos, 0, CW - 1)).r;\n"
+                     "    return ok ? v : 0.0;\n"
+                     "}\n");
+    }
+}
+
+/* ---- REGISTER strategy ---- */
+
+typedef struct reg_layout {
+    bool a_vec, b_vec;
+} reg_layout;
+
+/* One K step of `ku` (1..4) values starting at the int expression `k`. */
+static void emit_reg_step(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_layout L,
+                          const char *k, int ku) {
+    int TM = (int)t->tm, TN = (int)t->tn, NJ = TN / 4;
+    char aexpr[16][4][40];
+    sb_printf(b, "    {\n");
+    /* A values a(i, kk) */
+    for (int i = 0; i < TM; i++) {
+        for (int kk = 0; kk < ku; kk++) {
+            if (!d->ta && L.a_vec) {
+                if (kk == 0)
+                    sb_printf(b, "        vec4 va%d = texelFetch(tA, ra%d + ((%s) >> 2));\n", i, i,
+                              k);
+                snprintf(aexpr[i][kk], sizeof aexpr[i][kk], "va%d.%c", i, xyzw[kk]);
+            } else if (d->ta && L.a_vec) {
+                if (i % 4 == 0)
+                    sb_printf(b,
+                              "        vec4 va%d_%d = texelFetch(tA, (a_base + (%s + %d) * M + "
+                              "ag%d) >> 2);\n",
+                              kk, i / 4, k, kk, i / 4);
+                snprintf(aexpr[i][kk], sizeof aexpr[i][kk], "va%d_%d.%c", kk, i / 4, xyzw[i % 4]);
+            } else {
+                if (!d->ta)
+                    sb_printf(b, "        float va%d_%d = texelFetch(tA, ra%d + %s + %d).r;\n", i,
+                              kk, i, k, kk);
+                else
+                    sb_printf(b,
+                              "        float va%d_%d = texelFetch(tA, a_base + (%s + %d) * M + "
+                              "am%d).r;\n",
+                              i, kk, k, kk, i);
+                snprintf(aexpr[i][kk], sizeof aexpr[i][kk], "va%d_%d", i, kk);
+            }
+        }
+    }
+    /* B values as vec4 over 4 columns: b{kk}_{j} */
+    if (d->tb && L.b_vec) {
+        for (int c = 0; c < TN; c++)
+            sb_printf(b, "        vec4 vb%d = texelFetch(tB, rb%d + ((%s) >> 2));\n", c, c, k);
+        for (int kk = 0; kk < ku; kk++)
+            for (int j = 0; j < NJ; j++)
+                sb_printf(b, "        vec4 b%d_%d = vec4(vb%d.%c, vb%d.%c, vb%d.%c, vb%d.%c);\n",
+                          kk, j, 4 * j, xyzw[kk], 4 * j + 1, xyzw[kk], 4 * j + 2, xyzw[kk],
+                          4 * j + 3, xyzw[kk]);
+    } else if (!d->tb && L.b_vec && !d->conv) {
+        for (int kk = 0; kk < ku; kk++)
+            for (int j = 0; j < NJ; j++)
+                sb_printf(b,
+                          "        vec4 b%d_%d = texelFetch(tB, (b_base + (%s + %d) * N + bg%d) >> "
+                          "2);\n",
+                          kk, j, k, kk, j);
+    } else {
+        for (int kk = 0; kk < ku; kk++) {
+            for (int c = 0; c < TN; c++) {
+                if (d->conv)
+                    sb_printf(b, "        float vb%d_%d = load_b(b_base, %s + %d, bn%d);\n", kk, c,
+                              k, kk, c);
+                else if (!d->tb)
+                    sb_printf(b,
+                              "        float vb%d_%d = texelFetch(tB, b_base + (%s + %d) * N + "
+                              "bn%d).r;\n",
+                              kk, c, k, kk, c);
+                else
+                    sb_printf(b, "        float vb%d_%d = texelFetch(tB, rb%d + %s + %d).r;\n", kk,
+                              c, c, k, kk);
+            }
+            for (int j = 0; j < NJ; j++)
+                sb_printf(b, "        vec4 b%d_%d = vec4(vb%d_%d, vb%d_%d, vb%d_%d, vb%d_%d);\n",
+                          kk, j, kk, 4 * j, kk, 4 * j + 1, kk, 4 * j + 2, kk, 4 * j + 3);
+        }
+    }
+    for (int kk = 0; kk < ku; kk++)
+        for (int i = 0; i < TM; i++)
+            for (int j = 0; j < NJ; j++)
+                sb_printf(b, "        acc%d_%d = fma(vec4(%s), b%d_%d, acc%d_%d);\n", i, j,
+                          aexpr[i][kk], kk, j, i, j);
+    sb_printf(b, "    }\n");
+}
+
+static void emit_register(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_layout L) {
+    int TM = (int)t->tm, TN = (int)t->tn, NJ = TN / 4;
+    sb_printf(b, "void main() {\n");
+    sb_printf(b, "    int bz = int(gl_WorkGroupID.z);\n");
+    sb_printf(b, "    int m0 = int(gl_GlobalInvocationID.y) * %d;\n", TM);
+    sb_printf(b, "    int n0 = int(gl_GlobalInvocationID.x) * %d;\n", TN);
+    sb_printf(b, "    int a_base = int(pc.a_off) + bz * SA;\n");
+    sb_printf(b, "    int b_base = int(pc.b_off) + bz * SB;\n");
+    /* Row and column starts, clamped so edge invocations load valid data
+     * (their results are masked in store_c). */
+    for (int i = 0; i < TM; i++) {
+        if (!d->ta && L.a_vec)
+            sb_printf(b, "    int ra%d = (a_base + min(m0 + %d, M - 1) * K) >> 2;\n", i, i);
+        else if (!d->ta)
+            sb_printf(b, "    int ra%d = a_base + min(m0 + %d, M - 1) * K;\n", i, i);
+        else if (L.a_vec && i % 4 == 0)
+            sb_printf(b, "    int ag%d = min(m0 + %d, M - 4);\n", i / 4, i);
+        else if (!L.a_vec)
+            sb_printf(b, "    int am%d = min(m0 + %d, M - 1);\n", i, i);
+    }
+    for (int c = 0; c < TN; c++) {
+        if (d->conv)
+            sb_printf(b, "    int bn%d = n0 + %d;\n", c, c);
+        else if (d->tb && L.b_vec)
+            sb_printf(b, "    int rb%d = (b_base + min(n0 + %d, N - 1) * K) >> 2;\n", c, c);
+        else if (d->tb)
+            sb_printf(b, "    int rb%d = b_base + min(n0 + %d, N - 1) * K;\n", c, c);
+        else if (L.b_vec && c % 4 == 0)
+            sb_printf(b, "    int bg%d = min(n0 + %d, N - 4);\n", c / 4, c);
+        else if (!L.b_vec)
+            sb_printf(b, "    int bn%d = min(n0 + %d, N - 1);\n", c, c);
+    }
+    for (int i = 0; i < TM; i++)
+        for (int j = 0; j < NJ; j++) sb_printf(b, "    vec4 acc%d_%d = vec4(0.0);\n", i, j);
+    int64_t kmain = d->K / 4 * 4;
+    if (kmain > 0) {
+        sb_printf(b, "    for (int k = 0; k < %lld; k += 4)\n", (long long)kmain);
+        emit_reg_step(b, d, t, L, "k", 4);
+    }
+    for (int64_t kt = kmain; kt < d->K; kt++) {
+        char kexpr[32];
+        snprintf(kexpr, sizeof kexpr, "%lld", (long long)kt);
+        emit_reg_step(b, d, t, L, kexpr, 1);
+    }
+    for (int i = 0; i < TM; i++)
+        for (int j = 0; j < NJ; j++)
+            for (int c = 0; c < 4; c++)
+                sb_printf(b, "    store_c(bz, m0 + %d, n0 + %d, acc%d_%d.%c);\n", i, 4 * j + c, i,
+                          j, xyzw[c]);
+    sb_printf(b, "}\n");
+}
+
+/* ---- SHARED strategy ---- */
+
+static void emit_shared(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_layout L) {
+    int WX = (int)t->wg_x, WY = (int)t->wg_y, TM = (int)t->tm, TN = (int)t->tn, BK = (int)t->bk;
+    int BM = WY * TM, BN = WX * TN, NT = WX * WY;
+    sb_printf(b, "shared float As[%d][%d];\n", BK, BM);
+    sb_printf(b, "shared float Bs[%d][%d];\n", BK, BN);
+    sb_printf(b, "void main() {\n");
+    sb_printf(b, "    int bz = int(gl_WorkGroupID.z);\n");
+    sb_printf(b, "    int tx = int(gl_LocalInvocationID.x), ty = int(gl_LocalInvocationID.y);\n");
+    sb_printf(b, "    int tid = ty * %d + tx;\n", WX);
+    sb_printf(b, "    int bm0 = int(gl_WorkGroupID.y) * %d;\n", BM);
+    sb_printf(b, "    int bn0 = int(gl_WorkGroupID.x) * %d;\n", BN);
+    sb_printf(b, "    int a_base = int(pc.a_off) + bz * SA;\n");
+    sb_printf(b, "    int b_base = int(pc.b_off) + bz * SB;\n");
+    for (int i = 0; i < TM; i++)
+        for (int j = 0; j < TN; j++) sb_printf(b, "    float acc%d_%d = 0.0;\n", i, j);
+    sb_printf(b, "    for (int k0 = 0; k0 < K; k0 += %d) {\n", BK);
+
+    /* A tile -> As[k][m] */
+    if (!d->ta && L.a_vec) {
+        sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BM * BK / 4, NT);
+        sb_printf(b, "            int r = q / %d, kq = q %% %d;\n", BK / 4, BK / 4);
+        sb_printf(b, "            int m = bm0 + r, k = k0 + 4 * kq;\n");
+        sb_printf(b, "            vec4 v = (m < M && k < K) ? texelFetch(tA, (a_base + m * K + k) "
+                     ">> 2) : vec4(0.0);\n");
+        for (int c = 0; c < 4; c++)
+            sb_printf(b, "            As[4 * kq + %d][r] = v.%c;\n", c, xyzw[c]);
+        sb_printf(b, "        }\n");
+    } else if (d->ta && L.a_vec) {
+        sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BM * BK / 4, NT);
+        sb_printf(b, "            int kk = q / %d, mq = q %% %d;\n", BM / 4, BM / 4);
+        sb_printf(b, "            int m = bm0 + 4 * mq, k = k0 + kk;\n");
+        sb_printf(b, "            vec4 v = (m < M && k < K) ? texelFetch(tA, (a_base + k * M + m) "
+                     ">> 2) : vec4(0.0);\n");
+        for (int c = 0; c < 4; c++)
+            sb_printf(b, "            As[kk][4 * mq + %d] = v.%c;\n", c, xyzw[c]);
+        sb_printf(b, "        }\n");
+    } else {
+        sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BM * BK, NT);
+        sb_printf(b, "            int r = q / %d, kk = q %% %d;\n", BK, BK);
+        sb_printf(b, "            int m = bm0 + r, k = k0 + kk;\n");
+        sb_printf(b,
+                  "            As[kk][r] = (m < M && k < K) ? texelFetch(tA, a_base + %s).r : "
+                  "0.0;\n",
+                  d->ta ? "k * M + m" : "m * K + k");
+        sb_printf(b, "        }\n");
+    }
+    /* B tile -> Bs[k][n] */
+    if (d->conv) {
+        sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BN * BK, NT);
+        sb_printf(b, "            int kk = q / %d, c = q %% %d;\n", BN, BN);
+        sb_printf(b, "            Bs[kk][c] = load_b(b_base, k0 + kk, bn0 + c);\n");
+        sb_printf(b, "        }\n");
+    } else if (!d->tb && L.b_vec) {
+        sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BN * BK / 4, NT);
+        sb_printf(b, "            int kk = q / %d, nq = q %% %d;\n", BN / 4, BN / 4);
+        sb_printf(b, "            int n = bn0 + 4 * nq, k = k0 + kk;\n");
+        sb_printf(b, "            vec4 v = (n < N && k < K) ? texelFetch(tB, (b_base + k * N + n) "
+                     ">> 2) : vec4(0.0);\n");
+        for (int c = 0; c < 4; c++)
+            sb_printf(b, "            Bs[kk][4 * nq + %d] = v.%c;\n", c, xyzw[c]);
+        sb_printf(b, "        }\n");
+    } else if (d->tb && L.b_vec) {
+        sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BN * BK / 4, NT);
+        sb_printf(b, "            int c = q / %d, kq = q %% %d;\n", BK / 4, BK / 4);
+        sb_printf(b, "            int n = bn0 + c, k = k0 + 4 * kq;\n");
+        sb_printf(b, "            vec4 v = (n < N && k < K) ? texelFetch(tB, (b_base + n * K + k) "
+                     ">> 2) : vec4(0.0);\n");
+        for (int c = 0; c < 4; c++)
+            sb_printf(b, "            Bs[4 * kq + %d][c] = v.%c;\n", c, xyzw[c]);
+        sb_printf(b, "        }\n");
+    } else {
+        sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BN * BK, NT);
+        if (d->tb)
+            sb_printf(b, "            int c = q / %d, kk = q %% %d;\n", BK, BK);
+        else
+            sb_printf(b, "            int kk = q / %d, c = q %% %d;\n", BN, BN);
+        sb_printf(b, "            int n = bn0 + c, k = k0 + kk;\n");
+        sb_printf(b,
+                  "            Bs[kk][c] = (n < N && k < K) ? texelFetch(tB, b_base + %s).r : "
+                  "0.0;\n",
+                  d->tb ? "n * K + k" : "k * N + n");
+        sb_printf(b, "        }\n");
+    }
+    sb_printf(b, "        barrier();\n");
+    sb_printf(b, "        for (int kk = 0; kk < %d; kk++) {\n", BK);
+    for (int i = 0; i < TM; i++)
+        sb_printf(b, "            float a%d = As[kk][ty + %d];\n", i, i * WY);
+    for (int j = 0; j < TN; j++)
+        sb_printf(b, "            float b%d = Bs[kk][tx + %d];\n", j, j * WX);
+    for (int i = 0; i < TM; i++)
+        for (int j = 0; j < TN; j++)
+            sb_printf(b, "            acc%d_%d = fma(a%d, b%d, acc%d_%d);\n", i, j, i, j, i, j);
+    sb_printf(b, "        }\n");
+    sb_printf(b, "        barrier();\n");
+    sb_printf(b, "    }\n");
+    for (int i = 0; i < TM; i++)
+        for (int j = 0; j < TN; j++)
+            sb_printf(b, "    store_c(bz, bm0 + ty + %d, bn0 + tx + %d, acc%d_%d);\n", i * WY,
+                      j * WX, i, j);
+    sb_printf(b, "}\n");
+}
+
+/* ---- driver ---- */
+
+static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel *out) {
+    memset(out, 0, sizeof *out);
+    if (!caps) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "matmul generator: NULL caps");
+    tg_status st = check_desc(caps, d);
+    if (st != TG_OK) return st;
+    tg_mm_tiling t;
+    st = tg_mm_choose_tiling(caps, d->strategy, d->M, d->N, d->K, &t);
+    if (st != TG_OK) return st;
+
+    /* vec4 texels need the contiguous dimension, the batch stride and (on
+     * the caller's side) the offsets to be multiples of 4; the register
+     * strategy's row block must also cover whole vec4s along M. */
+    bool a_vec = d->ta ? d->M % 4 == 0 && (t.strategy == TG_MM_STRATEGY_SHARED || t.tm % 4 == 0)
+                       : d->K % 4 == 0;
+    a_vec = a_vec && d->sa % 4 == 0;
+    bool b_vec = !d->conv && (d->tb ? d->K % 4 == 0 : d->N % 4 == 0) && d->sb % 4 == 0;
+    if (t.strategy == TG_MM_STRATEGY_SHARED && t.bk % 4 != 0) a_vec = b_vec = false;
+    tg_vk_texel_format fa, fb;
+    reg_layout L;
+    L.a_vec = pick_format(caps, d->dtype, a_vec, &fa);
+    L.b_vec = pick_format(caps, d->dtype, b_vec, &fb);
+    if (L.a_vec != a_vec || L.b_vec != b_vec)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "%s: device '%s' has only vec4 %s texel buffers, and this shape "
+                            "needs scalar ones",
+                            d->name ? d->name : "matmul", caps->name, tg_dtype_name(d->dtype));
+
+    sbuf b = {0};
+    emit_header(&b, d, &t);
+    if (t.strategy == TG_MM_STRATEGY_SHARED)
+        emit_shared(&b, d, &t, L);
+    else
+        emit_register(&b, d, &t, L);
+    if (b.oom) {
+        free(b.s);
+        return tg_set_error(TG_ERR_NO_MEMORY, "matmul generator: out of memory");
+    }
+
+    uint64_t bm = (uint64_t)t.wg_y * t.tm, bn = (uint64_t)t.wg_x * t.tn;
+    uint64_t gx = ((uint64_t)d->N + bn - 1) / bn, gy = ((uint64_t)d->M + bm - 1) / bm;
+    uint64_t gz = (uint64_t)d->batch;
+    if (gx > caps->max_workgroup_count[0] || gy > caps->max_workgroup_count[1] ||
+        gz > caps->max_workgroup_count[2]) {
+        free(b.s);
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "%s: grid %llux%llux%llu exceeds the device's workgroup counts",
+                            d->name ? d->name : "matmul", (unsigned long long)gx,
+                            (unsigned long long)gy, (unsigned long long)gz);
+    }
+    out->glsl = b.s;
+    snprintf(out->name, sizeof out->name, "%s_%s%dx%d",
+             d->name ? d->name : (d->conv ? "conv1d" : "matmul"),
+             t.strategy == TG_MM_STRATEGY_SHARED ? "sh" : "rb", (int)t.tm, (int)t.tn);
+    out->local_size[0] = t.wg_x;
+    out->local_size[1] = t.wg_y;
+    out->local_size[2] = 1;
+    out->groups[0] = (uint32_t)gx;
+    out->groups[1] = (uint32_t)gy;
+    out->groups[2] = (uint32_t)gz;
+    out->tiling = t;
+    tg_mm_binding *bd = out->bindings;
+    bd[0] = (tg_mm_binding){TG_VK_BIND_TEXEL, TG_MM_ROLE_A, 0, fa, L.a_vec ? 4 : 1, d->dtype};
+    bd[1] = (tg_mm_binding){TG_VK_BIND_TEXEL, TG_MM_ROLE_B, 0, fb, L.b_vec ? 4 : 1, d->dtype};
+    for (int i = 0; i < d->n_extra; i++)
+        bd[2 + i] = (tg_mm_binding){TG_VK_BIND_STORAGE, TG_MM_ROLE_EXTRA, i, TG_VK_TEXEL_R32F, 1,
+                                    d->extra[i].dtype};
+    bd[2 + d->n_extra] =
+        (tg_mm_binding){TG_VK_BIND_STORAGE, TG_MM_ROLE_C, 0, TG_VK_TEXEL_R32F, 1, d->out_dtype};
+    out->n_bindings = 3 + d->n_extra;
+    out->push_constant_bytes = 4u * (uint32_t)out->n_bindings;
+    return TG_OK;
+}
+
+tg_status tg_gen_matmul(const tg_vk_caps *caps, const tg_mm_params *p, tg_mm_kernel *out) {
+    if (!p || !out) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_gen_matmul: NULL argument");
+    mm_desc d = {0};
+    d.M = p->M;
+    d.N = p->N;
+    d.K = p->K;
+    d.batch = p->batch ? p->batch : 1;
+    d.sa = p->batch_stride_a;
+    d.sb = p->batch_stride_b;
+    d.sc = p->batch_stride_c;
+    d.ta = p->transpose_a;
+    d.tb = p->transpose_b;
+    d.dtype = p->dtype;
+    d.out_dtype = p->out_dtype;
+    d.epilogue = p->epilogue;
+    d.functions = p->epilogue_functions;
+    d.n_extra = p->n_extra;
+    d.extra = p->extra;
+    d.strategy = p->strategy;
+    d.name = p->name;
+    return generate(caps, &d, out);
+}
+
+int64_t tg_conv1d_out_width(int64_t width, int64_t ksize, int64_t stride, int64_t padding,
+                            int64_t dilation) {
+    if (stride < 1 || dilation < 1 || padding < 0 || ksize < 1) return 0;
+    int64_t span_ = width + 2 * padding - dilation * (ksize - 1) - 1;
+    if (span_ < 0) return 0;
+    return span_ / stride + 1;
+}
+
+tg_status tg_gen_conv1d(const tg_vk_caps *caps, const tg_conv1d_params *p, tg_mm_kernel *out) {
+    if (!p || !out) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_gen_conv1d: NULL argument");
+    const char *nm = p->name ? p->name : "conv1d";
+    if (p->batch < 1 || p->cin < 1 || p->width < 1 || p->cout < 1 || p->ksize < 1 ||
+        p->stride < 1 || p->dilation < 1 || p->padding < 0)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                            "%s: bad sizes (batch=%lld cin=%lld width=%lld cout=%lld ksize=%lld "
+                            "stride=%lld padding=%lld dilation=%lld)",
+                            nm, (long long)p->batch, (long long)p->cin, (long long)p->width,
+                            (long long)p->cout, (long long)p->ksize, (long long)p->stride,
+                            (long long)p->padding, (long long)p->dilation);
+    int64_t wout = tg_conv1d_out_width(p->width, p->ksize, p->stride, p->padding, p->dilation);
+    if (wout < 1)
+        return tg_set_error(TG_ERR_SHAPE,
+                            "%s: the kernel (%lld taps, dilation %lld) does not fit "
+                            "width %lld with padding %lld",
+                            nm, (long long)p->ksize, (long long)p->dilation, (long long)p->width,
+                            (long long)p->padding);
+    mm_desc d = {0};
+    d.M = p->cout;
+    d.N = wout;
+    d.K = p->cin * p->ksize;
+    d.batch = p->batch;
+    d.sa = 0; /* the weights are shared by the batch */
+    d.sb = p->cin * p->width;
+    d.sc = p->cout * wout;
+    d.dtype = p->dtype;
+    d.out_dtype = p->out_dtype;
+    d.epilogue = p->epilogue;
+    d.functions = p->epilogue_functions;
+    d.n_extra = p->n_extra;
+    d.extra = p->extra;
+    d.strategy = p->strategy;
+    d.name = nm;
+    d.conv = true;
+    d.cin = p->cin;
+    d.width = p->width;
+    d.ksize = p->ksize;
+    d.stride = p->stride;
+    d.padding = p->padding;
+    d.dilation = p->dilation;
+    return generate(caps, &d, out);
+}
+
+void tg_mm_kernel_free(tg_mm_kernel *k) {
+    if (!k) return;
+    free(k->glsl);
+    memset(k, 0, sizeof *k);
+}
+
+void tg_mm_pipeline_desc(const tg_mm_kernel *k, const uint32_t *spirv, size_t n_words,
+                         tg_vk_pipeline_desc *desc) {
+    memset(desc, 0, sizeof *desc);
+    desc->name = k->name;
+    desc->spirv = spirv;
+    desc->n_words = n_words;
+    desc->n_bindings = k->n_bindings;
+    for (int i = 0; i < k->n_bindings; i++) desc->bindings[i] = k->bindings[i].kind;
+    desc->push_constant_bytes = k->push_constant_bytes;
+}
