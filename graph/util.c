@@ -32,7 +32,8 @@ void tg_graph_fail(tg_graph *g, tg_status status, const char *fmt, ...) {
         g->status = status;
         memcpy(g->error, msg, sizeof msg);
     }
-    tg_set_error(status, "%s", msg);
+    /* tg_last_error agrees with the graph's first error, which is the cause. */
+    tg_set_error(g->status, "%s", g->error);
 }
 
 const char *tg_status_string(tg_status s) {
