@@ -28,12 +28,12 @@
 /* Coarse classes that code generators use to pick strategies (tile sizes,
  * shared memory vs register blocking, texel buffers). */
 typedef enum tg_vk_device_class {
-    TG_VK_CLASS_CPU = 0,        /* lavapipe, SwiftShader: texel buffers, no shared tiles */
-    TG_VK_CLASS_INTEGRATED,     /* an integrated GPU of an unlisted vendor */
-    TG_VK_CLASS_NVIDIA,         /* discrete NVIDIA */
-    TG_VK_CLASS_AMD,            /* discrete AMD */
-    TG_VK_CLASS_INTEL,          /* Intel GPU (integrated or discrete) */
-    TG_VK_CLASS_APPLE,          /* Apple GPU through MoltenVK */
+    TG_VK_CLASS_CPU = 0,    /* lavapipe, SwiftShader: texel buffers, no shared tiles */
+    TG_VK_CLASS_INTEGRATED, /* an integrated GPU of an unlisted vendor */
+    TG_VK_CLASS_NVIDIA,     /* discrete NVIDIA */
+    TG_VK_CLASS_AMD,        /* discrete AMD */
+    TG_VK_CLASS_INTEL,      /* Intel GPU (integrated or discrete) */
+    TG_VK_CLASS_APPLE,      /* Apple GPU through MoltenVK */
     TG_VK_CLASS_OTHER,
     TG_VK_CLASS_COUNT
 } tg_vk_device_class;
@@ -86,7 +86,7 @@ typedef struct tg_vk_caps {
     /* uniform texel buffer format support (VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT) */
     bool texel_r32f, texel_rgba32f, texel_r16f, texel_rgba16f;
     /* memory */
-    bool unified_memory;        /* device-local memory is host-visible (or a CPU device) */
+    bool unified_memory;         /* device-local memory is host-visible (or a CPU device) */
     uint64_t device_local_bytes; /* sum of DEVICE_LOCAL heaps */
 } tg_vk_caps;
 
@@ -157,6 +157,10 @@ typedef struct tg_vk_stats {
 void tg_vk_stats_get(tg_vk_stats *out);
 void tg_vk_stats_reset(void);
 
+/* Internal: the counters and how the layer bumps them. */
+extern tg_vk_stats tg_vk_stats_g;
+#define TG_VK_COUNT(field) __atomic_fetch_add(&tg_vk_stats_g.field, 1, __ATOMIC_RELAXED)
+
 /* ------------------------------------------------------------------ */
 /* Caches on disk                                                      */
 /* ------------------------------------------------------------------ */
@@ -194,9 +198,9 @@ typedef struct tg_vk_buffer {
     VkBuffer buffer;
     VkDeviceMemory memory;
     VkDeviceSize size;
-    unsigned usage;  /* TG_VK_BUFFER_* */
-    void *mapped;    /* non-NULL when host-visible: read/write directly */
-    bool coherent;   /* HOST_COHERENT: no flush/invalidate needed */
+    unsigned usage; /* TG_VK_BUFFER_* */
+    void *mapped;   /* non-NULL when host-visible: read/write directly */
+    bool coherent;  /* HOST_COHERENT: no flush/invalidate needed */
 } tg_vk_buffer;
 
 /* Creates a buffer of `bytes` (> 0). Fails with TG_ERR_UNSUPPORTED, naming
@@ -321,8 +325,8 @@ tg_status tg_vk_pipeline_cache_save(tg_vk_device *dev);
 typedef struct tg_vk_binding {
     const tg_vk_buffer *buffer; /* storage and uniform bindings */
     VkDeviceSize offset;
-    VkDeviceSize range;         /* 0 or VK_WHOLE_SIZE: to the end */
-    VkBufferView view;          /* texel bindings */
+    VkDeviceSize range; /* 0 or VK_WHOLE_SIZE: to the end */
+    VkBufferView view;  /* texel bindings */
 } tg_vk_binding;
 
 /* Where a barrier synchronises from/to. */
