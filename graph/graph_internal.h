@@ -249,6 +249,10 @@ struct tg_store {
     /* called before the host copy of a stale entry is read */
     tg_status (*sync_to_host)(tg_store *s, tg_store_entry *e);
     void (*release_device)(tg_store *s, tg_store_entry *e);
+    /* called by tg_store_set before replacing the host value of an entry
+     * with a device mirror; returns true if the backend keeps the mirror
+     * (marking it for re-upload), false to have it released */
+    bool (*host_changed)(tg_store *s, tg_store_entry *e, const tg_array *value);
     void *backend;
 };
 

@@ -97,7 +97,10 @@ tg_status tg_store_set(tg_store *s, const char *name, const tg_array *value) {
         tg_array_free(&copy);
         return tg_set_error(TG_ERR_NO_MEMORY, "tg_store_set: out of memory adding '%s'", name);
     }
-    release_device(s, e);
+    if (e->device && s->host_changed && s->host_changed(s, e, &copy))
+        e->host_stale = false; /* the backend re-uploads the kept mirror */
+    else
+        release_device(s, e);
     tg_array_free(&e->value);
     e->value = copy;
     return TG_OK;
