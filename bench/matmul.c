@@ -1,0 +1,403 @@
+/* bench/matmul.c — GFLOP/s of the generated matmul kernels on the default
+ * Vulkan device against OpenBLAS sgemm on the same CPU, in the same run.
+ * Prints one JSON object.
+ *
+ * For every shape and storage dtype: one command buffer is recorded once,
+ * run twice to warm up (llvmpipe compiles at the first dispatch), then
+ * replayed; each replay is timed with the wall clock around submit + wait
+ * and the median is reported. OpenBLAS runs the same (f32) product.
+ *
+ * OpenBLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when the library
+ * loads, before main; when either is set (this environment forces the
+ * slower Haswell kernels with them) the benchmark re-executes itself with
+ * both unset, so the baseline is OpenBLAS's own choice for this CPU.
+ * Options: --quick (fewer shapes, for smoke tests). */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend/gen_matmul.h"
+#include "backend/vk.h"
+
+#ifdef TG_HAVE_OPENBLAS
+/* Declared here rather than through <cblas.h>, which Debian routes through
+ * the alternatives system to whichever BLAS is selected. */
+void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha,
+                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+char *openblas_get_corename(void);
+int openblas_get_num_threads(void);
+#endif
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Repetitions so that one measurement takes about `budget` seconds. */
+static int reps_for(double one_run_s, double budget, int lo, int hi) {
+    int r = one_run_s > 0 ? (int)(budget / one_run_s) : hi;
+    return r < lo ? lo : r > hi ? hi : r;
+}
+
+static uint64_t rng = 42;
+static float frand(void) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(rng >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
+}
+
+typedef struct shape {
+    int64_t M, N, K;
+    bool tb;
+    const char *label;
+} shape;
+
+static tg_vk_device *dev;
+
+/* One kernel over `rows` rows of C (C may not fit one storage binding:
+ * 1500 x 51865 f32 is 311 MB, lavapipe binds at most 128 MiB). */
+typedef struct chunk {
+    int64_t row0, rows;
+    tg_mm_kernel k;
+    tg_vk_pipeline *pipe;
+    tg_vk_buffer c;
+} chunk;
+
+typedef struct result {
+    double ours_gflops, ours_ms, max_rel_err;
+    int reps;
+    char kernel[64];
+    tg_mm_tiling tiling;
+    const char *error;
+} result;
+
+static char errbuf[512];
+
+static const char *fail(const char *what) {
+    snprintf(errbuf, sizeof errbuf, "%s: %s", what, tg_last_error());
+    return errbuf;
+}
+
+static result run_ours(const shape *s, tg_dtype dt, const float *a, const float *b) {
+    result r = {0};
+    size_t es = dt == TG_F16 ? 2 : 4;
+    size_t na = (size_t)(s->M * s->K), nb = (size_t)(s->K * s->N);
+    tg_vk_buffer ba = {0}, bb = {0};
+    VkBufferView va = VK_NULL_HANDLE, vb = VK_NULL_HANDLE;
+    chunk ch[16];
+    int n_ch = 0;
+    tg_vk_cmd *cmd = NULL;
+    memset(ch, 0, sizeof ch);
+
+    /* rows per chunk: C chunks within the storage range, a multiple of 4
+     * so A's vec4 texel offset stays aligned */
+    uint64_t max_range = dev->caps.max_storage_buffer_range;
+    if (dev->caps.max_buffer_bytes && dev->caps.max_buffer_bytes < max_range)
+        max_range = dev->caps.max_buffer_bytes;
+    int64_t rows_per = (int64_t)(max_range / ((uint64_t)s->N * es)) / 4 * 4;
+    if (rows_per < 4) {
+        r.error = "N too large for one storage binding";
+        return r;
+    }
+    for (int64_t r0 = 0; r0 < s->M && n_ch < 16; r0 += rows_per) {
+        ch[n_ch].row0 = r0;
+        ch[n_ch].rows = s->M - r0 < rows_per ? s->M - r0 : rows_per;
+        n_ch++;
+    }
+
+    /* upload operands in storage dtype */
+    void *tmp = malloc((na > nb ? na : nb) * es + 16);
+    if (!tmp) {
+        r.error = "out of memory";
+        return r;
+    }
+    const float *src[2] = {a, b};
+    size_t cnt[2] = {na, nb};
+    tg_vk_buffer *dst[2] = {&ba, &bb};
+    for (int i = 0; i < 2; i++) {
+        for (size_t j = 0; j < cnt[i]; j++) {
+            if (es == 2)
+                ((uint16_t *)tmp)[j] = tg_f32_to_f16(src[i][j]);
+            else
+                ((float *)tmp)[j] = src[i][j];
+        }
+        size_t bytes = (cnt[i] * es + 15) / 16 * 16;
+        if (tg_vk_buffer_create(dev, bytes, TG_VK_BUFFER_TEXEL, dst[i]) != TG_OK ||
+            tg_vk_buffer_upload(dev, dst[i], 0, tmp, cnt[i] * es) != TG_OK) {
+            r.error = fail("operand buffer");
+            free(tmp);
+            goto out;
+        }
+    }
+    free(tmp);
+
+    for (int i = 0; i < n_ch; i++) {
+        tg_mm_params p = {0};
+        p.M = ch[i].rows;
+        p.N = s->N;
+        p.K = s->K;
+        p.batch = 1;
+        p.transpose_b = s->tb;
+        p.dtype = dt;
+        p.out_dtype = dt;
+        p.name = "bench_mm";
+        if (tg_gen_matmul(&dev->caps, &p, &ch[i].k) != TG_OK) {
+            r.error = fail("generate");
+            goto out;
+        }
+        tg_vk_spirv spv = {0};
+        if (tg_vk_compile_glsl(ch[i].k.glsl, ch[i].k.name, 0, NULL, &spv) != TG_OK) {
+            r.error = fail("compile");
+            goto out;
+        }
+        tg_vk_pipeline_desc desc;
+        tg_mm_pipeline_desc(&ch[i].k, spv.words, spv.n_words, &desc);
+        tg_status st = tg_vk_pipeline_create(dev, &desc, &ch[i].pipe);
+        tg_vk_spirv_free(&spv);
+        if (st != TG_OK) {
+            r.error = fail("pipeline");
+            goto out;
+        }
+        if (tg_vk_buffer_create(dev, (VkDeviceSize)(ch[i].rows * s->N) * es, TG_VK_BUFFER_STORAGE,
+                                &ch[i].c) != TG_OK) {
+            r.error = fail("output buffer");
+            goto out;
+        }
+    }
+    if (tg_vk_buffer_view_create(dev, &ba, ch[0].k.bindings[0].format, 0, VK_WHOLE_SIZE, &va) !=
+            TG_OK ||
+        tg_vk_buffer_view_create(dev, &bb, ch[0].k.bindings[1].format, 0, VK_WHOLE_SIZE, &vb) !=
+            TG_OK) {
+        r.error = fail("texel view");
+        goto out;
+    }
+    if (tg_vk_cmd_begin(dev, 0, &cmd) != TG_OK) {
+        r.error = fail("cmd");
+        goto out;
+    }
+    for (int i = 0; i < n_ch; i++) {
+        tg_vk_binding bind[3] = {{0}};
+        bind[0].view = va;
+        bind[1].view = vb;
+        bind[2].buffer = &ch[i].c;
+        /* element offsets: A starts at the chunk's first row */
+        uint32_t push[3] = {(uint32_t)(ch[i].row0 * s->K), 0, 0};
+        if (tg_vk_cmd_dispatch(cmd, ch[i].pipe, bind, push, sizeof push, ch[i].k.groups) != TG_OK) {
+            r.error = fail("dispatch");
+            goto out;
+        }
+    }
+    if (tg_vk_cmd_end(cmd) != TG_OK) {
+        r.error = fail("cmd end");
+        goto out;
+    }
+    /* warm-up: llvmpipe JIT-compiles at the first dispatch */
+    double t0 = now_s();
+    for (int w = 0; w < 2; w++)
+        if (tg_vk_cmd_run(cmd) != TG_OK) {
+            r.error = fail("run");
+            goto out;
+        }
+    double one = (now_s() - t0) / 2;
+    int reps = reps_for(one, 2.0, 3, 15);
+    double times[32];
+    for (int i = 0; i < reps; i++) {
+        t0 = now_s();
+        if (tg_vk_cmd_run(cmd) != TG_OK) {
+            r.error = fail("run");
+            goto out;
+        }
+        times[i] = now_s() - t0;
+    }
+    double med = median(times, reps);
+    r.ours_ms = med * 1e3;
+    r.ours_gflops = 2.0 * (double)s->M * (double)s->N * (double)s->K / med * 1e-9;
+    r.reps = reps;
+    snprintf(r.kernel, sizeof r.kernel, "%s", ch[0].k.name);
+    r.tiling = ch[0].k.tiling;
+
+    /* spot-check 64 elements against a double dot product (inputs as the
+     * device saw them) */
+    for (int t = 0; t < 64; t++) {
+        int64_t m = (int64_t)((unsigned)(t * 2654435761u) % (unsigned)s->M);
+        int64_t n = (int64_t)((unsigned)(t * 40503u + 7) % (unsigned)s->N);
+        double ref = 0, mag = 0;
+        for (int64_t k = 0; k < s->K; k++) {
+            double x = a[m * s->K + k], y = s->tb ? b[n * s->K + k] : b[k * s->N + n];
+            if (dt == TG_F16) {
+                x = tg_f16_to_f32(tg_f32_to_f16((float)x));
+                y = tg_f16_to_f32(tg_f32_to_f16((float)y));
+            }
+            ref += x * y;
+            mag += fabs(x * y);
+        }
+        int ci = 0;
+        while (ci + 1 < n_ch && ch[ci + 1].row0 <= m) ci++;
+        VkDeviceSize off = (VkDeviceSize)((m - ch[ci].row0) * s->N + n) * es;
+        float got;
+        if (es == 2) {
+            uint16_t h;
+            tg_vk_buffer_download(dev, &ch[ci].c, off, &h, 2);
+            got = tg_f16_to_f32(h);
+        } else {
+            tg_vk_buffer_download(dev, &ch[ci].c, off, &got, 4);
+        }
+        double e = fabs(got - ref) / (mag > 0 ? mag : 1);
+        if (!(e <= r.max_rel_err)) r.max_rel_err = isnan(e) ? INFINITY : e;
+    }
+out:
+    tg_vk_cmd_free(cmd);
+    if (va) tg_vk_buffer_view_destroy(dev, va);
+    if (vb) tg_vk_buffer_view_destroy(dev, vb);
+    for (int i = 0; i < n_ch; i++) {
+        if (ch[i].pipe) tg_vk_pipeline_destroy(dev, ch[i].pipe);
+        tg_vk_buffer_destroy(dev, &ch[i].c);
+        tg_mm_kernel_free(&ch[i].k);
+    }
+    tg_vk_buffer_destroy(dev, &ba);
+    tg_vk_buffer_destroy(dev, &bb);
+    return r;
+}
+
+static double run_openblas(const shape *s, const float *a, const float *b, float *c) {
+#ifdef TG_HAVE_OPENBLAS
+    int M = (int)s->M, N = (int)s->N, K = (int)s->K;
+    cblas_sgemm(101, 111, s->tb ? 112 : 111, M, N, K, 1.0f, a, K, b, s->tb ? K : N, 0.0f, c, N);
+    double t0 = now_s();
+    cblas_sgemm(101, 111, s->tb ? 112 : 111, M, N, K, 1.0f, a, K, b, s->tb ? K : N, 0.0f, c, N);
+    int reps = reps_for(now_s() - t0, 1.0, 3, 15);
+    double times[32];
+    for (int i = 0; i < reps; i++) {
+        t0 = now_s();
+        cblas_sgemm(101, 111, s->tb ? 112 : 111, M, N, K, 1.0f, a, K, b, s->tb ? K : N, 0.0f, c, N);
+        times[i] = now_s() - t0;
+    }
+    return 2.0 * (double)M * N * K / median(times, reps) * 1e-9;
+#else
+    (void)s;
+    (void)a;
+    (void)b;
+    (void)c;
+    return 0;
+#endif
+}
+
+int main(int argc, char **argv) {
+    bool quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    const char *orig_core = getenv("OPENBLAS_CORETYPE");
+    const char *orig_l2 = getenv("OPENBLAS_L2_SIZE");
+    bool reexec = getenv("TG_BENCH_MATMUL_REEXEC") != NULL;
+#ifdef TG_HAVE_OPENBLAS
+    if (!reexec && (orig_core || orig_l2)) {
+        /* remember what was set, for the report */
+        setenv("TG_BENCH_MATMUL_REEXEC", "1", 1);
+        setenv("TG_BENCH_ORIG_CORETYPE", orig_core ? orig_core : "", 1);
+        setenv("TG_BENCH_ORIG_L2", orig_l2 ? orig_l2 : "", 1);
+        unsetenv("OPENBLAS_CORETYPE");
+        unsetenv("OPENBLAS_L2_SIZE");
+        execv("/proc/self/exe", argv);
+        /* exec failed: OpenBLAS keeps the variables it loaded with; the
+         * report says reexec_without_env false */
+    }
+#endif
+    if (reexec) {
+        orig_core = getenv("TG_BENCH_ORIG_CORETYPE");
+        orig_l2 = getenv("TG_BENCH_ORIG_L2");
+    }
+
+    if (tg_vk_device_open(-1, &dev) != TG_OK) {
+        printf("{\"bench\": \"matmul\", \"error\": \"%s\"}\n", tg_last_error());
+        return 1;
+    }
+    const char *lp = getenv("LP_NUM_THREADS");
+    printf("{\n  \"bench\": \"matmul\",\n");
+    printf("  \"device\": \"%s\",\n  \"device_class\": \"%s\",\n", dev->caps.name,
+           tg_vk_device_class_name(dev->caps.device_class));
+    printf("  \"lp_num_threads\": %s%s%s,\n", lp ? "\"" : "", lp ? lp : "null", lp ? "\"" : "");
+    printf("  \"timing\": \"median wall-clock of submit+wait of a recorded command buffer, after "
+           "2 warm-up runs\",\n");
+#ifdef TG_HAVE_OPENBLAS
+    printf("  \"openblas\": {\"corename\": \"%s\", \"threads\": %d, \"reexec_without_env\": %s, "
+           "\"original_OPENBLAS_CORETYPE\": \"%s\", \"original_OPENBLAS_L2_SIZE\": \"%s\", "
+           "\"OPENBLAS_CORETYPE_now\": \"%s\"},\n",
+           openblas_get_corename(), openblas_get_num_threads(), reexec ? "true" : "false",
+           orig_core ? orig_core : "", orig_l2 ? orig_l2 : "",
+           getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "");
+#else
+    printf("  \"openblas\": null,\n");
+#endif
+    static const shape all[] = {
+        {256, 256, 256, false, "square"},
+        {512, 512, 512, false, "square"},
+        {1024, 1024, 1024, false, "square"},
+        {2048, 2048, 2048, false, "square"},
+        {1500, 384, 384, false, "whisper"},
+        {1500, 1536, 384, false, "whisper"},
+        {1500, 384, 1536, false, "whisper"},
+        {1500, 51865, 384, false, "whisper"},
+        /* Whisper's logits multiply by the token embedding transposed */
+        {1500, 51865, 384, true, "whisper_logits_nt"},
+    };
+    static const shape quick_set[] = {{256, 256, 256, false, "square"},
+                                      {1500, 384, 384, false, "whisper"}};
+    const shape *shapes = quick ? quick_set : all;
+    int n_shapes = quick ? 2 : (int)(sizeof all / sizeof all[0]);
+
+    printf("  \"results\": [\n");
+    bool first = true;
+    for (int si = 0; si < n_shapes; si++) {
+        const shape *s = &shapes[si];
+        size_t na = (size_t)(s->M * s->K), nb = (size_t)(s->K * s->N), nc = (size_t)(s->M * s->N);
+        float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b), *c = malloc(nc * sizeof *c);
+        if (!a || !b || !c) {
+            free(a);
+            free(b);
+            free(c);
+            continue;
+        }
+        for (size_t i = 0; i < na; i++) a[i] = frand();
+        for (size_t i = 0; i < nb; i++) b[i] = frand();
+        double blas = run_openblas(s, a, b, c);
+        for (int d = 0; d < 2; d++) {
+            tg_dtype dt = d ? TG_F16 : TG_F32;
+            result r = run_ours(s, dt, a, b);
+            printf("%s    {\"label\": \"%s\", \"M\": %lld, \"N\": %lld, \"K\": %lld, "
+                   "\"transpose_b\": %s, \"dtype\": \"%s\", ",
+                   first ? "" : ",\n", s->label, (long long)s->M, (long long)s->N, (long long)s->K,
+                   s->tb ? "true" : "false", tg_dtype_name(dt));
+            first = false;
+            if (r.error) {
+                printf("\"error\": \"%s\"}", r.error);
+                continue;
+            }
+            printf("\"kernel\": \"%s\", \"strategy\": \"%s\", \"workgroup\": [%u, %u], "
+                   "\"block\": [%u, %u], \"reps\": %d, \"ours_ms\": %.3f, \"ours_gflops\": %.2f, "
+                   "\"openblas_sgemm_gflops\": %.2f, \"ratio\": %.3f, \"max_rel_err\": %.2e}",
+                   r.kernel, tg_mm_strategy_name(r.tiling.strategy), r.tiling.wg_x, r.tiling.wg_y,
+                   r.tiling.tm, r.tiling.tn, r.reps, r.ours_ms, r.ours_gflops, blas,
+                   blas > 0 ? r.ours_gflops / blas : 0, r.max_rel_err);
+            fflush(stdout);
+        }
+        free(a);
+        free(b);
+        free(c);
+    }
+    printf("\n  ]\n}\n");
+    tg_vk_device_close(dev);
+    return 0;
+}

@@ -1,0 +1,504 @@
+/* test_vk_matmul.c — the matmul and conv1d generators (backend/gen_matmul.c)
+ * on the Vulkan device, against naive double-accumulating loops here.
+ *
+ * Tolerances (per element, against the double reference `ref`, with
+ * S = sum over k of |a_k * b_k|, the size of the terms):
+ *  - f32 storage: |got - ref| <= 1e-5 * S. f32 accumulation of K terms
+ *    errs by at most ~K * 2^-24 * S (6e-6 * S at K = 100, and typically
+ *    sqrt(K) of that), so 1e-5 passes correct kernels and fails any wrong
+ *    index (which gives errors of order S).
+ *  - f16 storage: the inputs are rounded to f16 before the reference, so
+ *    the same bound holds for the accumulation; an f16 output adds its own
+ *    rounding, 2^-11 * |ref|.
+ * The device runs with the validation layer on (TG_VALIDATION=1 before the
+ * first device call); the last test asserts it reported nothing. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "backend/gen_matmul.h"
+#include "backend/vk.h"
+
+static tg_vk_device *dev;
+
+/* ---- data ---- */
+
+static uint64_t rng_state;
+static float frand(void) { /* uniform in [-1, 1), seeded */
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(rng_state >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
+}
+
+/* Random values, rounded to f16 when the storage is f16 so that the
+ * reference sees exactly what the device reads. */
+static float *rand_vec(size_t n, tg_dtype dt) {
+    float *v = malloc((n ? n : 1) * sizeof *v);
+    assert_non_null(v);
+    for (size_t i = 0; i < n; i++) {
+        v[i] = frand();
+        if (dt == TG_F16) v[i] = tg_f16_to_f32(tg_f32_to_f16(v[i]));
+    }
+    return v;
+}
+
+/* ---- running a kernel ---- */
+
+typedef struct host_operand {
+    const float *data; /* values (already rounded for f16) */
+    size_t n;          /* elements */
+} host_operand;
+
+/* A buffer holding `off` NaNs then the data, in the binding's storage type.
+ * Texel bindings get a view of the whole buffer. */
+static void make_operand(const tg_mm_binding *bd, const host_operand *h, uint32_t off,
+                         tg_vk_buffer *buf, VkBufferView *view) {
+    size_t es = bd->dtype == TG_F16 ? 2 : 4;
+    size_t n = off + h->n;
+    size_t bytes = (n * es + 15) / 16 * 16; /* whole vec4 texels */
+    uint8_t *tmp = malloc(bytes);
+    assert_non_null(tmp);
+    memset(tmp, 0xff, bytes); /* NaN in both f32 and f16 */
+    for (size_t i = 0; i < h->n; i++) {
+        if (es == 2) {
+            uint16_t x = tg_f32_to_f16(h->data[i]);
+            memcpy(tmp + (off + i) * 2, &x, 2);
+        } else {
+            memcpy(tmp + (off + i) * 4, &h->data[i], 4);
+        }
+    }
+    unsigned usage = bd->kind == TG_VK_BIND_TEXEL ? TG_VK_BUFFER_TEXEL : TG_VK_BUFFER_STORAGE;
+    assert_int_equal(tg_vk_buffer_create(dev, bytes, usage, buf), TG_OK);
+    assert_int_equal(tg_vk_buffer_upload(dev, buf, 0, tmp, bytes), TG_OK);
+    free(tmp);
+    *view = VK_NULL_HANDLE;
+    if (bd->kind == TG_VK_BIND_TEXEL) {
+        tg_status st = tg_vk_buffer_view_create(dev, buf, bd->format, 0, VK_WHOLE_SIZE, view);
+        if (st != TG_OK) fail_msg("view: %s", tg_last_error());
+    }
+}
+
+/* Compiles and runs kernel `k` once: a, b, extras as host values, every
+ * operand at element offset `off` of its own buffer; returns C (count nc,
+ * malloc'ed) and checks C's first `off` elements were left alone. */
+static float *run_kernel(const tg_mm_kernel *k, host_operand a, host_operand b,
+                         const host_operand *extras, size_t nc, uint32_t off) {
+    tg_vk_spirv spv = {0};
+    tg_status st = tg_vk_compile_glsl(k->glsl, k->name, 0, NULL, &spv);
+    if (st != TG_OK) fail_msg("compile %s: %s\n%s", k->name, tg_last_error(), k->glsl);
+    tg_vk_pipeline_desc desc;
+    tg_mm_pipeline_desc(k, spv.words, spv.n_words, &desc);
+    tg_vk_pipeline *pipe = NULL;
+    st = tg_vk_pipeline_create(dev, &desc, &pipe);
+    if (st != TG_OK) fail_msg("pipeline %s: %s", k->name, tg_last_error());
+    tg_vk_spirv_free(&spv);
+
+    tg_vk_buffer bufs[3 + TG_MM_MAX_EXTRA] = {0};
+    VkBufferView views[3 + TG_MM_MAX_EXTRA] = {0};
+    tg_vk_binding binds[3 + TG_MM_MAX_EXTRA] = {0};
+    uint32_t push[3 + TG_MM_MAX_EXTRA];
+    int ci = -1;
+    for (int i = 0; i < k->n_bindings; i++) {
+        const tg_mm_binding *bd = &k->bindings[i];
+        host_operand h = {0};
+        float *zeros = NULL;
+        if (bd->role == TG_MM_ROLE_A) h = a;
+        if (bd->role == TG_MM_ROLE_B) h = b;
+        if (bd->role == TG_MM_ROLE_EXTRA) h = extras[bd->extra_index];
+        if (bd->role == TG_MM_ROLE_C) {
+            ci = i;
+            h.n = nc;
+            zeros = malloc(nc * sizeof *zeros);
+            assert_non_null(zeros);
+            for (size_t j = 0; j < nc; j++) zeros[j] = NAN; /* unwritten shows as NaN */
+            h.data = zeros;
+        }
+        make_operand(bd, &h, off, &bufs[i], &views[i]);
+        free(zeros);
+        binds[i].buffer = &bufs[i];
+        binds[i].view = views[i];
+        /* A vec4 texel binding's offset counts elements, and must be a
+         * multiple of 4 (the test's offsets are). */
+        push[i] = off;
+    }
+    assert_true(ci >= 0);
+
+    tg_vk_cmd *cmd = NULL;
+    assert_int_equal(tg_vk_cmd_begin(dev, 0, &cmd), TG_OK);
+    st = tg_vk_cmd_dispatch(cmd, pipe, binds, push, k->push_constant_bytes, k->groups);
+    if (st != TG_OK) fail_msg("dispatch: %s", tg_last_error());
+    assert_int_equal(tg_vk_cmd_barrier(cmd, TG_VK_SYNC_COMPUTE, TG_VK_SYNC_HOST), TG_OK);
+    assert_int_equal(tg_vk_cmd_end(cmd), TG_OK);
+    st = tg_vk_cmd_run(cmd);
+    if (st != TG_OK) fail_msg("run: %s", tg_last_error());
+    tg_vk_cmd_free(cmd);
+
+    const tg_mm_binding *cb = &k->bindings[ci];
+    size_t es = cb->dtype == TG_F16 ? 2 : 4;
+    uint8_t *raw = malloc((off + nc) * es);
+    assert_non_null(raw);
+    assert_int_equal(tg_vk_buffer_download(dev, &bufs[ci], 0, raw, (off + nc) * es), TG_OK);
+    float *c = malloc(nc * sizeof *c);
+    assert_non_null(c);
+    for (size_t j = 0; j < off + nc; j++) {
+        float v;
+        if (es == 2) {
+            uint16_t x;
+            memcpy(&x, raw + j * 2, 2);
+            v = tg_f16_to_f32(x);
+        } else {
+            memcpy(&v, raw + j * 4, 4);
+        }
+        if (j < off)
+            assert_true(isnan(v)); /* nothing written before the offset */
+        else
+            c[j - off] = v;
+    }
+    free(raw);
+    for (int i = 0; i < k->n_bindings; i++) {
+        if (views[i]) tg_vk_buffer_view_destroy(dev, views[i]);
+        tg_vk_buffer_destroy(dev, &bufs[i]);
+    }
+    tg_vk_pipeline_destroy(dev, pipe);
+    return c;
+}
+
+/* ---- matmul cases ---- */
+
+typedef struct mm_case {
+    int64_t M, N, K;
+    int64_t batch_a, batch_b; /* 1 broadcasts over the other */
+    bool ta, tb;
+    tg_dtype dt, odt;
+    tg_mm_strategy strategy;
+    uint32_t off;
+    bool epilogue; /* bias over N (e0) + residual [batch, M, N] (e1), then tanh */
+} mm_case;
+
+static void check_mm(mm_case c) {
+    int64_t batch = c.batch_a > c.batch_b ? c.batch_a : c.batch_b;
+    size_t na = (size_t)(c.batch_a * c.M * c.K), nb = (size_t)(c.batch_b * c.K * c.N);
+    size_t nc = (size_t)(batch * c.M * c.N);
+    float *a = rand_vec(na, c.dt), *b = rand_vec(nb, c.dt);
+    float *bias = rand_vec((size_t)c.N, TG_F32), *res = rand_vec(nc, TG_F16);
+
+    tg_mm_params p = {0};
+    p.M = c.M;
+    p.N = c.N;
+    p.K = c.K;
+    p.batch = batch;
+    p.batch_stride_a = c.batch_a == 1 ? 0 : c.M * c.K;
+    p.batch_stride_b = c.batch_b == 1 ? 0 : c.K * c.N;
+    p.batch_stride_c = c.M * c.N;
+    p.transpose_a = c.ta;
+    p.transpose_b = c.tb;
+    p.dtype = c.dt;
+    p.out_dtype = c.odt;
+    p.strategy = c.strategy;
+    if (c.epilogue) {
+        p.epilogue = "tanh(acc + e0 + e1)";
+        p.n_extra = 2;
+        p.extra[0] = (tg_mm_extra){TG_F32, 0, 0, 1};
+        p.extra[1] = (tg_mm_extra){TG_F16, c.M * c.N, c.N, 1};
+    }
+    tg_mm_kernel k;
+    tg_status st = tg_gen_matmul(&dev->caps, &p, &k);
+    if (st != TG_OK) fail_msg("gen: %s", tg_last_error());
+    host_operand extras[2] = {{bias, (size_t)c.N}, {res, nc}};
+    float *got = run_kernel(&k, (host_operand){a, na}, (host_operand){b, nb}, extras, nc, c.off);
+
+    int bad = 0;
+    for (int64_t bz = 0; bz < batch; bz++) {
+        const float *A = a + (c.batch_a == 1 ? 0 : bz * c.M * c.K);
+        const float *B = b + (c.batch_b == 1 ? 0 : bz * c.K * c.N);
+        for (int64_t m = 0; m < c.M; m++) {
+            for (int64_t n = 0; n < c.N; n++) {
+                double ref = 0, mag = 0;
+                for (int64_t kk = 0; kk < c.K; kk++) {
+                    double x = c.ta ? A[kk * c.M + m] : A[m * c.K + kk];
+                    double y = c.tb ? B[n * c.K + kk] : B[kk * c.N + n];
+                    ref += x * y;
+                    mag += fabs(x * y);
+                }
+                double tol = 1e-5 * mag + 1e-30;
+                size_t ci = (size_t)((bz * c.M + m) * c.N + n);
+                if (c.epilogue) {
+                    /* tanh is 1-Lipschitz: the bound carries over; the
+                     * device's tanh adds a few ulp of its own. */
+                    ref = tanh(ref + bias[n] + res[ci]);
+                    tol += 1e-5;
+                }
+                if (c.odt == TG_F16) tol += fabs(ref) * (1.0 / 2048) + 1e-7;
+                double err = fabs((double)got[ci] - ref);
+                if (!(err <= tol) && bad++ < 5)
+                    print_error("M=%lld N=%lld K=%lld b=%lld m=%lld n=%lld: got %.9g want %.9g "
+                                "(tol %.3g)\n",
+                                (long long)c.M, (long long)c.N, (long long)c.K, (long long)bz,
+                                (long long)m, (long long)n, got[ci], ref, tol);
+            }
+        }
+    }
+    if (bad)
+        fail_msg("%d wrong elements: kernel %s (%s, tile %ux%u x %ux%u)\n", bad, k.name,
+                 tg_mm_strategy_name(k.tiling.strategy), k.tiling.wg_x, k.tiling.wg_y, k.tiling.tm,
+                 k.tiling.tn);
+    tg_mm_kernel_free(&k);
+    free(a);
+    free(b);
+    free(bias);
+    free(res);
+    free(got);
+}
+
+/* The shapes every strategy and dtype is run on. */
+static const int64_t shapes[][3] = {
+    {1, 1, 1},     {7, 13, 5},  {33, 65, 17}, {64, 64, 64}, {36, 68, 20}, /* vec4-aligned */
+    {17, 9, 1},                                                           /* K = 1 */
+    {1, 384, 64},  {1, 37, 12}, {3, 20, 8},                               /* M = 1 .. 3 */
+    {130, 70, 33},                                                        /* > one workgroup */
+};
+
+static void run_suite(tg_dtype dt, tg_dtype odt, tg_mm_strategy s) {
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        check_mm((mm_case){shapes[i][0], shapes[i][1], shapes[i][2], 1, 1, false, false, dt, odt, s,
+                           0, false});
+    /* all four transposes, on scalar-texel and vec4-texel shapes */
+    const int64_t tshapes[][3] = {{33, 65, 17}, {36, 68, 20}, {8, 12, 4}};
+    for (size_t i = 0; i < 3; i++)
+        for (int t = 0; t < 4; t++)
+            check_mm((mm_case){tshapes[i][0], tshapes[i][1], tshapes[i][2], 1, 1, t & 1, t >> 1, dt,
+                               odt, s, 0, false});
+    /* batch broadcast: [3,M,K] x [1,K,N] and [1,M,K] x [3,K,N] */
+    check_mm((mm_case){7, 13, 5, 3, 1, false, false, dt, odt, s, 0, false});
+    check_mm((mm_case){7, 13, 5, 1, 3, false, true, dt, odt, s, 0, false});
+    check_mm((mm_case){36, 68, 20, 3, 1, true, false, dt, odt, s, 0, false});
+    check_mm((mm_case){36, 68, 20, 1, 3, false, false, dt, odt, s, 0, false});
+    check_mm((mm_case){12, 16, 8, 2, 2, true, true, dt, odt, s, 0, false});
+    /* operands at offsets in their buffers, and a fused epilogue */
+    check_mm((mm_case){33, 65, 17, 2, 2, false, false, dt, odt, s, 8, true});
+    check_mm((mm_case){36, 68, 20, 2, 1, false, true, dt, odt, s, 4, true});
+}
+
+static void test_register_f32(void **state) {
+    (void)state;
+    run_suite(TG_F32, TG_F32, TG_MM_STRATEGY_REGISTER);
+}
+static void test_register_f16(void **state) {
+    (void)state;
+    if (!dev->caps.storage_16bit || !dev->caps.texel_r16f) skip();
+    run_suite(TG_F16, TG_F16, TG_MM_STRATEGY_REGISTER);
+}
+static void test_shared_f32(void **state) {
+    (void)state;
+    run_suite(TG_F32, TG_F32, TG_MM_STRATEGY_SHARED);
+}
+static void test_shared_f16(void **state) {
+    (void)state;
+    if (!dev->caps.storage_16bit || !dev->caps.texel_r16f) skip();
+    run_suite(TG_F16, TG_F16, TG_MM_STRATEGY_SHARED);
+}
+static void test_auto_mixed(void **state) {
+    (void)state;
+    /* the device class's own choice, f16 inputs with an f32 output */
+    check_mm(
+        (mm_case){33, 65, 17, 1, 1, false, false, TG_F32, TG_F32, TG_MM_STRATEGY_AUTO, 0, false});
+    if (dev->caps.texel_r16f)
+        check_mm((mm_case){36, 68, 20, 2, 1, true, false, TG_F16, TG_F32, TG_MM_STRATEGY_AUTO, 0,
+                           false});
+}
+
+/* ---- conv1d ---- */
+
+typedef struct conv_case {
+    int64_t batch, cin, width, cout, ksize, stride, padding, dilation;
+    tg_dtype dt;
+    tg_mm_strategy strategy;
+    bool bias;
+} conv_case;
+
+static void check_conv(conv_case c) {
+    int64_t wout = tg_conv1d_out_width(c.width, c.ksize, c.stride, c.padding, c.dilation);
+    assert_true(wout > 0);
+    size_t nx = (size_t)(c.batch * c.cin * c.width), nw = (size_t)(c.cout * c.cin * c.ksize);
+    size_t no = (size_t)(c.batch * c.cout * wout);
+    float *x = rand_vec(nx, c.dt), *w = rand_vec(nw, c.dt), *bias = rand_vec((size_t)c.cout, c.dt);
+    tg_conv1d_params p = {0};
+    p.batch = c.batch;
+    p.cin = c.cin;
+    p.width = c.width;
+    p.cout = c.cout;
+    p.ksize = c.ksize;
+    p.stride = c.stride;
+    p.padding = c.padding;
+    p.dilation = c.dilation;
+    p.dtype = c.dt;
+    p.out_dtype = c.dt;
+    p.strategy = c.strategy;
+    if (c.bias) {
+        p.epilogue = "acc + e0";
+        p.n_extra = 1;
+        p.extra[0] = (tg_mm_extra){TG_F32, 0, 1, 0}; /* bias[cout]: by row */
+    }
+    tg_mm_kernel k;
+    tg_status st = tg_gen_conv1d(&dev->caps, &p, &k);
+    if (st != TG_OK) fail_msg("gen: %s", tg_last_error());
+    host_operand extras[1] = {{bias, (size_t)c.cout}};
+    float *got = run_kernel(&k, (host_operand){w, nw}, (host_operand){x, nx}, extras, no, 0);
+    int bad = 0;
+    for (int64_t n = 0; n < c.batch; n++)
+        for (int64_t co = 0; co < c.cout; co++)
+            for (int64_t o = 0; o < wout; o++) {
+                double ref = c.bias ? bias[co] : 0, mag = fabs(ref);
+                for (int64_t ci = 0; ci < c.cin; ci++)
+                    for (int64_t t = 0; t < c.ksize; t++) {
+                        int64_t pos = o * c.stride + t * c.dilation - c.padding;
+                        if (pos < 0 || pos >= c.width) continue;
+                        double v = (double)w[(co * c.cin + ci) * c.ksize + t] *
+                                   x[(n * c.cin + ci) * c.width + pos];
+                        ref += v;
+                        mag += fabs(v);
+                    }
+                double tol = 1e-5 * mag + 1e-30;
+                if (c.dt == TG_F16) tol += fabs(ref) / 2048 + 1e-7;
+                double g = got[(n * c.cout + co) * wout + o];
+                if (!(fabs(g - ref) <= tol) && bad++ < 5)
+                    print_error("conv n=%lld co=%lld o=%lld: got %.9g want %.9g\n", (long long)n,
+                                (long long)co, (long long)o, g, ref);
+            }
+    if (bad)
+        fail_msg("%d wrong: conv1d cin=%lld w=%lld cout=%lld k=%lld s=%lld p=%lld d=%lld (%s)", bad,
+                 (long long)c.cin, (long long)c.width, (long long)c.cout, (long long)c.ksize,
+                 (long long)c.stride, (long long)c.padding, (long long)c.dilation, k.name);
+    tg_mm_kernel_free(&k);
+    free(x);
+    free(w);
+    free(bias);
+    free(got);
+}
+
+static void conv_suite(tg_mm_strategy s, tg_dtype dt) {
+    for (int stride = 1; stride <= 2; stride++)
+        for (int pad = 0; pad <= 1; pad++)
+            for (int dil = 1; dil <= 2; dil++)
+                check_conv((conv_case){2, 5, 19, 7, 3, stride, pad, dil, dt, s, false});
+    /* Whisper's first conv shape class (K = cin*3 multiple of 4), with bias */
+    check_conv((conv_case){1, 12, 40, 9, 3, 1, 1, 1, dt, s, true});
+    check_conv((conv_case){2, 3, 8, 1, 1, 1, 0, 1, dt, s, true}); /* 1x1 conv */
+}
+
+static void test_conv_register(void **state) {
+    (void)state;
+    conv_suite(TG_MM_STRATEGY_REGISTER, TG_F32);
+    if (dev->caps.storage_16bit && dev->caps.texel_r16f)
+        conv_suite(TG_MM_STRATEGY_REGISTER, TG_F16);
+}
+static void test_conv_shared(void **state) {
+    (void)state;
+    conv_suite(TG_MM_STRATEGY_SHARED, TG_F32);
+}
+
+/* ---- errors and the tile table ---- */
+
+static void test_errors(void **state) {
+    (void)state;
+    tg_vk_caps caps = dev->caps;
+    caps.storage_16bit = false;
+    tg_mm_params p = {0};
+    p.M = p.N = p.K = 8;
+    p.batch = 1;
+    p.dtype = TG_F16;
+    p.out_dtype = TG_F16;
+    tg_mm_kernel k;
+    assert_int_equal(tg_gen_matmul(&caps, &p, &k), TG_ERR_UNSUPPORTED);
+    assert_non_null(strstr(tg_last_error(), "16"));
+    assert_null(k.glsl);
+    caps = dev->caps;
+    caps.texel_r16f = caps.texel_rgba16f = false;
+    p.out_dtype = TG_F32;
+    assert_int_equal(tg_gen_matmul(&caps, &p, &k), TG_ERR_UNSUPPORTED);
+    p.dtype = TG_I32;
+    assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_ERR_INVALID_ARGUMENT);
+    p.dtype = TG_F32;
+    p.K = 0;
+    assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_ERR_INVALID_ARGUMENT);
+    p.K = 70000;
+    p.M = 70000; /* A spans 4.9e9 elements: over the 32-bit index range */
+    assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_ERR_UNSUPPORTED);
+    tg_conv1d_params c = {0};
+    c.batch = 1;
+    c.cin = 2;
+    c.width = 3;
+    c.cout = 2;
+    c.ksize = 5; /* wider than the padded input */
+    c.stride = c.dilation = 1;
+    assert_int_equal(tg_gen_conv1d(&dev->caps, &c, &k), TG_ERR_SHAPE);
+}
+
+static void test_tiling_table(void **state) {
+    (void)state;
+    tg_vk_caps caps = dev->caps;
+    tg_mm_tiling t;
+    caps.device_class = TG_VK_CLASS_CPU;
+    assert_int_equal(tg_mm_choose_tiling(&caps, TG_MM_STRATEGY_AUTO, 1024, 1024, 1024, &t), TG_OK);
+    assert_int_equal(t.strategy, TG_MM_STRATEGY_REGISTER);
+    assert_int_equal(t.tm * t.wg_y, 64);
+    /* a decoder step: one row per invocation, lanes spent along N */
+    assert_int_equal(tg_mm_choose_tiling(&caps, TG_MM_STRATEGY_AUTO, 1, 384, 384, &t), TG_OK);
+    assert_int_equal(t.tm, 1);
+    assert_int_equal(t.wg_y, 1);
+    caps.device_class = TG_VK_CLASS_NVIDIA;
+    caps.max_shared_memory_bytes = 49152;
+    caps.max_workgroup_invocations = 1024;
+    assert_int_equal(tg_mm_choose_tiling(&caps, TG_MM_STRATEGY_AUTO, 1024, 1024, 1024, &t), TG_OK);
+    assert_int_equal(t.strategy, TG_MM_STRATEGY_SHARED);
+    assert_true(t.bk * (t.wg_y * t.tm + t.wg_x * t.tn) * 4 <= 49152);
+    /* a small device: the tile shrinks to its limits */
+    caps.max_workgroup_invocations = 64;
+    caps.max_shared_memory_bytes = 2048;
+    assert_int_equal(tg_mm_choose_tiling(&caps, TG_MM_STRATEGY_AUTO, 1024, 1024, 1024, &t), TG_OK);
+    assert_true(t.wg_x * t.wg_y <= 64);
+    assert_true(t.bk * (t.wg_y * t.tm + t.wg_x * t.tn) * 4 <= 2048);
+}
+
+static void test_validation_clean(void **state) {
+    (void)state;
+    assert_true(tg_vk_validation_enabled());
+    if (tg_vk_validation_message_count() != 0)
+        fail_msg("validation: %d messages; first: %s", tg_vk_validation_message_count(),
+                 tg_vk_validation_first_message());
+}
+
+static int setup(void **state) {
+    (void)state;
+    setenv("TG_VALIDATION", "1", 1);
+    rng_state = 12345;
+    if (tg_vk_device_open(-1, &dev) != TG_OK) {
+        fprintf(stderr, "device: %s\n", tg_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    tg_vk_device_close(dev);
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tiling_table), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_register_f32), cmocka_unit_test(test_register_f16),
+        cmocka_unit_test(test_shared_f32),   cmocka_unit_test(test_shared_f16),
+        cmocka_unit_test(test_auto_mixed),   cmocka_unit_test(test_conv_register),
+        cmocka_unit_test(test_conv_shared),  cmocka_unit_test(test_validation_clean),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
