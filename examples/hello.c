@@ -12,7 +12,10 @@ int main(void) {
     tg_tensor w = tg_constant(g, TG_F32, 2, (int64_t[]){3, 2}, w_data);
     tg_tensor y = tg_relu(g, tg_matmul(g, x, w, false, false));
     tg_tensor_set_name(g, y, "y");
-    if (tg_graph_status(g) != TG_OK) return fprintf(stderr, "%s\n", tg_graph_error(g)), 1;
+    if (tg_graph_status(g) != TG_OK) {
+        fprintf(stderr, "%s\n", tg_graph_error(g));
+        return 1;
+    }
 
     char *ir = tg_graph_to_text(g);
     fputs(ir, stdout);
@@ -22,8 +25,10 @@ int main(void) {
     tg_array x_value = {TG_F32, 2, {2, 3}, x_data};
     tg_feed feed = {x, &x_value};
     tg_array out;
-    if (tg_interpret(g, NULL, 1, &feed, 1, &y, &out, 0, NULL, 0) != TG_OK)
-        return fprintf(stderr, "%s\n", tg_last_error()), 1;
+    if (tg_interpret(g, NULL, 1, &feed, 1, &y, &out, 0, NULL, 0) != TG_OK) {
+        fprintf(stderr, "%s\n", tg_last_error());
+        return 1;
+    }
     printf("y =");
     for (int64_t i = 0; i < tg_array_count(&out); i++) printf(" %g", tg_array_get(&out, i));
     printf("\n");
