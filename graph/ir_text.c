@@ -598,8 +598,8 @@ typedef struct node_line {
     char *label;
     tg_op op;
     char *name; /* quoted source name or name= */
-    tg_tensor inputs[64];
-    int n_inputs;
+    tg_tensor *inputs;
+    int n_inputs, cap_inputs;
     tg_attrs attrs;
     const_value value;
     tg_dtype dtype;
@@ -611,6 +611,7 @@ typedef struct node_line {
 static void node_line_free(node_line *l) {
     free(l->label);
     free(l->name);
+    free(l->inputs);
     free(l->value.values);
     free(l->value.value_pos);
     free(l->value.hex);
@@ -1151,9 +1152,17 @@ static bool parse_node(parser *p) {
                     fail_at(p, in_at, "use of undefined value %%%.*s", (int)in_len, in);
                     goto done;
                 }
-                if (l.n_inputs == (int)(sizeof l.inputs / sizeof l.inputs[0])) {
-                    fail_at(p, in_at, "too many operands");
-                    goto done;
+                if (l.n_inputs == l.cap_inputs) {
+                    /* The builder takes at most 4096 operands (concat). */
+                    int cap = l.cap_inputs ? 2 * l.cap_inputs : 4;
+                    tg_tensor *grown =
+                        cap <= 4096 ? realloc(l.inputs, (size_t)cap * sizeof *grown) : NULL;
+                    if (!grown) {
+                        fail_at(p, in_at, "too many operands");
+                        goto done;
+                    }
+                    l.inputs = grown;
+                    l.cap_inputs = cap;
                 }
                 l.inputs[l.n_inputs++] = (tg_tensor){*id};
                 skip_space(p);

@@ -553,6 +553,30 @@ static void test_example_files(void **state) {
     tg_graph_free(g);
 }
 
+/* Many operands (concat of 300 tensors) and a long chain round-trip. */
+static void test_large_graph(void **state) {
+    (void)state;
+    tg_graph *g = tg_graph_new();
+    int64_t s[] = {1, 2};
+    tg_tensor parts[300];
+    tg_tensor x = tg_placeholder(g, "x", TG_F32, 2, s);
+    for (int i = 0; i < 300; i++) {
+        x = tg_relu(g, x);
+        parts[i] = x;
+    }
+    tg_concat(g, 300, parts, 0);
+    char *text = tg_graph_to_text(g);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "%301 = concat %1, %2, %3, "));
+    assert_non_null(strstr(text, ", %300 {axis=0} : f32[300,2]\n"));
+    tg_graph *g2 = parse_string(text);
+    assert_non_null(g2);
+    assert_same_graph(g, g2);
+    free(text);
+    tg_graph_free(g);
+    tg_graph_free(g2);
+}
+
 /* A graph with a builder error cannot be printed. */
 static void test_print_errors(void **state) {
     (void)state;
@@ -599,15 +623,11 @@ static void test_dot(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_op_round_trip),
-        cmocka_unit_test(test_every_op_syntax),
-        cmocka_unit_test(test_non_canonical_input),
-        cmocka_unit_test(test_double_attributes),
-        cmocka_unit_test(test_half_constants_exact),
-        cmocka_unit_test(test_f32_constants_exact),
-        cmocka_unit_test(test_example_files),
-        cmocka_unit_test(test_print_errors),
-        cmocka_unit_test(test_dot),
+        cmocka_unit_test(test_every_op_round_trip),  cmocka_unit_test(test_every_op_syntax),
+        cmocka_unit_test(test_non_canonical_input),  cmocka_unit_test(test_double_attributes),
+        cmocka_unit_test(test_half_constants_exact), cmocka_unit_test(test_f32_constants_exact),
+        cmocka_unit_test(test_example_files),        cmocka_unit_test(test_large_graph),
+        cmocka_unit_test(test_print_errors),         cmocka_unit_test(test_dot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
