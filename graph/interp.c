@@ -407,8 +407,8 @@ static tg_status k_gather(interp *in, const tg_node *n, double *out) {
         for (int64_t j = 0; j < gd.n_idx; j++) {
             int64_t row = index_row(idx[j], gd.dim);
             double *dst = out + (o * gd.n_idx + j) * gd.inner;
-            const double *src = xv + (o * gd.dim + row) * gd.inner;
-            for (int64_t i = 0; i < gd.inner; i++) dst[i] = row >= 0 ? src[i] : 0;
+            for (int64_t i = 0; i < gd.inner; i++)
+                dst[i] = row >= 0 ? xv[(o * gd.dim + row) * gd.inner + i] : 0;
         }
     }
     return TG_OK;

@@ -810,6 +810,8 @@ static void test_dynamic_placeholder(void **state) {
     tg_tensor colsum = tg_sum(g, x, 1, ax, false);
     int64_t b[] = {-2, 0}, e[] = {INT64_MAX, INT64_MAX}, st[] = {1, 1};
     tg_tensor tail = tg_slice(g, x, b, e, st); /* the last two rows, whatever the size */
+    int64_t flat_shape[] = {-1};
+    tg_tensor flat = tg_reshape(g, x, 1, flat_shape);
     check_graph(g);
     for (int rows = 2; rows <= 4; rows += 2) {
         float data[12];
@@ -817,9 +819,9 @@ static void test_dynamic_placeholder(void **state) {
         int64_t shape[] = {rows, 3};
         tg_array a = view(TG_F32, 2, shape, data);
         tg_feed f = {x, &a};
-        tg_tensor targets[2] = {colsum, tail};
-        tg_array r[2];
-        if (tg_interpret(g, NULL, 1, &f, 2, targets, r, 0, NULL, 0) != TG_OK)
+        tg_tensor targets[3] = {colsum, tail, flat};
+        tg_array r[3];
+        if (tg_interpret(g, NULL, 1, &f, 3, targets, r, 0, NULL, 0) != TG_OK)
             fail_msg("%s", tg_last_error());
         double es[3] = {0, 0, 0}, et[6];
         for (int i = 0; i < rows * 3; i++) es[i % 3] += data[i];
@@ -827,6 +829,10 @@ static void test_dynamic_placeholder(void **state) {
         int64_t s3[] = {3}, s23[] = {2, 3};
         expect_array(&r[0], TG_F32, 1, s3, es, 0);
         expect_array(&r[1], TG_F32, 2, s23, et, 0);
+        double ef[12];
+        for (int i = 0; i < rows * 3; i++) ef[i] = data[i];
+        int64_t sf[] = {rows * 3};
+        expect_array(&r[2], TG_F32, 1, sf, ef, 0);
     }
     tg_graph_free(g);
 }
@@ -906,6 +912,21 @@ static void test_variable_errors(void **state) {
     tg_graph_free(g);
 }
 
+/* A value too large to hold is TG_ERR_NO_MEMORY, not a crash. */
+static void test_huge_value_is_no_memory(void **state) {
+    (void)state;
+    tg_graph *g = tg_graph_new();
+    int64_t s[] = {(int64_t)1 << 20, (int64_t)1 << 20};
+    tg_tensor big = tg_iota(g, TG_F32, 2, s, 0);
+    tg_tensor y = tg_sum(g, big, 0, NULL, false);
+    check_graph(g);
+    tg_array r = {0};
+    assert_int_equal(tg_interpret(g, NULL, 0, NULL, 1, &y, &r, 0, NULL, 0), TG_ERR_NO_MEMORY);
+    assert_non_null(strstr(tg_last_error(), "iota"));
+    assert_null(r.data);
+    tg_graph_free(g);
+}
+
 /* A graph with a builder error is refused, not run. */
 static void test_invalid_graph(void **state) {
     (void)state;
@@ -963,6 +984,7 @@ int main(void) {
         cmocka_unit_test(test_unneeded_placeholder_not_fed),
         cmocka_unit_test(test_feed_errors),
         cmocka_unit_test(test_variable_errors),
+        cmocka_unit_test(test_huge_value_is_no_memory),
         cmocka_unit_test(test_invalid_graph),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
