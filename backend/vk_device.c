@@ -474,10 +474,11 @@ static int type_rank(VkPhysicalDeviceType t) {
 }
 
 /* Caller holds g_lock and has enumerated. */
-static int default_index_locked(void) {
+static int default_index_locked(tg_status *st) {
     if (g_n_phys == 0) {
-        tg_set_error(TG_ERR_UNSUPPORTED, "no Vulkan 1.2 device with a compute queue found%s%s",
-                     g_skipped[0] ? ": " : "", g_skipped);
+        *st =
+            tg_set_error(TG_ERR_UNSUPPORTED, "no Vulkan 1.2 device with a compute queue found%s%s",
+                         g_skipped[0] ? ": " : "", g_skipped);
         return -1;
     }
     const char *env = getenv("TG_DEVICE");
@@ -485,8 +486,9 @@ static int default_index_locked(void) {
         char *end = NULL;
         long v = strtol(env, &end, 10);
         if (*end != 0 || v < 0 || v >= g_n_phys) {
-            tg_set_error(TG_ERR_INVALID_ARGUMENT,
-                         "TG_DEVICE=%s is not a device index: expected 0..%d", env, g_n_phys - 1);
+            *st = tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                               "TG_DEVICE=%s is not a device index: expected 0..%d", env,
+                               g_n_phys - 1);
             return -1;
         }
         return (int)v;
@@ -499,7 +501,8 @@ static int default_index_locked(void) {
 
 int tg_vk_default_device_index(void) {
     pthread_mutex_lock(&g_lock);
-    int idx = enumerate_locked() == TG_OK ? default_index_locked() : -1;
+    tg_status st = enumerate_locked();
+    int idx = st == TG_OK ? default_index_locked(&st) : -1;
     pthread_mutex_unlock(&g_lock);
     return idx;
 }
@@ -526,10 +529,8 @@ tg_status tg_vk_device_open(int index, tg_vk_device **out) {
     tg_status st = enumerate_locked();
     phys_entry e;
     if (st == TG_OK) {
-        if (index < 0) index = default_index_locked();
-        if (index < 0)
-            st = TG_ERR_UNSUPPORTED; /* message already set */
-        else if (index >= g_n_phys)
+        if (index < 0) index = default_index_locked(&st);
+        if (st == TG_OK && index >= g_n_phys)
             st = tg_set_error(TG_ERR_INVALID_ARGUMENT,
                               "tg_device_open: device index %d out of range (%d devices)", index,
                               g_n_phys);
@@ -609,6 +610,9 @@ tg_status tg_vk_device_open(int index, tg_vk_device **out) {
         return st;
     }
     dev->profiling = env_is_1("TG_PROFILE");
+    /* debug override: exercise the staging paths on a unified device */
+    const char *unified = getenv("TG_UNIFIED");
+    if (unified && strcmp(unified, "0") == 0) dev->caps.unified_memory = false;
     st = tg_vk_pipeline_cache_load(dev);
     if (st != TG_OK) {
         tg_vk_device_close(dev);

@@ -97,7 +97,10 @@ tg_status tg_vk_buffer_create(tg_vk_device *dev, VkDeviceSize bytes, unsigned us
         return tg_vk_fail(r, "vkBindBufferMemory", "");
     }
     VkMemoryPropertyFlags f = dev->mem_props.memoryTypes[type].propertyFlags;
-    if (f & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) {
+    /* Device-local memory is mapped only on unified devices: on a discrete
+     * GPU a host-visible device-local type is a BAR window, slow to read. */
+    bool map = (usage & TG_VK_BUFFER_HOST) || dev->caps.unified_memory;
+    if (map && (f & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)) {
         r = vkMapMemory(dev->device, out->memory, 0, VK_WHOLE_SIZE, 0, &out->mapped);
         if (r != VK_SUCCESS) {
             tg_vk_buffer_destroy(dev, out);
