@@ -832,7 +832,7 @@ static bool parse_type(parser *p, node_line *l) {
     for (;;) {
         skip_space(p);
         size_t at = p->pos;
-        int64_t dim;
+        int64_t dim = 0;
         if (peek(p) == '?') {
             p->pos++;
             dim = -1;

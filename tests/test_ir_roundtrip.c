@@ -295,8 +295,8 @@ static void test_every_op_syntax(void **state) {
         "\n%c1 = constant dense<[1, 2.5, -3]> : f32[3]\n",
         "constant splat<0.5> : f32[2,3]\n",
         "constant hex<\"00000000cdcccc3dcdcc4c3e",
-        "constant dense<[0.1, -0, 3.4028235e+38, 1.1754944e-38, 1e-45, inf, -inf, nan]> : "
-        "f32[8]\n",
+        ("constant dense<[0.1, -0, 3.4028235e+38, 1.1754944e-38, 1e-45, inf, -inf, nan]> : "
+         "f32[8]\n"),
         "constant hex<\"3412c07f0000803f\"> : f32[2]\n",
         "constant dense<[1, 0.333, -6.55e+04, 6e-08]> : f16[4]\n",
         "constant dense<[3.14, -1e+30]> : bf16[2]\n",
