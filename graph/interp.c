@@ -136,7 +136,7 @@ static void array_to_doubles(const tg_array *a, double *out) {
 static bool shape_fits(int rank, const int64_t *declared, int arank, const int64_t *actual) {
     if (rank != arank) return false;
     for (int d = 0; d < rank; d++)
-        if (declared[d] >= 0 && declared[d] != actual[d]) return false;
+        if (actual[d] < 0 || (declared[d] >= 0 && declared[d] != actual[d])) return false;
     return true;
 }
 
@@ -149,12 +149,13 @@ static tg_status k_variable(interp *in, const tg_node *n, double *out) {
     char lab[160], want[96], got[96];
     tg_store_entry *e = in->store ? tg_store_find(in->store, n->name) : NULL;
     if (!e)
-        return tg_set_error(TG_ERR_NOT_FOUND, "interpret: variable '%s' %s is not in the store",
-                            n->name ? n->name : "?", node_label(in, n, lab, sizeof lab));
+        return tg_set_error(TG_ERR_NOT_FOUND, "tg_interpret: %s is not in the store%s",
+                            node_label(in, n, lab, sizeof lab),
+                            in->store ? "" : " (no store was given)");
     if (e->host_stale) {
         if (!in->store->sync_to_host)
             return tg_set_error(TG_ERR_RUNTIME,
-                                "interpret: variable '%s' is newer on the device and the store "
+                                "tg_interpret: variable '%s' is newer on the device and the store "
                                 "cannot sync it",
                                 n->name);
         tg_status st = in->store->sync_to_host(in->store, e);
@@ -164,7 +165,7 @@ static tg_status k_variable(interp *in, const tg_node *n, double *out) {
     const tg_array *a = &e->value;
     if (a->dtype != n->dtype || !shape_fits(n->rank, n->shape, a->rank, a->shape))
         return tg_set_error(TG_ERR_SHAPE,
-                            "interpret: variable '%s' is declared %s but the store holds %s",
+                            "tg_interpret: variable '%s' is declared %s but the store holds %s",
                             n->name, tg_shape_str(n->dtype, n->rank, n->shape, want, sizeof want),
                             tg_shape_str(a->dtype, a->rank, a->shape, got, sizeof got));
     array_to_doubles(a, out);
@@ -174,8 +175,8 @@ static tg_status k_variable(interp *in, const tg_node *n, double *out) {
 static tg_status k_constant(interp *in, const tg_node *n, double *out) {
     char lab[160];
     int64_t count = node_count(n);
-    if (!n->data || n->data_bytes < (size_t)count * tg_dtype_size(n->dtype))
-        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "interpret: constant %s has no data",
+    if (count > 0 && (!n->data || n->data_bytes < (size_t)count * tg_dtype_size(n->dtype)))
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_interpret: constant %s has no data",
                             node_label(in, n, lab, sizeof lab));
     tg_array view = {.dtype = n->dtype, .rank = n->rank, .data = n->data};
     memcpy(view.shape, n->shape, sizeof view.shape);
@@ -196,7 +197,7 @@ static tg_status k_unary(interp *in, const tg_node *n, double *out) {
         f = NULL;
     else if (!f) {
         char lab[160];
-        return tg_set_error(TG_ERR_UNSUPPORTED, "interpret: %s has no scalar function",
+        return tg_set_error(TG_ERR_UNSUPPORTED, "tg_interpret: %s has no scalar function",
                             node_label(in, n, lab, sizeof lab));
     }
     for (int64_t i = 0; i < count; i++) out[i] = f ? f(x[i]) : x[i];
@@ -217,7 +218,7 @@ static tg_status k_binary(interp *in, const tg_node *n, double *out) {
     if (integer_div) f = int_divide;
     if (!f) {
         char lab[160];
-        return tg_set_error(TG_ERR_UNSUPPORTED, "interpret: %s has no scalar function",
+        return tg_set_error(TG_ERR_UNSUPPORTED, "tg_interpret: %s has no scalar function",
                             node_label(in, n, lab, sizeof lab));
     }
     int64_t sa[TG_MAX_RANK], sb[TG_MAX_RANK];
@@ -631,7 +632,7 @@ static tg_status k_attention(interp *in, const tg_node *n, double *out) {
     const double *q = input_val(in, n, 0), *k = input_val(in, n, 1), *v = input_val(in, n, 2);
     const double *mask = (n->attrs.has_mask && n->n_inputs > 3) ? input_val(in, n, 3) : NULL;
     double *scores = alloc_doubles(L.Tk);
-    if (!scores) return tg_set_error(TG_ERR_NO_MEMORY, "interpret: attention: out of memory");
+    if (!scores) return tg_set_error(TG_ERR_NO_MEMORY, "tg_interpret: attention: out of memory");
     for (int64_t bi = 0; bi < L.batches; bi++) {
         const double *Q = q + offset_of(bi, L.batch_rank, n->shape, L.sq);
         const double *K = k + offset_of(bi, L.batch_rank, n->shape, L.sk);
@@ -656,11 +657,12 @@ static tg_status k_cross_entropy(interp *in, const tg_node *n, double *out) {
         if (label == (double)n->attrs.ignore_index) continue;
         if (!(label >= 0 && label < (double)C)) {
             char lab[160];
-            return tg_set_error(TG_ERR_RUNTIME,
-                                "interpret: %s: label %.0f at position %lld is outside [0, %lld) "
-                                "and is not the ignore_index %lld",
-                                node_label(in, n, lab, sizeof lab), label, (long long)r,
-                                (long long)C, (long long)n->attrs.ignore_index);
+            return tg_set_error(
+                TG_ERR_RUNTIME,
+                "tg_interpret: %s: label %.0f at position %lld is outside [0, %lld) "
+                "and is not the ignore_index %lld",
+                node_label(in, n, lab, sizeof lab), label, (long long)r, (long long)C,
+                (long long)n->attrs.ignore_index);
         }
         const double *row = logits + r * C;
         double mx = -INFINITY, sum = 0;
@@ -689,7 +691,7 @@ static tg_status k_slice_update(interp *in, const tg_node *n, double *out) {
     int64_t begin[TG_MAX_RANK], vs[TG_MAX_RANK], base = 0;
     if (up->rank != var->rank || node_count(input_node(in, n, 2)) != var->rank) {
         char lab[160];
-        return tg_set_error(TG_ERR_SHAPE, "interpret: %s: update and start must have rank %d",
+        return tg_set_error(TG_ERR_SHAPE, "tg_interpret: %s: update and start must have rank %d",
                             node_label(in, n, lab, sizeof lab), var->rank);
     }
     tg_shape_strides(var->rank, var->shape, vs);
@@ -697,7 +699,7 @@ static tg_status k_slice_update(interp *in, const tg_node *n, double *out) {
         if (!(start[d] >= 0 && start[d] + (double)up->shape[d] <= (double)var->shape[d])) {
             char lab[160], vbuf[96], ubuf[96];
             return tg_set_error(TG_ERR_RUNTIME,
-                                "interpret: %s: start %.0f on axis %d does not fit an update %s "
+                                "tg_interpret: %s: start %.0f on axis %d does not fit an update %s "
                                 "into the variable %s",
                                 node_label(in, n, lab, sizeof lab), start[d], d,
                                 tg_shape_str(up->dtype, up->rank, up->shape, ubuf, sizeof ubuf),
@@ -960,11 +962,11 @@ static tg_status evaluate_node(interp *in, int id) {
     int64_t count = node_count(n);
     kernel_fn kernel = kernel_of(n->op);
     if (!kernel)
-        return tg_set_error(TG_ERR_UNSUPPORTED, "interpret: no kernel for %s",
+        return tg_set_error(TG_ERR_UNSUPPORTED, "tg_interpret: no kernel for %s",
                             node_label(in, n, lab, sizeof lab));
     double *out = alloc_doubles(count);
     if (!out)
-        return tg_set_error(TG_ERR_NO_MEMORY, "interpret: cannot allocate %s for %s",
+        return tg_set_error(TG_ERR_NO_MEMORY, "tg_interpret: cannot allocate %s for %s",
                             tg_shape_str(n->dtype, n->rank, n->shape, buf, sizeof buf),
                             node_label(in, n, lab, sizeof lab));
     in->vals[id] = out;
@@ -1018,11 +1020,11 @@ static tg_status apply_side_effects(interp *in) {
         char lab[160];
         if (var->op != TG_OP_VARIABLE || !var->name)
             return tg_set_error(TG_ERR_INVALID_ARGUMENT,
-                                "interpret: %s writes to a node that is not a variable",
+                                "tg_interpret: %s writes to a node that is not a variable",
                                 node_label(in, n, lab, sizeof lab));
         if (!in->store)
             return tg_set_error(TG_ERR_INVALID_ARGUMENT,
-                                "interpret: %s writes variable '%s' but no store was given",
+                                "tg_interpret: %s writes variable '%s' but no store was given",
                                 node_label(in, n, lab, sizeof lab), var->name);
     }
     for (int id = 0; id < in->g->n_nodes; id++) {
