@@ -799,6 +799,25 @@ static void test_slice_update(void **state) {
     tg_graph_free(g);
 }
 
+/* A non-contiguous slab: update [1,2,1] at (0,1,1) of a [2,3,2] variable. */
+static void test_slice_update_strided_slab(void **state) {
+    (void)state;
+    tg_graph *g = tg_graph_new();
+    tg_store *s = tg_store_new();
+    int64_t sv[] = {2, 3, 2}, su[] = {1, 2, 1}, ss[] = {3};
+    float zeros[12] = {0}, upd[2] = {1, 2};
+    int32_t start[3] = {0, 1, 1};
+    store_floats(s, "kv", 3, sv, zeros);
+    tg_tensor op = tg_slice_update(g, tg_variable(g, "kv", TG_F32, 3, sv, false),
+                                   const_f32(g, 3, su, upd), const_i32(g, 1, ss, start));
+    check_graph(g);
+    assert_int_equal(tg_interpret(g, s, 0, NULL, 0, NULL, NULL, 1, &op, 0), TG_OK);
+    double e[12] = {0, 0, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0};
+    assert_stored(s, "kv", 12, e);
+    tg_store_free(s);
+    tg_graph_free(g);
+}
+
 /* ---- feeds, dynamic shapes and errors ---- */
 
 static void test_dynamic_placeholder(void **state) {
@@ -980,6 +999,7 @@ int main(void) {
         cmocka_unit_test(test_assign_reads_see_old_value),
         cmocka_unit_test(test_assign_only_target_ops_and_creates),
         cmocka_unit_test(test_slice_update),
+        cmocka_unit_test(test_slice_update_strided_slab),
         cmocka_unit_test(test_dynamic_placeholder),
         cmocka_unit_test(test_unneeded_placeholder_not_fed),
         cmocka_unit_test(test_feed_errors),
