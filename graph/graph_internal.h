@@ -174,6 +174,11 @@ typedef struct tg_op_info {
      * folding). Unary use f1, binary f2; NULL otherwise. */
     double (*f1)(double);
     double (*f2)(double, double);
+    /* State ops: bit i set when the op writes the variable that is its
+     * input i (assign, slice_update: input 0; an optimizer update writes
+     * the weight and its moments). The interpreter and the executor apply
+     * writes through this, not through per-op cases. */
+    unsigned writes;
 } tg_op_info;
 
 extern const tg_op_info tg_ops[TG_OP_COUNT];
