@@ -812,8 +812,8 @@ const tg_op_info tg_ops[TG_OP_COUNT] = {
     [TG_OP_CROSS_ENTROPY] = {"cross_entropy", 2, 2, TG_ATTR_IGNORE, TG_CLASS_OPAQUE,
                              shape_cross_entropy, NULL, NULL},
     [TG_OP_ASSIGN] = {"assign", 2, 2, 0, TG_CLASS_STATE, shape_assign, NULL, NULL, 1u},
-    [TG_OP_SLICE_UPDATE] = {"slice_update", 3, 3, 0, TG_CLASS_STATE, shape_slice_update, NULL,
-                            NULL},
+    [TG_OP_SLICE_UPDATE] = {"slice_update", 3, 3, 0, TG_CLASS_STATE, shape_slice_update, NULL, NULL,
+                            1u},
 };
 
 tg_op tg_op_from_name(const char *name) {
