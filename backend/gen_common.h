@@ -1,0 +1,106 @@
+/* backend/gen_common.h — what every GLSL generator of backend/gen_*.c
+ * shares: a string builder, the shader header (bindings with typed load and
+ * store functions per storage dtype), the grid, index math for strided and
+ * broadcast access, the math library GLSL lacks (erf, a stable tanh, pow)
+ * and workgroup reductions.
+ *
+ * Conventions of generated code: a float tensor (f32, f16, bf16) is
+ * computed in `float`, an integer tensor (i32, i8, u8) in `int`. Kernel
+ * input i is read with `ld<i>(uint element)`, kernel output j written with
+ * `st<j>(uint element, value)`, which rounds to the graph dtype (f16/bf16
+ * rounding, i8/u8 saturation) whatever the storage. Element indices are
+ * uint: tensors hold fewer than 2^32 elements. */
+#ifndef TG_BACKEND_GEN_COMMON_H
+#define TG_BACKEND_GEN_COMMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend/kernel.h"
+
+/* A growing string; an allocation failure is remembered and reported at
+ * the end (tg_gen_finish), so emitters need not check every call. */
+typedef struct tg_sb {
+    char *s;
+    size_t len, cap;
+    bool oom;
+} tg_sb;
+
+void tg_sb_printf(tg_sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tg_sb_free(tg_sb *b);
+
+/* One generator run. */
+typedef struct tg_gen {
+    const tg_vk_caps *caps;
+    const tg_kernel *k;
+    tg_kernel_code *out;
+    tg_sb b;
+    uint32_t wg;         /* local_size_x (the only non-1 dimension) */
+    bool subgroup_arith; /* subgroupAdd is used */
+    bool input_is_int[TG_KERNEL_MAX_IO];
+} tg_gen;
+
+/* The graph's node for an id. */
+static inline const tg_node *tg_gen_node(const tg_gen *g, int32_t id) {
+    return &g->k->g->nodes[id];
+}
+
+/* True for the dtypes computed as int on the device. */
+bool tg_gen_dtype_is_int(tg_dtype t);
+/* "int" or "float": the compute type of a graph dtype. */
+const char *tg_gen_ctype(tg_dtype t);
+
+/* A workgroup size of about `want` invocations that the device allows: a
+ * power of two, at least the subgroup size when possible. */
+uint32_t tg_gen_wg_size(const tg_vk_caps *caps, uint32_t want);
+
+/* Starts a shader: version, extensions, local size `wg`, one binding per
+ * kernel input (texel buffer for float inputs on CPU devices, where texel
+ * fetches are several times faster than SSBO loads; else a storage
+ * buffer) and output, their ld/st functions, tg_group(), the math library
+ * and, when `reductions` is set, tg_wg_sum/max/min and tg_wg_argmax over
+ * the workgroup (shared memory, subgroup arithmetic where the device has
+ * it). `op` names the kernel ("<op>_<node id>"). */
+tg_status tg_gen_begin(tg_gen *g, const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out,
+                       uint32_t wg, bool reductions);
+/* Sets the grid for `n_groups` workgroups (split over x, y, z when over
+ * maxComputeWorkGroupCount[0]; tg_group() gives the linear id, and ids at
+ * or over n_groups must do nothing) and hands the source to `out`. */
+tg_status tg_gen_finish(tg_gen *g, uint64_t n_groups);
+/* Frees what a failed generator left. */
+void tg_gen_abort(tg_gen *g);
+
+/* ---- index math ---- */
+
+/* Row-major strides of a shape. */
+void tg_gen_row_strides(int rank, const int64_t *shape, int64_t *strides);
+/* Strides that read a tensor of shape `in` at the coordinates of the
+ * broadcast shape `out` (NumPy, right-aligned): 0 along broadcast axes. */
+void tg_gen_bcast_strides(int in_rank, const int64_t *in, int out_rank, const int64_t *out,
+                          int64_t *strides);
+/* Emits `uint name(uint i)`: the offset, under `strides`, of the element
+ * whose row-major index over `extents` is i, plus `base`. Axes of extent 1
+ * or stride 0 cost nothing; divisions are by constants. */
+void tg_gen_offset_fn(tg_sb *b, const char *name, int rank, const int64_t *extents,
+                      const int64_t *strides, int64_t base);
+
+/* A GLSL float literal for v (inf and NaN through uintBitsToFloat). */
+const char *tg_gen_flit(double v, char *buf, size_t n);
+/* A literal of the compute type of `t` holding v (ints: saturated). */
+const char *tg_gen_lit(tg_dtype t, double v, char *buf, size_t n);
+
+/* Name of the GLSL function that rounds a value of dtype t as storing it
+ * would ("tg_rnd_f16", ...). */
+const char *tg_gen_round_fn(tg_dtype t);
+
+/* ---- the generators of each kernel kind (gen_*.c) ---- */
+
+tg_status tg_gen_elementwise(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out);
+tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out);
+tg_status tg_gen_movement(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out);
+tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out);
+
+/* The kernel input index of node `id`, or -1. */
+int tg_gen_input_index(const tg_kernel *k, int32_t id);
+
+#endif

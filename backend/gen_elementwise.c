@@ -1,0 +1,213 @@
+/* backend/gen_elementwise.c — kernels of elementwise nodes: one invocation
+ * per element of the last member's shape, the member nodes one expression
+ * after another (a fused chain is one kernel), inputs read through
+ * broadcast index math.
+ *
+ * Every member is evaluated at the coordinates of the iteration shape
+ * projected onto its own shape (NumPy broadcasting is right-aligned, so
+ * projections compose): a member of a smaller shape is recomputed per
+ * element rather than stored. one_hot is the exception — its output has
+ * one more axis than its input — so its input must be a kernel input. */
+#include "backend/gen_common.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Strides over the iteration shape (rank r, shape `it`) that read operand
+ * x of member m: x is indexed by m's coordinates with strides sm, and m's
+ * coordinates are the iteration's, right-aligned, 0 where m has extent 1. */
+static void project_strides(const tg_node *m, const int64_t *sm, int r, const int64_t *it,
+                            int64_t *out) {
+    (void)it;
+    for (int e = 0; e < r; e++) {
+        int d = e - (r - m->rank);
+        out[e] = (d < 0 || m->shape[d] == 1) ? 0 : sm[d];
+    }
+}
+
+/* The scalar expression of op over operand names a, b, c, in the compute
+ * type of the operands (`in` is the first operand's dtype). */
+static tg_status op_expr(const tg_node *n, tg_dtype in, const char *a, const char *b, const char *c,
+                         char *e, size_t sz) {
+    bool iv = tg_gen_dtype_is_int(in);
+    switch (n->op) {
+    case TG_OP_NEG: snprintf(e, sz, "-%s", a); break;
+    case TG_OP_ABS: snprintf(e, sz, "abs(%s)", a); break;
+    case TG_OP_EXP: snprintf(e, sz, "exp(%s)", a); break;
+    case TG_OP_LOG: snprintf(e, sz, "log(%s)", a); break;
+    case TG_OP_SQRT: snprintf(e, sz, "sqrt(%s)", a); break;
+    /* 1/sqrt rather than inversesqrt: Vulkan allows inversesqrt 2 ulp */
+    case TG_OP_RSQRT: snprintf(e, sz, "1.0 / sqrt(%s)", a); break;
+    case TG_OP_RECIPROCAL: snprintf(e, sz, "1.0 / %s", a); break;
+    case TG_OP_SQUARE: snprintf(e, sz, "%s * %s", a, a); break;
+    case TG_OP_TANH: snprintf(e, sz, "tg_tanh(%s)", a); break;
+    case TG_OP_ERF: snprintf(e, sz, "tg_erf(%s)", a); break;
+    case TG_OP_GELU:
+        snprintf(e, sz, "0.5 * %s * (1.0 + tg_erf(%s * 0.707106781186547524))", a, a);
+        break;
+    case TG_OP_GELU_TANH:
+        snprintf(e, sz,
+                 "0.5 * %s * (1.0 + tg_tanh(0.797884560802865356 * (%s + 0.044715 * %s * %s * "
+                 "%s)))",
+                 a, a, a, a, a);
+        break;
+    case TG_OP_RELU: snprintf(e, sz, iv ? "max(%s, 0)" : "(%s > 0.0 ? %s : 0.0)", a, a); break;
+    case TG_OP_SIGMOID: snprintf(e, sz, "1.0 / (1.0 + exp(-%s))", a); break;
+    case TG_OP_SILU: snprintf(e, sz, "%s / (1.0 + exp(-%s))", a, a); break;
+    case TG_OP_SIN: snprintf(e, sz, "sin(%s)", a); break;
+    case TG_OP_COS: snprintf(e, sz, "cos(%s)", a); break;
+    case TG_OP_STOP_GRADIENT: snprintf(e, sz, "%s", a); break;
+    case TG_OP_CAST: {
+        bool to_int = tg_gen_dtype_is_int(n->dtype);
+        if (iv == to_int)
+            snprintf(e, sz, "%s", a); /* the node's rounding narrows */
+        else if (!to_int)
+            snprintf(e, sz, "float(%s)", a);
+        else if (n->dtype == TG_I32)
+            snprintf(e, sz, "tg_f2i(%s, -2147483648.0, 2147483520.0)", a);
+        else if (n->dtype == TG_I8)
+            snprintf(e, sz, "tg_f2i(%s, -128.0, 127.0)", a);
+        else
+            snprintf(e, sz, "tg_f2i(%s, 0.0, 255.0)", a);
+        break;
+    }
+    case TG_OP_ADD: snprintf(e, sz, "%s + %s", a, b); break;
+    case TG_OP_SUB: snprintf(e, sz, "%s - %s", a, b); break;
+    case TG_OP_MUL: snprintf(e, sz, "%s * %s", a, b); break;
+    case TG_OP_DIV: snprintf(e, sz, iv ? "tg_idiv(%s, %s)" : "%s / %s", a, b); break;
+    case TG_OP_POW: snprintf(e, sz, "tg_pow(%s, %s)", a, b); break;
+    case TG_OP_MAXIMUM: snprintf(e, sz, iv ? "max(%s, %s)" : "tg_maxf(%s, %s)", a, b); break;
+    case TG_OP_MINIMUM: snprintf(e, sz, iv ? "min(%s, %s)" : "tg_minf(%s, %s)", a, b); break;
+    case TG_OP_EQ: snprintf(e, sz, "int(%s == %s)", a, b); break;
+    case TG_OP_NE: snprintf(e, sz, "int(%s != %s)", a, b); break;
+    case TG_OP_LT: snprintf(e, sz, "int(%s < %s)", a, b); break;
+    case TG_OP_LE: snprintf(e, sz, "int(%s <= %s)", a, b); break;
+    case TG_OP_GT: snprintf(e, sz, "int(%s > %s)", a, b); break;
+    case TG_OP_GE: snprintf(e, sz, "int(%s >= %s)", a, b); break;
+    case TG_OP_WHERE: snprintf(e, sz, "(%s != 0 ? %s : %s)", a, b, c); break;
+    default:
+        return tg_set_error(TG_ERR_UNSUPPORTED, "elementwise generator: op %s is not elementwise",
+                            tg_ops[n->op].name);
+    }
+    return TG_OK;
+}
+
+tg_status tg_gen_elementwise(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
+    tg_gen g;
+    const tg_node *last = &k->g->nodes[k->nodes[k->n_nodes - 1]];
+    int r = last->rank;
+    const int64_t *it = last->shape;
+    int64_t count = tg_shape_count(r, it);
+    if (count < 0 || count > (int64_t)UINT32_MAX)
+        return tg_set_error(TG_ERR_UNSUPPORTED, "elementwise kernel of %lld elements",
+                            (long long)count);
+    for (int mi = 0; mi < k->n_nodes; mi++) {
+        const tg_node *m = &k->g->nodes[k->nodes[mi]];
+        if (tg_ops[m->op].klass != TG_CLASS_ELEMENTWISE)
+            return tg_set_error(TG_ERR_UNSUPPORTED,
+                                "elementwise generator: member %d is a %s, not elementwise",
+                                (int)k->nodes[mi], tg_ops[m->op].name);
+    }
+    uint32_t wg = tg_gen_wg_size(caps, 128);
+    tg_status st = tg_gen_begin(&g, caps, k, out, wg, false);
+    if (st != TG_OK) {
+        tg_gen_abort(&g);
+        return st;
+    }
+    tg_sb *b = &g.b;
+    char name[64];
+
+    /* offset functions: one per (member, operand) read from memory */
+    for (int mi = 0; mi < k->n_nodes; mi++) {
+        int32_t id = k->nodes[mi];
+        const tg_node *m = &k->g->nodes[id];
+        for (int p = 0; p < m->n_inputs; p++) {
+            const tg_node *x = &k->g->nodes[m->inputs[p]];
+            if (tg_gen_input_index(k, m->inputs[p]) < 0) {
+                if (m->op == TG_OP_ONE_HOT) {
+                    tg_gen_abort(&g);
+                    return tg_set_error(TG_ERR_UNSUPPORTED,
+                                        "elementwise generator: one_hot %d must read its indices "
+                                        "from memory, not from a fused member",
+                                        (int)id);
+                }
+                continue;
+            }
+            int64_t sm[TG_MAX_RANK], so[TG_MAX_RANK];
+            if (m->op == TG_OP_ONE_HOT) { /* indices at m's leading coordinates */
+                tg_gen_row_strides(x->rank, x->shape, sm);
+                sm[m->rank - 1] = 0;
+            } else {
+                tg_gen_bcast_strides(x->rank, x->shape, m->rank, m->shape, sm);
+            }
+            project_strides(m, sm, r, it, so);
+            snprintf(name, sizeof name, "off_%d_%d", (int)id, p);
+            tg_gen_offset_fn(b, name, r, it, so, 0);
+        }
+    }
+    for (int j = 0; j < k->n_outputs; j++) {
+        const tg_node *o = &k->g->nodes[k->outputs[j]];
+        int64_t sm[TG_MAX_RANK], so[TG_MAX_RANK];
+        tg_gen_row_strides(o->rank, o->shape, sm);
+        project_strides(o, sm, r, it, so);
+        snprintf(name, sizeof name, "out_%d", j);
+        tg_gen_offset_fn(b, name, r, it, so, 0);
+    }
+
+    tg_sb_printf(b,
+                 "void main() {\n"
+                 "    uint i = tg_group() * %uu + gl_LocalInvocationID.x;\n"
+                 "    if (i >= %lluu) return;\n",
+                 wg, (unsigned long long)count);
+    for (int mi = 0; mi < k->n_nodes; mi++) {
+        int32_t id = k->nodes[mi];
+        const tg_node *m = &k->g->nodes[id];
+        char opnd[3][32] = {"", "", ""}, expr[512];
+        for (int p = 0; p < m->n_inputs && p < 3; p++) {
+            int32_t xid = m->inputs[p];
+            int j = tg_gen_input_index(k, xid);
+            if (j < 0) {
+                snprintf(opnd[p], sizeof opnd[p], "v%d", (int)xid);
+                continue;
+            }
+            snprintf(opnd[p], sizeof opnd[p], "a%d_%d", (int)id, p);
+            tg_sb_printf(b, "    %s a%d_%d = ld%d(off_%d_%d(i));\n",
+                         tg_gen_ctype(k->g->nodes[xid].dtype), (int)id, p, j, (int)id, p);
+        }
+        const char *ct = tg_gen_ctype(m->dtype);
+        if (m->op == TG_OP_IOTA || m->op == TG_OP_ONE_HOT) {
+            /* the coordinate along iota's axis / one_hot's last axis */
+            int d = m->op == TG_OP_IOTA ? (int)m->attrs.axis : m->rank - 1;
+            int e = d + (r - m->rank);
+            int64_t inner = 1;
+            for (int q = e + 1; q < r; q++) inner *= it[q];
+            if (m->shape[d] == 1)
+                tg_sb_printf(b, "    uint c%d = 0u;\n", (int)id);
+            else
+                tg_sb_printf(b, "    uint c%d = (i / %lluu) %% %lluu;\n", (int)id,
+                             (unsigned long long)inner, (unsigned long long)it[e]);
+            if (m->op == TG_OP_IOTA)
+                tg_sb_printf(b, "    %s v%d = %s(%s(c%d));\n", ct, (int)id,
+                             tg_gen_round_fn(m->dtype), ct, (int)id);
+            else
+                tg_sb_printf(b, "    %s v%d = %s(%s(%s == int(c%d) ? 1 : 0));\n", ct, (int)id,
+                             tg_gen_round_fn(m->dtype), ct, opnd[0], (int)id);
+            continue;
+        }
+        /* the operands' dtype decides int or float arithmetic (where: the values') */
+        tg_dtype in = k->g->nodes[m->inputs[m->op == TG_OP_WHERE ? 1 : 0]].dtype;
+        st = op_expr(m, in, opnd[0], opnd[1], opnd[2], expr, sizeof expr);
+        if (st != TG_OK) {
+            tg_gen_abort(&g);
+            return st;
+        }
+        tg_sb_printf(b, "    %s v%d = %s(%s);\n", ct, (int)id, tg_gen_round_fn(m->dtype), expr);
+    }
+    for (int j = 0; j < k->n_outputs; j++) {
+        int32_t oid = k->outputs[j];
+        if (tg_gen_input_index(k, oid) >= 0) continue; /* a pass-through is not ours to write */
+        tg_sb_printf(b, "    st%d(out_%d(i), v%d);\n", j, j, (int)oid);
+    }
+    tg_sb_printf(b, "}\n");
+    return tg_gen_finish(&g, ((uint64_t)count + wg - 1) / wg);
+}
