@@ -75,4 +75,23 @@ expect_status 1 "$GRAPH" run "$TMP/dot.tgir" --input "x=$TMP/bad.npy" --var "w=$
 expect_one_line_error "$TMP/bad.npy: not a .npy file (bad magic bytes)"
 expect_status 1 "$GRAPH" run "$TMP/dot.tgir" --input "x=$x" --var "w=$w" --output "dot=/nonexistent/d.npy"
 expect_one_line_error "/nonexistent/d.npy: cannot open for writing"
+
+# a large printed output is summarised: first and last 3 rows and columns
+cat >"$TMP/neg.tgir" <<'IR'
+# tg ir v1
+%x = placeholder "x" : f32[?,?]
+%y = abs %x : f32[?,?]
+IR
+header="{'descr': '<f4', 'fortran_order': False, 'shape': (40, 50), }"
+{
+    printf '\x93NUMPY\x01\x00'
+    printf "\\x$(printf %02x ${#header})\\x00"
+    printf '%s' "$header"
+    head -c 8000 /dev/zero
+} >"$TMP/zeros.npy"
+expect_status 0 "$GRAPH" run "$TMP/neg.tgir" --input "x=$TMP/zeros.npy" --output y
+expect_in "$TMP/out" "y: f32[40,50]"
+[ "$(wc -l <"$TMP/out")" -eq 8 ] || fail "summary is not 1 + 7 lines: $(cat "$TMP/out")"
+[ "$(sed -n 2p "$TMP/out")" = "[[0, 0, 0, ..., 0, 0, 0]," ] || fail "first row: $(sed -n 2p "$TMP/out")"
+[ "$(sed -n 5p "$TMP/out")" = " ...," ] || fail "row ellipsis: $(sed -n 5p "$TMP/out")"
 echo ok
