@@ -2,6 +2,7 @@
 # graph dump: canonical IR equals the committed expected file; DOT has the
 # expected nodes and edges; -o writes a file; the printed IR reparses to itself.
 set -euo pipefail
+# shellcheck source=tests/cli/lib.bash
 source "$(dirname "$0")/lib.bash"
 
 expect_status 0 "$GRAPH" dump --ir "$DATA/mlp.tgir"

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Exit codes and messages of the graph CLI: 0 success, 1 failure, 2 usage.
 set -euo pipefail
+# shellcheck source=tests/cli/lib.bash
 source "$(dirname "$0")/lib.bash"
 
 expect_status 0 "$GRAPH" --version

@@ -1,7 +1,9 @@
 # lib.bash — helpers for the CLI tests (sourced, not a test itself).
 # Every test script is run as: bash SCRIPT GRAPH_EXE DATA_DIR
 
+# shellcheck disable=SC2034 # used by the scripts that source this
 GRAPH=$1
+# shellcheck disable=SC2034
 DATA=$2
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT

@@ -2,6 +2,7 @@
 # graph run on tests/data/mlp.tgir against probabilities NumPy computed
 # independently (tests/reference/mlp_reference.py -> mlp_probs.npy).
 set -euo pipefail
+# shellcheck source=tests/cli/lib.bash
 source "$(dirname "$0")/lib.bash"
 
 vars=()

@@ -2,6 +2,7 @@
 # graph run with placeholders, variables (--var, --init-vars), an assign run
 # for its effect (--op) and --save-var; graph compare on the results.
 set -euo pipefail
+# shellcheck source=tests/cli/lib.bash
 source "$(dirname "$0")/lib.bash"
 
 # dot = sum(x * w); step: w := w + 1
@@ -85,6 +86,7 @@ IR
 header="{'descr': '<f4', 'fortran_order': False, 'shape': (40, 50), }"
 {
     printf '\x93NUMPY\x01\x00'
+    # shellcheck disable=SC2059 # the length byte is built as an escape
     printf "\\x$(printf %02x ${#header})\\x00"
     printf '%s' "$header"
     head -c 8000 /dev/zero
