@@ -1,0 +1,1216 @@
+/* executor.c — tg_compile / tg_run / tg_encode / tg_wait: a graph compiled
+ * for a device.
+ *
+ * An executable holds a copy of the graph, its targets and target ops, and
+ * a least-recently-used cache of specialisations keyed by the feed shapes.
+ * A specialisation ("spec") is the graph with concrete shapes and
+ *  - one kernel per node that computes something (reshape and stop_gradient
+ *    are aliases of their input's memory), each with its GLSL compiled to a
+ *    pipeline (identical GLSL shares one pipeline);
+ *  - memory: intermediates and feeds in an arena of a few large buffers,
+ *    constants in their own buffers, variables in the store's persistent
+ *    device buffers (store_device.c);
+ *  - one command buffer, recorded once and replayed at every run: feed
+ *    copies (only when the arena is not host-visible), dispatches with a
+ *    compute barrier wherever a kernel touches memory written (or, for
+ *    writes, read) since the last barrier, then copies of the targets.
+ * The command buffer is re-recorded only when a variable's device buffer was
+ * replaced (its dtype or shape changed in the store).
+ *
+ * assign and slice_update write the variable's buffer in place, unless
+ * something else in the run reads the variable's old value (or it is a
+ * target): then they write a temporary in the arena, copied into the
+ * variable at the end of the command buffer, so all reads see the old
+ * value. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/exec_internal.h"
+
+#define DEFAULT_MAX_SPECS 8
+
+typedef enum loc_kind { LOC_NONE = 0, LOC_ARENA, LOC_CONST, LOC_VAR } loc_kind;
+
+/* Where a tensor lives on the device. */
+typedef struct loc {
+    loc_kind kind;
+    int buf;         /* arena or constant chunk; index into spec->vars for LOC_VAR */
+    uint64_t offset; /* bytes */
+    uint64_t bytes;  /* storage bytes of the value */
+    uint64_t padded; /* bytes reserved: a multiple of 16 so any texel view fits */
+} loc;
+
+typedef struct exec_kernel {
+    int32_t node;
+    char name[64];
+    int pipe;
+    int n_bindings;
+    tg_vk_binding_kind kinds[TG_VK_MAX_BINDINGS];
+    tg_vk_texel_format formats[TG_VK_MAX_BINDINGS];
+    loc at[TG_VK_MAX_BINDINGS]; /* inputs, then the output */
+    int n_inputs;
+    VkBufferView views[TG_VK_MAX_BINDINGS]; /* made at recording */
+    uint32_t groups[3];
+    uint32_t push_bytes;
+    uint32_t push[32];
+} exec_kernel;
+
+typedef struct exec_var {
+    int32_t node;
+    uint64_t id; /* tg_dev_var id the command buffer was recorded with */
+    tg_dev_var *v;
+    bool written; /* by an assign or slice_update of this spec */
+} exec_var;
+
+typedef struct exec_io {
+    int32_t node;
+    tg_dtype dtype, storage;
+    int64_t count;
+    loc at;             /* feeds: where the value goes; targets: where it is read */
+    loc src;            /* targets: where the value lives (== at unless snapshot) */
+    bool snapshot;      /* targets: copied into the arena at the end of the run */
+    tg_vk_buffer stage; /* staging (feeds) or readback (targets) when `at` is not mapped */
+} exec_io;
+
+/* A copy at the start (slice_update temporaries start as the variable) or
+ * at the end (temporaries written back into their variable). */
+typedef struct exec_copy {
+    loc src, dst;
+} exec_copy;
+
+typedef struct spec {
+    int64_t (*key)[TG_MAX_RANK]; /* shapes of the needed placeholders */
+    uint64_t last_used;
+    tg_graph *g;
+    int32_t *root; /* the node whose memory a node uses (aliases) */
+    loc *locs;
+    exec_kernel *kernels;
+    int n_kernels;
+    tg_vk_pipeline **pipes;
+    int n_pipes;
+    tg_vk_buffer *arena;
+    int n_arena;
+    tg_vk_buffer *consts;
+    int n_consts;
+    exec_var *vars;
+    int n_vars;
+    exec_io *feeds, *targets;
+    int n_feeds, n_targets;
+    exec_copy *preload, *writeback;
+    int n_preload, n_writeback;
+    tg_vk_cmd *cmd;
+    char (*dispatch_names)[64];
+    int n_dispatch;
+    bool profile;
+} spec;
+
+struct tg_executable {
+    tg_vk_device *dev;
+    tg_graph *g;
+    tg_store *store;
+    int n_targets, n_target_ops;
+    int32_t *targets, *target_ops;
+    bool *needed;
+    int n_ph;
+    int32_t *ph; /* needed placeholders, in node order */
+    int max_specs;
+    bool profile;
+    spec **specs;
+    int n_specs;
+    int compiles;
+    uint64_t clock;
+    spec *last;
+    bool pending;
+    tg_profile prof;
+};
+
+struct tg_pending {
+    tg_executable *e;
+    spec *s;
+};
+
+/* ------------------------------------------------------------------ */
+/* Small helpers                                                       */
+/* ------------------------------------------------------------------ */
+
+static const char *node_label(const tg_graph *g, int32_t id, char *buf, size_t n) {
+    const tg_node *nd = &g->nodes[id];
+    char sh[96];
+    tg_shape_str(nd->dtype, nd->rank, nd->shape, sh, sizeof sh);
+    if (nd->name)
+        snprintf(buf, n, "%s '%s' (node %d, %s)", tg_ops[nd->op].name, nd->name, id, sh);
+    else
+        snprintf(buf, n, "%s (node %d, %s)", tg_ops[nd->op].name, id, sh);
+    return buf;
+}
+
+static int64_t node_count(const tg_node *n) {
+    return tg_shape_count(n->rank, n->shape);
+}
+
+static bool is_alias(const tg_node *n) {
+    return n->op == TG_OP_RESHAPE || n->op == TG_OP_STOP_GRADIENT;
+}
+
+static bool is_state(const tg_node *n) {
+    return n->op == TG_OP_ASSIGN || n->op == TG_OP_SLICE_UPDATE;
+}
+
+/* ------------------------------------------------------------------ */
+/* Freeing                                                             */
+/* ------------------------------------------------------------------ */
+
+static void free_views(tg_vk_device *dev, spec *s) {
+    for (int k = 0; k < s->n_kernels; k++)
+        for (int b = 0; b < s->kernels[k].n_bindings; b++) {
+            tg_vk_buffer_view_destroy(dev, s->kernels[k].views[b]);
+            s->kernels[k].views[b] = VK_NULL_HANDLE;
+        }
+}
+
+static void free_spec(tg_vk_device *dev, spec *s) {
+    if (!s) return;
+    tg_vk_cmd_free(s->cmd);
+    free_views(dev, s);
+    for (int i = 0; i < s->n_pipes; i++) tg_vk_pipeline_destroy(dev, s->pipes[i]);
+    for (int i = 0; i < s->n_arena; i++) tg_vk_buffer_destroy(dev, &s->arena[i]);
+    for (int i = 0; i < s->n_consts; i++) tg_vk_buffer_destroy(dev, &s->consts[i]);
+    for (int i = 0; i < s->n_feeds; i++) tg_vk_buffer_destroy(dev, &s->feeds[i].stage);
+    for (int i = 0; i < s->n_targets; i++) tg_vk_buffer_destroy(dev, &s->targets[i].stage);
+    free(s->key);
+    tg_graph_free(s->g);
+    free(s->root);
+    free(s->locs);
+    free(s->kernels);
+    free(s->pipes);
+    free(s->arena);
+    free(s->consts);
+    free(s->vars);
+    free(s->feeds);
+    free(s->targets);
+    free(s->preload);
+    free(s->writeback);
+    free(s->dispatch_names);
+    free(s);
+}
+
+void tg_executable_free(tg_executable *e) {
+    if (!e) return;
+    for (int i = 0; i < e->n_specs; i++) free_spec(e->dev, e->specs[i]);
+    free(e->specs);
+    tg_graph_free(e->g);
+    free(e->targets);
+    free(e->target_ops);
+    free(e->needed);
+    free(e->ph);
+    tg_profile_free(&e->prof);
+    free(e);
+}
+
+/* ------------------------------------------------------------------ */
+/* Memory: packing tensors into a few large buffers                    */
+/* ------------------------------------------------------------------ */
+
+typedef struct packer {
+    uint64_t align, max_bytes;
+    int n_chunks;
+    uint64_t *used; /* bytes used per chunk */
+    int cap;
+} packer;
+
+static tg_status pack(packer *p, loc_kind kind, uint64_t bytes, const char *what, loc *out) {
+    uint64_t padded = tg_exec_align(bytes ? bytes : 16, 16);
+    if (padded > p->max_bytes)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "%s needs %llu bytes, more than the largest buffer the device allows "
+                            "(%llu bytes)",
+                            what, (unsigned long long)bytes, (unsigned long long)p->max_bytes);
+    uint64_t off = p->n_chunks ? tg_exec_align(p->used[p->n_chunks - 1], p->align) : 0;
+    if (p->n_chunks == 0 || off + padded > p->max_bytes) {
+        if (p->n_chunks == p->cap) {
+            int cap = p->cap ? 2 * p->cap : 4;
+            uint64_t *u = realloc(p->used, (size_t)cap * sizeof *u);
+            if (!u) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+            p->used = u;
+            p->cap = cap;
+        }
+        p->used[p->n_chunks++] = 0;
+        off = 0;
+    }
+    p->used[p->n_chunks - 1] = off + padded;
+    *out = (loc){kind, p->n_chunks - 1, off, bytes, padded};
+    return TG_OK;
+}
+
+static tg_status create_chunks(tg_vk_device *dev, const packer *p, tg_vk_buffer **out, int *n) {
+    *out = NULL;
+    *n = 0;
+    if (p->n_chunks == 0) return TG_OK;
+    tg_vk_buffer *b = calloc((size_t)p->n_chunks, sizeof *b);
+    if (!b) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    *out = b;
+    for (int i = 0; i < p->n_chunks; i++) {
+        tg_status st = tg_vk_buffer_create(dev, p->used[i] ? p->used[i] : 16,
+                                           TG_VK_BUFFER_STORAGE | TG_VK_BUFFER_TEXEL, &b[i]);
+        if (st != TG_OK) return st;
+        (*n)++;
+    }
+    return TG_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Building a specialisation                                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct builder {
+    tg_executable *e;
+    spec *s;
+    const tg_vk_caps *caps;
+    packer arena, consts;
+    char **glsl; /* per pipeline, to find identical kernels */
+    uint64_t *glsl_hash;
+} builder;
+
+/* Decides, for each assign/slice_update, whether it can write its variable
+ * in place: only if nothing else reads the variable's old value in this run
+ * and the variable is not a target (whose value must be the old one). */
+static tg_status plan_state(builder *b, bool *in_place) {
+    const tg_executable *e = b->e;
+    const tg_graph *g = b->s->g;
+    for (int id = 0; id < g->n_nodes; id++) {
+        const tg_node *n = &g->nodes[id];
+        in_place[id] = false;
+        if (!e->needed[id] || !is_state(n)) continue;
+        int32_t var = n->inputs[0];
+        bool ok = true;
+        for (int j = 0; j < g->n_nodes; j++) {
+            const tg_node *m = &g->nodes[j];
+            if (!e->needed[j] || j == id || is_alias(m) || tg_ops[m->op].klass == TG_CLASS_SOURCE)
+                continue;
+            if (is_state(m) && m->inputs[0] == var) {
+                char lab[160];
+                return tg_set_error(TG_ERR_UNSUPPORTED,
+                                    "tg_compile: variable '%s' is written twice in one run (by "
+                                    "node %d and %s)",
+                                    g->nodes[var].name, id, node_label(g, j, lab, sizeof lab));
+            }
+            for (int k = 0; k < m->n_inputs && ok; k++)
+                if (b->s->root[m->inputs[k]] == var) ok = false;
+        }
+        for (int t = 0; t < e->n_targets && ok; t++)
+            if (b->s->root[e->targets[t]] == var) ok = false;
+        in_place[id] = ok;
+    }
+    return TG_OK;
+}
+
+static tg_status add_var(spec *s, int32_t node, int *index) {
+    for (int i = 0; i < s->n_vars; i++)
+        if (s->vars[i].node == node) {
+            *index = i;
+            return TG_OK;
+        }
+    exec_var *v = realloc(s->vars, (size_t)(s->n_vars + 1) * sizeof *v);
+    if (!v) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    s->vars = v;
+    s->vars[s->n_vars] = (exec_var){.node = node};
+    *index = s->n_vars++;
+    return TG_OK;
+}
+
+/* Gives every needed node a location. */
+static tg_status place_nodes(builder *b) {
+    spec *s = b->s;
+    const tg_graph *g = s->g;
+    const bool *needed = b->e->needed;
+    bool *in_place = calloc((size_t)g->n_nodes, sizeof *in_place);
+    if (!in_place) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    tg_status st = plan_state(b, in_place);
+    char lab[160];
+    for (int id = 0; st == TG_OK && id < g->n_nodes; id++) {
+        const tg_node *n = &g->nodes[id];
+        if (!needed[id]) continue;
+        uint64_t bytes = tg_exec_storage_bytes(tg_storage_dtype(b->caps, n->dtype), node_count(n));
+        node_label(g, id, lab, sizeof lab);
+        if (is_alias(n)) {
+            s->locs[id] = s->locs[s->root[id]];
+        } else if (n->op == TG_OP_CONSTANT) {
+            st = pack(&b->consts, LOC_CONST, bytes, lab, &s->locs[id]);
+        } else if (n->op == TG_OP_VARIABLE) {
+            int vi;
+            st = add_var(s, id, &vi);
+            s->locs[id] = (loc){LOC_VAR, vi, 0, bytes, tg_exec_align(bytes ? bytes : 16, 16)};
+        } else if (is_state(n)) {
+            int32_t var = n->inputs[0];
+            int vi;
+            st = add_var(s, var, &vi);
+            if (st != TG_OK) break;
+            s->vars[vi].written = true;
+            if (in_place[id]) {
+                s->locs[id] = s->locs[var];
+                continue;
+            }
+            st = pack(&b->arena, LOC_ARENA, bytes, lab, &s->locs[id]);
+            if (st != TG_OK) break;
+            exec_copy c = {s->locs[id], s->locs[var]};
+            exec_copy *wb = realloc(s->writeback, (size_t)(s->n_writeback + 1) * sizeof *wb);
+            if (!wb) {
+                st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+                break;
+            }
+            s->writeback = wb;
+            wb[s->n_writeback++] = c;
+            if (n->op == TG_OP_SLICE_UPDATE) {
+                /* the slab kernel writes part of it: start from the old value */
+                exec_copy *pl = realloc(s->preload, (size_t)(s->n_preload + 1) * sizeof *pl);
+                if (!pl) {
+                    st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+                    break;
+                }
+                s->preload = pl;
+                pl[s->n_preload++] = (exec_copy){s->locs[var], s->locs[id]};
+            }
+        } else {
+            st = pack(&b->arena, LOC_ARENA, bytes, lab, &s->locs[id]);
+        }
+    }
+    free(in_place);
+    return st;
+}
+
+/* Feeds and targets: where they are written and read. */
+static tg_status place_io(builder *b) {
+    spec *s = b->s;
+    tg_executable *e = b->e;
+    s->feeds = calloc((size_t)(e->n_ph ? e->n_ph : 1), sizeof *s->feeds);
+    s->targets = calloc((size_t)(e->n_targets ? e->n_targets : 1), sizeof *s->targets);
+    if (!s->feeds || !s->targets) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    for (int i = 0; i < e->n_ph; i++) {
+        const tg_node *n = &s->g->nodes[e->ph[i]];
+        exec_io *f = &s->feeds[s->n_feeds++];
+        f->node = e->ph[i];
+        f->dtype = n->dtype;
+        f->storage = tg_storage_dtype(b->caps, n->dtype);
+        f->count = node_count(n);
+        f->at = f->src = s->locs[f->node];
+    }
+    for (int i = 0; i < e->n_targets; i++) {
+        const tg_node *n = &s->g->nodes[e->targets[i]];
+        exec_io *t = &s->targets[s->n_targets++];
+        t->node = e->targets[i];
+        t->dtype = n->dtype;
+        t->storage = tg_storage_dtype(b->caps, n->dtype);
+        t->count = node_count(n);
+        t->src = t->at = s->locs[t->node];
+        if (t->src.kind != LOC_ARENA) {
+            /* variables and constants are read back through an arena copy
+             * made after the kernels (and before write-backs) */
+            char lab[160];
+            tg_status st = pack(&b->arena, LOC_ARENA, t->src.bytes,
+                                node_label(s->g, t->node, lab, sizeof lab), &t->at);
+            if (st != TG_OK) return st;
+            t->snapshot = true;
+        }
+    }
+    return TG_OK;
+}
+
+static tg_status add_pipeline(builder *b, const tg_kernel_code *code, int *index) {
+    spec *s = b->s;
+    uint64_t h = tg_vk_hash64(TG_VK_HASH_INIT, code->glsl, strlen(code->glsl));
+    h = tg_vk_hash64(h, code->kinds, (size_t)code->n_bindings * sizeof code->kinds[0]);
+    h = tg_vk_hash64(h, &code->push_bytes, sizeof code->push_bytes);
+    for (int i = 0; i < s->n_pipes; i++)
+        if (b->glsl_hash[i] == h && strcmp(b->glsl[i], code->glsl) == 0 &&
+            s->pipes[i]->n_bindings == code->n_bindings &&
+            s->pipes[i]->push_constant_bytes == code->push_bytes &&
+            memcmp(s->pipes[i]->bindings, code->kinds,
+                   (size_t)code->n_bindings * sizeof code->kinds[0]) == 0) {
+            *index = i;
+            return TG_OK;
+        }
+    tg_vk_pipeline **pp = realloc(s->pipes, (size_t)(s->n_pipes + 1) * sizeof *pp);
+    if (pp) s->pipes = pp;
+    char **gg = realloc(b->glsl, (size_t)(s->n_pipes + 1) * sizeof *gg);
+    if (gg) b->glsl = gg;
+    uint64_t *hh = realloc(b->glsl_hash, (size_t)(s->n_pipes + 1) * sizeof *hh);
+    if (hh) b->glsl_hash = hh;
+    char *copy = malloc(strlen(code->glsl) + 1);
+    if (!pp || !gg || !hh || !copy) {
+        free(copy);
+        return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    }
+    strcpy(copy, code->glsl);
+
+    tg_vk_spirv spirv = {0};
+    tg_status st = tg_vk_compile_glsl(code->glsl, code->name, 0, NULL, &spirv);
+    if (st != TG_OK) {
+        free(copy);
+        return st;
+    }
+    tg_vk_pipeline_desc desc = {
+        .name = code->name,
+        .spirv = spirv.words,
+        .n_words = spirv.n_words,
+        .n_bindings = code->n_bindings,
+        .push_constant_bytes = code->push_bytes,
+    };
+    memcpy(desc.bindings, code->kinds, (size_t)code->n_bindings * sizeof code->kinds[0]);
+    tg_vk_pipeline *p = NULL;
+    st = tg_vk_pipeline_create(b->e->dev, &desc, &p);
+    tg_vk_spirv_free(&spirv);
+    if (st != TG_OK) {
+        free(copy);
+        return st;
+    }
+    b->glsl[s->n_pipes] = copy;
+    b->glsl_hash[s->n_pipes] = h;
+    s->pipes[s->n_pipes] = p;
+    *index = s->n_pipes++;
+    return TG_OK;
+}
+
+/* One kernel for node `id`: generate, compile, describe its bindings. */
+static tg_status make_kernel(builder *b, int32_t id, exec_kernel *k) {
+    spec *s = b->s;
+    const tg_graph *g = s->g;
+    const tg_node *n = &g->nodes[id];
+    char lab[160];
+    node_label(g, id, lab, sizeof lab);
+    if (n->n_inputs > TG_KERNEL_MAX_IO)
+        return tg_set_error(TG_ERR_UNSUPPORTED, "tg_compile: %s has %d inputs; a kernel takes %d",
+                            lab, n->n_inputs, TG_KERNEL_MAX_IO);
+    tg_kernel kern = {.g = g, .n_nodes = 1, .nodes = &k->node, .n_outputs = 1};
+    k->node = id;
+    kern.n_inputs = n->n_inputs;
+    for (int i = 0; i < n->n_inputs; i++) {
+        kern.inputs[i] = n->inputs[i];
+        kern.input_storage[i] = tg_storage_dtype(b->caps, g->nodes[n->inputs[i]].dtype);
+    }
+    kern.outputs[0] = id;
+    kern.output_storage[0] = tg_storage_dtype(b->caps, n->dtype);
+
+    tg_kernel_code code;
+    memset(&code, 0, sizeof code);
+    tg_status st = tg_gen_kernel(b->caps, &kern, &code);
+    if (st == TG_OK && code.n_bindings != kern.n_inputs + 1)
+        st = tg_set_error(TG_ERR_RUNTIME, "the generator of %s made %d bindings, expected %d", lab,
+                          code.n_bindings, kern.n_inputs + 1);
+    if (st == TG_OK && (code.push_bytes > sizeof code.push || code.push_bytes % 4))
+        st = tg_set_error(TG_ERR_RUNTIME, "the generator of %s asks for %u push constant bytes",
+                          lab, code.push_bytes);
+    if (st == TG_OK && !code.name[0])
+        snprintf(code.name, sizeof code.name, "%s_%d", tg_ops[n->op].name, id);
+    if (st == TG_OK) st = add_pipeline(b, &code, &k->pipe);
+    if (st != TG_OK) {
+        tg_kernel_code_free(&code);
+        return tg_exec_wrap_error(st, "tg_compile: %s", lab);
+    }
+    memcpy(k->name, code.name, sizeof k->name);
+    k->name[sizeof k->name - 1] = 0;
+    k->n_bindings = code.n_bindings;
+    k->n_inputs = kern.n_inputs;
+    memcpy(k->kinds, code.kinds, sizeof k->kinds);
+    memcpy(k->formats, code.texel_formats, sizeof k->formats);
+    for (int i = 0; i < kern.n_inputs; i++) k->at[i] = s->locs[s->root[kern.inputs[i]]];
+    k->at[kern.n_inputs] = s->locs[id];
+    memcpy(k->groups, code.groups, sizeof k->groups);
+    k->push_bytes = code.push_bytes;
+    memcpy(k->push, code.push, code.push_bytes);
+    tg_kernel_code_free(&code);
+    return TG_OK;
+}
+
+static tg_status make_kernels(builder *b) {
+    spec *s = b->s;
+    const tg_graph *g = s->g;
+    int n = 0;
+    for (int id = 0; id < g->n_nodes; id++) {
+        const tg_node *nd = &g->nodes[id];
+        if (b->e->needed[id] && !is_alias(nd) && tg_ops[nd->op].klass != TG_CLASS_SOURCE) n++;
+    }
+    s->kernels = calloc((size_t)(n ? n : 1), sizeof *s->kernels);
+    if (!s->kernels) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    for (int id = 0; id < g->n_nodes; id++) {
+        const tg_node *nd = &g->nodes[id];
+        if (!b->e->needed[id] || is_alias(nd) || tg_ops[nd->op].klass == TG_CLASS_SOURCE) continue;
+        tg_status st = make_kernel(b, id, &s->kernels[s->n_kernels]);
+        if (st != TG_OK) return st;
+        s->n_kernels++;
+    }
+    return TG_OK;
+}
+
+/* Converts every constant into its storage dtype and uploads each
+ * constant buffer once. */
+static tg_status upload_constants(builder *b) {
+    spec *s = b->s;
+    tg_status st = create_chunks(b->e->dev, &b->consts, &s->consts, &s->n_consts);
+    for (int c = 0; st == TG_OK && c < s->n_consts; c++) {
+        unsigned char *img = calloc(1, (size_t)s->consts[c].size);
+        if (!img) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+        for (int id = 0; id < s->g->n_nodes; id++) {
+            const tg_node *n = &s->g->nodes[id];
+            if (!b->e->needed[id] || n->op != TG_OP_CONSTANT || s->locs[id].buf != c) continue;
+            tg_exec_to_storage(n->dtype, tg_storage_dtype(b->caps, n->dtype), n->data,
+                               img + s->locs[id].offset, node_count(n));
+        }
+        st = tg_vk_buffer_upload(b->e->dev, &s->consts[c], 0, img, s->consts[c].size);
+        free(img);
+    }
+    return st;
+}
+
+/* Staging buffers for feeds and readback buffers for targets whose arena
+ * chunk is not host-visible. */
+static tg_status create_staging(builder *b) {
+    spec *s = b->s;
+    for (int i = 0; i < s->n_feeds; i++) {
+        exec_io *f = &s->feeds[i];
+        if (s->arena[f->at.buf].mapped) continue;
+        tg_status st = tg_vk_buffer_create(b->e->dev, f->at.padded, TG_VK_BUFFER_HOST, &f->stage);
+        if (st != TG_OK) return st;
+    }
+    for (int i = 0; i < s->n_targets; i++) {
+        exec_io *t = &s->targets[i];
+        if (s->arena[t->at.buf].mapped) continue;
+        tg_status st = tg_vk_buffer_create(b->e->dev, t->at.padded, TG_VK_BUFFER_HOST, &t->stage);
+        if (st != TG_OK) return st;
+    }
+    return TG_OK;
+}
+
+static tg_status check_static(const tg_executable *e, const tg_graph *g) {
+    for (int id = 0; id < g->n_nodes; id++) {
+        const tg_node *n = &g->nodes[id];
+        if (!e->needed[id]) continue;
+        for (int d = 0; d < n->rank; d++)
+            if (n->shape[d] < 0) {
+                char lab[160];
+                return tg_set_error(TG_ERR_UNSUPPORTED,
+                                    "tg_compile: %s has a dynamic dimension that no feed fixes "
+                                    "(variables must have static shapes)",
+                                    node_label(g, id, lab, sizeof lab));
+            }
+    }
+    return TG_OK;
+}
+
+static tg_status build_spec(tg_executable *e, const int64_t (*shapes)[TG_MAX_RANK], spec **out) {
+    *out = NULL;
+    spec *s = calloc(1, sizeof *s);
+    if (!s) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    builder b = {.e = e, .s = s, .caps = &e->dev->caps};
+    const tg_vk_caps *caps = b.caps;
+    uint64_t align = 16;
+    if (caps->min_storage_buffer_offset_alignment > align)
+        align = caps->min_storage_buffer_offset_alignment;
+    if (caps->min_texel_buffer_offset_alignment > align)
+        align = caps->min_texel_buffer_offset_alignment;
+    b.arena = b.consts = (packer){.align = align, .max_bytes = caps->max_buffer_bytes};
+    s->profile = e->profile;
+
+    tg_status st = TG_OK;
+    s->key = calloc((size_t)(e->n_ph ? e->n_ph : 1), sizeof *s->key);
+    if (!s->key) st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    if (st == TG_OK && e->n_ph) memcpy(s->key, shapes, (size_t)e->n_ph * sizeof *s->key);
+    if (st == TG_OK) {
+        tg_tensor *ph = malloc((size_t)(e->n_ph ? e->n_ph : 1) * sizeof *ph);
+        if (!ph) st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+        for (int i = 0; ph && i < e->n_ph; i++) ph[i].id = e->ph[i];
+        if (ph) s->g = tg_graph_specialize(e->g, e->n_ph, ph, shapes);
+        free(ph);
+        if (st == TG_OK && !s->g) st = TG_ERR_SHAPE; /* message set by the specialisation */
+    }
+    if (st == TG_OK) st = check_static(e, s->g);
+    if (st == TG_OK) {
+        int n = s->g->n_nodes;
+        s->root = malloc((size_t)(n ? n : 1) * sizeof *s->root);
+        s->locs = calloc((size_t)(n ? n : 1), sizeof *s->locs);
+        if (!s->root || !s->locs) st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+        for (int id = 0; st == TG_OK && id < n; id++) {
+            const tg_node *nd = &s->g->nodes[id];
+            s->root[id] = is_alias(nd) ? s->root[nd->inputs[0]] : id;
+        }
+    }
+    if (st == TG_OK) st = place_nodes(&b);
+    if (st == TG_OK) st = place_io(&b);
+    /* the arena exists before the kernels so that a bad size fails early */
+    if (st == TG_OK) st = create_chunks(e->dev, &b.arena, &s->arena, &s->n_arena);
+    if (st == TG_OK) st = upload_constants(&b);
+    if (st == TG_OK) st = create_staging(&b);
+    if (st == TG_OK) st = make_kernels(&b);
+    for (int i = 0; i < s->n_pipes; i++) free(b.glsl[i]);
+    free(b.glsl);
+    free(b.glsl_hash);
+    free(b.arena.used);
+    free(b.consts.used);
+    if (st != TG_OK) {
+        free_spec(e->dev, s);
+        return st;
+    }
+    *out = s;
+    return TG_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Recording                                                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct region {
+    VkBuffer buf;
+    uint64_t offset, size;
+    bool write;
+} region;
+
+typedef struct recorder {
+    spec *s;
+    tg_vk_cmd *cmd;
+    region *touched; /* since the last barrier */
+    int n_touched, cap_touched;
+} recorder;
+
+static const tg_vk_buffer *loc_buffer(const spec *s, const loc *l) {
+    switch (l->kind) {
+    case LOC_ARENA: return &s->arena[l->buf];
+    case LOC_CONST: return &s->consts[l->buf];
+    case LOC_VAR: return &s->vars[l->buf].v->buf;
+    default: return NULL;
+    }
+}
+
+static region region_of(const spec *s, const loc *l, bool write) {
+    return (region){loc_buffer(s, l)->buffer, l->offset, l->padded, write};
+}
+
+static bool regions_overlap(const region *a, const region *b) {
+    return a->buf == b->buf && a->offset < b->offset + b->size && b->offset < a->offset + a->size;
+}
+
+/* True if dispatching kernel k must wait for what ran since the last
+ * barrier: it reads something written, or writes something touched. */
+static bool needs_barrier(const recorder *r, const exec_kernel *k) {
+    for (int i = 0; i < k->n_bindings; i++) {
+        region mine = region_of(r->s, &k->at[i], i >= k->n_inputs);
+        for (int j = 0; j < r->n_touched; j++)
+            if ((mine.write || r->touched[j].write) && regions_overlap(&mine, &r->touched[j]))
+                return true;
+    }
+    return false;
+}
+
+static tg_status touch(recorder *r, const exec_kernel *k) {
+    if (r->n_touched + k->n_bindings > r->cap_touched) {
+        int cap = r->cap_touched ? 2 * r->cap_touched : 64;
+        while (cap < r->n_touched + k->n_bindings) cap *= 2;
+        region *t = realloc(r->touched, (size_t)cap * sizeof *t);
+        if (!t) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+        r->touched = t;
+        r->cap_touched = cap;
+    }
+    for (int i = 0; i < k->n_bindings; i++)
+        r->touched[r->n_touched++] = region_of(r->s, &k->at[i], i >= k->n_inputs);
+    return TG_OK;
+}
+
+static tg_status record_copy(recorder *r, const loc *src, const loc *dst, uint64_t bytes) {
+    if (bytes == 0) return TG_OK;
+    return tg_vk_cmd_copy(r->cmd, loc_buffer(r->s, src), src->offset, loc_buffer(r->s, dst),
+                          dst->offset, bytes);
+}
+
+static tg_status record_dispatches(tg_executable *e, recorder *r) {
+    spec *s = r->s;
+    tg_status st = TG_OK;
+    for (int i = 0; st == TG_OK && i < s->n_kernels; i++) {
+        exec_kernel *k = &s->kernels[i];
+        if (!k->groups[0] || !k->groups[1] || !k->groups[2]) continue; /* empty tensor */
+        tg_vk_binding bind[TG_VK_MAX_BINDINGS];
+        memset(bind, 0, sizeof bind);
+        for (int j = 0; st == TG_OK && j < k->n_bindings; j++) {
+            const tg_vk_buffer *buf = loc_buffer(s, &k->at[j]);
+            bind[j].buffer = buf;
+            bind[j].offset = k->at[j].offset;
+            bind[j].range = k->at[j].padded;
+            if (k->kinds[j] == TG_VK_BIND_TEXEL) {
+                size_t ts = tg_vk_texel_size(k->formats[j]);
+                uint64_t range = tg_exec_align(k->at[j].bytes ? k->at[j].bytes : ts, ts);
+                st = tg_vk_buffer_view_create(e->dev, buf, k->formats[j], k->at[j].offset, range,
+                                              &k->views[j]);
+                bind[j].view = k->views[j];
+            }
+        }
+        if (st == TG_OK && needs_barrier(r, k)) {
+            st = tg_vk_cmd_compute_barrier(r->cmd);
+            r->n_touched = 0;
+        }
+        if (st == TG_OK) st = touch(r, k);
+        if (st == TG_OK)
+            st = tg_vk_cmd_dispatch(r->cmd, s->pipes[k->pipe], bind, k->push_bytes ? k->push : NULL,
+                                    k->push_bytes, k->groups);
+        if (st == TG_OK) {
+            memcpy(s->dispatch_names[s->n_dispatch], k->name, 64);
+            s->n_dispatch++;
+        }
+        if (st != TG_OK) {
+            char lab[160];
+            st = tg_exec_wrap_error(st, "recording %s", node_label(s->g, k->node, lab, sizeof lab));
+        }
+    }
+    return st;
+}
+
+/* Records the command buffer of a spec whose variables are prepared. */
+static tg_status record(tg_executable *e, spec *s) {
+    tg_vk_cmd_free(s->cmd);
+    s->cmd = NULL;
+    free_views(e->dev, s);
+    s->n_dispatch = 0;
+    if (!s->dispatch_names) {
+        s->dispatch_names = calloc((size_t)(s->n_kernels ? s->n_kernels : 1), 64);
+        if (!s->dispatch_names) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    }
+    recorder r = {.s = s};
+    tg_status st = tg_vk_cmd_begin(e->dev, s->profile ? TG_VK_CMD_PROFILE : 0, &r.cmd);
+    if (st != TG_OK) return st;
+
+    /* start: feeds from staging, temporaries from their variables */
+    bool copied = false;
+    for (int i = 0; st == TG_OK && i < s->n_feeds; i++) {
+        exec_io *f = &s->feeds[i];
+        if (!f->stage.buffer || !f->at.bytes) continue;
+        st = tg_vk_cmd_copy(r.cmd, &f->stage, 0, &s->arena[f->at.buf], f->at.offset, f->at.bytes);
+        copied = true;
+    }
+    for (int i = 0; st == TG_OK && i < s->n_preload; i++) {
+        st = record_copy(&r, &s->preload[i].src, &s->preload[i].dst, s->preload[i].dst.bytes);
+        copied = true;
+    }
+    if (st == TG_OK && copied)
+        st = tg_vk_cmd_barrier(r.cmd, TG_VK_SYNC_TRANSFER, TG_VK_SYNC_COMPUTE);
+
+    if (st == TG_OK) st = record_dispatches(e, &r);
+
+    /* end: snapshots of targets outside the arena, write-backs, readbacks */
+    bool any_snapshot = false, any_readback = false;
+    for (int i = 0; i < s->n_targets; i++) {
+        any_snapshot |= s->targets[i].snapshot;
+        any_readback |= s->targets[i].stage.buffer != VK_NULL_HANDLE;
+    }
+    if (st == TG_OK && (any_snapshot || any_readback || s->n_writeback))
+        st = tg_vk_cmd_barrier(r.cmd, TG_VK_SYNC_COMPUTE, TG_VK_SYNC_TRANSFER);
+    for (int i = 0; st == TG_OK && i < s->n_targets; i++)
+        if (s->targets[i].snapshot)
+            st = record_copy(&r, &s->targets[i].src, &s->targets[i].at, s->targets[i].src.bytes);
+    if (st == TG_OK && any_snapshot && (s->n_writeback || any_readback))
+        st = tg_vk_cmd_barrier(r.cmd, TG_VK_SYNC_TRANSFER, TG_VK_SYNC_TRANSFER);
+    for (int i = 0; st == TG_OK && i < s->n_writeback; i++)
+        st = record_copy(&r, &s->writeback[i].src, &s->writeback[i].dst, s->writeback[i].src.bytes);
+    for (int i = 0; st == TG_OK && i < s->n_targets; i++) {
+        exec_io *t = &s->targets[i];
+        if (t->stage.buffer && t->at.bytes)
+            st = tg_vk_cmd_copy(r.cmd, &s->arena[t->at.buf], t->at.offset, &t->stage, 0,
+                                t->at.bytes);
+    }
+    if (st == TG_OK) st = tg_vk_cmd_end(r.cmd);
+    free(r.touched);
+    if (st != TG_OK) {
+        tg_vk_cmd_free(r.cmd);
+        free_views(e->dev, s);
+        return st;
+    }
+    s->cmd = r.cmd;
+    for (int i = 0; i < s->n_vars; i++) s->vars[i].id = s->vars[i].v->id;
+    return TG_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Compile                                                             */
+/* ------------------------------------------------------------------ */
+
+static void mark_needed(const tg_graph *g, int n_targets, const int32_t *targets, int n_ops,
+                        const int32_t *ops, bool *needed) {
+    for (int i = 0; i < n_targets; i++) needed[targets[i]] = true;
+    for (int i = 0; i < n_ops; i++) needed[ops[i]] = true;
+    for (int id = g->n_nodes - 1; id >= 0; id--) {
+        if (!needed[id]) continue;
+        const tg_node *n = &g->nodes[id];
+        for (int k = 0; k < n->n_inputs; k++) needed[n->inputs[k]] = true;
+    }
+}
+
+static tg_status copy_handles(const tg_graph *g, int n, const tg_tensor *ts, const char *what,
+                              int32_t **out) {
+    *out = NULL;
+    if (n < 0 || (n > 0 && !ts))
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_compile: bad %s array (count %d)", what,
+                            n);
+    *out = malloc((size_t)(n ? n : 1) * sizeof **out);
+    if (!*out) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    for (int i = 0; i < n; i++) {
+        if (!tg_tensor_valid(g, ts[i]))
+            return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_compile: %s[%d] is not a valid tensor",
+                                what, i);
+        (*out)[i] = ts[i].id;
+    }
+    return TG_OK;
+}
+
+static bool env_is_1(const char *name) {
+    const char *v = getenv(name);
+    return v && strcmp(v, "1") == 0;
+}
+
+static tg_status setup(tg_executable *e, const tg_graph *g, int n_targets, const tg_tensor *targets,
+                       int n_target_ops, const tg_tensor *target_ops) {
+    e->g = tg_graph_clone(g);
+    if (!e->g) return tg_exec_wrap_error(TG_ERR_NO_MEMORY, "tg_compile: cannot copy the graph");
+    tg_status st = copy_handles(g, n_targets, targets, "targets", &e->targets);
+    if (st == TG_OK) st = copy_handles(g, n_target_ops, target_ops, "target_ops", &e->target_ops);
+    if (st != TG_OK) return st;
+    e->n_targets = n_targets;
+    e->n_target_ops = n_target_ops;
+    e->needed = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof *e->needed);
+    e->ph = malloc((size_t)(g->n_nodes ? g->n_nodes : 1) * sizeof *e->ph);
+    if (!e->needed || !e->ph) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    mark_needed(g, n_targets, e->targets, n_target_ops, e->target_ops, e->needed);
+    for (int id = 0; id < g->n_nodes; id++) {
+        const tg_node *n = &g->nodes[id];
+        if (!e->needed[id]) continue;
+        if (n->op == TG_OP_PLACEHOLDER) e->ph[e->n_ph++] = id;
+        if (n->op == TG_OP_VARIABLE && !e->store)
+            return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                                "tg_compile: the graph uses variable '%s' but no store was given",
+                                n->name);
+    }
+    return TG_OK;
+}
+
+static bool needed_static(const tg_executable *e) {
+    for (int i = 0; i < e->n_ph; i++) {
+        const tg_node *n = &e->g->nodes[e->ph[i]];
+        for (int d = 0; d < n->rank; d++)
+            if (n->shape[d] < 0) return false;
+    }
+    return true;
+}
+
+static tg_status insert_spec(tg_executable *e, spec *s);
+
+tg_status tg_compile(tg_device *dev, const tg_graph *g, tg_store *store, int n_targets,
+                     const tg_tensor *targets, int n_target_ops, const tg_tensor *target_ops,
+                     const tg_compile_options *opts, tg_executable **out) {
+    if (out) *out = NULL;
+    if (!dev || !g || !out)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_compile: NULL device, graph or out");
+    if (g->status != TG_OK)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_compile: the graph has an error: %s",
+                            g->error);
+    if (n_targets + n_target_ops <= 0)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                            "tg_compile: nothing to compute: no targets and no target ops");
+    tg_executable *e = calloc(1, sizeof *e);
+    if (!e) return tg_set_error(TG_ERR_NO_MEMORY, "tg_compile: out of memory");
+    e->dev = dev;
+    e->store = store;
+    e->max_specs =
+        opts && opts->max_specializations > 0 ? opts->max_specializations : DEFAULT_MAX_SPECS;
+    e->profile = (opts && opts->profile) || env_is_1("TG_PROFILE");
+    e->specs = calloc((size_t)e->max_specs, sizeof *e->specs);
+    tg_status st = e->specs ? TG_OK : tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    if (st == TG_OK) st = setup(e, g, n_targets, targets, n_target_ops, target_ops);
+    if (st == TG_OK && needed_static(e)) {
+        /* no dynamic dims: compile now, keyed by the static shapes */
+        int64_t(*shapes)[TG_MAX_RANK] = calloc((size_t)(e->n_ph ? e->n_ph : 1), sizeof *shapes);
+        if (!shapes) st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+        for (int i = 0; shapes && i < e->n_ph; i++)
+            memcpy(shapes[i], e->g->nodes[e->ph[i]].shape, sizeof shapes[i]);
+        spec *s = NULL;
+        if (st == TG_OK) st = build_spec(e, (const int64_t(*)[TG_MAX_RANK])shapes, &s);
+        if (st == TG_OK) st = insert_spec(e, s);
+        free(shapes);
+    }
+    if (st != TG_OK) {
+        tg_executable_free(e);
+        return st;
+    }
+    *out = e;
+    return TG_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* The specialisation cache                                            */
+/* ------------------------------------------------------------------ */
+
+static spec *find_spec(tg_executable *e, const int64_t (*shapes)[TG_MAX_RANK]) {
+    for (int i = 0; i < e->n_specs; i++) {
+        const spec *s = e->specs[i];
+        bool same = true;
+        for (int p = 0; p < e->n_ph && same; p++)
+            for (int d = 0; d < e->g->nodes[e->ph[p]].rank && same; d++)
+                same = s->key[p][d] == shapes[p][d];
+        if (same) return e->specs[i];
+    }
+    return NULL;
+}
+
+/* Adds a compiled spec, evicting the least recently used when full. */
+static tg_status insert_spec(tg_executable *e, spec *s) {
+    e->compiles++;
+    s->last_used = ++e->clock;
+    if (e->n_specs == e->max_specs) {
+        int lru = 0;
+        for (int i = 1; i < e->n_specs; i++)
+            if (e->specs[i]->last_used < e->specs[lru]->last_used) lru = i;
+        if (e->last == e->specs[lru]) e->last = NULL;
+        free_spec(e->dev, e->specs[lru]);
+        e->specs[lru] = e->specs[--e->n_specs];
+    }
+    e->specs[e->n_specs++] = s;
+    e->last = s;
+    return TG_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Running                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Matches feeds to the needed placeholders; shapes[i] gets the shape of
+ * e->ph[i]; value[i] its array. */
+static tg_status match_feeds(tg_executable *e, const char *fn, int n_feeds, const tg_feed *feeds,
+                             int64_t (*shapes)[TG_MAX_RANK], const tg_array **value) {
+    if (n_feeds < 0 || (n_feeds > 0 && !feeds))
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "%s: bad feeds array (count %d)", fn, n_feeds);
+    for (int i = 0; i < e->n_ph; i++) value[i] = NULL;
+    for (int i = 0; i < n_feeds; i++) {
+        const tg_node *n = tg_node_at(e->g, feeds[i].tensor);
+        if (!n || n->op != TG_OP_PLACEHOLDER)
+            return tg_set_error(TG_ERR_INVALID_ARGUMENT, "%s: feeds[%d] is not a placeholder", fn,
+                                i);
+        const tg_array *a = feeds[i].value;
+        if (!a || (!a->data && tg_array_count(a) > 0))
+            return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                                "%s: feed for placeholder '%s' has no data", fn, n->name);
+        bool ok = a->dtype == n->dtype && a->rank == n->rank;
+        for (int d = 0; ok && d < n->rank; d++)
+            ok = a->shape[d] >= 0 && (n->shape[d] < 0 || n->shape[d] == a->shape[d]);
+        if (!ok) {
+            char want[96], got[96];
+            return tg_set_error(TG_ERR_SHAPE, "%s: placeholder '%s' is %s; cannot feed %s", fn,
+                                n->name,
+                                tg_shape_str(n->dtype, n->rank, n->shape, want, sizeof want),
+                                tg_shape_str(a->dtype, a->rank, a->shape, got, sizeof got));
+        }
+        for (int p = 0; p < e->n_ph; p++) {
+            if (e->ph[p] != feeds[i].tensor.id) continue;
+            if (value[p])
+                return tg_set_error(TG_ERR_INVALID_ARGUMENT, "%s: placeholder '%s' is fed twice",
+                                    fn, n->name);
+            value[p] = a;
+            memset(shapes[p], 0, sizeof shapes[p]);
+            memcpy(shapes[p], a->shape, (size_t)a->rank * sizeof a->shape[0]);
+        }
+    }
+    for (int p = 0; p < e->n_ph; p++)
+        if (!value[p]) {
+            const tg_node *n = &e->g->nodes[e->ph[p]];
+            char want[96];
+            return tg_set_error(
+                TG_ERR_INVALID_ARGUMENT, "%s: placeholder '%s' %s (node %d) is needed but not fed",
+                fn, n->name, tg_shape_str(n->dtype, n->rank, n->shape, want, sizeof want),
+                e->ph[p]);
+        }
+    return TG_OK;
+}
+
+static tg_status prepare_vars(tg_executable *e, spec *s, bool *rerecord) {
+    for (int i = 0; i < s->n_vars; i++) {
+        exec_var *v = &s->vars[i];
+        tg_status st = tg_store_device_prepare(e->store, e->dev, &s->g->nodes[v->node], &v->v);
+        if (st != TG_OK) return st;
+        if (v->v->id != v->id) *rerecord = true;
+    }
+    return TG_OK;
+}
+
+static tg_status write_feeds(tg_executable *e, spec *s, const tg_array **value) {
+    for (int i = 0; i < s->n_feeds; i++) {
+        exec_io *f = &s->feeds[i];
+        if (f->count == 0) continue;
+        tg_vk_buffer *dst = f->stage.buffer ? &f->stage : &s->arena[f->at.buf];
+        uint64_t off = f->stage.buffer ? 0 : f->at.offset;
+        const void *src = value[i]->data;
+        void *tmp = NULL;
+        if (f->storage != f->dtype) {
+            tmp = malloc(f->at.bytes);
+            if (!tmp) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory converting a feed");
+            tg_exec_to_storage(f->dtype, f->storage, src, tmp, f->count);
+            src = tmp;
+        }
+        tg_status st = tg_vk_buffer_upload(e->dev, dst, off, src, f->at.bytes);
+        free(tmp);
+        if (st != TG_OK) return st;
+    }
+    return TG_OK;
+}
+
+static tg_status encode(tg_executable *e, const char *fn, int n_feeds, const tg_feed *feeds,
+                        spec **out) {
+    if (!e) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "%s: NULL executable", fn);
+    if (e->pending)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                            "%s: the executable has a run in flight; tg_wait for it first", fn);
+    size_t np = (size_t)(e->n_ph ? e->n_ph : 1);
+    int64_t(*shapes)[TG_MAX_RANK] = calloc(np, sizeof *shapes);
+    const tg_array **value = calloc(np, sizeof *value);
+    tg_status st = shapes && value ? TG_OK : tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    if (st == TG_OK) st = match_feeds(e, fn, n_feeds, feeds, shapes, value);
+    spec *s = NULL;
+    if (st == TG_OK) {
+        s = find_spec(e, (const int64_t(*)[TG_MAX_RANK])shapes);
+        if (!s) {
+            st = build_spec(e, (const int64_t(*)[TG_MAX_RANK])shapes, &s);
+            if (st == TG_OK) st = insert_spec(e, s);
+        }
+    }
+    bool rerecord = false;
+    if (st == TG_OK) {
+        s->last_used = ++e->clock;
+        e->last = s;
+        st = prepare_vars(e, s, &rerecord);
+    }
+    if (st == TG_OK && (!s->cmd || rerecord)) st = record(e, s);
+    if (st == TG_OK) st = write_feeds(e, s, value);
+    if (st == TG_OK) st = tg_vk_cmd_submit(s->cmd);
+    free(shapes);
+    free(value);
+    if (st != TG_OK) return st;
+    e->pending = true;
+    *out = s;
+    return TG_OK;
+}
+
+static tg_status read_target(tg_executable *e, spec *s, exec_io *t, tg_array *out) {
+    const tg_node *n = &s->g->nodes[t->node];
+    tg_status st = tg_array_alloc(out, n->dtype, n->rank, n->shape);
+    if (st != TG_OK || t->count == 0) return st;
+    const tg_vk_buffer *src = t->stage.buffer ? &t->stage : &s->arena[t->at.buf];
+    uint64_t off = t->stage.buffer ? 0 : t->at.offset;
+    if (t->storage == t->dtype)
+        return tg_vk_buffer_download(e->dev, src, off, out->data, t->at.bytes);
+    void *tmp = malloc(t->at.bytes);
+    if (!tmp) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory reading a result");
+    st = tg_vk_buffer_download(e->dev, src, off, tmp, t->at.bytes);
+    if (st == TG_OK) tg_exec_from_storage(t->storage, t->dtype, tmp, out->data, t->count);
+    free(tmp);
+    return st;
+}
+
+static tg_status record_profile(tg_executable *e, spec *s) {
+    if (!tg_vk_cmd_profiling(s->cmd) || s->n_dispatch == 0) return TG_OK;
+    double *us = malloc((size_t)s->n_dispatch * sizeof *us);
+    if (!us) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    tg_status st = tg_vk_cmd_timings(s->cmd, us, s->n_dispatch);
+    if (st == TG_OK)
+        st = tg_profile_add_run(&e->prof, s->n_dispatch, (const char(*)[64])s->dispatch_names, us);
+    free(us);
+    return st;
+}
+
+static tg_status finish(tg_executable *e, spec *s, tg_array *results) {
+    tg_status st = tg_vk_cmd_wait(s->cmd, UINT64_MAX);
+    e->pending = false;
+    if (st != TG_OK) return st;
+    for (int i = 0; i < s->n_vars; i++)
+        if (s->vars[i].written)
+            tg_store_device_mark_written(e->store, s->g->nodes[s->vars[i].node].name);
+    if (s->n_targets > 0 && !results)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                            "tg_run: results is NULL but there are %d targets", s->n_targets);
+    for (int i = 0; st == TG_OK && i < s->n_targets; i++)
+        st = read_target(e, s, &s->targets[i], &results[i]);
+    if (st == TG_OK) st = record_profile(e, s);
+    if (st != TG_OK)
+        for (int i = 0; i < s->n_targets; i++) tg_array_free(&results[i]);
+    return st;
+}
+
+tg_status tg_run(tg_executable *e, int n_feeds, const tg_feed *feeds, tg_array *results) {
+    if (e && results && e->n_targets > 0)
+        memset(results, 0, (size_t)e->n_targets * sizeof *results);
+    if (e && e->n_targets > 0 && !results)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                            "tg_run: results is NULL but there are %d targets", e->n_targets);
+    spec *s = NULL;
+    tg_status st = encode(e, "tg_run", n_feeds, feeds, &s);
+    if (st != TG_OK) return st;
+    return finish(e, s, results);
+}
+
+tg_status tg_encode(tg_executable *e, int n_feeds, const tg_feed *feeds, tg_pending **out) {
+    if (!out) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_encode: out is NULL");
+    *out = NULL;
+    tg_pending *p = calloc(1, sizeof *p);
+    if (!p) return tg_set_error(TG_ERR_NO_MEMORY, "tg_encode: out of memory");
+    spec *s = NULL;
+    tg_status st = encode(e, "tg_encode", n_feeds, feeds, &s);
+    if (st != TG_OK) {
+        free(p);
+        return st;
+    }
+    p->e = e;
+    p->s = s;
+    *out = p;
+    return TG_OK;
+}
+
+tg_status tg_wait(tg_pending *p, tg_array *results) {
+    if (!p) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_wait: NULL pending run");
+    if (results && p->e->n_targets > 0)
+        memset(results, 0, (size_t)p->e->n_targets * sizeof *results);
+    tg_status st = finish(p->e, p->s, results);
+    free(p);
+    return st;
+}
+
+/* ------------------------------------------------------------------ */
+/* Queries                                                             */
+/* ------------------------------------------------------------------ */
+
+int tg_executable_specializations(const tg_executable *e) {
+    return e ? e->compiles : 0;
+}
+
+int tg_executable_cached(const tg_executable *e) {
+    return e ? e->n_specs : 0;
+}
+
+int tg_executable_dispatches(const tg_executable *e) {
+    if (!e || !e->last) return 0;
+    const spec *s = e->last;
+    if (s->cmd) return tg_vk_cmd_dispatch_count(s->cmd);
+    int n = 0;
+    for (int i = 0; i < s->n_kernels; i++)
+        n += s->kernels[i].groups[0] && s->kernels[i].groups[1] && s->kernels[i].groups[2];
+    return n;
+}
+
+tg_status tg_executable_profile(tg_executable *e, char **table, const char *trace_path) {
+    if (table) *table = NULL;
+    if (!e) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_executable_profile: NULL executable");
+    if (table) {
+        tg_status st = tg_profile_table(&e->prof, table);
+        if (st != TG_OK) return st;
+    }
+    if (trace_path) {
+        tg_status st = tg_profile_write_trace(&e->prof, trace_path);
+        if (st != TG_OK) {
+            if (table) {
+                free(*table);
+                *table = NULL;
+            }
+            return st;
+        }
+    }
+    return TG_OK;
+}
