@@ -351,6 +351,69 @@ const char *tg_store_name(const tg_store *s, int i);
 tg_status tg_store_init_missing(tg_store *s, const tg_graph *g, uint64_t seed, double scale);
 
 /* ------------------------------------------------------------------ */
+/* Checkpoints (safetensors) — frontend/lib_safetensors.c               */
+/* ------------------------------------------------------------------ */
+
+/** An open safetensors checkpoint: one file, or the shards of a sharded
+ *  checkpoint (model.safetensors.index.json) behind one handle. Files are
+ *  memory-mapped read-only and fully validated when opened (docs/formats.md);
+ *  tensors are listed sorted by name. */
+typedef struct tg_safetensors tg_safetensors;
+
+/** Opens and validates one .safetensors file. */
+tg_status tg_safetensors_open(const char *path, tg_safetensors **out);
+/** Opens a model directory: `model.safetensors` if present, else the shards
+ *  named by `model.safetensors.index.json`. */
+tg_status tg_safetensors_open_dir(const char *dir, tg_safetensors **out);
+/** Closes (unmaps). NULL is ok. */
+void tg_safetensors_close(tg_safetensors *st);
+
+/** Number of tensors, the name of the i-th (sorted by name). */
+int tg_safetensors_count(const tg_safetensors *st);
+const char *tg_safetensors_name(const tg_safetensors *st, int i);
+/** Index of the tensor called `name`, or -1. */
+int tg_safetensors_find(const tg_safetensors *st, const char *name);
+/** The dtype the tensor reads as (F64 reads as f32, I64 as i32, BOOL as
+ *  u8), its rank and shape (shape has TG_MAX_RANK entries; any may be NULL). */
+tg_status tg_safetensors_info(const tg_safetensors *st, int i, tg_dtype *dtype, int *rank,
+                              int64_t *shape);
+/** The dtype as written in the file: "F32", "BF16", "I64", ... */
+const char *tg_safetensors_file_dtype(const tg_safetensors *st, int i);
+/** Copies a tensor into *out (allocated: tg_array_free it) as `want`:
+ *  float tensors (F32/F16/BF16/F64) convert to any float dtype; integer
+ *  tensors read only as their own dtype (I64 -> i32 with a range check). */
+tg_status tg_safetensors_read(const tg_safetensors *st, const char *name, tg_dtype want,
+                              tg_array *out);
+/** Zero-copy: the tensor's bytes inside the mapping (little-endian, of the
+ *  dtype from tg_safetensors_info; valid until close). Refused for F64, I64
+ *  and BOOL, which need conversion. */
+tg_status tg_safetensors_data(const tg_safetensors *st, const char *name, const void **ptr,
+                              size_t *bytes);
+/** The `__metadata__` map: number of entries, and the i-th key and value. */
+int tg_safetensors_metadata_count(const tg_safetensors *st);
+const char *tg_safetensors_metadata_key(const tg_safetensors *st, int i);
+const char *tg_safetensors_metadata_value(const tg_safetensors *st, int i);
+/** The metadata value for `key`, or NULL. */
+const char *tg_safetensors_metadata_get(const tg_safetensors *st, const char *key);
+
+/** Writes `n` arrays under `names` (unique) to `path` atomically: a
+ *  temporary file in the same directory, fsync, rename, fsync of the
+ *  directory, so a failed save leaves any previous file intact. Tensors
+ *  are written sorted by name; `metadata` is NULL or a NULL-terminated
+ *  list of key, value strings ({"format", "pt", NULL}). */
+tg_status tg_safetensors_save(const char *path, int n, const char *const *names,
+                              const tg_array *arrays, const char *const *metadata);
+/** Saves variables of a store (names[0..n); names NULL: all of them). */
+tg_status tg_store_save_safetensors(tg_store *s, const char *path, int n,
+                                    const char *const *names);
+/** Loads tensors of a checkpoint file into a store (names NULL: all). A
+ *  variable the store already has keeps its dtype (floats convert) and
+ *  must have the same shape. Nothing is changed unless every tensor
+ *  loads. */
+tg_status tg_store_load_safetensors(tg_store *s, const char *path, int n,
+                                    const char *const *names);
+
+/* ------------------------------------------------------------------ */
 /* Reference interpreter                                               */
 /* ------------------------------------------------------------------ */
 
