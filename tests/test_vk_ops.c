@@ -528,6 +528,380 @@ static void test_big_grid(void **state) {
     check(g, tg_neg(g, x), 0, 0);
 }
 
+/* ---- reductions ---- */
+
+/* Sum-type tolerance: f32 accumulation in another order than the
+ * interpreter's f64 errs by about n * 2^-24 * sum|x| at worst; the inputs
+ * here are in [-1, 1], so atol = 2e-7 * (reduced count) + f16 output. */
+static void test_reductions(void **state) {
+    (void)state;
+    static const struct {
+        int rank;
+        int64_t shape[4];
+        int n_axes;
+        int axes[3];
+        bool keep;
+    } cases[] = {
+        {1, {1}, 0, {0}, false},         {2, {7, 129}, 1, {1}, false},
+        {2, {7, 129}, 1, {0}, true},     {3, {3, 1, 67}, 2, {0, 2}, false},
+        {3, {5, 300, 3}, 1, {-2}, true}, {4, {2, 3, 4, 5}, 2, {1, 3}, false},
+        {2, {2, 1000}, 0, {0}, false},
+    };
+    typedef tg_tensor (*red_fn)(tg_graph *, tg_tensor, int, const int *, bool);
+    red_fn fs[] = {tg_sum, tg_mean, tg_max, tg_min};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int64_t n_red = 1;
+        for (int d = 0; d < cases[c].rank; d++) {
+            bool r = cases[c].n_axes == 0;
+            for (int a = 0; a < cases[c].n_axes; a++)
+                r |= (cases[c].axes[a] + cases[c].rank) % cases[c].rank == d;
+            if (r) n_red *= cases[c].shape[d];
+        }
+        for (int f = 0; f < 4; f++) {
+            tg_dtype dts[] = {TG_F32, TG_F16, TG_I32};
+            for (int d = 0; d < 3; d++) {
+                if (dts[d] == TG_F16 && !have_f16()) continue;
+                if (dts[d] == TG_I32 && fs[f] == tg_mean) continue;
+                tg_graph *g = tg_graph_new();
+                tg_tensor x = ph(g, dts[d], cases[c].rank, cases[c].shape, -1, 1);
+                if (dts[d] == TG_I32) tg_array_set(last_feed(), 0, 0); /* keep it simple */
+                tg_tensor y = fs[f](g, x, cases[c].n_axes, cases[c].axes, cases[c].keep);
+                double atol = (fs[f] == tg_sum ? 2e-7 * (double)n_red : 2e-7);
+                bool h = dts[d] == TG_F16;
+                check(g, y, h ? 1.0 / 1024 : 0, h ? atol + 1e-3 : atol);
+            }
+        }
+        /* argmax along the first listed axis */
+        for (int d = 0; d < 2; d++) {
+            tg_graph *g = tg_graph_new();
+            tg_dtype dt = d ? TG_I32 : TG_F32;
+            tg_tensor x = ph(g, dt, cases[c].rank, cases[c].shape, -3, 3); /* ints: many ties */
+            check(g, tg_argmax(g, x, cases[c].axes[0], cases[c].keep), 0, 0);
+        }
+    }
+    /* NaN propagates through max and min */
+    tg_graph *g = tg_graph_new();
+    int64_t s[] = {3, 200};
+    tg_tensor x = ph(g, TG_F32, 2, s, -1, 1);
+    tg_array_set(last_feed(), 250, NAN);
+    int ax[] = {1};
+    check(g, tg_max(g, x, 1, ax, false), 0, 0);
+    g = tg_graph_new();
+    x = ph(g, TG_F32, 2, s, -1, 1);
+    tg_array_set(last_feed(), 5, NAN);
+    check(g, tg_min(g, x, 1, ax, false), 0, 0);
+}
+
+/* ---- movement ---- */
+
+static void test_movement(void **state) {
+    (void)state;
+    tg_dtype dts[] = {TG_F32, TG_F16, TG_I32, TG_U8};
+    for (int d = 0; d < 4; d++) {
+        tg_dtype dt = dts[d];
+        if (dt == TG_F16 && !have_f16()) continue;
+        double lo = dt == TG_U8 ? 0 : -50, hi = 50;
+        int64_t s3[] = {3, 5, 67}, s1[] = {1}, s2[] = {1, 129};
+        tg_graph *g;
+        /* reshape */
+        int64_t r1[] = {15, -1}, r2[] = {1, 1}, r3[] = {129};
+        g = tg_graph_new();
+        check(g, tg_reshape(g, ph(g, dt, 3, s3, lo, hi), 2, r1), 0, 0);
+        g = tg_graph_new();
+        check(g, tg_reshape(g, ph(g, dt, 1, s1, lo, hi), 2, r2), 0, 0);
+        g = tg_graph_new();
+        check(g, tg_reshape(g, ph(g, dt, 2, s2, lo, hi), 1, r3), 0, 0);
+        /* permute */
+        int p1[] = {2, 0, 1}, p2[] = {1, 0}, p3[] = {0, 2, 1};
+        int64_t s4[] = {2, 1, 33};
+        g = tg_graph_new();
+        check(g, tg_permute(g, ph(g, dt, 3, s3, lo, hi), 3, p1), 0, 0);
+        g = tg_graph_new();
+        check(g, tg_permute(g, ph(g, dt, 2, s2, lo, hi), 2, p2), 0, 0);
+        g = tg_graph_new();
+        check(g, tg_permute(g, ph(g, dt, 3, s4, lo, hi), 3, p3), 0, 0);
+        /* broadcast_to */
+        int64_t b1[] = {4, 3, 5, 67}, b2[] = {7, 129}, b3[] = {2, 5, 1};
+        int64_t s5[] = {5, 1};
+        g = tg_graph_new();
+        check(g, tg_broadcast_to(g, ph(g, dt, 3, s3, lo, hi), 4, b1), 0, 0);
+        g = tg_graph_new();
+        check(g, tg_broadcast_to(g, ph(g, dt, 2, s2, lo, hi), 2, b2), 0, 0);
+        g = tg_graph_new();
+        check(g, tg_broadcast_to(g, ph(g, dt, 2, s5, lo, hi), 3, b3), 0, 0);
+        /* slice: negative begin, steps, clamped end, empty-ish */
+        int64_t bg[] = {1, -4, 3}, en[] = {3, INT64_MAX, 60}, st[] = {1, 2, 7};
+        int64_t bg2[] = {0, 5}, en2[] = {1, 1000}, st2[] = {1, 1};
+        int64_t bg3[] = {0}, en3[] = {1}, st3[] = {3};
+        g = tg_graph_new();
+        check(g, tg_slice(g, ph(g, dt, 3, s3, lo, hi), bg, en, st), 0, 0);
+        g = tg_graph_new();
+        check(g, tg_slice(g, ph(g, dt, 2, s2, lo, hi), bg2, en2, st2), 0, 0);
+        g = tg_graph_new();
+        check(g, tg_slice(g, ph(g, dt, 1, s1, lo, hi), bg3, en3, st3), 0, 0);
+        /* concat of 1, 2 and 3 inputs on different axes */
+        int64_t c1[] = {3, 2, 67}, c2[] = {3, 1, 67};
+        g = tg_graph_new();
+        tg_tensor xs[3] = {ph(g, dt, 3, s3, lo, hi), ph(g, dt, 3, c1, lo, hi),
+                           ph(g, dt, 3, c2, lo, hi)};
+        check(g, tg_concat(g, 3, xs, 1), 0, 0);
+        g = tg_graph_new();
+        xs[0] = ph(g, dt, 2, s2, lo, hi);
+        xs[1] = ph(g, dt, 2, s2, lo, hi);
+        check(g, tg_concat(g, 2, xs, -1), 0, 0);
+        g = tg_graph_new();
+        xs[0] = ph(g, dt, 1, s1, lo, hi);
+        check(g, tg_concat(g, 1, xs, 0), 0, 0);
+        /* pad */
+        int64_t lo1[] = {1, 0, 2}, hi1[] = {0, 3, 1}, lo2[] = {0, 0}, hi2[] = {2, 130};
+        int64_t lo3[] = {5}, hi3[] = {0};
+        g = tg_graph_new();
+        check(g, tg_pad(g, ph(g, dt, 3, s3, lo, hi), lo1, hi1, 7), 0, 0);
+        g = tg_graph_new();
+        check(g, tg_pad(g, ph(g, dt, 2, s2, lo, hi), lo2, hi2, -2.5), 0, 0);
+        g = tg_graph_new();
+        check(g, tg_pad(g, ph(g, dt, 1, s1, lo, hi), lo3, hi3, 0), 0, 0);
+    }
+}
+
+static void test_gather_scatter(void **state) {
+    (void)state;
+    static const struct {
+        int rx, ri, axis;
+        int64_t x[3], idx[2];
+    } cases[] = {
+        {2, 1, 0, {10, 67}, {13}},      /* embedding lookup */
+        {3, 2, 1, {2, 7, 3}, {4, 5}},   /* middle axis, 2-d indices */
+        {1, 1, 0, {1}, {3}},            /* size-1 table */
+        {2, 2, -1, {3, 129}, {1, 130}}, /* last axis */
+    };
+    for (int c = 0; c < 4; c++) {
+        tg_dtype dts[] = {TG_F32, TG_F16, TG_I32};
+        for (int d = 0; d < 3; d++) {
+            if (dts[d] == TG_F16 && !have_f16()) continue;
+            int64_t dim = cases[c].x[(cases[c].axis + cases[c].rx) % cases[c].rx];
+            tg_graph *g = tg_graph_new();
+            tg_tensor x = ph(g, dts[d], cases[c].rx, cases[c].x, -9, 9);
+            /* a few out-of-range indices: zeros (gather), dropped (scatter) */
+            tg_tensor idx = ph(g, TG_I32, cases[c].ri, cases[c].idx, -1, (double)dim);
+            tg_tensor y = tg_gather(g, x, idx, cases[c].axis);
+            check(g, y, 0, 0);
+
+            g = tg_graph_new();
+            tg_tensor t = ph(g, dts[d], cases[c].rx, cases[c].x, -9, 9);
+            idx = ph(g, TG_I32, cases[c].ri, cases[c].idx, -1, (double)dim);
+            int64_t us[TG_MAX_RANK];
+            int ax = (cases[c].axis + cases[c].rx) % cases[c].rx, ur = 0;
+            for (int i = 0; i < ax; i++) us[ur++] = cases[c].x[i];
+            for (int i = 0; i < cases[c].ri; i++) us[ur++] = cases[c].idx[i];
+            for (int i = ax + 1; i < cases[c].rx; i++) us[ur++] = cases[c].x[i];
+            tg_tensor u = ph(g, dts[d], ur, us, -9, 9);
+            /* repeated indices add in index order: f32 sums of a few terms
+             * in the same order as the interpreter, rounded once more */
+            bool h = dts[d] == TG_F16;
+            check(g, tg_scatter_add(g, t, idx, u, cases[c].axis), h ? 1.0 / 1024 : 1e-6,
+                  h ? 1e-2 : 1e-5);
+        }
+    }
+}
+
+static void test_state(void **state) {
+    (void)state;
+    tg_dtype dts[] = {TG_F32, TG_F16, TG_I32};
+    for (int d = 0; d < 3; d++) {
+        if (dts[d] == TG_F16 && !have_f16()) continue;
+        int64_t vs[3][3] = {{1}, {6, 67}, {2, 9, 5}}, us[3][3] = {{1}, {2, 67}, {1, 4, 5}};
+        int ranks[3] = {1, 2, 3};
+        for (int c = 0; c < 3; c++) {
+            /* assign: a copy of the value */
+            tg_graph *g = tg_graph_new();
+            tg_tensor v = tg_variable(g, "v", dts[d], ranks[c], vs[c], false);
+            tg_tensor val = ph(g, dts[d], ranks[c], vs[c], -5, 5);
+            tg_tensor a = tg_assign(g, v, val);
+            /* the interpreter reads the variable from a store */
+            tg_store *store = tg_store_new();
+            tg_array init;
+            assert_int_equal(tg_array_alloc(&init, dts[d], ranks[c], vs[c]), TG_OK);
+            assert_int_equal(tg_store_set(store, "v", &init), TG_OK);
+            tg_tensor targets[3] = {a, v, val};
+            tg_array res[3];
+            memset(res, 0, sizeof res);
+            assert_int_equal(tg_interpret(g, store, n_feeds, feeds, 1, targets, res, 0, NULL, 0),
+                             TG_OK);
+            tg_array ins[2] = {init, feed_vals[0]};
+            double *got = run_node(g, a, ins, NULL);
+            for (int64_t i = 0; i < tg_array_count(&res[0]); i++)
+                assert_true(got[i] == tg_array_get(&res[0], i));
+            free(got);
+            tg_array_free(&res[0]);
+
+            /* slice_update at a run-time start, in range, and clamped */
+            tg_graph_free(g);
+            feeds_reset();
+            g = tg_graph_new();
+            v = tg_variable(g, "v", dts[d], ranks[c], vs[c], false);
+            tg_tensor up = ph(g, dts[d], ranks[c], us[c], -5, 5);
+            int64_t rs[] = {ranks[c]};
+            tg_tensor start = ph(g, TG_I32, 1, rs, 0, 0);
+            for (int i = 0; i < ranks[c]; i++)
+                tg_array_set(last_feed(), i, (double)(vs[c][i] - us[c][i]) * (i % 2 ? 1 : 0.5));
+            for (int i = 0; i < tg_array_count(&init); i++) tg_array_set(&init, i, i % 7);
+            assert_int_equal(tg_store_set(store, "v", &init), TG_OK);
+            tg_tensor su = tg_slice_update(g, v, up, start);
+            memset(res, 0, sizeof res);
+            assert_int_equal(tg_interpret(g, store, n_feeds, feeds, 1, &su, res, 0, NULL, 0),
+                             TG_OK);
+            tg_array ins3[3] = {init, feed_vals[0], feed_vals[1]};
+            got = run_node(g, su, ins3, NULL);
+            for (int64_t i = 0; i < tg_array_count(&res[0]); i++)
+                assert_true(got[i] == tg_array_get(&res[0], i));
+            free(got);
+            tg_array_free(&res[0]);
+            /* a start past the end is clamped so the slab fits: the same
+             * result as the last in-range start */
+            for (int i = 0; i < ranks[c]; i++) tg_array_set(&feed_vals[1], i, 1000);
+            tg_array clamped;
+            assert_int_equal(tg_array_alloc(&clamped, TG_I32, 1, rs), TG_OK);
+            for (int i = 0; i < ranks[c]; i++)
+                tg_array_set(&clamped, i, (double)(vs[c][i] - us[c][i]));
+            tg_feed f2[2] = {feeds[0], {start, &clamped}};
+            /* the interpreter wrote the first update into the store */
+            assert_int_equal(tg_store_set(store, "v", &init), TG_OK);
+            memset(res, 0, sizeof res);
+            assert_int_equal(tg_interpret(g, store, 2, f2, 1, &su, res, 0, NULL, 0), TG_OK);
+            got = run_node(g, su, ins3, NULL);
+            for (int64_t i = 0; i < tg_array_count(&res[0]); i++)
+                assert_true(got[i] == tg_array_get(&res[0], i));
+            free(got);
+            tg_array_free(&res[0]);
+            tg_array_free(&clamped);
+            tg_array_free(&init);
+            tg_store_free(store);
+            tg_graph_free(g);
+            feeds_reset();
+        }
+    }
+}
+
+/* ---- nn composites ---- */
+
+static void test_softmax_layer_norm(void **state) {
+    (void)state;
+    static const struct {
+        int rank, axis;
+        int64_t shape[3];
+    } sm[] = {
+        {2, 1, {7, 129}}, {3, 0, {5, 3, 2}}, {3, -2, {2, 1000, 3}}, {1, 0, {1}}, {2, 1, {300, 9}},
+    };
+    for (int c = 0; c < 5; c++) {
+        for (int h = 0; h < 2; h++) {
+            if (h && !have_f16()) continue;
+            tg_dtype dt = h ? TG_F16 : TG_F32;
+            tg_graph *g = tg_graph_new();
+            tg_tensor x = ph(g, dt, sm[c].rank, sm[c].shape, -8, 8);
+            check(g, tg_softmax(g, x, sm[c].axis), h ? rt16(1e-5) : 1e-5, h ? 1e-3 : 1e-7);
+            g = tg_graph_new();
+            x = ph(g, dt, sm[c].rank, sm[c].shape, -8, 8);
+            check(g, tg_log_softmax(g, x, sm[c].axis), h ? rt16(1e-5) : 1e-5, h ? 1e-2 : 2e-6);
+        }
+    }
+    static const struct {
+        int rank;
+        int64_t shape[3];
+    } ln[] = {{2, {7, 129}}, {3, {2, 3, 5}}, {1, {1}}, {2, {3, 1000}}};
+    for (int c = 0; c < 4; c++) {
+        for (int h = 0; h < 2; h++) {
+            if (h && !have_f16()) continue;
+            tg_dtype dt = h ? TG_F16 : TG_F32;
+            tg_graph *g = tg_graph_new();
+            int64_t D[] = {ln[c].shape[ln[c].rank - 1]};
+            tg_tensor x = ph(g, dt, ln[c].rank, ln[c].shape, -3, 5);
+            tg_tensor w = ph(g, dt, 1, D, 0.5, 2), b = ph(g, dt, 1, D, -1, 1);
+            check(g, tg_layer_norm(g, x, w, b, 1e-5), h ? rt16(1e-5) : 1e-5, h ? 1e-2 : 2e-5);
+        }
+    }
+}
+
+static void test_attention(void **state) {
+    (void)state;
+    static const struct {
+        int rq, rk, rm;
+        int64_t q[4], k[4], v[4], m[4];
+        bool causal, mask;
+        double scale;
+    } cases[] = {
+        /* self-attention, causal, batch 2 x heads 3 */
+        {4, 4, 0, {2, 3, 9, 16}, {2, 3, 9, 16}, {2, 3, 9, 16}, {0}, true, false, 0},
+        /* cross-attention, k/v broadcast over heads, Dv != D, mask [Tq, Tk] */
+        {4, 4, 2, {1, 2, 5, 8}, {1, 1, 70, 8}, {1, 1, 70, 3}, {5, 70}, false, true, 0.3},
+        /* single query against a cache: causal sees everything */
+        {3, 3, 0, {2, 1, 64}, {2, 129, 64}, {2, 129, 64}, {0}, true, false, 0},
+        /* Tq > Tk with causal: the first rows see no key (zeros); a
+         * -inf mask row */
+        {2, 2, 2, {6, 4}, {3, 4}, {3, 70}, {6, 3}, true, true, 0},
+        /* long keys: several chunks of the online softmax */
+        {2, 2, 0, {3, 8}, {5000, 8}, {5000, 4}, {0}, false, false, 0},
+    };
+    for (int c = 0; c < 5; c++) {
+        for (int h = 0; h < 2; h++) {
+            if (h && !have_f16()) continue;
+            tg_dtype dt = h ? TG_F16 : TG_F32;
+            tg_graph *g = tg_graph_new();
+            tg_tensor q = ph(g, dt, cases[c].rq, cases[c].q, -1, 1);
+            tg_tensor k = ph(g, dt, cases[c].rk, cases[c].k, -1, 1);
+            tg_tensor v = ph(g, dt, cases[c].rk, cases[c].v, -1, 1);
+            tg_tensor m = TG_INVALID;
+            if (cases[c].mask) {
+                m = ph(g, dt, cases[c].rm, cases[c].m, -2, 0);
+                tg_array_set(last_feed(), 0, -INFINITY);
+                if (c == 3)
+                    for (int j = 0; j < 3; j++) tg_array_set(last_feed(), 5 * 3 + j, -INFINITY);
+            }
+            tg_tensor y = tg_attention(g, q, k, v, m, cases[c].causal, cases[c].scale);
+            check(g, y, h ? rt16(1e-5) : 1e-5, h ? 2e-3 : 1e-6);
+        }
+    }
+}
+
+static void test_cross_entropy(void **state) {
+    (void)state;
+    static const struct {
+        int r;
+        int64_t x[3];
+        int64_t ignore;
+    } cases[] = {{2, {7, 129}, -100}, {3, {2, 3, 5}, 2}, {1, {1000}, -1}, {2, {4, 1}, 0}};
+    for (int c = 0; c < 4; c++) {
+        for (int h = 0; h < 2; h++) {
+            if (h && !have_f16()) continue;
+            tg_dtype dt = h ? TG_F16 : TG_F32;
+            tg_graph *g = tg_graph_new();
+            tg_tensor x = ph(g, dt, cases[c].r, cases[c].x, -5, 5);
+            int64_t C = cases[c].x[cases[c].r - 1];
+            tg_tensor y = ph(g, TG_I32, cases[c].r - 1, cases[c].x, 0, (double)C - 1);
+            tg_array_set(last_feed(), 0, (double)cases[c].ignore);
+            check(g, tg_cross_entropy(g, x, y, cases[c].ignore), 1e-5, 1e-6);
+        }
+    }
+    /* labels out of range (not ignored) count as ignored on the device:
+     * compare with the interpreter on the same labels minus those rows */
+    tg_graph *g = tg_graph_new();
+    int64_t s[] = {3, 10};
+    tg_tensor x = ph(g, TG_F32, 2, s, -5, 5);
+    tg_tensor y = ph(g, TG_I32, 1, s, 0, 9);
+    tg_tensor ce = tg_cross_entropy(g, x, y, -100);
+    tg_array_set(last_feed(), 1, 10); /* out of range */
+    tg_array ins[2] = {feed_vals[0], feed_vals[1]};
+    double *got = run_node(g, ce, ins, NULL);
+    tg_array_set(last_feed(), 1, -100); /* the same row ignored */
+    tg_array res;
+    assert_int_equal(tg_interpret(g, NULL, n_feeds, feeds, 1, &ce, &res, 0, NULL, 0), TG_OK);
+    assert_true(fabs(got[0] - tg_array_get(&res, 0)) <= 1e-5 * fabs(tg_array_get(&res, 0)));
+    free(got);
+    tg_array_free(&res);
+    tg_graph_free(g);
+    feeds_reset();
+}
+
 /* ---- setup ---- */
 
 static void remove_tree(const char *path) {
@@ -567,6 +941,13 @@ static int teardown(void **state) {
     return 0;
 }
 
+/* A failed check leaves its feeds behind: start every test clean. */
+static int reset_feeds(void **state) {
+    (void)state;
+    feeds_reset();
+    return 0;
+}
+
 static void test_validation_clean(void **state) {
     (void)state;
     if (tg_vk_validation_message_count() != 0)
@@ -576,13 +957,20 @@ static void test_validation_clean(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unary),
-        cmocka_unit_test(test_unary_int_and_special),
-        cmocka_unit_test(test_binary),
-        cmocka_unit_test(test_where_cast),
-        cmocka_unit_test(test_one_hot_iota),
-        cmocka_unit_test(test_big_grid),
-        cmocka_unit_test(test_validation_clean),
+        cmocka_unit_test_setup(test_unary, reset_feeds),
+        cmocka_unit_test_setup(test_unary_int_and_special, reset_feeds),
+        cmocka_unit_test_setup(test_binary, reset_feeds),
+        cmocka_unit_test_setup(test_where_cast, reset_feeds),
+        cmocka_unit_test_setup(test_one_hot_iota, reset_feeds),
+        cmocka_unit_test_setup(test_big_grid, reset_feeds),
+        cmocka_unit_test_setup(test_reductions, reset_feeds),
+        cmocka_unit_test_setup(test_movement, reset_feeds),
+        cmocka_unit_test_setup(test_gather_scatter, reset_feeds),
+        cmocka_unit_test_setup(test_state, reset_feeds),
+        cmocka_unit_test_setup(test_softmax_layer_norm, reset_feeds),
+        cmocka_unit_test_setup(test_attention, reset_feeds),
+        cmocka_unit_test_setup(test_cross_entropy, reset_feeds),
+        cmocka_unit_test_setup(test_validation_clean, reset_feeds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

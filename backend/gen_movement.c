@@ -1,0 +1,202 @@
+/* backend/gen_movement.c — data movement and state: reshape, permute,
+ * broadcast_to, slice, concat, pad, gather, scatter_add, assign and
+ * slice_update. One invocation per output element (slice_update: per
+ * update element), all index math from gen_common's offset functions.
+ *
+ * reshape, permute, broadcast_to, slice and assign are one kernel: out[i]
+ * = in[off(i)] with strides per case. assign's output binding is the
+ * variable's buffer (the executor binds it), so it is a copy of the value.
+ * slice_update writes only the slab: its output binding must be the
+ * variable's buffer, which keeps the rest; `start` is read at run time
+ * and clamped per axis to [0, dim - update dim] so the slab always fits
+ * (the interpreter reports an error instead).
+ * scatter_add is deterministic: every output element scans the indices
+ * and adds the matching updates in index order — no atomics, so the sum
+ * order is fixed, at a cost of (number of indices) per output element. */
+#include "backend/gen_common.h"
+
+#include <stdio.h>
+
+static int64_t count_of(const tg_node *n) {
+    return tg_shape_count(n->rank, n->shape);
+}
+
+static int64_t prod(const int64_t *s, int from, int to) {
+    int64_t p = 1;
+    for (int d = from; d < to; d++) p *= s[d];
+    return p;
+}
+
+/* out[i] = in[off(i)]: the strides that read x for the output's element. */
+static void copy_strides(const tg_node *n, const tg_node *x, int64_t *strides, int64_t *base) {
+    int64_t xs[TG_MAX_RANK];
+    tg_gen_row_strides(x->rank, x->shape, xs);
+    *base = 0;
+    switch (n->op) {
+    case TG_OP_PERMUTE:
+        for (int d = 0; d < n->rank; d++) strides[d] = xs[n->attrs.axes[d]];
+        break;
+    case TG_OP_BROADCAST_TO:
+        tg_gen_bcast_strides(x->rank, x->shape, n->rank, n->shape, strides);
+        break;
+    case TG_OP_SLICE:
+        for (int d = 0; d < n->rank; d++) {
+            *base += n->attrs.begin[d] * xs[d];
+            strides[d] = n->attrs.step[d] * xs[d];
+        }
+        break;
+    default: /* reshape, assign: the same elements in the same order */
+        tg_gen_row_strides(n->rank, n->shape, strides);
+        break;
+    }
+}
+
+static const char *main_head = "void main() {\n"
+                               "    uint i = tg_group() * %uu + gl_LocalInvocationID.x;\n"
+                               "    if (i >= %lluu) return;\n";
+
+tg_status tg_gen_movement(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
+    const tg_graph *gr = k->g;
+    int32_t id = k->nodes[k->n_nodes - 1];
+    const tg_node *n = &gr->nodes[id];
+    if (k->n_nodes != 1 || k->n_inputs != n->n_inputs || k->n_outputs != 1)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "movement generator: %s %d must be alone in its "
+                            "kernel, reading each input once",
+                            tg_ops[n->op].name, (int)id);
+    for (int i = 0; i < n->n_inputs; i++)
+        if (k->inputs[i] != n->inputs[i] || count_of(&gr->nodes[n->inputs[i]]) > UINT32_MAX)
+            return tg_set_error(TG_ERR_UNSUPPORTED,
+                                "movement generator: %s %d: kernel inputs must be the node's "
+                                "inputs in order, each under 2^32 elements",
+                                tg_ops[n->op].name, (int)id);
+    int64_t count = count_of(n);
+    if (count > (int64_t)UINT32_MAX)
+        return tg_set_error(TG_ERR_UNSUPPORTED, "%s of %lld elements", tg_ops[n->op].name,
+                            (long long)count);
+    uint32_t wg = tg_gen_wg_size(caps, 128);
+    tg_gen g;
+    tg_status st = tg_gen_begin(&g, caps, k, out, wg, false);
+    if (st != TG_OK) {
+        tg_gen_abort(&g);
+        return st;
+    }
+    tg_sb *b = &g.b;
+    const char *ct = tg_gen_ctype(n->dtype);
+    char lit[64];
+    uint64_t n_threads = (uint64_t)count;
+
+    switch (n->op) {
+    case TG_OP_RESHAPE:
+    case TG_OP_PERMUTE:
+    case TG_OP_BROADCAST_TO:
+    case TG_OP_SLICE:
+    case TG_OP_ASSIGN: {
+        const tg_node *x = &gr->nodes[n->inputs[n->op == TG_OP_ASSIGN ? 1 : 0]];
+        int64_t strides[TG_MAX_RANK], base;
+        copy_strides(n, x, strides, &base);
+        tg_gen_offset_fn(b, "src_off", n->rank, n->shape, strides, base);
+        tg_sb_printf(b, main_head, wg, (unsigned long long)count);
+        tg_sb_printf(b, "    st0(i, ld%d(src_off(i)));\n}\n", n->op == TG_OP_ASSIGN ? 1 : 0);
+        break;
+    }
+    case TG_OP_CONCAT: {
+        /* [outer, axis, inner]: the input is found by the axis coordinate */
+        int ax = (int)n->attrs.axis;
+        int64_t inner = prod(n->shape, ax + 1, n->rank), dim = n->shape[ax];
+        tg_sb_printf(b, main_head, wg, (unsigned long long)count);
+        tg_sb_printf(b,
+                     "    uint inn = i %% %lluu, a = (i / %lluu) %% %lluu, o = i / %lluu;\n"
+                     "    %s v;\n",
+                     (unsigned long long)inner, (unsigned long long)inner, (unsigned long long)dim,
+                     (unsigned long long)(inner * dim), ct);
+        int64_t start = 0;
+        for (int j = 0; j < n->n_inputs; j++) {
+            int64_t dj = gr->nodes[n->inputs[j]].shape[ax];
+            if (dj == 0) continue;
+            tg_sb_printf(
+                b, "    %sif (a < %lluu) v = ld%d((o * %lluu + a - %lluu) * %lluu + inn);\n",
+                start ? "else " : "", (unsigned long long)(start + dj), j, (unsigned long long)dj,
+                (unsigned long long)start, (unsigned long long)inner);
+            start += dj;
+        }
+        tg_sb_printf(b, "    st0(i, v);\n}\n");
+        break;
+    }
+    case TG_OP_PAD: {
+        const tg_node *x = &gr->nodes[n->inputs[0]];
+        int64_t xs[TG_MAX_RANK];
+        tg_gen_row_strides(x->rank, x->shape, xs);
+        tg_sb_printf(b, main_head, wg, (unsigned long long)count);
+        tg_sb_printf(b, "    uint r = i, src = 0u;\n    bool inside = true;\n");
+        for (int d = n->rank - 1; d >= 0; d--) {
+            if (n->shape[d] == 0) continue;
+            tg_sb_printf(b,
+                         "    { uint c = r %% %lluu; r /= %lluu;\n"
+                         "      inside = inside && c >= %lluu && c < %lluu;\n"
+                         "      src += (c - %lluu) * %lluu; }\n",
+                         (unsigned long long)n->shape[d], (unsigned long long)n->shape[d],
+                         (unsigned long long)n->attrs.lo[d],
+                         (unsigned long long)(n->attrs.lo[d] + x->shape[d]),
+                         (unsigned long long)n->attrs.lo[d], (unsigned long long)xs[d]);
+        }
+        tg_sb_printf(b, "    st0(i, inside ? ld0(src) : %s);\n}\n",
+                     tg_gen_lit(n->dtype, n->attrs.value, lit, sizeof lit));
+        break;
+    }
+    case TG_OP_GATHER: {
+        /* out [outer, n_idx, inner] from x [outer, dim, inner] */
+        const tg_node *x = &gr->nodes[n->inputs[0]], *idx = &gr->nodes[n->inputs[1]];
+        int ax = (int)n->attrs.axis;
+        int64_t inner = prod(x->shape, ax + 1, x->rank), dim = x->shape[ax];
+        int64_t nidx = count_of(idx);
+        tg_sb_printf(b, main_head, wg, (unsigned long long)count);
+        tg_sb_printf(b,
+                     "    uint inn = i %% %lluu, j = (i / %lluu) %% %lluu, o = i / %lluu;\n"
+                     "    int row = ld1(j);\n"
+                     "    st0(i, (row >= 0 && row < %lld) ? ld0((o * %lluu + uint(row)) * %lluu + "
+                     "inn) : %s(0));\n}\n",
+                     (unsigned long long)inner, (unsigned long long)inner, (unsigned long long)nidx,
+                     (unsigned long long)(inner * nidx), (long long)dim, (unsigned long long)dim,
+                     (unsigned long long)inner, ct);
+        break;
+    }
+    case TG_OP_SCATTER_ADD: {
+        /* out = target [outer, dim, inner]; updates [outer, n_idx, inner] */
+        const tg_node *idx = &gr->nodes[n->inputs[1]];
+        int ax = (int)n->attrs.axis;
+        int64_t inner = prod(n->shape, ax + 1, n->rank), dim = n->shape[ax];
+        int64_t nidx = count_of(idx);
+        tg_sb_printf(b, main_head, wg, (unsigned long long)count);
+        tg_sb_printf(b,
+                     "    uint inn = i %% %lluu, row = (i / %lluu) %% %lluu, o = i / %lluu;\n"
+                     "    %s acc = ld0(i);\n"
+                     "    for (uint j = 0u; j < %lluu; j++)\n"
+                     "        if (ld1(j) == int(row)) acc += ld2((o * %lluu + j) * %lluu + inn);\n"
+                     "    st0(i, acc);\n}\n",
+                     (unsigned long long)inner, (unsigned long long)inner, (unsigned long long)dim,
+                     (unsigned long long)(inner * dim), ct, (unsigned long long)nidx,
+                     (unsigned long long)nidx, (unsigned long long)inner);
+        break;
+    }
+    case TG_OP_SLICE_UPDATE: {
+        const tg_node *var = &gr->nodes[n->inputs[0]], *up = &gr->nodes[n->inputs[1]];
+        int64_t vs[TG_MAX_RANK];
+        tg_gen_row_strides(var->rank, var->shape, vs);
+        tg_gen_offset_fn(b, "slab_off", up->rank, up->shape, vs, 0);
+        n_threads = (uint64_t)count_of(up);
+        tg_sb_printf(b, main_head, wg, (unsigned long long)n_threads);
+        tg_sb_printf(b, "    uint base = 0u;\n");
+        for (int d = 0; d < var->rank; d++)
+            tg_sb_printf(b, "    base += uint(clamp(ld2(%du), 0, %lld)) * %lluu;\n", d,
+                         (long long)(var->shape[d] - up->shape[d]), (unsigned long long)vs[d]);
+        tg_sb_printf(b, "    st0(base + slab_off(i), ld1(i));\n}\n");
+        break;
+    }
+    default:
+        tg_gen_abort(&g);
+        return tg_set_error(TG_ERR_UNSUPPORTED, "movement generator: no kernel for %s",
+                            tg_ops[n->op].name);
+    }
+    return tg_gen_finish(&g, (n_threads + wg - 1) / wg);
+}

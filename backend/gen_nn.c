@@ -1,0 +1,308 @@
+/* backend/gen_nn.c — the composite ops, each one kernel: softmax and
+ * log_softmax over any axis, layer_norm, attention and cross_entropy.
+ *
+ * Row ops (softmax, layer_norm) take one workgroup per row, the row's
+ * statistics combined with gen_common's tg_wg_* reductions; rows of at
+ * most SERIAL_MAX elements take one invocation per row instead (the same
+ * code with WG_SUM/WG_MAX as identities).
+ *
+ * attention: one workgroup per (batch, query row). Keys are processed in
+ * chunks that fit shared memory: the chunk's scores (q.k * scale + mask,
+ * causal bottom-right: query i sees key j <= i + Tk - Tq) go to shared
+ * memory, and an online softmax rescales the running sum and the output
+ * accumulators by exp(old max - new max) per chunk. Invocation t owns
+ * output columns t, t + WG, ... A row that sees no key gives zeros.
+ *
+ * cross_entropy: a single workgroup walks the rows (the result is one
+ * number and a kernel has no scratch for partial sums), each row's
+ * logsumexp over the workgroup. Labels equal to ignore_index are skipped;
+ * labels outside [0, C) are skipped too (the interpreter reports an
+ * error): they add nothing to the sum or the count. No counted row
+ * gives 0. */
+#include "backend/gen_common.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#define SERIAL_MAX 32
+
+static int64_t prod(const int64_t *s, int from, int to) {
+    int64_t p = 1;
+    for (int d = from; d < to; d++) p *= s[d];
+    return p;
+}
+
+/* The start of main for `rows` rows: serial (one invocation per row) or
+ * one workgroup per row; defines r, l, step and the WG_* macros. */
+static void row_head(tg_gen *g, bool serial, int64_t rows) {
+    tg_sb *b = &g->b;
+    if (serial)
+        tg_sb_printf(b,
+                     "#define WG_SUM(x) (x)\n#define WG_MAX(x) (x)\n"
+                     "void main() {\n"
+                     "    uint r = tg_group() * %uu + gl_LocalInvocationID.x;\n"
+                     "    if (r >= %lluu) return;\n"
+                     "    const uint l = 0u, step = 1u;\n",
+                     g->wg, (unsigned long long)rows);
+    else
+        tg_sb_printf(b,
+                     "#define WG_SUM(x) tg_wg_sum(x)\n#define WG_MAX(x) tg_wg_max(x)\n"
+                     "void main() {\n"
+                     "    uint r = tg_group();\n"
+                     "    if (r >= %lluu) return;\n" /* uniform over the workgroup */
+                     "    uint l = gl_LocalInvocationID.x, step = %uu;\n",
+                     (unsigned long long)rows, g->wg);
+}
+
+static uint64_t row_groups(const tg_gen *g, bool serial, int64_t rows) {
+    return serial ? ((uint64_t)rows + g->wg - 1) / g->wg : (uint64_t)rows;
+}
+
+static tg_status gen_softmax(tg_gen *g, const tg_node *n) {
+    int ax = (int)n->attrs.axis;
+    int64_t inner = prod(n->shape, ax + 1, n->rank), dim = n->shape[ax];
+    int64_t rows = prod(n->shape, 0, ax) * inner;
+    bool serial = dim <= SERIAL_MAX;
+    tg_sb *b = &g->b;
+    row_head(g, serial, rows);
+    tg_sb_printf(
+        b,
+        "    uint base = (r / %lluu) * %lluu + r %% %lluu;\n"
+        "    float m = uintBitsToFloat(0xff800000u);\n"
+        "    for (uint j = l; j < %lluu; j += step) m = tg_maxf(m, ld0(base + j * %lluu));\n"
+        "    m = WG_MAX(m);\n"
+        "    float s = 0.0;\n"
+        "    for (uint j = l; j < %lluu; j += step) s += exp(ld0(base + j * %lluu) - m);\n"
+        "    s = WG_SUM(s);\n"
+        "    float ls = log(s);\n"
+        "    for (uint j = l; j < %lluu; j += step) {\n"
+        "        float v = ld0(base + j * %lluu);\n"
+        "        st0(base + j * %lluu, %s);\n"
+        "    }\n}\n",
+        (unsigned long long)inner, (unsigned long long)(dim * inner), (unsigned long long)inner,
+        (unsigned long long)dim, (unsigned long long)inner, (unsigned long long)dim,
+        (unsigned long long)inner, (unsigned long long)dim, (unsigned long long)inner,
+        (unsigned long long)inner, n->op == TG_OP_LOG_SOFTMAX ? "v - m - ls" : "exp(v - m) / s");
+    return tg_gen_finish(g, row_groups(g, serial, rows));
+}
+
+static tg_status gen_layer_norm(tg_gen *g, const tg_node *n) {
+    int64_t D = n->rank ? n->shape[n->rank - 1] : 1;
+    int64_t rows = D ? tg_shape_count(n->rank, n->shape) / D : 0;
+    bool serial = D <= SERIAL_MAX;
+    char eps[64], dl[64];
+    tg_sb *b = &g->b;
+    row_head(g, serial, rows);
+    tg_gen_flit((double)D, dl, sizeof dl);
+    tg_sb_printf(b,
+                 "    uint base = r * %lluu;\n"
+                 "    float s = 0.0;\n"
+                 "    for (uint j = l; j < %lluu; j += step) s += ld0(base + j);\n"
+                 "    float mean = WG_SUM(s) / %s;\n"
+                 "    float q = 0.0;\n"
+                 "    for (uint j = l; j < %lluu; j += step) {\n"
+                 "        float d = ld0(base + j) - mean;\n"
+                 "        q += d * d;\n"
+                 "    }\n"
+                 "    float inv = 1.0 / sqrt(WG_SUM(q) / %s + %s);\n"
+                 "    for (uint j = l; j < %lluu; j += step)\n"
+                 "        st0(base + j, (ld0(base + j) - mean) * inv * ld1(j) + ld2(j));\n}\n",
+                 (unsigned long long)D, (unsigned long long)D, dl, (unsigned long long)D, dl,
+                 tg_gen_flit(n->attrs.eps, eps, sizeof eps), (unsigned long long)D);
+    return tg_gen_finish(g, row_groups(g, serial, rows));
+}
+
+static tg_status gen_cross_entropy(tg_gen *g, const tg_node *n) {
+    const tg_graph *gr = g->k->g;
+    const tg_node *x = &gr->nodes[n->inputs[0]], *y = &gr->nodes[n->inputs[1]];
+    int64_t C = x->shape[x->rank - 1], rows = tg_shape_count(y->rank, y->shape);
+    int64_t ig = n->attrs.ignore_index;
+    char ign[64];
+    if (ig >= INT32_MIN && ig <= INT32_MAX)
+        snprintf(ign, sizeof ign, "lab == %lld", (long long)ig);
+    else
+        snprintf(ign, sizeof ign, "false");
+    tg_sb *b = &g->b;
+    tg_sb_printf(b,
+                 "void main() {\n"
+                 "    uint l = gl_LocalInvocationID.x;\n"
+                 "    float total = 0.0;\n"
+                 "    uint cnt = 0u;\n"
+                 "    for (uint r = 0u; r < %lluu; r++) {\n"
+                 "        int lab = ld1(r);\n" /* uniform: the loop has the same trip for all */
+                 "        if (%s || lab < 0 || lab >= %lld) continue;\n"
+                 "        uint base = r * %lluu;\n"
+                 "        float m = uintBitsToFloat(0xff800000u);\n"
+                 "        for (uint j = l; j < %lluu; j += %uu) m = tg_maxf(m, ld0(base + j));\n"
+                 "        m = tg_wg_max(m);\n"
+                 "        float s = 0.0;\n"
+                 "        for (uint j = l; j < %lluu; j += %uu) s += exp(ld0(base + j) - m);\n"
+                 "        s = tg_wg_sum(s);\n"
+                 "        total += m + log(s) - ld0(base + uint(lab));\n"
+                 "        cnt++;\n"
+                 "    }\n"
+                 "    if (l == 0u) st0(0u, cnt > 0u ? total / float(cnt) : 0.0);\n}\n",
+                 (unsigned long long)rows, ign, (long long)C, (unsigned long long)C,
+                 (unsigned long long)C, g->wg, (unsigned long long)C, g->wg);
+    return tg_gen_finish(g, 1);
+}
+
+static tg_status gen_attention(tg_gen *g, const tg_node *n) {
+    const tg_graph *gr = g->k->g;
+    const tg_node *q = &gr->nodes[n->inputs[0]], *kk = &gr->nodes[n->inputs[1]],
+                  *v = &gr->nodes[n->inputs[2]];
+    bool has_mask = n->attrs.has_mask && n->n_inputs > 3;
+    int br = n->rank - 2;
+    int64_t Tq = q->shape[q->rank - 2], D = q->shape[q->rank - 1], Tk = kk->shape[kk->rank - 2];
+    int64_t Dv = v->shape[v->rank - 1], batches = prod(n->shape, 0, br);
+    uint32_t wg = g->wg;
+    tg_sb *b = &g->b;
+
+    /* shared memory: the query row, a chunk of scores, the reductions' slots */
+    int64_t budget = (int64_t)g->caps->max_shared_memory_bytes / 4 - 2 * (int64_t)wg - D - 64;
+    if (budget < 32)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "attention: a head dim of %lld does not fit %u bytes of shared memory",
+                            (long long)D, g->caps->max_shared_memory_bytes);
+    int64_t ch = Tk < budget ? Tk : budget;
+    if (ch > 2048) ch = 2048;
+    if (ch < 1) ch = 1;
+    int64_t ndt = (Dv + wg - 1) / wg;
+    if (ndt < 1) ndt = 1;
+
+    /* batch offsets of q, k, v (whole matrices), the mask over [batch, Tq, Tk] */
+    const tg_node *ops[3] = {q, kk, v};
+    const char *names[3] = {"q_off", "k_off", "v_off"};
+    for (int t = 0; t < 3; t++) {
+        int64_t s[TG_MAX_RANK];
+        const tg_node *x = ops[t];
+        tg_gen_bcast_strides(x->rank - 2, x->shape, br, n->shape, s);
+        for (int d = 0; d < br; d++) s[d] *= x->shape[x->rank - 2] * x->shape[x->rank - 1];
+        tg_gen_offset_fn(b, names[t], br, n->shape, s, 0);
+    }
+    if (has_mask) {
+        const tg_node *m = &gr->nodes[n->inputs[3]];
+        int64_t full[TG_MAX_RANK], s[TG_MAX_RANK];
+        for (int d = 0; d < br; d++) full[d] = n->shape[d];
+        full[br] = Tq;
+        full[br + 1] = Tk;
+        tg_gen_bcast_strides(m->rank, m->shape, br + 2, full, s);
+        tg_gen_offset_fn(b, "mask_off", br + 2, full, s, 0);
+    }
+    char scale[64];
+    tg_gen_flit(n->attrs.scale, scale, sizeof scale);
+    tg_sb_printf(b,
+                 "shared float sq[%lld];\n"
+                 "shared float sp[%lld];\n"
+                 "void main() {\n"
+                 "    uint gid = tg_group();\n"
+                 "    if (gid >= %lluu) return;\n" /* uniform over the workgroup */
+                 "    uint l = gl_LocalInvocationID.x;\n"
+                 "    uint bb = gid / %lluu, i = gid %% %lluu;\n"
+                 "    uint qo = q_off(bb) + i * %lluu, ko = k_off(bb), vo = v_off(bb);\n"
+                 "    for (uint d = l; d < %lluu; d += %uu) sq[d] = ld0(qo + d);\n"
+                 "    barrier();\n"
+                 "    const float NEG_INF = uintBitsToFloat(0xff800000u);\n"
+                 "    float M = NEG_INF, L = 0.0;\n"
+                 "    float acc[%lld];\n"
+                 "    for (int t = 0; t < %lld; t++) acc[t] = 0.0;\n",
+                 (long long)(D ? D : 1), (long long)ch, (unsigned long long)(batches * Tq),
+                 (unsigned long long)Tq, (unsigned long long)Tq, (unsigned long long)D,
+                 (unsigned long long)D, wg, (long long)ndt, (long long)ndt);
+    if (n->attrs.causal)
+        tg_sb_printf(b, "    uint nk = uint(clamp(int(i) + %lld, 0, %lld));\n",
+                     (long long)(Tk - Tq + 1), (long long)Tk);
+    else
+        tg_sb_printf(b, "    uint nk = %lluu;\n", (unsigned long long)Tk);
+    tg_sb_printf(b,
+                 "    for (uint c0 = 0u; c0 < nk; c0 += %lluu) {\n"
+                 "        uint cn = min(%lluu, nk - c0);\n"
+                 "        float cm = NEG_INF;\n"
+                 "        for (uint jj = l; jj < cn; jj += %uu) {\n"
+                 "            uint j = c0 + jj;\n"
+                 "            float s = 0.0;\n"
+                 "            for (uint d = 0u; d < %lluu; d++) s += sq[d] * ld1(ko + j * %lluu + "
+                 "d);\n"
+                 "            s *= %s;\n",
+                 (unsigned long long)ch, (unsigned long long)ch, wg, (unsigned long long)D,
+                 (unsigned long long)D, scale);
+    if (has_mask)
+        tg_sb_printf(b, "            s += ld3(mask_off(gid * %lluu + j));\n",
+                     (unsigned long long)Tk);
+    tg_sb_printf(b,
+                 "            sp[jj] = s;\n"
+                 "            cm = tg_maxf(cm, s);\n"
+                 "        }\n"
+                 "        cm = tg_wg_max(cm);\n" /* its barriers also publish sp */
+                 "        float Mn = max(M, cm);\n"
+                 "        float keep = Mn == NEG_INF ? 1.0 : exp(M - Mn);\n"
+                 "        float ps = 0.0;\n"
+                 "        for (uint jj = l; jj < cn; jj += %uu) {\n"
+                 "            float p = Mn == NEG_INF ? 0.0 : exp(sp[jj] - Mn);\n"
+                 "            sp[jj] = p;\n"
+                 "            ps += p;\n"
+                 "        }\n"
+                 "        ps = tg_wg_sum(ps);\n"
+                 "        L = L * keep + ps;\n"
+                 "        for (int t = 0; t < %lld; t++) {\n"
+                 "            uint d = l + uint(t) * %uu;\n"
+                 "            if (d >= %lluu) break;\n"
+                 "            float a = acc[t] * keep;\n"
+                 "            for (uint jj = 0u; jj < cn; jj++) a += sp[jj] * ld2(vo + (c0 + jj) * "
+                 "%lluu + d);\n"
+                 "            acc[t] = a;\n"
+                 "        }\n"
+                 "        M = Mn;\n"
+                 "        barrier();\n" /* sp is rewritten by the next chunk */
+                 "    }\n"
+                 "    for (int t = 0; t < %lld; t++) {\n"
+                 "        uint d = l + uint(t) * %uu;\n"
+                 "        if (d < %lluu) st0(gid * %lluu + d, L > 0.0 ? acc[t] / L : 0.0);\n"
+                 "    }\n}\n",
+                 wg, (long long)ndt, wg, (unsigned long long)Dv, (unsigned long long)Dv,
+                 (long long)ndt, wg, (unsigned long long)Dv, (unsigned long long)Dv);
+    return tg_gen_finish(g, (uint64_t)(batches * Tq));
+}
+
+tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
+    const tg_graph *gr = k->g;
+    int32_t id = k->nodes[k->n_nodes - 1];
+    const tg_node *n = &gr->nodes[id];
+    if (k->n_nodes != 1 || k->n_inputs != n->n_inputs || k->n_outputs != 1)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "nn generator: %s %d must be alone in its kernel, reading each input "
+                            "once",
+                            tg_ops[n->op].name, (int)id);
+    for (int i = 0; i < n->n_inputs; i++) {
+        const tg_node *x = &gr->nodes[n->inputs[i]];
+        if (k->inputs[i] != n->inputs[i] || tg_shape_count(x->rank, x->shape) > UINT32_MAX)
+            return tg_set_error(TG_ERR_UNSUPPORTED,
+                                "nn generator: %s %d: kernel inputs must be the node's inputs in "
+                                "order, each under 2^32 elements",
+                                tg_ops[n->op].name, (int)id);
+    }
+    bool row_op = n->op == TG_OP_SOFTMAX || n->op == TG_OP_LOG_SOFTMAX;
+    int64_t row_len = row_op                      ? n->shape[n->attrs.axis]
+                      : n->op == TG_OP_LAYER_NORM ? (n->rank ? n->shape[n->rank - 1] : 1)
+                                                  : SERIAL_MAX + 1;
+    bool serial = row_len <= SERIAL_MAX;
+    uint32_t wg = tg_gen_wg_size(caps, serial ? 128 : 64);
+    tg_gen g;
+    tg_status st = tg_gen_begin(&g, caps, k, out, wg, !serial);
+    if (st != TG_OK) {
+        tg_gen_abort(&g);
+        return st;
+    }
+    switch (n->op) {
+    case TG_OP_SOFTMAX:
+    case TG_OP_LOG_SOFTMAX: st = gen_softmax(&g, n); break;
+    case TG_OP_LAYER_NORM: st = gen_layer_norm(&g, n); break;
+    case TG_OP_CROSS_ENTROPY: st = gen_cross_entropy(&g, n); break;
+    case TG_OP_ATTENTION: st = gen_attention(&g, n); break;
+    default:
+        st = tg_set_error(TG_ERR_UNSUPPORTED, "nn generator: no kernel for %s", tg_ops[n->op].name);
+        break;
+    }
+    if (st != TG_OK) tg_gen_abort(&g);
+    return st;
+}

@@ -1,0 +1,133 @@
+/* backend/gen_reduce.c — sum, mean, max, min and argmax over any set of
+ * axes.
+ *
+ * The input is seen as [kept..., reduced...] through two offset functions
+ * (kept axes -> the output element's base, reduced axes -> the offset of
+ * the r-th reduced element), so any axes set costs the same index math.
+ * A reduced extent over SERIAL_MAX gets one workgroup per output element:
+ * each invocation folds a strided share, then the workgroup combines
+ * (subgroupAdd where the device has subgroup arithmetic, else a
+ * shared-memory tree). Smaller extents get one invocation per output
+ * element, which keeps every lane busy when there are many short rows.
+ * Floats accumulate in f32, integers in int (wrapping where the
+ * interpreter's f64 sum would saturate). */
+#include "backend/gen_common.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#define SERIAL_MAX 64
+
+tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
+    const tg_graph *gr = k->g;
+    int32_t id = k->nodes[k->n_nodes - 1];
+    const tg_node *n = &gr->nodes[id];
+    if (k->n_nodes != 1 || k->n_inputs != 1 || k->inputs[0] != n->inputs[0])
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "reduction generator: %s %d must be alone in its kernel (fused "
+                            "prologues are not implemented)",
+                            tg_ops[n->op].name, (int)id);
+    const tg_node *x = &gr->nodes[n->inputs[0]];
+    bool reduced[TG_MAX_RANK] = {false};
+    if (n->op == TG_OP_ARGMAX)
+        reduced[n->attrs.axis] = true;
+    else {
+        for (int d = 0; d < x->rank; d++) reduced[d] = n->attrs.n_axes == 0;
+        for (int a = 0; a < n->attrs.n_axes; a++) reduced[n->attrs.axes[a]] = true;
+    }
+    int64_t xs[TG_MAX_RANK], ke[TG_MAX_RANK], ks[TG_MAX_RANK], re[TG_MAX_RANK], rs[TG_MAX_RANK];
+    int nk = 0, nr = 0;
+    int64_t n_out = 1, n_red = 1;
+    tg_gen_row_strides(x->rank, x->shape, xs);
+    for (int d = 0; d < x->rank; d++) {
+        if (reduced[d]) {
+            re[nr] = x->shape[d];
+            rs[nr++] = xs[d];
+            n_red *= x->shape[d];
+        } else {
+            ke[nk] = x->shape[d];
+            ks[nk++] = xs[d];
+            n_out *= x->shape[d];
+        }
+    }
+    if (tg_shape_count(x->rank, x->shape) > (int64_t)UINT32_MAX)
+        return tg_set_error(TG_ERR_UNSUPPORTED, "reduction over %lld elements",
+                            (long long)tg_shape_count(x->rank, x->shape));
+
+    bool serial = n_red <= SERIAL_MAX;
+    uint32_t wg = tg_gen_wg_size(caps, serial ? 128 : 64);
+    tg_gen g;
+    tg_status st = tg_gen_begin(&g, caps, k, out, wg, !serial);
+    if (st != TG_OK) {
+        tg_gen_abort(&g);
+        return st;
+    }
+    tg_sb *b = &g.b;
+    tg_gen_offset_fn(b, "kept_off", nk, ke, ks, 0);
+    tg_gen_offset_fn(b, "red_off", nr, re, rs, 0);
+
+    bool iv = tg_gen_dtype_is_int(x->dtype);
+    const char *ct = tg_gen_ctype(x->dtype);
+    char init[64];
+    const char *comb = "acc + v", *wg_fn = iv ? "tg_wg_sumi" : "tg_wg_sum";
+    switch (n->op) {
+    case TG_OP_MAX:
+        tg_gen_lit(x->dtype, -INFINITY, init, sizeof init);
+        comb = iv ? "max(acc, v)" : "tg_maxf(acc, v)";
+        wg_fn = iv ? "tg_wg_maxi" : "tg_wg_max";
+        break;
+    case TG_OP_MIN:
+        tg_gen_lit(x->dtype, INFINITY, init, sizeof init);
+        comb = iv ? "min(acc, v)" : "tg_minf(acc, v)";
+        wg_fn = iv ? "tg_wg_mini" : "tg_wg_min";
+        break;
+    default: snprintf(init, sizeof init, iv ? "0" : "0.0"); break;
+    }
+
+    if (serial)
+        tg_sb_printf(b,
+                     "void main() {\n"
+                     "    uint o = tg_group() * %uu + gl_LocalInvocationID.x;\n"
+                     "    if (o >= %lluu) return;\n"
+                     "    const uint l = 0u, step = 1u;\n",
+                     wg, (unsigned long long)n_out);
+    else
+        tg_sb_printf(b,
+                     "void main() {\n"
+                     "    uint o = tg_group();\n"
+                     "    if (o >= %lluu) return;\n" /* uniform over the workgroup */
+                     "    uint l = gl_LocalInvocationID.x, step = %uu;\n",
+                     (unsigned long long)n_out, wg);
+    tg_sb_printf(b, "    uint base = kept_off(o);\n");
+    if (n->op == TG_OP_ARGMAX) {
+        /* the first maximum: strictly greater replaces, and each invocation
+         * visits its share in increasing order */
+        tg_sb_printf(b,
+                     "    float best = 0.0;\n"
+                     "    int bi = -1;\n"
+                     "    for (uint r = l; r < %lluu; r += step) {\n"
+                     "        float v = float(ld0(base + red_off(r)));\n"
+                     "        if (bi < 0 || v > best) { best = v; bi = int(r); }\n"
+                     "    }\n",
+                     (unsigned long long)n_red);
+        if (!serial) tg_sb_printf(b, "    bi = tg_wg_argmax(best, bi);\n");
+        tg_sb_printf(b, "    if (l == 0u) st0(o, max(bi, 0));\n}\n");
+    } else {
+        tg_sb_printf(b,
+                     "    %s acc = %s;\n"
+                     "    for (uint r = l; r < %lluu; r += step) {\n"
+                     "        %s v = ld0(base + red_off(r));\n"
+                     "        acc = %s;\n"
+                     "    }\n",
+                     ct, init, (unsigned long long)n_red, ct, comb);
+        if (!serial) tg_sb_printf(b, "    acc = %s(acc);\n", wg_fn);
+        if (n->op == TG_OP_MEAN)
+            tg_sb_printf(b, "    if (l == 0u) st0(o, acc / %s);\n}\n",
+                         n_red ? tg_gen_flit((double)n_red, init, sizeof init)
+                               : "uintBitsToFloat(0x7fc00000u)");
+        else
+            tg_sb_printf(b, "    if (l == 0u) st0(o, acc);\n}\n");
+    }
+    uint64_t groups = serial ? ((uint64_t)n_out + wg - 1) / wg : (uint64_t)n_out;
+    return tg_gen_finish(&g, groups);
+}
