@@ -5,6 +5,7 @@
 #include "graph/graph_internal.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,9 +13,10 @@ const char cli_run_help[] =
     "usage: graph run FILE.tgir [--input NAME=IN.npy]... [--output NAME[=OUT.npy]]...\n"
     "                 [--var NAME=W.npy]... [--init-vars=zeros|random] [--seed N]\n"
     "                 [--init-scale X] [--op NAME]... [--save-var NAME=OUT.npy]...\n"
-    "                 [--interp]\n"
+    "                 [--interp | --compare] [--profile[=TRACE.json]]\n"
     "\n"
-    "Runs FILE.tgir on the reference interpreter. NAME is a node's name in the IR.\n"
+    "Runs FILE.tgir on the Vulkan device (TG_DEVICE=N picks one). NAME is a node's\n"
+    "name in the IR.\n"
     "  --input NAME=IN.npy     feed placeholder NAME from IN.npy\n"
     "  --output NAME=OUT.npy   compute node NAME and write it to OUT.npy\n"
     "  --output NAME           compute node NAME and print it (summarised if large)\n"
@@ -25,7 +27,11 @@ const char cli_run_help[] =
     "  --init-scale X          X for --init-vars=random (default 0.1)\n"
     "  --op NAME               run the assign or slice_update NAME for its effect\n"
     "  --save-var NAME=OUT.npy write variable NAME's value after the run to OUT.npy\n"
-    "  --interp                use the reference interpreter (the only engine for now)\n";
+    "  --interp                use the reference interpreter instead\n"
+    "  --compare               run on both; print the max abs and rel error per output\n"
+    "                          (the written/printed values are the device's)\n"
+    "  --profile[=TRACE.json]  print a per-kernel time table to stderr and write a\n"
+    "                          Chrome trace (default trace.json); also TG_PROFILE=1\n";
 
 typedef struct named_path {
     char name[256];
@@ -43,6 +49,8 @@ typedef struct run_options {
     init_mode init;
     uint64_t seed;
     double init_scale;
+    bool interp, compare, profile;
+    const char *trace_path;
 } run_options;
 
 /* Parses "NAME=PATH" (or just "NAME" if path_optional) into *out. */
@@ -123,8 +131,12 @@ static int parse_run_options(int argc, char **argv, run_options *o) {
         }
 #undef TAKE
         if (strcmp(arg, "--interp") == 0) {
-            /* the reference interpreter is the only engine until the Vulkan
-             * backend lands; then this flag selects it over the default */
+            o->interp = true;
+        } else if (strcmp(arg, "--compare") == 0) {
+            o->compare = true;
+        } else if (strcmp(arg, "--profile") == 0 || strncmp(arg, "--profile=", 10) == 0) {
+            o->profile = true;
+            o->trace_path = arg[9] == '=' ? arg + 10 : "trace.json";
         } else if (arg[0] == '-' && arg[1] != '\0') {
             return cli_usage_error(command, "unknown option '%s'", arg);
         } else if (!o->graph_path) {
@@ -136,6 +148,9 @@ static int parse_run_options(int argc, char **argv, run_options *o) {
         i++;
     }
     if (!o->graph_path) return cli_usage_error(command, "missing FILE.tgir");
+    if (o->interp && (o->compare || o->profile))
+        return cli_usage_error(command, "--interp runs no device: it excludes --compare and "
+                                        "--profile");
     if (o->n_outputs == 0 && o->n_ops == 0)
         return cli_usage_error(command, "nothing to run: give --output NAME or --op NAME");
     return CLI_OK;
@@ -217,6 +232,92 @@ static bool check_sources(const tg_graph *g, const run_options *o, tg_store *sto
     return true;
 }
 
+/* A copy of every variable, for the interpreter's half of --compare (both
+ * engines apply their assigns to their own store). */
+static tg_store *copy_store(tg_store *src) {
+    tg_store *dst = tg_store_new();
+    for (int i = 0; dst && i < tg_store_count(src); i++) {
+        tg_array a;
+        const char *name = tg_store_name(src, i);
+        tg_status st = tg_store_get(src, name, &a);
+        if (st == TG_OK) st = tg_store_set(dst, name, &a);
+        tg_array_free(&a);
+        if (st != TG_OK) {
+            tg_store_free(dst);
+            return NULL;
+        }
+    }
+    return dst;
+}
+
+/* Max abs error and max rel error (over elements where want != 0). */
+static void print_errors(const char *name, const tg_array *got, const tg_array *want) {
+    double max_abs = 0, max_rel = 0;
+    for (int64_t i = 0; i < tg_array_count(got); i++) {
+        double a = tg_array_get(got, i), b = tg_array_get(want, i), d = fabs(a - b);
+        if (d > max_abs || d != d) max_abs = d;
+        if (b != 0 && (d / fabs(b) > max_rel || d != d)) max_rel = d / fabs(b);
+    }
+    printf("compare %s: max abs error %.3g, max rel error %.3g (device vs interpreter)\n", name,
+           max_abs, max_rel);
+}
+
+/* Runs on the device (opened into *dev, closed by the caller after the
+ * store, which keeps device copies of the variables). */
+static bool run_device(const run_options *o, tg_graph *g, tg_store *store, const tg_feed *feeds,
+                       tg_tensor *targets, tg_array *results, tg_device **dev) {
+    tg_executable *e = NULL;
+    tg_compile_options opts = {.profile = o->profile};
+    const char *env = getenv("TG_PROFILE");
+    bool profile = o->profile || (env && strcmp(env, "1") == 0);
+    tg_status st = tg_device_open(-1, dev);
+    if (st == TG_OK)
+        st = tg_compile(*dev, g, store, o->n_outputs, targets, o->n_ops, targets + o->n_outputs,
+                        &opts, &e);
+    if (st == TG_OK) st = tg_run(e, o->n_inputs, feeds, results);
+    char *table = NULL;
+    const char *trace = o->trace_path ? o->trace_path : "trace.json";
+    if (st == TG_OK && profile) st = tg_executable_profile(e, &table, trace);
+    tg_executable_free(e);
+    if (st != TG_OK) {
+        cli_error("%s: %s", o->graph_path, tg_last_error());
+        return false;
+    }
+    if (table) {
+        fprintf(stderr, "%sgraph: trace written to %s\n", table, trace);
+        free(table);
+    }
+    return true;
+}
+
+static bool execute(const run_options *o, tg_graph *g, tg_store *store, const tg_feed *feeds,
+                    tg_tensor *targets, tg_array *results, tg_device **dev) {
+    if (o->interp) {
+        if (tg_interpret(g, store, o->n_inputs, feeds, o->n_outputs, targets, results, o->n_ops,
+                         targets + o->n_outputs, 0) == TG_OK)
+            return true;
+        cli_error("%s: %s", o->graph_path, tg_last_error());
+        return false;
+    }
+    if (!o->compare) return run_device(o, g, store, feeds, targets, results, dev);
+    tg_store *ref_store = copy_store(store);
+    tg_array *ref = calloc((size_t)o->n_outputs + 1, sizeof *ref);
+    bool ok = ref_store && ref;
+    if (!ok) cli_error("out of memory");
+    if (ok && tg_interpret(g, ref_store, o->n_inputs, feeds, o->n_outputs, targets, ref, o->n_ops,
+                           targets + o->n_outputs, 0) != TG_OK) {
+        cli_error("%s: interpreter: %s", o->graph_path, tg_last_error());
+        ok = false;
+    }
+    ok = ok && run_device(o, g, store, feeds, targets, results, dev);
+    for (int i = 0; ok && i < o->n_outputs; i++)
+        print_errors(o->outputs[i].name, &results[i], &ref[i]);
+    for (int i = 0; ref && i < o->n_outputs; i++) tg_array_free(&ref[i]);
+    free(ref);
+    tg_store_free(ref_store);
+    return ok;
+}
+
 static int run_graph(const run_options *o) {
     int status = CLI_FAIL;
     tg_graph *g = cli_load_graph(o->graph_path);
@@ -228,6 +329,7 @@ static int run_graph(const run_options *o) {
     tg_array *inputs = calloc((size_t)o->n_inputs + 1, sizeof *inputs);
     tg_array *results = calloc((size_t)o->n_outputs + 1, sizeof *results);
     bool *needed = NULL;
+    tg_device *dev = NULL;
     if (!store || !targets || !feeds || !inputs || !results) {
         cli_error("out of memory");
         goto done;
@@ -303,11 +405,7 @@ static int run_graph(const run_options *o) {
         }
     }
 
-    if (tg_interpret(g, store, o->n_inputs, feeds, o->n_outputs, targets, results, o->n_ops,
-                     targets + o->n_outputs, 0) != TG_OK) {
-        cli_error("%s: %s", o->graph_path, tg_last_error());
-        goto done;
-    }
+    if (!execute(o, g, store, feeds, targets, results, &dev)) goto done;
     status = CLI_OK;
     for (int i = 0; i < o->n_outputs; i++) {
         const named_path *out = &o->outputs[i];
@@ -346,6 +444,7 @@ done:
     free(feeds);
     free(targets);
     tg_store_free(store);
+    tg_device_free(dev); /* after the store: it held device copies of variables */
     tg_graph_free(g);
     return status;
 }
