@@ -33,10 +33,16 @@ typedef struct st_dtype {
 } st_dtype;
 
 static const st_dtype st_dtypes[] = {
-    {"F32", 4, TG_F32, true}, {"F16", 2, TG_F16, true}, {"BF16", 2, TG_BF16, true},
-    {"I32", 4, TG_I32, false}, {"I8", 1, TG_I8, false}, {"U8", 1, TG_U8, false},
+    {"F32", 4, TG_F32, true},
+    {"F16", 2, TG_F16, true},
+    {"BF16", 2, TG_BF16, true},
+    {"I32", 4, TG_I32, false},
+    {"I8", 1, TG_I8, false},
+    {"U8", 1, TG_U8, false},
     /* converted when read: */
-    {"F64", 8, TG_F32, true}, {"I64", 8, TG_I32, false}, {"BOOL", 1, TG_U8, false},
+    {"F64", 8, TG_F32, true},
+    {"I64", 8, TG_I32, false},
+    {"BOOL", 1, TG_U8, false},
 };
 #define N_ST_DTYPES (sizeof st_dtypes / sizeof st_dtypes[0])
 /* Dtypes the format defines that tg does not read, for a clearer message. */
@@ -57,8 +63,8 @@ typedef struct st_tensor {
 } st_tensor;
 
 typedef struct st_file {
-    char *label;   /* the path, or the label of a buffer */
-    void *map;     /* what to munmap; NULL for memory buffers */
+    char *label; /* the path, or the label of a buffer */
+    void *map;   /* what to munmap; NULL for memory buffers */
     size_t map_len;
     const unsigned char *data; /* the data section */
     uint64_t data_len;
@@ -108,8 +114,8 @@ static uint64_t read_u64_le(const unsigned char *p) {
 static void format_shape(int rank, const int64_t *shape, char *buf, size_t n) {
     size_t used = (size_t)snprintf(buf, n, "[");
     for (int i = 0; i < rank && used < n; i++)
-        used += (size_t)snprintf(buf + used, n - used, "%s%lld", i ? ", " : "",
-                                 (long long)shape[i]);
+        used +=
+            (size_t)snprintf(buf + used, n - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
     if (used < n) snprintf(buf + used, n - used, "]");
 }
 
@@ -210,8 +216,7 @@ static tg_status parse_metadata(tg_safetensors *st, const char *label, const cJS
 }
 
 /* Validates one tensor entry and appends it. */
-static tg_status parse_tensor(tg_safetensors *st, int file, const cJSON *entry,
-                              uint64_t data_len) {
+static tg_status parse_tensor(tg_safetensors *st, int file, const cJSON *entry, uint64_t data_len) {
     const char *label = st->files[file].label;
     const char *name = entry->string;
     if (!cJSON_IsObject(entry))
@@ -222,7 +227,9 @@ static tg_status parse_tensor(tg_safetensors *st, int file, const cJSON *entry,
     const cJSON *offsets = cJSON_GetObjectItemCaseSensitive(entry, "data_offsets");
     if (!dtype || !shape || !offsets)
         return st_error(TG_ERR_PARSE, label, "tensor '%s': missing \"%s\"", name,
-                        !dtype ? "dtype" : !shape ? "shape" : "data_offsets");
+                        !dtype   ? "dtype"
+                        : !shape ? "shape"
+                                 : "data_offsets");
     if (!cJSON_IsString(dtype))
         return st_error(TG_ERR_PARSE, label, "tensor '%s': dtype is %s, not a string", name,
                         json_type_name(dtype));
@@ -347,11 +354,11 @@ static tg_status check_layout(tg_safetensors *st, int first, int file) {
                               (unsigned long long)copy[i - 1].end, copy[i].name,
                               (unsigned long long)copy[i].begin, (unsigned long long)copy[i].end);
         else if (copy[i].begin > at)
-            status = st_error(TG_ERR_PARSE, label,
-                              "gap in the data section: bytes [%llu, %llu) before tensor '%s' "
-                              "belong to no tensor",
-                              (unsigned long long)at, (unsigned long long)copy[i].begin,
-                              copy[i].name);
+            status =
+                st_error(TG_ERR_PARSE, label,
+                         "gap in the data section: bytes [%llu, %llu) before tensor '%s' "
+                         "belong to no tensor",
+                         (unsigned long long)at, (unsigned long long)copy[i].begin, copy[i].name);
         at = copy[i].end;
     }
     if (status == TG_OK && at != st->files[file].data_len)
@@ -405,8 +412,8 @@ static tg_status parse_header(tg_safetensors *st, int file, const unsigned char 
             break;
         }
     if (status == TG_OK && !cJSON_IsObject(root))
-        status = st_error(TG_ERR_PARSE, label, "header is %s, not a JSON object",
-                          json_type_name(root));
+        status =
+            st_error(TG_ERR_PARSE, label, "header is %s, not a JSON object", json_type_name(root));
     int first = st->n;
     bool had_meta = false;
     const cJSON *item;
@@ -611,16 +618,17 @@ static tg_status open_index(const char *dir, const char *index_path, tg_safetens
             const char *want = item->valuestring;
             if (i < 0) {
                 status = st_error(TG_ERR_PARSE, index_path,
-                                  "lists tensor '%s' in %s, which has no such tensor",
-                                  item->string, want);
+                                  "lists tensor '%s' in %s, which has no such tensor", item->string,
+                                  want);
                 break;
             }
             const char *got = st->files[st->tensors[i].file].label;
             size_t gl = strlen(got), wl = strlen(want);
-            if (gl < wl || strcmp(got + gl - wl, want) != 0 || (gl > wl && got[gl - wl - 1] != '/')) {
-                status = st_error(TG_ERR_PARSE, index_path,
-                                  "lists tensor '%s' in %s but it is in %s", item->string, want,
-                                  got);
+            if (gl < wl || strcmp(got + gl - wl, want) != 0 ||
+                (gl > wl && got[gl - wl - 1] != '/')) {
+                status =
+                    st_error(TG_ERR_PARSE, index_path, "lists tensor '%s' in %s but it is in %s",
+                             item->string, want, got);
                 break;
             }
         }
@@ -745,8 +753,8 @@ static tg_status lookup(const tg_safetensors *st, const char *name, const char *
     int i = tg_safetensors_find(st, name);
     if (i < 0) {
         const char *where = st->n_files == 1 ? st->files[0].label : "the checkpoint";
-        return tg_set_error(TG_ERR_NOT_FOUND, "%s: no tensor '%s' (it has %d tensors)", where,
-                            name, st->n);
+        return tg_set_error(TG_ERR_NOT_FOUND, "%s: no tensor '%s' (it has %d tensors)", where, name,
+                            st->n);
     }
     *out = &st->tensors[i];
     return TG_OK;
@@ -793,8 +801,8 @@ tg_status tg_safetensors_read(const tg_safetensors *st, const char *name, tg_dty
     if (!out) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_safetensors_read: out is NULL");
     const char *label = st->files[t->file].label;
     if ((int)want < 0 || want >= TG_DTYPE_COUNT)
-        return st_error(TG_ERR_INVALID_ARGUMENT, label, "tensor '%s': bad dtype %d requested",
-                        name, (int)want);
+        return st_error(TG_ERR_INVALID_ARGUMENT, label, "tensor '%s': bad dtype %d requested", name,
+                        (int)want);
     bool want_float = tg_dtype_is_float(want);
     if (t->dt->is_float != want_float || (!want_float && want != t->dt->dtype))
         return st_error(TG_ERR_SHAPE, label, "tensor '%s' is %s and cannot be read as %s", name,
@@ -900,8 +908,11 @@ static void sb_u64(strbuf *b, uint64_t v) {
 static bool valid_utf8(const char *s) {
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
-        int n = *p < 0x80 ? 0 : (*p & 0xe0) == 0xc0 ? 1 : (*p & 0xf0) == 0xe0 ? 2
-                             : (*p & 0xf8) == 0xf0 ? 3 : -1;
+        int n = *p < 0x80             ? 0
+                : (*p & 0xe0) == 0xc0 ? 1
+                : (*p & 0xf0) == 0xe0 ? 2
+                : (*p & 0xf8) == 0xf0 ? 3
+                                      : -1;
         if (n < 0 || (n == 1 && *p < 0xc2) || (n == 3 && *p > 0xf4)) return false;
         uint32_t cp = *p & (0x3f >> n);
         for (int i = 1; i <= n; i++) {
@@ -942,8 +953,7 @@ static bool fail_at(const char *step) {
 static tg_status write_all(FILE *f, const void *p, size_t n, const char *path) {
     if (n == 0) return TG_OK;
     if (fail_at("write"))
-        return st_error(TG_ERR_IO, path, "cannot write: %s (TG_TEST_FAIL_SAVE_AT)",
-                        strerror(EIO));
+        return st_error(TG_ERR_IO, path, "cannot write: %s (TG_TEST_FAIL_SAVE_AT)", strerror(EIO));
     if (fwrite(p, 1, n, f) != n)
         return st_error(TG_ERR_IO, path, "cannot write: %s", strerror(errno ? errno : EIO));
     return TG_OK;
@@ -993,8 +1003,8 @@ static tg_status write_atomically(const char *path, const strbuf *header, int n,
         if (status == TG_OK) status = write_all(f, header->p, header->len, path);
         for (int i = 0; i < n && status == TG_OK; i++) {
             const tg_array *a = &arrays[order[i].index];
-            status = write_all(f, a->data,
-                               (size_t)tg_array_count(a) * tg_dtype_size(a->dtype), path);
+            status =
+                write_all(f, a->data, (size_t)tg_array_count(a) * tg_dtype_size(a->dtype), path);
         }
         if (status == TG_OK && fflush(f) != 0)
             status = st_error(TG_ERR_IO, path, "cannot write: %s", strerror(errno));
@@ -1015,8 +1025,8 @@ static tg_status write_atomically(const char *path, const strbuf *header, int n,
         int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd >= 0) {
             if (fsync(dfd) != 0 && errno != EINVAL && errno != EROFS)
-                status = st_error(TG_ERR_IO, path, "saved, but cannot fsync directory %s: %s",
-                                  dir, strerror(errno));
+                status = st_error(TG_ERR_IO, path, "saved, but cannot fsync directory %s: %s", dir,
+                                  strerror(errno));
             close(dfd);
         }
     }
@@ -1039,16 +1049,15 @@ tg_status tg_safetensors_save(const char *path, int n, const char *const *names,
                               "tensor %d: name is NULL, not UTF-8 or reserved", i);
         else if ((int)a->dtype < 0 || a->dtype >= TG_DTYPE_COUNT || a->rank < 0 ||
                  a->rank > TG_MAX_RANK)
-            status = st_error(TG_ERR_INVALID_ARGUMENT, path, "tensor '%s': bad dtype or rank",
-                              names[i]);
+            status =
+                st_error(TG_ERR_INVALID_ARGUMENT, path, "tensor '%s': bad dtype or rank", names[i]);
         for (int d = 0; status == TG_OK && d < a->rank; d++)
             if (a->shape[d] < 0)
-                status = st_error(TG_ERR_INVALID_ARGUMENT, path,
-                                  "tensor '%s': dimension %d is %lld", names[i], d,
-                                  (long long)a->shape[d]);
+                status =
+                    st_error(TG_ERR_INVALID_ARGUMENT, path, "tensor '%s': dimension %d is %lld",
+                             names[i], d, (long long)a->shape[d]);
         if (status == TG_OK && tg_array_count(a) > 0 && !a->data)
-            status = st_error(TG_ERR_INVALID_ARGUMENT, path, "tensor '%s': data is NULL",
-                              names[i]);
+            status = st_error(TG_ERR_INVALID_ARGUMENT, path, "tensor '%s': data is NULL", names[i]);
         order[i].name = names[i];
         order[i].index = i;
     }
@@ -1172,8 +1181,8 @@ tg_status tg_store_load_safetensors(tg_store *s, const char *path, int n,
                         memcmp(e->value.shape, t->shape, (size_t)t->rank * sizeof t->shape[0]) == 0;
             if (!same || (e->value.dtype != want &&
                           !(tg_dtype_is_float(e->value.dtype) && t->dt->is_float))) {
-                status = st_error(TG_ERR_SHAPE, path,
-                                  "tensor '%s' is %s but the store holds %s", name, got, have);
+                status = st_error(TG_ERR_SHAPE, path, "tensor '%s' is %s but the store holds %s",
+                                  name, got, have);
                 break;
             }
             want = e->value.dtype;
@@ -1215,8 +1224,8 @@ tg_status tg_read_whole_file(const char *path, size_t max_bytes, char **buf, siz
         size_t got = fread(p + n, 1, cap - n - 1, f);
         n += got;
         if (n > max_bytes)
-            status = st_error(TG_ERR_IO, path, "file is larger than the limit of %zu bytes",
-                              max_bytes);
+            status =
+                st_error(TG_ERR_IO, path, "file is larger than the limit of %zu bytes", max_bytes);
         if (got == 0) break;
     }
     if (status == TG_OK && ferror(f))
