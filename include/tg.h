@@ -486,7 +486,22 @@ void tg_device_free(tg_device *dev);
 
 /** A graph compiled for a device: its target tensors and target
  *  operations, with a command buffer recorded once per concrete feed
- *  shape and replayed at every run. */
+ *  shape and replayed at every run.
+ *
+ *  Lifetimes: the executable keeps its own copy of the graph (the caller's
+ *  may be freed). Free executables before their store, and free stores used
+ *  on a device (they hold its buffers for variables) before the device.
+ *
+ *  Variables: each variable a run uses gets a device buffer kept in the
+ *  store and shared by every executable using that store on that device.
+ *  tg_store_set with the same dtype and shape re-uploads before the next
+ *  run; another shape gives a new buffer (the executable re-records its
+ *  command buffer, never recompiles). Variables written by a run are
+ *  downloaded lazily by tg_store_get once the run is waited for.
+ *  assign/slice_update write the variable's buffer in place when nothing
+ *  else in the run reads its old value; otherwise through a temporary,
+ *  so every read in a run sees the old value, as on the interpreter. A
+ *  variable may be written by at most one op per run. */
 typedef struct tg_executable tg_executable;
 
 typedef struct tg_compile_options {
@@ -507,14 +522,23 @@ tg_status tg_compile(tg_device *dev, const tg_graph *g, tg_store *store, int n_t
                      const tg_compile_options *opts, tg_executable **out);
 void tg_executable_free(tg_executable *e);
 
-/** Runs and waits. results[i] receives targets[i] (allocated; free with
- *  tg_array_free). results may be NULL when n_targets was 0. */
+/** Runs and waits. Every placeholder the targets and target ops need must
+ *  be fed once, with its dtype and a shape matching its static dims
+ *  (TG_ERR_SHAPE / TG_ERR_INVALID_ARGUMENT naming it otherwise); feeds of
+ *  other placeholders are ignored. A new combination of feed shapes
+ *  compiles a specialisation (evicting the least recently used one beyond
+ *  max_specializations); new values never recompile or re-record.
+ *  results[i] receives targets[i] (allocated; free with tg_array_free).
+ *  results may be NULL when n_targets was 0. */
 tg_status tg_run(tg_executable *e, int n_feeds, const tg_feed *feeds, tg_array *results);
 
 /** A submitted run not yet waited for. */
 typedef struct tg_pending tg_pending;
 /** Submits a run and returns at once; the feeds are copied before it
- *  returns. Wait with tg_wait (exactly once). */
+ *  returns. Wait with tg_wait (exactly once). One run per executable may be
+ *  in flight (a second tg_encode or tg_run before tg_wait is an error);
+ *  don't run other executables that share its variables, or tg_store_set
+ *  them, until it is waited for. */
 tg_status tg_encode(tg_executable *e, int n_feeds, const tg_feed *feeds, tg_pending **out);
 /** Waits for the run and fills results as tg_run does; frees `p`. */
 tg_status tg_wait(tg_pending *p, tg_array *results);
@@ -527,9 +551,14 @@ int tg_executable_cached(const tg_executable *e);
 int tg_executable_dispatches(const tg_executable *e);
 
 /** After a run with profiling: writes a per-kernel table (name,
- *  dispatches, total and mean microseconds, share) to `table` (if not
- *  NULL, malloc'ed text) and a Chrome trace JSON to the file `trace_path`
- *  (if not NULL). */
+ *  dispatches, total and mean microseconds, share; sorted by total; summed
+ *  over every profiled run of the executable) to `table` (if not NULL,
+ *  malloc'ed text) and a Chrome trace JSON of the most recent run to the
+ *  file `trace_path` (if not NULL): one "X" event per dispatch, laid end
+ *  to end in recording order (ts/dur in microseconds; gaps are not
+ *  measured), one row per kernel. Times are GPU timestamps; a first run
+ *  includes any driver JIT at first dispatch (llvmpipe). TG_ERR_INVALID_ARGUMENT
+ *  if no profiled run happened yet. */
 tg_status tg_executable_profile(tg_executable *e, char **table, const char *trace_path);
 
 #ifdef __cplusplus
