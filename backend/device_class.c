@@ -1,6 +1,7 @@
 /* backend/device_class.c — the per-device-class strategy and tile table. */
 #include "backend/device_class.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +58,21 @@ tg_status tg_mm_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int
         if (class_table[i].klass == caps->device_class) t = class_table[i].tile;
     if (forced == TG_MM_STRATEGY_REGISTER && t.strategy != forced) t = default_register;
     if (forced == TG_MM_STRATEGY_SHARED && t.strategy != forced) t = default_shared;
+
+    /* $TG_MM_TILE = "wg_x,wg_y,tm,tn[,bk]" replaces the table's tile (for
+     * tuning on a new device; the limits below still apply). */
+    const char *tile = getenv("TG_MM_TILE");
+    if (tile) {
+        unsigned v[5] = {0};
+        int n = sscanf(tile, "%u,%u,%u,%u,%u", &v[0], &v[1], &v[2], &v[3], &v[4]);
+        if (n >= 4 && v[0] && v[1] && v[2] && v[2] <= 16 && v[3] && v[3] % 4 == 0 && v[3] <= 16) {
+            t.wg_x = v[0];
+            t.wg_y = v[1];
+            t.tm = v[2];
+            t.tn = v[3];
+            if (n == 5 && v[4] >= 4 && v[4] % 4 == 0) t.bk = v[4];
+        }
+    }
 
     /* Tiny M (a decoder step has M = 1): rows per invocation and workgroup
      * rows shrink so lanes are spent along N instead of on masked rows. */

@@ -66,6 +66,7 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
 
 typedef struct mm_desc {
     int64_t M, N, K, batch, sa, sb, sc;
+    int64_t lda, ldb, ldc; /* row strides, resolved (never 0) */
     bool ta, tb;
     tg_dtype dtype, out_dtype;
     const char *epilogue, *functions;
@@ -129,9 +130,15 @@ static tg_status check_desc(const tg_vk_caps *caps, const mm_desc *d) {
     if (d->dtype == TG_F32 && !caps->texel_r32f && !caps->texel_rgba32f)
         return tg_set_error(TG_ERR_UNSUPPORTED, "%s: device '%s' has no f32 uniform texel buffers",
                             nm, caps->name);
-    int64_t b_elems = d->conv ? d->cin * d->width : d->K * d->N;
-    if (!fits_i32(span(d->batch, d->sa, d->M * d->K)) ||
-        !fits_i32(span(d->batch, d->sb, b_elems)) || !fits_i32(span(d->batch, d->sc, d->M * d->N)))
+    if (d->lda < (d->ta ? d->M : d->K) || (!d->conv && d->ldb < (d->tb ? d->K : d->N)) ||
+        d->ldc < d->N)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                            "%s: row strides lda=%lld ldb=%lld ldc=%lld are shorter than the rows",
+                            nm, (long long)d->lda, (long long)d->ldb, (long long)d->ldc);
+    int64_t a_elems = (d->ta ? d->K : d->M) * d->lda;
+    int64_t b_elems = d->conv ? d->cin * d->width : (d->tb ? d->N : d->K) * d->ldb;
+    if (!fits_i32(span(d->batch, d->sa, a_elems)) || !fits_i32(span(d->batch, d->sb, b_elems)) ||
+        !fits_i32(span(d->batch, d->sc, d->M * d->ldc)))
         return tg_set_error(TG_ERR_UNSUPPORTED,
                             "%s: an operand spans more than 2^31 elements (M=%lld N=%lld K=%lld "
                             "batch=%lld); split it",
@@ -179,6 +186,12 @@ static void emit_header(sbuf *b, const mm_desc *d, const tg_mm_tiling *t) {
               (long long)d->K);
     sb_printf(b, "const int SA = %lld, SB = %lld, SC = %lld;\n", (long long)d->sa, (long long)d->sb,
               (long long)d->sc);
+    /* row strides, and M, N rounded up to whole vec4s (a vec4 group may
+     * reach into a padded row: those columns are computed, never stored) */
+    sb_printf(b, "const int LDA = %lld, LDB = %lld, LDC = %lld;\n", (long long)d->lda,
+              (long long)d->ldb, (long long)d->ldc);
+    sb_printf(b, "const int M4 = %lld, N4 = %lld;\n", (long long)((d->M + 3) / 4 * 4),
+              (long long)((d->N + 3) / 4 * 4));
     if (d->functions && d->functions[0]) sb_printf(b, "%s\n", d->functions);
 
     /* Masked store with the epilogue: the one place C is written. */
@@ -191,7 +204,7 @@ static void emit_header(sbuf *b, const mm_desc *d, const tg_mm_tiling *t) {
                   i, i, i, (long long)d->extra[i].stride_batch, (long long)d->extra[i].stride_row,
                   (long long)d->extra[i].stride_col);
     const char *expr = d->epilogue && d->epilogue[0] ? d->epilogue : "acc";
-    sb_printf(b, "    c_data[int(pc.c_off) + bz * SC + row * N + col] = %s(%s);\n",
+    sb_printf(b, "    c_data[int(pc.c_off) + bz * SC + row * LDC + col] = %s(%s);\n",
               store_type(d->out_dtype), expr);
     sb_printf(b, "}\n");
 
@@ -236,7 +249,7 @@ static void emit_reg_step(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_
             } else if (d->ta && L.a_vec) {
                 if (i % 4 == 0)
                     sb_printf(b,
-                              "        vec4 va%d_%d = texelFetch(tA, (a_base + (%s + %d) * M + "
+                              "        vec4 va%d_%d = texelFetch(tA, (a_base + (%s + %d) * LDA + "
                               "ag%d) >> 2);\n",
                               kk, i / 4, k, kk, i / 4);
                 snprintf(aexpr[i][kk], sizeof aexpr[i][kk], "va%d_%d.%c", kk, i / 4, xyzw[i % 4]);
@@ -246,7 +259,7 @@ static void emit_reg_step(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_
                               kk, i, k, kk);
                 else
                     sb_printf(b,
-                              "        float va%d_%d = texelFetch(tA, a_base + (%s + %d) * M + "
+                              "        float va%d_%d = texelFetch(tA, a_base + (%s + %d) * LDA + "
                               "am%d).r;\n",
                               i, kk, k, kk, i);
                 snprintf(aexpr[i][kk], sizeof aexpr[i][kk], "va%d_%d", i, kk);
@@ -265,10 +278,11 @@ static void emit_reg_step(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_
     } else if (!d->tb && L.b_vec && !d->conv) {
         for (int kk = 0; kk < ku; kk++)
             for (int j = 0; j < NJ; j++)
-                sb_printf(b,
-                          "        vec4 b%d_%d = texelFetch(tB, (b_base + (%s + %d) * N + bg%d) >> "
-                          "2);\n",
-                          kk, j, k, kk, j);
+                sb_printf(
+                    b,
+                    "        vec4 b%d_%d = texelFetch(tB, (b_base + (%s + %d) * LDB + bg%d) >> "
+                    "2);\n",
+                    kk, j, k, kk, j);
     } else {
         for (int kk = 0; kk < ku; kk++) {
             for (int c = 0; c < TN; c++) {
@@ -277,7 +291,7 @@ static void emit_reg_step(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_
                               k, kk, c);
                 else if (!d->tb)
                     sb_printf(b,
-                              "        float vb%d_%d = texelFetch(tB, b_base + (%s + %d) * N + "
+                              "        float vb%d_%d = texelFetch(tB, b_base + (%s + %d) * LDB + "
                               "bn%d).r;\n",
                               kk, c, k, kk, c);
                 else
@@ -309,11 +323,11 @@ static void emit_register(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_
      * (their results are masked in store_c). */
     for (int i = 0; i < TM; i++) {
         if (!d->ta && L.a_vec)
-            sb_printf(b, "    int ra%d = (a_base + min(m0 + %d, M - 1) * K) >> 2;\n", i, i);
+            sb_printf(b, "    int ra%d = (a_base + min(m0 + %d, M - 1) * LDA) >> 2;\n", i, i);
         else if (!d->ta)
-            sb_printf(b, "    int ra%d = a_base + min(m0 + %d, M - 1) * K;\n", i, i);
+            sb_printf(b, "    int ra%d = a_base + min(m0 + %d, M - 1) * LDA;\n", i, i);
         else if (L.a_vec && i % 4 == 0)
-            sb_printf(b, "    int ag%d = min(m0 + %d, M - 4);\n", i / 4, i);
+            sb_printf(b, "    int ag%d = min(m0 + %d, M4 - 4);\n", i / 4, i);
         else if (!L.a_vec)
             sb_printf(b, "    int am%d = min(m0 + %d, M - 1);\n", i, i);
     }
@@ -321,11 +335,11 @@ static void emit_register(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_
         if (d->conv)
             sb_printf(b, "    int bn%d = n0 + %d;\n", c, c);
         else if (d->tb && L.b_vec)
-            sb_printf(b, "    int rb%d = (b_base + min(n0 + %d, N - 1) * K) >> 2;\n", c, c);
+            sb_printf(b, "    int rb%d = (b_base + min(n0 + %d, N - 1) * LDB) >> 2;\n", c, c);
         else if (d->tb)
-            sb_printf(b, "    int rb%d = b_base + min(n0 + %d, N - 1) * K;\n", c, c);
+            sb_printf(b, "    int rb%d = b_base + min(n0 + %d, N - 1) * LDB;\n", c, c);
         else if (L.b_vec && c % 4 == 0)
-            sb_printf(b, "    int bg%d = min(n0 + %d, N - 4);\n", c / 4, c);
+            sb_printf(b, "    int bg%d = min(n0 + %d, N4 - 4);\n", c / 4, c);
         else if (!L.b_vec)
             sb_printf(b, "    int bn%d = min(n0 + %d, N - 1);\n", c, c);
     }
@@ -373,8 +387,9 @@ static void emit_shared(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_la
         sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BM * BK / 4, NT);
         sb_printf(b, "            int r = q / %d, kq = q %% %d;\n", BK / 4, BK / 4);
         sb_printf(b, "            int m = bm0 + r, k = k0 + 4 * kq;\n");
-        sb_printf(b, "            vec4 v = (m < M && k < K) ? texelFetch(tA, (a_base + m * K + k) "
-                     ">> 2) : vec4(0.0);\n");
+        sb_printf(b,
+                  "            vec4 v = (m < M && k < K) ? texelFetch(tA, (a_base + m * LDA + k) "
+                  ">> 2) : vec4(0.0);\n");
         for (int c = 0; c < 4; c++)
             sb_printf(b, "            As[4 * kq + %d][r] = v.%c;\n", c, xyzw[c]);
         sb_printf(b, "        }\n");
@@ -382,8 +397,9 @@ static void emit_shared(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_la
         sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BM * BK / 4, NT);
         sb_printf(b, "            int kk = q / %d, mq = q %% %d;\n", BM / 4, BM / 4);
         sb_printf(b, "            int m = bm0 + 4 * mq, k = k0 + kk;\n");
-        sb_printf(b, "            vec4 v = (m < M && k < K) ? texelFetch(tA, (a_base + k * M + m) "
-                     ">> 2) : vec4(0.0);\n");
+        sb_printf(b,
+                  "            vec4 v = (m < M && k < K) ? texelFetch(tA, (a_base + k * LDA + m) "
+                  ">> 2) : vec4(0.0);\n");
         for (int c = 0; c < 4; c++)
             sb_printf(b, "            As[kk][4 * mq + %d] = v.%c;\n", c, xyzw[c]);
         sb_printf(b, "        }\n");
@@ -394,7 +410,7 @@ static void emit_shared(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_la
         sb_printf(b,
                   "            As[kk][r] = (m < M && k < K) ? texelFetch(tA, a_base + %s).r : "
                   "0.0;\n",
-                  d->ta ? "k * M + m" : "m * K + k");
+                  d->ta ? "k * LDA + m" : "m * LDA + k");
         sb_printf(b, "        }\n");
     }
     /* B tile -> Bs[k][n] */
@@ -407,8 +423,9 @@ static void emit_shared(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_la
         sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BN * BK / 4, NT);
         sb_printf(b, "            int kk = q / %d, nq = q %% %d;\n", BN / 4, BN / 4);
         sb_printf(b, "            int n = bn0 + 4 * nq, k = k0 + kk;\n");
-        sb_printf(b, "            vec4 v = (n < N && k < K) ? texelFetch(tB, (b_base + k * N + n) "
-                     ">> 2) : vec4(0.0);\n");
+        sb_printf(b,
+                  "            vec4 v = (n < N && k < K) ? texelFetch(tB, (b_base + k * LDB + n) "
+                  ">> 2) : vec4(0.0);\n");
         for (int c = 0; c < 4; c++)
             sb_printf(b, "            Bs[kk][4 * nq + %d] = v.%c;\n", c, xyzw[c]);
         sb_printf(b, "        }\n");
@@ -416,8 +433,9 @@ static void emit_shared(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_la
         sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BN * BK / 4, NT);
         sb_printf(b, "            int c = q / %d, kq = q %% %d;\n", BK / 4, BK / 4);
         sb_printf(b, "            int n = bn0 + c, k = k0 + 4 * kq;\n");
-        sb_printf(b, "            vec4 v = (n < N && k < K) ? texelFetch(tB, (b_base + n * K + k) "
-                     ">> 2) : vec4(0.0);\n");
+        sb_printf(b,
+                  "            vec4 v = (n < N && k < K) ? texelFetch(tB, (b_base + n * LDB + k) "
+                  ">> 2) : vec4(0.0);\n");
         for (int c = 0; c < 4; c++)
             sb_printf(b, "            Bs[4 * kq + %d][c] = v.%c;\n", c, xyzw[c]);
         sb_printf(b, "        }\n");
@@ -431,7 +449,7 @@ static void emit_shared(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_la
         sb_printf(b,
                   "            Bs[kk][c] = (n < N && k < K) ? texelFetch(tB, b_base + %s).r : "
                   "0.0;\n",
-                  d->tb ? "n * K + k" : "k * N + n");
+                  d->tb ? "n * LDB + k" : "k * LDB + n");
         sb_printf(b, "        }\n");
     }
     sb_printf(b, "        barrier();\n");
@@ -467,10 +485,11 @@ static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel
     /* vec4 texels need the contiguous dimension, the batch stride and (on
      * the caller's side) the offsets to be multiples of 4; the register
      * strategy's row block must also cover whole vec4s along M. */
-    bool a_vec = d->ta ? d->M % 4 == 0 && (t.strategy == TG_MM_STRATEGY_SHARED || t.tm % 4 == 0)
-                       : d->K % 4 == 0;
-    a_vec = a_vec && d->sa % 4 == 0;
-    bool b_vec = !d->conv && (d->tb ? d->K % 4 == 0 : d->N % 4 == 0) && d->sb % 4 == 0;
+    /* Along K the vec4 must not reach past K (the padding is not known to
+     * be zero); along M or N it may, into a padded row (lda/ldb). */
+    bool a_vec = d->ta ? (t.strategy == TG_MM_STRATEGY_SHARED || t.tm % 4 == 0) : d->K % 4 == 0;
+    a_vec = a_vec && d->lda % 4 == 0 && d->sa % 4 == 0;
+    bool b_vec = !d->conv && (d->tb ? d->K % 4 == 0 : true) && d->ldb % 4 == 0 && d->sb % 4 == 0;
     if (t.strategy == TG_MM_STRATEGY_SHARED && t.bk % 4 != 0) a_vec = b_vec = false;
     tg_vk_texel_format fa, fb;
     reg_layout L;
@@ -538,6 +557,9 @@ tg_status tg_gen_matmul(const tg_vk_caps *caps, const tg_mm_params *p, tg_mm_ker
     d.sa = p->batch_stride_a;
     d.sb = p->batch_stride_b;
     d.sc = p->batch_stride_c;
+    d.lda = p->lda ? p->lda : (p->transpose_a ? p->M : p->K);
+    d.ldb = p->ldb ? p->ldb : (p->transpose_b ? p->K : p->N);
+    d.ldc = p->ldc ? p->ldc : p->N;
     d.ta = p->transpose_a;
     d.tb = p->transpose_b;
     d.dtype = p->dtype;
@@ -585,6 +607,10 @@ tg_status tg_gen_conv1d(const tg_vk_caps *caps, const tg_conv1d_params *p, tg_mm
     d.sa = 0; /* the weights are shared by the batch */
     d.sb = p->cin * p->width;
     d.sc = p->cout * wout;
+    d.lda = d.K;
+    d.ldb = wout; /* unused: B is the im2col gather */
+    d.ldc = wout;
+
     d.dtype = p->dtype;
     d.out_dtype = p->out_dtype;
     d.epilogue = p->epilogue;

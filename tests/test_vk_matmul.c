@@ -179,13 +179,17 @@ typedef struct mm_case {
     tg_dtype dt, odt;
     tg_mm_strategy strategy;
     uint32_t off;
-    bool epilogue; /* bias over N (e0) + residual [batch, M, N] (e1), then tanh */
+    bool epilogue;         /* bias over N (e0) + residual [batch, M, N] (e1), then tanh */
+    int64_t lda, ldb, ldc; /* row strides; 0: dense. Padding holds random values */
 } mm_case;
 
 static void check_mm(mm_case c) {
     int64_t batch = c.batch_a > c.batch_b ? c.batch_a : c.batch_b;
-    size_t na = (size_t)(c.batch_a * c.M * c.K), nb = (size_t)(c.batch_b * c.K * c.N);
-    size_t nc = (size_t)(batch * c.M * c.N);
+    int64_t lda = c.lda ? c.lda : (c.ta ? c.M : c.K), ldb = c.ldb ? c.ldb : (c.tb ? c.K : c.N);
+    int64_t ldc = c.ldc ? c.ldc : c.N;
+    int64_t sa = (c.ta ? c.K : c.M) * lda, sb = (c.tb ? c.N : c.K) * ldb, sc = c.M * ldc;
+    size_t na = (size_t)(c.batch_a * sa), nb = (size_t)(c.batch_b * sb);
+    size_t nc = (size_t)(batch * sc);
     float *a = rand_vec(na, c.dt), *b = rand_vec(nb, c.dt);
     float *bias = rand_vec((size_t)c.N, TG_F32), *res = rand_vec(nc, TG_F16);
 
@@ -194,9 +198,12 @@ static void check_mm(mm_case c) {
     p.N = c.N;
     p.K = c.K;
     p.batch = batch;
-    p.batch_stride_a = c.batch_a == 1 ? 0 : c.M * c.K;
-    p.batch_stride_b = c.batch_b == 1 ? 0 : c.K * c.N;
-    p.batch_stride_c = c.M * c.N;
+    p.batch_stride_a = c.batch_a == 1 ? 0 : sa;
+    p.batch_stride_b = c.batch_b == 1 ? 0 : sb;
+    p.batch_stride_c = sc;
+    p.lda = c.lda;
+    p.ldb = c.ldb;
+    p.ldc = c.ldc;
     p.transpose_a = c.ta;
     p.transpose_b = c.tb;
     p.dtype = c.dt;
@@ -206,7 +213,7 @@ static void check_mm(mm_case c) {
         p.epilogue = "tanh(acc + e0 + e1)";
         p.n_extra = 2;
         p.extra[0] = (tg_mm_extra){TG_F32, 0, 0, 1};
-        p.extra[1] = (tg_mm_extra){TG_F16, c.M * c.N, c.N, 1};
+        p.extra[1] = (tg_mm_extra){TG_F16, sc, ldc, 1};
     }
     tg_mm_kernel k;
     tg_status st = tg_gen_matmul(&dev->caps, &p, &k);
@@ -216,19 +223,22 @@ static void check_mm(mm_case c) {
 
     int bad = 0;
     for (int64_t bz = 0; bz < batch; bz++) {
-        const float *A = a + (c.batch_a == 1 ? 0 : bz * c.M * c.K);
-        const float *B = b + (c.batch_b == 1 ? 0 : bz * c.K * c.N);
+        const float *A = a + (c.batch_a == 1 ? 0 : bz * sa);
+        const float *B = b + (c.batch_b == 1 ? 0 : bz * sb);
         for (int64_t m = 0; m < c.M; m++) {
+            for (int64_t n = c.N; n < ldc; n++) /* padding of C: not written */
+                if (!isnan(got[(bz * c.M + m) * ldc + n]) && bad++ < 5)
+                    print_error("wrote C padding at m=%lld n=%lld\n", (long long)m, (long long)n);
             for (int64_t n = 0; n < c.N; n++) {
                 double ref = 0, mag = 0;
                 for (int64_t kk = 0; kk < c.K; kk++) {
-                    double x = c.ta ? A[kk * c.M + m] : A[m * c.K + kk];
-                    double y = c.tb ? B[n * c.K + kk] : B[kk * c.N + n];
+                    double x = c.ta ? A[kk * lda + m] : A[m * lda + kk];
+                    double y = c.tb ? B[n * ldb + kk] : B[kk * ldb + n];
                     ref += x * y;
                     mag += fabs(x * y);
                 }
                 double tol = 1e-5 * mag + 1e-30;
-                size_t ci = (size_t)((bz * c.M + m) * c.N + n);
+                size_t ci = (size_t)((bz * c.M + m) * ldc + n);
                 if (c.epilogue) {
                     /* tanh is 1-Lipschitz: the bound carries over; the
                      * device's tanh adds a few ulp of its own. */
@@ -268,22 +278,26 @@ static const int64_t shapes[][3] = {
 static void run_suite(tg_dtype dt, tg_dtype odt, tg_mm_strategy s) {
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         check_mm((mm_case){shapes[i][0], shapes[i][1], shapes[i][2], 1, 1, false, false, dt, odt, s,
-                           0, false});
+                           0, false, 0, 0, 0});
     /* all four transposes, on scalar-texel and vec4-texel shapes */
     const int64_t tshapes[][3] = {{33, 65, 17}, {36, 68, 20}, {8, 12, 4}};
     for (size_t i = 0; i < 3; i++)
         for (int t = 0; t < 4; t++)
             check_mm((mm_case){tshapes[i][0], tshapes[i][1], tshapes[i][2], 1, 1, t & 1, t >> 1, dt,
-                               odt, s, 0, false});
+                               odt, s, 0, false, 0, 0, 0});
     /* batch broadcast: [3,M,K] x [1,K,N] and [1,M,K] x [3,K,N] */
-    check_mm((mm_case){7, 13, 5, 3, 1, false, false, dt, odt, s, 0, false});
-    check_mm((mm_case){7, 13, 5, 1, 3, false, true, dt, odt, s, 0, false});
-    check_mm((mm_case){36, 68, 20, 3, 1, true, false, dt, odt, s, 0, false});
-    check_mm((mm_case){36, 68, 20, 1, 3, false, false, dt, odt, s, 0, false});
-    check_mm((mm_case){12, 16, 8, 2, 2, true, true, dt, odt, s, 0, false});
+    check_mm((mm_case){7, 13, 5, 3, 1, false, false, dt, odt, s, 0, false, 0, 0, 0});
+    check_mm((mm_case){7, 13, 5, 1, 3, false, true, dt, odt, s, 0, false, 0, 0, 0});
+    check_mm((mm_case){36, 68, 20, 3, 1, true, false, dt, odt, s, 0, false, 0, 0, 0});
+    check_mm((mm_case){36, 68, 20, 1, 3, false, false, dt, odt, s, 0, false, 0, 0, 0});
+    check_mm((mm_case){12, 16, 8, 2, 2, true, true, dt, odt, s, 0, false, 0, 0, 0});
     /* operands at offsets in their buffers, and a fused epilogue */
-    check_mm((mm_case){33, 65, 17, 2, 2, false, false, dt, odt, s, 8, true});
-    check_mm((mm_case){36, 68, 20, 2, 1, false, true, dt, odt, s, 4, true});
+    check_mm((mm_case){33, 65, 17, 2, 2, false, false, dt, odt, s, 8, true, 0, 0, 0});
+    check_mm((mm_case){36, 68, 20, 2, 1, false, true, dt, odt, s, 4, true, 0, 0, 0});
+    /* padded rows: odd N and M read as vec4 texels through ldb / lda */
+    check_mm((mm_case){33, 65, 17, 1, 1, false, false, dt, odt, s, 0, false, 0, 68, 67});
+    check_mm((mm_case){33, 65, 20, 2, 2, true, true, dt, odt, s, 0, false, 36, 24, 0});
+    check_mm((mm_case){7, 13, 5, 1, 2, true, false, dt, odt, s, 0, true, 9, 16, 14});
 }
 
 static void test_register_f32(void **state) {
@@ -307,11 +321,11 @@ static void test_shared_f16(void **state) {
 static void test_auto_mixed(void **state) {
     (void)state;
     /* the device class's own choice, f16 inputs with an f32 output */
-    check_mm(
-        (mm_case){33, 65, 17, 1, 1, false, false, TG_F32, TG_F32, TG_MM_STRATEGY_AUTO, 0, false});
+    check_mm((mm_case){33, 65, 17, 1, 1, false, false, TG_F32, TG_F32, TG_MM_STRATEGY_AUTO, 0,
+                       false, 0, 0, 0});
     if (dev->caps.texel_r16f)
         check_mm((mm_case){36, 68, 20, 2, 1, true, false, TG_F16, TG_F32, TG_MM_STRATEGY_AUTO, 0,
-                           false});
+                           false, 0, 0, 0});
 }
 
 /* ---- conv1d ---- */
@@ -428,6 +442,10 @@ static void test_errors(void **state) {
     p.dtype = TG_F32;
     p.K = 0;
     assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_ERR_INVALID_ARGUMENT);
+    p.K = 8;
+    p.ldb = 7; /* shorter than a row of B */
+    assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_ERR_INVALID_ARGUMENT);
+    p.ldb = 0;
     p.K = 70000;
     p.M = 70000; /* A spans 4.9e9 elements: over the 32-bit index range */
     assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_ERR_UNSUPPORTED);
