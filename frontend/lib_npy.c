@@ -324,7 +324,7 @@ tg_status tg_npy_read_mem(const void *buf, size_t len, const char *label, tg_arr
             int64_t v = read_i64_le(src + (size_t)i * 8);
             if (v < INT32_MIN || v > INT32_MAX) {
                 tg_array_free(&a);
-                return npy_error(TG_ERR_RUNTIME, label,
+                return npy_error(TG_ERR_UNSUPPORTED, label,
                                  "element %lld is %lld, outside the i32 range (int64 files are "
                                  "read as i32)",
                                  (long long)i, (long long)v);
