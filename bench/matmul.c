@@ -65,7 +65,12 @@ typedef struct shape {
     int64_t M, N, K;
     bool tb;
     const char *label;
+    int64_t ldb; /* row stride of B; 0: dense */
 } shape;
+
+static int64_t ldb_of(const shape *s) {
+    return s->ldb ? s->ldb : (s->tb ? s->K : s->N);
+}
 
 static tg_vk_device *dev;
 
@@ -96,7 +101,7 @@ static const char *fail(const char *what) {
 static result run_ours(const shape *s, tg_dtype dt, const float *a, const float *b) {
     result r = {0};
     size_t es = dt == TG_F16 ? 2 : 4;
-    size_t na = (size_t)(s->M * s->K), nb = (size_t)(s->K * s->N);
+    size_t na = (size_t)(s->M * s->K), nb = (size_t)((s->tb ? s->N : s->K) * ldb_of(s));
     tg_vk_buffer ba = {0}, bb = {0};
     VkBufferView va = VK_NULL_HANDLE, vb = VK_NULL_HANDLE;
     chunk ch[16];
@@ -153,6 +158,7 @@ static result run_ours(const shape *s, tg_dtype dt, const float *a, const float 
         p.K = s->K;
         p.batch = 1;
         p.transpose_b = s->tb;
+        p.ldb = s->ldb;
         p.dtype = dt;
         p.out_dtype = dt;
         p.name = "bench_mm";
@@ -241,7 +247,7 @@ static result run_ours(const shape *s, tg_dtype dt, const float *a, const float 
         int64_t n = (int64_t)((unsigned)(t * 40503u + 7) % (unsigned)s->N);
         double ref = 0, mag = 0;
         for (int64_t k = 0; k < s->K; k++) {
-            double x = a[m * s->K + k], y = s->tb ? b[n * s->K + k] : b[k * s->N + n];
+            double x = a[m * s->K + k], y = s->tb ? b[n * ldb_of(s) + k] : b[k * ldb_of(s) + n];
             if (dt == TG_F16) {
                 x = tg_f16_to_f32(tg_f32_to_f16((float)x));
                 y = tg_f16_to_f32(tg_f32_to_f16((float)y));
@@ -280,14 +286,15 @@ out:
 static double run_openblas(const shape *s, const float *a, const float *b, float *c) {
 #ifdef TG_HAVE_OPENBLAS
     int M = (int)s->M, N = (int)s->N, K = (int)s->K;
-    cblas_sgemm(101, 111, s->tb ? 112 : 111, M, N, K, 1.0f, a, K, b, s->tb ? K : N, 0.0f, c, N);
+    cblas_sgemm(101, 111, s->tb ? 112 : 111, M, N, K, 1.0f, a, K, b, (int)ldb_of(s), 0.0f, c, N);
     double t0 = now_s();
-    cblas_sgemm(101, 111, s->tb ? 112 : 111, M, N, K, 1.0f, a, K, b, s->tb ? K : N, 0.0f, c, N);
+    cblas_sgemm(101, 111, s->tb ? 112 : 111, M, N, K, 1.0f, a, K, b, (int)ldb_of(s), 0.0f, c, N);
     int reps = reps_for(now_s() - t0, 1.0, 3, 11);
     double times[32];
     for (int i = 0; i < reps; i++) {
         t0 = now_s();
-        cblas_sgemm(101, 111, s->tb ? 112 : 111, M, N, K, 1.0f, a, K, b, s->tb ? K : N, 0.0f, c, N);
+        cblas_sgemm(101, 111, s->tb ? 112 : 111, M, N, K, 1.0f, a, K, b, (int)ldb_of(s), 0.0f, c,
+                    N);
         times[i] = now_s() - t0;
     }
     return 2.0 * (double)M * N * K / median(times, reps) * 1e-9;
@@ -345,19 +352,21 @@ int main(int argc, char **argv) {
     printf("  \"openblas\": null,\n");
 #endif
     static const shape all[] = {
-        {256, 256, 256, false, "square"},
-        {512, 512, 512, false, "square"},
-        {1024, 1024, 1024, false, "square"},
-        {2048, 2048, 2048, false, "square"},
-        {1500, 384, 384, false, "whisper"},
-        {1500, 1536, 384, false, "whisper"},
-        {1500, 384, 1536, false, "whisper"},
-        {1500, 51865, 384, false, "whisper"},
+        {256, 256, 256, false, "square", 0},
+        {512, 512, 512, false, "square", 0},
+        {1024, 1024, 1024, false, "square", 0},
+        {2048, 2048, 2048, false, "square", 0},
+        {1500, 384, 384, false, "whisper", 0},
+        {1500, 1536, 384, false, "whisper", 0},
+        {1500, 384, 1536, false, "whisper", 0},
+        /* N = 51865 is odd: B's rows padded to 51868 elements so they read
+         * as vec4 texels (dense, scalar texels are about 2x slower) */
+        {1500, 51865, 384, false, "whisper_ldb_51868", 51868},
         /* Whisper's logits multiply by the token embedding transposed */
-        {1500, 51865, 384, true, "whisper_logits_nt"},
+        {1500, 51865, 384, true, "whisper_logits_nt", 0},
     };
-    static const shape quick_set[] = {{256, 256, 256, false, "square"},
-                                      {1500, 384, 384, false, "whisper"}};
+    static const shape quick_set[] = {{256, 256, 256, false, "square", 0},
+                                      {1500, 384, 384, false, "whisper", 0}};
     const shape *shapes = quick ? quick_set : all;
     int n_shapes = quick ? 2 : (int)(sizeof all / sizeof all[0]);
 
@@ -365,7 +374,8 @@ int main(int argc, char **argv) {
     bool first = true;
     for (int si = 0; si < n_shapes; si++) {
         const shape *s = &shapes[si];
-        size_t na = (size_t)(s->M * s->K), nb = (size_t)(s->K * s->N), nc = (size_t)(s->M * s->N);
+        size_t na = (size_t)(s->M * s->K), nb = (size_t)((s->tb ? s->N : s->K) * ldb_of(s));
+        size_t nc = (size_t)(s->M * s->N);
         float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b), *c = malloc(nc * sizeof *c);
         if (!a || !b || !c) {
             free(a);
@@ -380,9 +390,9 @@ int main(int argc, char **argv) {
             tg_dtype dt = d ? TG_F16 : TG_F32;
             result r = run_ours(s, dt, a, b);
             printf("%s    {\"label\": \"%s\", \"M\": %lld, \"N\": %lld, \"K\": %lld, "
-                   "\"transpose_b\": %s, \"dtype\": \"%s\", ",
+                   "\"transpose_b\": %s, \"ldb\": %lld, \"dtype\": \"%s\", ",
                    first ? "" : ",\n", s->label, (long long)s->M, (long long)s->N, (long long)s->K,
-                   s->tb ? "true" : "false", tg_dtype_name(dt));
+                   s->tb ? "true" : "false", (long long)ldb_of(s), tg_dtype_name(dt));
             first = false;
             if (r.error) {
                 printf("\"error\": \"%s\"}", r.error);
