@@ -46,8 +46,9 @@ typedef struct tg_dev_var {
 
 /* Makes sure variable `node` (a variable node of a specialised graph) has an
  * up-to-date device copy in `s` on `dev` and returns it. Errors name the
- * variable: absent from the store, dtype/shape mismatch, another device. */
-tg_status tg_store_device_prepare(tg_store *s, tg_vk_device *dev, const tg_node *node,
+ * variable: absent from the store, dtype/shape mismatch, another device.
+ * *hint caches the entry's index in the store between calls (start at -1). */
+tg_status tg_store_device_prepare(tg_store *s, tg_vk_device *dev, const tg_node *node, int *hint,
                                   tg_dev_var **out);
 /* After a completed run whose kernels wrote the variable: the host copy is
  * stale; tg_store_get downloads lazily. */

@@ -58,6 +58,7 @@ typedef struct exec_kernel {
 typedef struct exec_var {
     int32_t node;
     uint64_t id; /* tg_dev_var id the command buffer was recorded with */
+    int hint;    /* index of the store entry, to skip the lookup */
     tg_dev_var *v;
     bool written; /* by an assign or slice_update of this spec */
 } exec_var;
@@ -313,7 +314,7 @@ static tg_status add_var(spec *s, int32_t node, int *index) {
     exec_var *v = realloc(s->vars, (size_t)(s->n_vars + 1) * sizeof *v);
     if (!v) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
     s->vars = v;
-    s->vars[s->n_vars] = (exec_var){.node = node};
+    s->vars[s->n_vars] = (exec_var){.node = node, .hint = -1};
     *index = s->n_vars++;
     return TG_OK;
 }
@@ -1026,7 +1027,8 @@ static tg_status match_feeds(tg_executable *e, const char *fn, int n_feeds, cons
 static tg_status prepare_vars(tg_executable *e, spec *s, bool *rerecord) {
     for (int i = 0; i < s->n_vars; i++) {
         exec_var *v = &s->vars[i];
-        tg_status st = tg_store_device_prepare(e->store, e->dev, &s->g->nodes[v->node], &v->v);
+        tg_status st =
+            tg_store_device_prepare(e->store, e->dev, &s->g->nodes[v->node], &v->hint, &v->v);
         if (st != TG_OK) return st;
         if (v->v->id != v->id) *rerecord = true;
     }

@@ -153,9 +153,16 @@ static tg_status create_var(tg_vk_device *dev, const tg_array *value, tg_dev_var
     return TG_OK;
 }
 
-tg_status tg_store_device_prepare(tg_store *s, tg_vk_device *dev, const tg_node *node,
+tg_status tg_store_device_prepare(tg_store *s, tg_vk_device *dev, const tg_node *node, int *hint,
                                   tg_dev_var **out) {
-    tg_store_entry *e = tg_store_find(s, node->name);
+    /* entries are never removed, so an index stays valid; checked by name */
+    tg_store_entry *e = NULL;
+    if (*hint >= 0 && *hint < s->n && strcmp(s->entries[*hint].name, node->name) == 0)
+        e = &s->entries[*hint];
+    if (!e) {
+        e = tg_store_find(s, node->name);
+        if (e) *hint = (int)(e - s->entries);
+    }
     if (!e)
         return tg_set_error(TG_ERR_NOT_FOUND,
                             "variable '%s' has no value in the store (use tg_store_set or "
