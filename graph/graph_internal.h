@@ -79,6 +79,23 @@ typedef enum tg_op {
     /* state */
     TG_OP_ASSIGN,
     TG_OP_SLICE_UPDATE,
+    /* backward ops, made by tg_gradients (autodiff/) */
+    TG_OP_GELU_GRAD,          /* (x, dy) -> dx, elementwise */
+    TG_OP_GELU_TANH_GRAD,     /* (x, dy) -> dx, elementwise */
+    TG_OP_SOFTMAX_GRAD,       /* (y, dy; axis) -> dx, y = softmax(x) */
+    TG_OP_LOG_SOFTMAX_GRAD,   /* (y, dy; axis) -> dx, y = log_softmax(x) */
+    TG_OP_LAYER_NORM_GRAD_X,  /* (dy, x, w; eps) -> dx */
+    TG_OP_LAYER_NORM_GRAD_WB, /* (dy, x; eps) -> [2, D]: dweight, dbias */
+    TG_OP_ATTENTION_GRAD_Q,   /* (q, k, v, [mask], dout; causal, scale) */
+    TG_OP_ATTENTION_GRAD_K,   /*   -> gradient over the broadcast batch */
+    TG_OP_ATTENTION_GRAD_V,   /*      dims: [batch..., T, D] */
+    TG_OP_CROSS_ENTROPY_GRAD, /* (logits, labels, dloss; ignore_index) */
+    TG_OP_CONV1D_GRAD_INPUT,  /* (dy, x, w; conv attrs) -> dx */
+    TG_OP_CONV1D_GRAD_WEIGHT, /* (dy, x, w; conv attrs) -> dw */
+    TG_OP_SLICE_GRAD,         /* (dy, x; begin, end, step) -> dx */
+    /* optimizers: state ops writing a weight and its moments */
+    TG_OP_ADAMW_UPDATE, /* (w, m, v, grad, lr, step) */
+    TG_OP_SGD_UPDATE,   /* (w, grad, lr, [step, momentum_buf]) */
     TG_OP_COUNT
 } tg_op;
 
@@ -112,6 +129,9 @@ enum {
     TG_ATTR_DEPTH = 1 << 12,     /* depth: one_hot */
     TG_ATTR_TRAINABLE = 1 << 13, /* trainable: variable */
     TG_ATTR_HAS_MASK = 1 << 14,  /* has_mask: attention (4th input) */
+    TG_ATTR_BETAS = 1 << 15,     /* beta1, beta2: adamw_update */
+    TG_ATTR_MOMENTUM = 1 << 16,  /* momentum, dampening, nesterov: sgd_update */
+    TG_ATTR_DECAY = 1 << 17,     /* weight_decay: optimizers */
 };
 
 typedef struct tg_attrs {
@@ -134,6 +154,10 @@ typedef struct tg_attrs {
     int64_t depth;
     bool trainable;
     bool has_mask;
+    double beta1, beta2;
+    double momentum, dampening;
+    bool nesterov;
+    double weight_decay;
 } tg_attrs;
 
 #define TG_MAX_INPUTS_INLINE 4
@@ -177,7 +201,8 @@ typedef struct tg_op_info {
     /* State ops: bit i set when the op writes the variable that is its
      * input i (assign, slice_update: input 0; an optimizer update writes
      * the weight and its moments). The interpreter and the executor apply
-     * writes through this, not through per-op cases. */
+     * writes through this, not through per-op cases. A bit for an input
+     * the node does not have (sgd_update without momentum) is ignored. */
     unsigned writes;
 } tg_op_info;
 

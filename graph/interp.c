@@ -10,8 +10,13 @@
  *
  * A run: mark the nodes the targets need, check the feeds, fix dynamic
  * shapes by rebuilding the needed nodes with the fed shapes, evaluate in
- * node order, then apply assign/slice_update to the store in node order
- * (so reads of a variable during the run all see its old value). */
+ * node order, then apply the writes of the state ops to the store in node
+ * order (so reads of a variable during the run all see its old value).
+ *
+ * A state op writes the variables its op-table row names (tg_op_info.
+ * writes): its kernel gets one buffer per written input, holding the
+ * variable's old value, and updates it in place; the node's own value is
+ * the new value of its first written variable. */
 #include "graph/graph_internal.h"
 
 #include <math.h>
@@ -21,6 +26,8 @@
 /* No single value may exceed this many elements (16 GiB of doubles): a
  * bad shape must give TG_ERR_NO_MEMORY, not an allocator abort. */
 #define INTERP_MAX_ELEMENTS ((int64_t)1 << 31)
+/* State ops write variables among their first this many inputs. */
+#define TG_INTERP_MAX_WRITES 8
 
 typedef struct interp {
     const tg_graph *g;      /* the graph being evaluated (g itself or a rebuilt copy) */
@@ -33,6 +40,8 @@ typedef struct interp {
     int32_t *last_use;     /* [n_nodes] last evaluated node reading this value */
     const tg_array **feed; /* [n_nodes] the fed value of a placeholder */
     double **vals;         /* [n_nodes] computed values */
+    /* [n_nodes][input]: new values of the variables a state op writes */
+    double *(*written)[TG_INTERP_MAX_WRITES];
 } interp;
 
 /* ------------------------------------------------------------------ */
@@ -341,18 +350,38 @@ static tg_status k_broadcast_to(interp *in, const tg_node *n, double *out) {
 
 /* begin/end/step arrive normalised by the shape rule: begin in range,
  * step >= 1, and the node's shape is the element count per axis. */
-static tg_status k_slice(interp *in, const tg_node *n, double *out) {
-    const tg_node *x = input_node(in, n, 0);
-    const double *xv = input_val(in, n, 0);
-    int64_t xs[TG_MAX_RANK], strides[TG_MAX_RANK], base = 0;
+/* Where the slice's elements lie in x: the first at `base`, then `strides`
+ * per slice axis. */
+static int64_t slice_layout(const tg_node *x, const tg_attrs *at, int64_t *strides) {
+    int64_t xs[TG_MAX_RANK], base = 0;
     tg_shape_strides(x->rank, x->shape, xs);
     for (int d = 0; d < x->rank; d++) {
-        base += n->attrs.begin[d] * xs[d];
-        strides[d] = n->attrs.step[d] * xs[d];
+        base += at->begin[d] * xs[d];
+        strides[d] = at->step[d] * xs[d];
     }
+    return base;
+}
+
+static tg_status k_slice(interp *in, const tg_node *n, double *out) {
+    const double *xv = input_val(in, n, 0);
+    int64_t strides[TG_MAX_RANK];
+    int64_t base = slice_layout(input_node(in, n, 0), &n->attrs, strides);
     int64_t count = node_count(n);
     for (int64_t i = 0; i < count; i++)
         out[i] = xv[base + offset_of(i, n->rank, n->shape, strides)];
+    return TG_OK;
+}
+
+/* slice_grad (dy, x): dy scattered into zeros of x's shape. */
+static tg_status k_slice_grad(interp *in, const tg_node *n, double *out) {
+    const tg_node *dy = input_node(in, n, 0);
+    const double *dyv = input_val(in, n, 0);
+    int64_t strides[TG_MAX_RANK];
+    int64_t base = slice_layout(n, &n->attrs, strides);
+    int64_t count = node_count(dy);
+    for (int64_t i = 0; i < node_count(n); i++) out[i] = 0;
+    for (int64_t i = 0; i < count; i++)
+        out[base + offset_of(i, dy->rank, dy->shape, strides)] = dyv[i];
     return TG_OK;
 }
 
@@ -490,28 +519,62 @@ static tg_status k_matmul(interp *in, const tg_node *n, double *out) {
     return TG_OK;
 }
 
-/* x [N, Cin, W], w [Cout, Cin, K] -> [N, Cout, Wout], zero padding. */
-static tg_status k_conv1d(interp *in, const tg_node *n, double *out) {
-    const tg_node *xn = input_node(in, n, 0), *wn = input_node(in, n, 1);
-    const double *x = input_val(in, n, 0), *w = input_val(in, n, 1);
+/* conv1d x [N, Cin, W], w [Cout, Cin, K] -> y [N, Cout, Wout], zero
+ * padding, and its two gradients, as one walk over every tap (an output
+ * element times a weight times an input element):
+ *   forward      y[b,co,o]  += x[b,ci,pos] * w[co,ci,k]
+ *   grad_input   dx[b,ci,pos] += dy[b,co,o] * w[co,ci,k]
+ *   grad_weight  dw[co,ci,k]  += dy[b,co,o] * x[b,ci,pos]
+ * `y` is the output (forward) or dy, `x` and `w` are inputs or outputs. */
+typedef enum conv_mode { CONV_FORWARD, CONV_GRAD_INPUT, CONV_GRAD_WEIGHT } conv_mode;
+
+static void conv1d_taps(conv_mode mode, const tg_node *xn, const tg_node *wn, const tg_node *yn,
+                        const tg_attrs *at, double *x, double *w, double *y) {
     int64_t batch = xn->shape[0], cin = xn->shape[1], width = xn->shape[2];
-    int64_t cout = wn->shape[0], ksize = wn->shape[2], wout = n->shape[2];
-    int64_t stride = n->attrs.stride, pad = n->attrs.padding, dil = n->attrs.dilation;
+    int64_t cout = wn->shape[0], ksize = wn->shape[2], wout = yn->shape[2];
     for (int64_t b = 0; b < batch; b++) {
         for (int64_t co = 0; co < cout; co++) {
             for (int64_t o = 0; o < wout; o++) {
-                double acc = 0;
+                double *yo = &y[(b * cout + co) * wout + o];
                 for (int64_t ci = 0; ci < cin; ci++) {
                     for (int64_t k = 0; k < ksize; k++) {
-                        int64_t pos = o * stride - pad + k * dil;
+                        int64_t pos = o * at->stride - at->padding + k * at->dilation;
                         if (pos < 0 || pos >= width) continue;
-                        acc += x[(b * cin + ci) * width + pos] * w[(co * cin + ci) * ksize + k];
+                        double *xe = &x[(b * cin + ci) * width + pos];
+                        double *we = &w[(co * cin + ci) * ksize + k];
+                        switch (mode) {
+                        case CONV_FORWARD: *yo += *xe * *we; break;
+                        case CONV_GRAD_INPUT: *xe += *yo * *we; break;
+                        case CONV_GRAD_WEIGHT: *we += *yo * *xe; break;
+                        }
                     }
                 }
-                out[(b * cout + co) * wout + o] = acc;
             }
         }
     }
+}
+
+static void zero(double *v, int64_t count) {
+    for (int64_t i = 0; i < count; i++) v[i] = 0;
+}
+
+static tg_status k_conv1d(interp *in, const tg_node *n, double *out) {
+    zero(out, node_count(n));
+    conv1d_taps(CONV_FORWARD, input_node(in, n, 0), input_node(in, n, 1), n, &n->attrs,
+                (double *)input_val(in, n, 0), (double *)input_val(in, n, 1), out);
+    return TG_OK;
+}
+
+/* conv1d_grad_input and conv1d_grad_weight: (dy, x, w). The walk only
+ * writes the output it computes; the casts let it take the inputs. */
+static tg_status k_conv1d_grad(interp *in, const tg_node *n, double *out) {
+    double *dy = (double *)input_val(in, n, 0), *x = (double *)input_val(in, n, 1);
+    double *w = (double *)input_val(in, n, 2);
+    bool grad_input = n->op == TG_OP_CONV1D_GRAD_INPUT;
+    zero(out, node_count(n));
+    conv1d_taps(grad_input ? CONV_GRAD_INPUT : CONV_GRAD_WEIGHT, input_node(in, n, 1),
+                input_node(in, n, 2), input_node(in, n, 0), &n->attrs, grad_input ? out : x,
+                grad_input ? w : out, dy);
     return TG_OK;
 }
 
@@ -541,6 +604,40 @@ static tg_status k_softmax(interp *in, const tg_node *n, double *out) {
     return TG_OK;
 }
 
+/* softmax_grad (y, dy): dx = y * (dy - sum(dy * y));
+ * log_softmax_grad (y, dy): dx = dy - exp(y) * sum(dy); sums along the axis. */
+static tg_status k_softmax_grad(interp *in, const tg_node *n, double *out) {
+    const double *y = input_val(in, n, 0), *dy = input_val(in, n, 1);
+    int axis = norm_axis_or_zero(n->attrs.axis, n->rank);
+    int64_t outer = prod(n->shape, 0, axis), dim = n->shape[axis];
+    int64_t inner = prod(n->shape, axis + 1, n->rank);
+    bool log_in = n->op == TG_OP_LOG_SOFTMAX_GRAD;
+    for (int64_t o = 0; o < outer; o++) {
+        for (int64_t i = 0; i < inner; i++) {
+            int64_t at = o * dim * inner + i;
+            double dot = 0;
+            for (int64_t j = 0; j < dim; j++)
+                dot += dy[at + j * inner] * (log_in ? 1.0 : y[at + j * inner]);
+            for (int64_t j = 0; j < dim; j++) {
+                double yj = y[at + j * inner], dyj = dy[at + j * inner];
+                out[at + j * inner] = log_in ? dyj - exp(yj) * dot : yj * (dyj - dot);
+            }
+        }
+    }
+    return TG_OK;
+}
+
+/* Mean and 1/sqrt(var + eps) of a row, with the biased variance. */
+static void layer_norm_stats(const double *row, int64_t D, double eps, double *mean, double *inv) {
+    double m = 0, var = 0;
+    for (int64_t j = 0; j < D; j++) m += row[j];
+    m /= (double)D;
+    for (int64_t j = 0; j < D; j++) var += (row[j] - m) * (row[j] - m);
+    var /= (double)D;
+    *mean = m;
+    *inv = 1.0 / sqrt(var + eps);
+}
+
 /* (x - mean) / sqrt(var + eps) * weight + bias over the last axis, with the
  * biased variance. weight and bias are optional inputs 1 and 2. */
 static tg_status k_layer_norm(interp *in, const tg_node *n, double *out) {
@@ -550,17 +647,55 @@ static tg_status k_layer_norm(interp *in, const tg_node *n, double *out) {
     int64_t D = n->shape[n->rank - 1], rows = D ? node_count(n) / D : 0;
     for (int64_t r = 0; r < rows; r++) {
         const double *row = x + r * D;
-        double mean = 0, var = 0;
-        for (int64_t j = 0; j < D; j++) mean += row[j];
-        mean /= (double)D;
-        for (int64_t j = 0; j < D; j++) var += (row[j] - mean) * (row[j] - mean);
-        var /= (double)D;
-        double inv = 1.0 / sqrt(var + n->attrs.eps);
+        double mean, inv;
+        layer_norm_stats(row, D, n->attrs.eps, &mean, &inv);
         for (int64_t j = 0; j < D; j++) {
             double y = (row[j] - mean) * inv;
             if (w) y *= w[j];
             if (b) y += b[j];
             out[r * D + j] = y;
+        }
+    }
+    return TG_OK;
+}
+
+/* layer_norm_grad_x (dy, x, w): with xhat = (x - mean) * inv and g = dy * w,
+ * dx = inv * (g - mean(g) - xhat * mean(g * xhat)) per row. */
+static tg_status k_layer_norm_grad_x(interp *in, const tg_node *n, double *out) {
+    const double *dy = input_val(in, n, 0), *x = input_val(in, n, 1);
+    const double *w = input_val(in, n, 2);
+    int64_t D = n->shape[n->rank - 1], rows = D ? node_count(n) / D : 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const double *row = x + r * D, *dyr = dy + r * D;
+        double mean, inv, mean_g = 0, mean_gx = 0;
+        layer_norm_stats(row, D, n->attrs.eps, &mean, &inv);
+        for (int64_t j = 0; j < D; j++) {
+            mean_g += dyr[j] * w[j];
+            mean_gx += dyr[j] * w[j] * (row[j] - mean) * inv;
+        }
+        mean_g /= (double)D;
+        mean_gx /= (double)D;
+        for (int64_t j = 0; j < D; j++) {
+            double xhat = (row[j] - mean) * inv;
+            out[r * D + j] = inv * (dyr[j] * w[j] - mean_g - xhat * mean_gx);
+        }
+    }
+    return TG_OK;
+}
+
+/* layer_norm_grad_wb (dy, x) -> [2, D]: row 0 sums dy * xhat over the rows
+ * (the weight's gradient), row 1 sums dy (the bias's). */
+static tg_status k_layer_norm_grad_wb(interp *in, const tg_node *n, double *out) {
+    const double *dy = input_val(in, n, 0), *x = input_val(in, n, 1);
+    int64_t D = n->shape[1], rows = D ? node_count(input_node(in, n, 1)) / D : 0;
+    zero(out, 2 * D);
+    for (int64_t r = 0; r < rows; r++) {
+        const double *row = x + r * D, *dyr = dy + r * D;
+        double mean, inv;
+        layer_norm_stats(row, D, n->attrs.eps, &mean, &inv);
+        for (int64_t j = 0; j < D; j++) {
+            out[j] += dyr[j] * (row[j] - mean) * inv;
+            out[D + j] += dyr[j];
         }
     }
     return TG_OK;
@@ -589,6 +724,7 @@ static attention_layout attention_layout_of(const interp *in, const tg_node *n) 
     batch_strides(v, n, L.sv);
     L.full_rank = n->rank;
     memcpy(L.full, n->shape, sizeof L.full);
+    L.full[n->rank - 2] = L.Tq;
     L.full[n->rank - 1] = L.Tk;
     if (n->attrs.has_mask && n->n_inputs > 3) {
         const tg_node *m = input_node(in, n, 3);
@@ -597,11 +733,12 @@ static attention_layout attention_layout_of(const interp *in, const tg_node *n) 
     return L;
 }
 
-/* One query row: scores over the visible keys, softmax, weighted sum of v.
- * A row that sees no key (all masked) gives zeros rather than NaN. */
-static void attention_row(const attention_layout *L, const tg_node *n, const double *qrow,
-                          const double *K, const double *V, const double *mask, int64_t bi,
-                          int64_t i, double *scores, double *dst) {
+/* The attention weights p[Tk] of query row i: softmax of the scores over
+ * the visible keys. A row that sees no key (all masked) gets zeros rather
+ * than NaN. */
+static void attention_probs(const attention_layout *L, const tg_node *n, const double *qrow,
+                            const double *K, const double *mask, int64_t bi, int64_t i,
+                            double *scores) {
     double scale = n->attrs.scale > 0 ? n->attrs.scale : 1.0 / sqrt((double)L->D);
     double mx = -INFINITY;
     for (int64_t j = 0; j < L->Tk; j++) {
@@ -616,15 +753,22 @@ static void attention_row(const attention_layout *L, const tg_node *n, const dou
         scores[j] = s;
         mx = fmax(mx, s);
     }
-    for (int64_t d = 0; d < L->Dv; d++) dst[d] = 0;
-    if (mx == -INFINITY) return;
     double sum = 0;
     for (int64_t j = 0; j < L->Tk; j++) {
-        scores[j] = exp(scores[j] - mx);
+        scores[j] = mx == -INFINITY ? 0 : exp(scores[j] - mx);
         sum += scores[j];
     }
+    for (int64_t j = 0; j < L->Tk; j++) scores[j] = sum > 0 ? scores[j] / sum : 0;
+}
+
+/* One query row: its weights, then the weighted sum of v. */
+static void attention_row(const attention_layout *L, const tg_node *n, const double *qrow,
+                          const double *K, const double *V, const double *mask, int64_t bi,
+                          int64_t i, double *scores, double *dst) {
+    attention_probs(L, n, qrow, K, mask, bi, i, scores);
+    for (int64_t d = 0; d < L->Dv; d++) dst[d] = 0;
     for (int64_t j = 0; j < L->Tk; j++)
-        for (int64_t d = 0; d < L->Dv; d++) dst[d] += scores[j] / sum * V[j * L->Dv + d];
+        for (int64_t d = 0; d < L->Dv; d++) dst[d] += scores[j] * V[j * L->Dv + d];
 }
 
 static tg_status k_attention(interp *in, const tg_node *n, double *out) {
@@ -645,33 +789,122 @@ static tg_status k_attention(interp *in, const tg_node *n, double *out) {
     return TG_OK;
 }
 
+/* attention_grad_q/k/v (q, k, v, [mask], dout): recomputes each row's
+ * weights p, then with dP_j = dout_i . v_j and dS_j = p_j (dP_j - p . dP):
+ *   dq_i += scale * sum_j dS_j k_j,  dk_j += scale * dS_j q_i,
+ *   dv_j += p_j dout_i,
+ * per batch of the broadcast batch dims (the node's), so a k or v shared
+ * by several batches gets one gradient per batch (summed by autodiff). */
+static tg_status k_attention_grad(interp *in, const tg_node *n, double *out) {
+    attention_layout L = attention_layout_of(in, n);
+    const double *q = input_val(in, n, 0), *k = input_val(in, n, 1), *v = input_val(in, n, 2);
+    const double *mask = n->attrs.has_mask ? input_val(in, n, 3) : NULL;
+    const double *dout = input_val(in, n, n->n_inputs - 1);
+    double scale = n->attrs.scale > 0 ? n->attrs.scale : 1.0 / sqrt((double)L.D);
+    double *p = alloc_doubles(L.Tk), *dp = alloc_doubles(L.Tk);
+    if (!p || !dp) {
+        free(p);
+        free(dp);
+        return tg_set_error(TG_ERR_NO_MEMORY, "tg_interpret: attention_grad: out of memory");
+    }
+    zero(out, node_count(n));
+    int64_t rows_out = n->shape[n->rank - 2], cols_out = n->shape[n->rank - 1];
+    for (int64_t bi = 0; bi < L.batches; bi++) {
+        const double *Q = q + offset_of(bi, L.batch_rank, n->shape, L.sq);
+        const double *K = k + offset_of(bi, L.batch_rank, n->shape, L.sk);
+        const double *V = v + offset_of(bi, L.batch_rank, n->shape, L.sv);
+        const double *dO = dout + bi * L.Tq * L.Dv;
+        double *G = out + bi * rows_out * cols_out;
+        for (int64_t i = 0; i < L.Tq; i++) {
+            attention_probs(&L, n, Q + i * L.D, K, mask, bi, i, p);
+            double pdp = 0;
+            for (int64_t j = 0; j < L.Tk; j++) {
+                dp[j] = 0;
+                for (int64_t d = 0; d < L.Dv; d++) dp[j] += dO[i * L.Dv + d] * V[j * L.Dv + d];
+                pdp += p[j] * dp[j];
+            }
+            for (int64_t j = 0; j < L.Tk; j++) {
+                double ds = p[j] * (dp[j] - pdp) * scale;
+                if (n->op == TG_OP_ATTENTION_GRAD_Q)
+                    for (int64_t d = 0; d < L.D; d++) G[i * L.D + d] += ds * K[j * L.D + d];
+                else if (n->op == TG_OP_ATTENTION_GRAD_K)
+                    for (int64_t d = 0; d < L.D; d++) G[j * L.D + d] += ds * Q[i * L.D + d];
+                else
+                    for (int64_t d = 0; d < L.Dv; d++) G[j * L.Dv + d] += p[j] * dO[i * L.Dv + d];
+            }
+        }
+    }
+    free(p);
+    free(dp);
+    return TG_OK;
+}
+
+/* Checks that label r is the ignore_index or a class in [0, C). */
+static tg_status check_label(const interp *in, const tg_node *n, double label, int64_t r,
+                             int64_t C) {
+    char lab[160];
+    if (label == (double)n->attrs.ignore_index || (label >= 0 && label < (double)C)) return TG_OK;
+    return tg_set_error(TG_ERR_RUNTIME,
+                        "tg_interpret: %s: label %.0f at position %lld is outside [0, %lld) "
+                        "and is not the ignore_index %lld",
+                        node_label(in, n, lab, sizeof lab), label, (long long)r, (long long)C,
+                        (long long)n->attrs.ignore_index);
+}
+
+static double logsumexp(const double *row, int64_t C) {
+    double mx = -INFINITY, sum = 0;
+    for (int64_t j = 0; j < C; j++) mx = fmax(mx, row[j]);
+    for (int64_t j = 0; j < C; j++) sum += exp(row[j] - mx);
+    return mx + log(sum);
+}
+
+/* The number of labels that are not the ignore_index, after checking all. */
+static tg_status count_labels(const interp *in, const tg_node *n, int64_t *counted) {
+    const tg_node *ln = input_node(in, n, 0);
+    const double *labels = input_val(in, n, 1);
+    int64_t C = ln->shape[ln->rank - 1], rows = node_count(input_node(in, n, 1));
+    *counted = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        tg_status st = check_label(in, n, labels[r], r, C);
+        if (st != TG_OK) return st;
+        if (labels[r] != (double)n->attrs.ignore_index) ++*counted;
+    }
+    return TG_OK;
+}
+
 /* Mean of logsumexp(row) - row[label] over the labels != ignore_index. */
 static tg_status k_cross_entropy(interp *in, const tg_node *n, double *out) {
     const tg_node *ln = input_node(in, n, 0);
     const double *logits = input_val(in, n, 0), *labels = input_val(in, n, 1);
-    int64_t C = ln->shape[ln->rank - 1], rows = node_count(input_node(in, n, 1));
+    int64_t C = ln->shape[ln->rank - 1], rows = node_count(input_node(in, n, 1)), counted;
+    tg_status st = count_labels(in, n, &counted);
+    if (st != TG_OK) return st;
     double total = 0;
-    int64_t counted = 0;
     for (int64_t r = 0; r < rows; r++) {
-        double label = labels[r];
-        if (label == (double)n->attrs.ignore_index) continue;
-        if (!(label >= 0 && label < (double)C)) {
-            char lab[160];
-            return tg_set_error(
-                TG_ERR_RUNTIME,
-                "tg_interpret: %s: label %.0f at position %lld is outside [0, %lld) "
-                "and is not the ignore_index %lld",
-                node_label(in, n, lab, sizeof lab), label, (long long)r, (long long)C,
-                (long long)n->attrs.ignore_index);
-        }
-        const double *row = logits + r * C;
-        double mx = -INFINITY, sum = 0;
-        for (int64_t j = 0; j < C; j++) mx = fmax(mx, row[j]);
-        for (int64_t j = 0; j < C; j++) sum += exp(row[j] - mx);
-        total += mx + log(sum) - row[(int64_t)label];
-        counted++;
+        if (labels[r] == (double)n->attrs.ignore_index) continue;
+        total += logsumexp(logits + r * C, C) - logits[r * C + (int64_t)labels[r]];
     }
     out[0] = counted ? total / (double)counted : 0;
+    return TG_OK;
+}
+
+/* cross_entropy_grad (logits, labels, dloss): (softmax(row) - onehot) *
+ * dloss / count for counted rows, 0 for ignored ones. */
+static tg_status k_cross_entropy_grad(interp *in, const tg_node *n, double *out) {
+    const double *logits = input_val(in, n, 0), *labels = input_val(in, n, 1);
+    double dloss = input_val(in, n, 2)[0];
+    int64_t C = n->shape[n->rank - 1], rows = node_count(input_node(in, n, 1)), counted;
+    tg_status st = count_labels(in, n, &counted);
+    if (st != TG_OK) return st;
+    for (int64_t r = 0; r < rows; r++) {
+        const double *row = logits + r * C;
+        bool ignored = labels[r] == (double)n->attrs.ignore_index;
+        double lse = ignored ? 0 : logsumexp(row, C);
+        for (int64_t j = 0; j < C; j++)
+            out[r * C + j] =
+                ignored ? 0
+                        : (exp(row[j] - lse) - (j == (int64_t)labels[r])) * dloss / (double)counted;
+    }
     return TG_OK;
 }
 
@@ -679,9 +912,18 @@ static tg_status k_cross_entropy(interp *in, const tg_node *n, double *out) {
 /* State                                                               */
 /* ------------------------------------------------------------------ */
 
-/* Its value is the variable's new value; the store is written after the run. */
+/* The buffer holding the new value of the variable that is input k of
+ * state op n (it starts as the old value, or zeros if it was not read). */
+static double *written(const interp *in, const tg_node *n, int k) {
+    return in->written[n - in->g->nodes][k];
+}
+
+static bool writes_input(const tg_node *n, int k) {
+    return k < n->n_inputs && k < TG_INTERP_MAX_WRITES && (tg_ops[n->op].writes >> k & 1u);
+}
+
 static tg_status k_assign(interp *in, const tg_node *n, double *out) {
-    memcpy(out, input_val(in, n, 1), (size_t)node_count(n) * sizeof(double));
+    memcpy(written(in, n, 0), input_val(in, n, 1), (size_t)node_count(n) * sizeof(double));
     return TG_OK;
 }
 
@@ -708,9 +950,65 @@ static tg_status k_slice_update(interp *in, const tg_node *n, double *out) {
         begin[d] = (int64_t)start[d];
         base += begin[d] * vs[d];
     }
-    memcpy(out, input_val(in, n, 0), (size_t)node_count(n) * sizeof(double));
+    double *dst = written(in, n, 0);
     int64_t count = node_count(up);
-    for (int64_t i = 0; i < count; i++) out[base + offset_of(i, up->rank, up->shape, vs)] = uv[i];
+    for (int64_t i = 0; i < count; i++) dst[base + offset_of(i, up->rank, up->shape, vs)] = uv[i];
+    return TG_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Optimizers (PyTorch's update rules)                                 */
+/* ------------------------------------------------------------------ */
+
+/* The 1-based step of an optimizer (input k): a run-time error below 1. */
+static tg_status optimizer_step(const interp *in, const tg_node *n, int k, double *step) {
+    char lab[160];
+    *step = input_val(in, n, k)[0];
+    if (*step >= 1 && isfinite(*step)) return TG_OK;
+    return tg_set_error(TG_ERR_RUNTIME, "tg_interpret: %s: step is %g; expected >= 1 (1-based)",
+                        node_label(in, n, lab, sizeof lab), *step);
+}
+
+/* adamw_update (w, m, v, grad, lr, step), as torch.optim.AdamW:
+ *   w -= lr * wd * w;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+ *   w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). */
+static tg_status k_adamw_update(interp *in, const tg_node *n, double *out) {
+    const tg_attrs *a = &n->attrs;
+    double *w = written(in, n, 0), *m = written(in, n, 1), *v = written(in, n, 2);
+    const double *g = input_val(in, n, 3);
+    double lr = input_val(in, n, 4)[0], t;
+    tg_status st = optimizer_step(in, n, 5, &t);
+    if (st != TG_OK) return st;
+    double bc1 = 1 - pow(a->beta1, t), bc2 = 1 - pow(a->beta2, t);
+    for (int64_t i = 0; i < node_count(n); i++) {
+        w[i] -= lr * a->weight_decay * w[i];
+        m[i] = a->beta1 * m[i] + (1 - a->beta1) * g[i];
+        v[i] = a->beta2 * v[i] + (1 - a->beta2) * g[i] * g[i];
+        w[i] -= lr * (m[i] / bc1) / (sqrt(v[i] / bc2) + a->eps);
+    }
+    return TG_OK;
+}
+
+/* sgd_update (w, grad, lr, [step, buf]), as torch.optim.SGD:
+ *   g += wd * w;  with momentum: buf = g at step 1, else
+ *   buf = momentum buf + (1 - dampening) g;  g = nesterov ? g + momentum buf : buf;
+ *   w -= lr * g. */
+static tg_status k_sgd_update(interp *in, const tg_node *n, double *out) {
+    const tg_attrs *a = &n->attrs;
+    double *w = written(in, n, 0);
+    double *buf = a->momentum != 0 ? written(in, n, 4) : NULL;
+    const double *grad = input_val(in, n, 1);
+    double lr = input_val(in, n, 2)[0], t = 0;
+    tg_status st = buf ? optimizer_step(in, n, 3, &t) : TG_OK;
+    if (st != TG_OK) return st;
+    for (int64_t i = 0; i < node_count(n); i++) {
+        double g = grad[i] + a->weight_decay * w[i];
+        if (buf) {
+            buf[i] = t == 1 ? g : a->momentum * buf[i] + (1 - a->dampening) * g;
+            g = a->nesterov ? g + a->momentum * buf[i] : buf[i];
+        }
+        w[i] -= lr * g;
+    }
     return TG_OK;
 }
 
@@ -752,6 +1050,19 @@ static kernel_fn kernel_of(tg_op op) {
     case TG_OP_SLICE_UPDATE: return k_slice_update;
     case TG_OP_CAST:
     case TG_OP_STOP_GRADIENT: return k_unary;
+    case TG_OP_SOFTMAX_GRAD:
+    case TG_OP_LOG_SOFTMAX_GRAD: return k_softmax_grad;
+    case TG_OP_LAYER_NORM_GRAD_X: return k_layer_norm_grad_x;
+    case TG_OP_LAYER_NORM_GRAD_WB: return k_layer_norm_grad_wb;
+    case TG_OP_ATTENTION_GRAD_Q:
+    case TG_OP_ATTENTION_GRAD_K:
+    case TG_OP_ATTENTION_GRAD_V: return k_attention_grad;
+    case TG_OP_CROSS_ENTROPY_GRAD: return k_cross_entropy_grad;
+    case TG_OP_CONV1D_GRAD_INPUT:
+    case TG_OP_CONV1D_GRAD_WEIGHT: return k_conv1d_grad;
+    case TG_OP_SLICE_GRAD: return k_slice_grad;
+    case TG_OP_ADAMW_UPDATE: return k_adamw_update;
+    case TG_OP_SGD_UPDATE: return k_sgd_update;
     default: break;
     }
     /* the other elementwise ops: a scalar function from the op table */
@@ -926,7 +1237,8 @@ static tg_status alloc_run_arrays(interp *in) {
     in->last_use = calloc(n, sizeof *in->last_use);
     in->feed = calloc(n, sizeof *in->feed);
     in->vals = calloc(n, sizeof *in->vals);
-    if (!in->eval || !in->keep || !in->last_use || !in->feed || !in->vals)
+    in->written = calloc(n, sizeof *in->written);
+    if (!in->eval || !in->keep || !in->last_use || !in->feed || !in->vals || !in->written)
         return tg_set_error(TG_ERR_NO_MEMORY, "tg_interpret: out of memory");
     return TG_OK;
 }
@@ -934,7 +1246,11 @@ static tg_status alloc_run_arrays(interp *in) {
 static void free_interp(interp *in) {
     if (in->vals)
         for (int id = 0; id < in->g->n_nodes; id++) free(in->vals[id]);
+    if (in->written)
+        for (int id = 0; id < in->g->n_nodes; id++)
+            for (int k = 0; k < TG_INTERP_MAX_WRITES; k++) free(in->written[id][k]);
     free(in->vals);
+    free(in->written);
     free(in->eval);
     free(in->keep);
     free(in->last_use);
@@ -950,9 +1266,37 @@ static void compute_last_uses(interp *in) {
         in->last_use[id] = -1;
         const tg_node *n = &in->g->nodes[id];
         if (!in->eval[id]) continue;
-        if (n->op == TG_OP_ASSIGN || n->op == TG_OP_SLICE_UPDATE) in->keep[id] = true;
+        if (tg_ops[n->op].writes) in->keep[id] = true;
         for (int k = 0; k < n->n_inputs; k++)
             if (input_is_read(n, k)) in->last_use[n->inputs[k]] = id;
+    }
+}
+
+/* Gives state op n a buffer per written variable, holding its old value
+ * (zeros if the run does not read it: an assign's target). */
+static tg_status alloc_written(interp *in, const tg_node *n) {
+    for (int k = 0; k < TG_INTERP_MAX_WRITES; k++) {
+        if (!writes_input(n, k)) continue;
+        const tg_node *var = input_node(in, n, k);
+        int64_t count = node_count(var);
+        double *buf = alloc_doubles(count);
+        if (!buf) return tg_set_error(TG_ERR_NO_MEMORY, "tg_interpret: out of memory");
+        const double *old = input_val(in, n, k);
+        for (int64_t i = 0; i < count; i++) buf[i] = old ? old[i] : 0;
+        in->written[n - in->g->nodes][k] = buf;
+    }
+    return TG_OK;
+}
+
+/* After a state op's kernel: rounds the written values to the variables'
+ * dtypes, and the node's value is the first written variable's. */
+static void finish_written(interp *in, const tg_node *n, double *out) {
+    bool first = true;
+    for (int k = 0; k < TG_INTERP_MAX_WRITES; k++) {
+        if (!writes_input(n, k)) continue;
+        round_value(in, input_node(in, n, k), written(in, n, k));
+        if (first) memcpy(out, written(in, n, k), (size_t)node_count(n) * sizeof(double));
+        first = false;
     }
 }
 
@@ -970,8 +1314,10 @@ static tg_status evaluate_node(interp *in, int id) {
                             tg_shape_str(n->dtype, n->rank, n->shape, buf, sizeof buf),
                             node_label(in, n, lab, sizeof lab));
     in->vals[id] = out;
-    tg_status st = kernel(in, n, out);
+    tg_status st = tg_ops[n->op].writes ? alloc_written(in, n) : TG_OK;
+    if (st == TG_OK) st = kernel(in, n, out);
     if (st != TG_OK) return st;
+    if (tg_ops[n->op].writes) finish_written(in, n, out);
     round_value(in, n, out);
     return TG_OK;
 }
@@ -1006,43 +1352,39 @@ static tg_status value_to_array(const tg_node *n, const double *v, tg_array *out
     return TG_OK;
 }
 
-static bool is_state_op(const tg_node *n) {
-    return n->op == TG_OP_ASSIGN || n->op == TG_OP_SLICE_UPDATE;
-}
-
-/* Writes every executed assign/slice_update to the store, in node order.
- * Everything is checked before the first write. */
+/* Writes the variables of every executed state op (the op table's
+ * `writes` mask) to the store, in node order. Everything is checked before
+ * the first write. */
 static tg_status apply_side_effects(interp *in) {
     for (int id = 0; id < in->g->n_nodes; id++) {
         const tg_node *n = &in->g->nodes[id];
-        if (!in->eval[id] || !is_state_op(n)) continue;
-        const tg_node *var = input_node(in, n, 0);
-        char lab[160];
-        if (var->op != TG_OP_VARIABLE || !var->name)
-            return tg_set_error(TG_ERR_INVALID_ARGUMENT,
-                                "tg_interpret: %s writes to a node that is not a variable",
-                                node_label(in, n, lab, sizeof lab));
-        if (!in->store)
-            return tg_set_error(TG_ERR_INVALID_ARGUMENT,
-                                "tg_interpret: %s writes variable '%s' but no store was given",
-                                node_label(in, n, lab, sizeof lab), var->name);
+        if (!in->eval[id]) continue;
+        for (int k = 0; k < TG_INTERP_MAX_WRITES; k++) {
+            if (!writes_input(n, k)) continue;
+            const tg_node *var = input_node(in, n, k);
+            char lab[160];
+            if (var->op != TG_OP_VARIABLE || !var->name)
+                return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                                    "tg_interpret: %s writes to a node that is not a variable",
+                                    node_label(in, n, lab, sizeof lab));
+            if (!in->store)
+                return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                                    "tg_interpret: %s writes variable '%s' but no store was given",
+                                    node_label(in, n, lab, sizeof lab), var->name);
+        }
     }
     for (int id = 0; id < in->g->n_nodes; id++) {
         const tg_node *n = &in->g->nodes[id];
-        if (!in->eval[id] || !is_state_op(n)) continue;
-        const tg_node *var = input_node(in, n, 0);
-        tg_array a = {0};
-        tg_status st = value_to_array(n, in->vals[id], &a);
-        /* the variable's dtype, should an op's dtype ever differ */
-        if (st == TG_OK && var->dtype != n->dtype) {
-            tg_array conv = {0};
-            st = value_to_array(var, in->vals[id], &conv);
+        if (!in->eval[id]) continue;
+        for (int k = 0; k < TG_INTERP_MAX_WRITES; k++) {
+            if (!writes_input(n, k)) continue;
+            const tg_node *var = input_node(in, n, k);
+            tg_array a = {0};
+            tg_status st = value_to_array(var, written(in, n, k), &a);
+            if (st == TG_OK) st = tg_store_set(in->store, var->name, &a);
             tg_array_free(&a);
-            a = conv;
+            if (st != TG_OK) return st;
         }
-        if (st == TG_OK) st = tg_store_set(in->store, var->name, &a);
-        tg_array_free(&a);
-        if (st != TG_OK) return st;
     }
     return TG_OK;
 }

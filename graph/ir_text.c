@@ -194,6 +194,12 @@ static const attr_field attr_fields[] = {
     FIELD(TG_ATTR_IGNORE, "ignore_index", ATTR_INT, ignore_index),
     FIELD(TG_ATTR_DEPTH, "depth", ATTR_INT, depth),
     FIELD(TG_ATTR_TRAINABLE, "trainable", ATTR_FLAG, trainable),
+    FIELD(TG_ATTR_BETAS, "beta1", ATTR_DOUBLE, beta1),
+    FIELD(TG_ATTR_BETAS, "beta2", ATTR_DOUBLE, beta2),
+    FIELD(TG_ATTR_MOMENTUM, "momentum", ATTR_DOUBLE, momentum),
+    FIELD(TG_ATTR_MOMENTUM, "dampening", ATTR_DOUBLE, dampening),
+    FIELD(TG_ATTR_MOMENTUM, "nesterov", ATTR_FLAG, nesterov),
+    FIELD(TG_ATTR_DECAY, "weight_decay", ATTR_DOUBLE, weight_decay),
 };
 #define N_ATTR_FIELDS ((int)(sizeof attr_fields / sizeof attr_fields[0]))
 

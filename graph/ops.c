@@ -128,6 +128,18 @@ static double f_ge(double a, double b) {
     return a >= b;
 }
 
+/* Derivatives for the backward ops gelu_grad and gelu_tanh_grad: dy * f'(x). */
+static double f_gelu_grad(double x, double dy) {
+    double cdf = 0.5 * (1.0 + erf(x * 0.70710678118654752440));
+    double pdf = exp(-0.5 * x * x) * 0.39894228040143267794; /* 1/sqrt(2 pi) */
+    return dy * (cdf + x * pdf);
+}
+static double f_gelu_tanh_grad(double x, double dy) {
+    const double k = 0.79788456080286535588; /* sqrt(2/pi) */
+    double t = tanh(k * (x + 0.044715 * x * x * x));
+    return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3 * 0.044715 * x * x));
+}
+
 /* ---- shape rules ---- */
 
 static bool shape_source(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
@@ -378,8 +390,8 @@ static int64_t clamp_index(int64_t i, int64_t dim) {
     return i < 0 ? 0 : i > dim ? dim : i;
 }
 
-static bool shape_slice(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
-    const tg_node *x = IN(0);
+/* The slice of x under n's attrs (normalised here): fills n's shape. */
+static bool slice_shape(const tg_node *x, tg_node *n, char *err, size_t errsz) {
     tg_attrs *at = &n->attrs;
     if (at->n_slice != x->rank)
         return fail(err, errsz, "begin/end/step have %d entries; expected %d (the input rank)",
@@ -400,6 +412,10 @@ static bool shape_slice(const tg_graph *g, tg_node *n, char *err, size_t errsz) 
     n->rank = x->rank;
     n->dtype = x->dtype;
     return true;
+}
+
+static bool shape_slice(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
+    return slice_shape(IN(0), n, err, errsz);
 }
 
 static bool shape_concat(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
@@ -549,8 +565,8 @@ static bool shape_matmul(const tg_graph *g, tg_node *n, char *err, size_t errsz)
     return true;
 }
 
-static bool shape_conv1d(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
-    const tg_node *x = IN(0), *w = IN(1);
+/* The conv1d of x and w under n's attrs: fills n's dtype and shape. */
+static bool conv1d_shape(const tg_node *x, const tg_node *w, tg_node *n, char *err, size_t errsz) {
     const tg_attrs *at = &n->attrs;
     char sx[96], sw[96];
     if (x->rank != 3 || w->rank != 3)
@@ -587,6 +603,10 @@ static bool shape_conv1d(const tg_graph *g, tg_node *n, char *err, size_t errsz)
     return true;
 }
 
+static bool shape_conv1d(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
+    return conv1d_shape(IN(0), IN(1), n, err, errsz);
+}
+
 static bool shape_softmax(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
     const tg_node *x = IN(0);
     int64_t ax;
@@ -615,10 +635,13 @@ static bool shape_layer_norm(const tg_graph *g, tg_node *n, char *err, size_t er
     return true;
 }
 
-static bool shape_attention(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
+/* attention of its first n_operands inputs (q, k, v, [mask]): fills n's
+ * dtype and shape [batch..., Tq, Dv] and normalises the scale. */
+static bool attention_shape(const tg_graph *g, tg_node *n, int n_operands, char *err,
+                            size_t errsz) {
     const tg_node *q = IN(0), *k = IN(1), *v = IN(2);
     char sq[96], sk[96], sv[96];
-    if (n->attrs.has_mask != (n->n_inputs == 4))
+    if (n->attrs.has_mask != (n_operands == 4))
         return fail(err, errsz, "has_mask is %s but there are %d inputs",
                     n->attrs.has_mask ? "set" : "not set", n->n_inputs);
     if (q->rank < 2 || k->rank < 2 || v->rank < 2 || q->dtype != k->dtype || q->dtype != v->dtype ||
@@ -665,6 +688,10 @@ static bool shape_attention(const tg_graph *g, tg_node *n, char *err, size_t err
     }
     if (!isfinite(n->attrs.scale)) return fail(err, errsz, "scale is not finite");
     return true;
+}
+
+static bool shape_attention(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
+    return attention_shape(g, n, n->n_inputs, err, errsz);
 }
 
 static bool shape_cross_entropy(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
@@ -722,6 +749,184 @@ static bool shape_slice_update(const tg_graph *g, tg_node *n, char *err, size_t 
                     tg_shape_str(st->dtype, st->rank, st->shape, s0, sizeof s0));
     n->dtype = var->dtype;
     copy_shape(n, var);
+    return true;
+}
+
+/* ---- backward ops ---- */
+
+static bool expect_same(const tg_node *want, const tg_node *got, const char *what, char *err,
+                        size_t errsz) {
+    char s0[96], s1[96];
+    if (same_type(want, got)) return true;
+    return fail(err, errsz, "%s is %s; expected %s", what,
+                tg_shape_str(got->dtype, got->rank, got->shape, s1, sizeof s1),
+                tg_shape_str(want->dtype, want->rank, want->shape, s0, sizeof s0));
+}
+
+static bool shape_binary_float(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
+    if (!shape_binary(g, n, err, errsz)) return false;
+    if (!tg_dtype_is_float(n->dtype))
+        return fail(err, errsz, "expected float inputs, got %s", tg_dtype_name(n->dtype));
+    return true;
+}
+
+/* (y, dy; axis): dy has y's type. */
+static bool shape_softmax_grad(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
+    return shape_softmax(g, n, err, errsz) && expect_same(IN(0), IN(1), "dy", err, errsz);
+}
+
+/* (dy, x, w; eps) -> x's type; w is [D]. */
+static bool shape_layer_norm_grad_x(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
+    const tg_node *x = IN(1), *w = IN(2);
+    char sx[96], sw[96];
+    if (!tg_dtype_is_float(x->dtype) || x->rank < 1)
+        return fail(err, errsz, "x must be a float tensor of rank >= 1");
+    if (w->rank != 1 || w->dtype != x->dtype || !dims_match(w->shape[0], x->shape[x->rank - 1]))
+        return fail(err, errsz, "weight %s must be [%lld] of the dtype of x %s",
+                    tg_shape_str(w->dtype, w->rank, w->shape, sw, sizeof sw),
+                    (long long)x->shape[x->rank - 1],
+                    tg_shape_str(x->dtype, x->rank, x->shape, sx, sizeof sx));
+    if (!(n->attrs.eps > 0) || !isfinite(n->attrs.eps))
+        return fail(err, errsz, "eps is %g; expected > 0", n->attrs.eps);
+    n->dtype = x->dtype;
+    copy_shape(n, x);
+    return expect_same(x, IN(0), "dy", err, errsz);
+}
+
+/* (dy, x; eps) -> [2, D]: row 0 the weight gradient, row 1 the bias's. */
+static bool shape_layer_norm_grad_wb(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
+    const tg_node *x = IN(1);
+    if (!tg_dtype_is_float(x->dtype) || x->rank < 1)
+        return fail(err, errsz, "x must be a float tensor of rank >= 1");
+    if (!(n->attrs.eps > 0) || !isfinite(n->attrs.eps))
+        return fail(err, errsz, "eps is %g; expected > 0", n->attrs.eps);
+    n->dtype = x->dtype;
+    n->rank = 2;
+    n->shape[0] = 2;
+    n->shape[1] = x->shape[x->rank - 1];
+    return expect_same(x, IN(0), "dy", err, errsz);
+}
+
+/* (q, k, v, [mask], dout): dout has attention's output type; the result
+ * is the gradient of q, k or v over the broadcast batch dims. */
+static bool shape_attention_grad(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
+    if (!attention_shape(g, n, n->n_inputs - 1, err, errsz)) return false;
+    if (!expect_same(n, IN(n->n_inputs - 1), "dout", err, errsz)) return false;
+    const tg_node *src = n->op == TG_OP_ATTENTION_GRAD_Q   ? IN(0)
+                         : n->op == TG_OP_ATTENTION_GRAD_K ? IN(1)
+                                                           : IN(2);
+    n->shape[n->rank - 2] = src->shape[src->rank - 2];
+    n->shape[n->rank - 1] = src->shape[src->rank - 1];
+    return true;
+}
+
+/* (logits, labels, dloss): dloss is a rank-0 f32; the result has the
+ * logits' type. */
+static bool shape_cross_entropy_grad(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
+    const tg_node *dl = IN(2);
+    if (!shape_cross_entropy(g, n, err, errsz)) return false;
+    if (!expect_same(n, dl, "dloss", err, errsz)) return false;
+    n->dtype = IN(0)->dtype;
+    copy_shape(n, IN(0));
+    return true;
+}
+
+/* (dy, x, w): dy has conv1d(x, w)'s type; the result has x's (grad_input)
+ * or w's (grad_weight). x's width is taken from x, not recomputed from dy,
+ * since with stride > 1 several widths give the same output length. */
+static bool shape_conv1d_grad(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
+    const tg_node *x = IN(1), *w = IN(2);
+    if (!conv1d_shape(x, w, n, err, errsz)) return false;
+    if (!expect_same(n, IN(0), "dy", err, errsz)) return false;
+    copy_shape(n, n->op == TG_OP_CONV1D_GRAD_INPUT ? x : w);
+    return true;
+}
+
+/* (dy, x; begin, end, step): dy has slice(x)'s type; the result x's. */
+static bool shape_slice_grad(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
+    const tg_node *x = IN(1);
+    if (!slice_shape(x, n, err, errsz)) return false;
+    if (!expect_same(n, IN(0), "dy", err, errsz)) return false;
+    copy_shape(n, x);
+    return true;
+}
+
+/* ---- optimizers ---- */
+
+static bool is_float_scalar(const tg_node *t) {
+    return t->rank == 0 && tg_dtype_is_float(t->dtype);
+}
+
+/* Inputs [0, n_vars) are variables of one float type; `grad` has it too. */
+static bool check_optimizer_tensors(const tg_graph *g, const tg_node *n, const int *vars,
+                                    int n_vars, const tg_node *grad, char *err, size_t errsz) {
+    const tg_node *w = IN(vars[0]);
+    char s0[96];
+    if (w->op != TG_OP_VARIABLE || !tg_dtype_is_float(w->dtype))
+        return fail(err, errsz, "the weight must be a float variable, got a %s %s",
+                    tg_ops[w->op].name, tg_shape_str(w->dtype, w->rank, w->shape, s0, sizeof s0));
+    for (int i = 1; i < n_vars; i++) {
+        const tg_node *s = IN(vars[i]);
+        if (s->op != TG_OP_VARIABLE)
+            return fail(err, errsz, "input %d must be a variable, got a %s", vars[i],
+                        tg_ops[s->op].name);
+        if (!expect_same(w, s, "a state variable", err, errsz)) return false;
+    }
+    return expect_same(w, grad, "the gradient", err, errsz);
+}
+
+static bool check_hyper(double v, double lo, double hi, const char *name, char *err, size_t errsz) {
+    if (v >= lo && v <= hi) return true;
+    return fail(err, errsz, "%s is %g; expected it in [%g, %g]", name, v, lo, hi);
+}
+
+/* lr is a rank-0 float; step (if given) a rank-0 float or i32. */
+static bool check_lr_step(const tg_node *lr, const tg_node *step, char *err, size_t errsz) {
+    char s0[96];
+    if (!is_float_scalar(lr))
+        return fail(err, errsz, "lr must be a rank-0 float, got %s",
+                    tg_shape_str(lr->dtype, lr->rank, lr->shape, s0, sizeof s0));
+    if (step && !(step->rank == 0 && (tg_dtype_is_float(step->dtype) || step->dtype == TG_I32)))
+        return fail(err, errsz, "step must be a rank-0 float or i32, got %s",
+                    tg_shape_str(step->dtype, step->rank, step->shape, s0, sizeof s0));
+    return true;
+}
+
+/* (w, m, v, grad, lr, step): value and type of w. */
+static bool shape_adamw_update(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
+    const tg_attrs *at = &n->attrs;
+    static const int vars[] = {0, 1, 2};
+    if (!check_optimizer_tensors(g, n, vars, 3, IN(3), err, errsz) ||
+        !check_lr_step(IN(4), IN(5), err, errsz) ||
+        !check_hyper(at->beta1, 0, 0.999999, "beta1", err, errsz) ||
+        !check_hyper(at->beta2, 0, 0.999999999, "beta2", err, errsz) ||
+        !check_hyper(at->weight_decay, 0, 1e6, "weight_decay", err, errsz))
+        return false;
+    if (!(at->eps > 0) || !isfinite(at->eps))
+        return fail(err, errsz, "eps is %g; expected > 0", at->eps);
+    n->dtype = IN(0)->dtype;
+    copy_shape(n, IN(0));
+    return true;
+}
+
+/* (w, grad, lr) without momentum; (w, grad, lr, step, buf) with it. */
+static bool shape_sgd_update(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
+    const tg_attrs *at = &n->attrs;
+    bool with_buf = at->momentum != 0;
+    static const int vars[] = {0, 4};
+    if (n->n_inputs != (with_buf ? 5 : 3))
+        return fail(err, errsz, "momentum %g needs %s inputs, got %d", at->momentum,
+                    with_buf ? "5 (w, grad, lr, step, buf)" : "3 (w, grad, lr)", n->n_inputs);
+    if (!check_optimizer_tensors(g, n, vars, with_buf ? 2 : 1, IN(1), err, errsz) ||
+        !check_lr_step(IN(2), with_buf ? IN(3) : NULL, err, errsz) ||
+        !check_hyper(at->momentum, 0, 1e6, "momentum", err, errsz) ||
+        !check_hyper(at->dampening, 0, 1, "dampening", err, errsz) ||
+        !check_hyper(at->weight_decay, 0, 1e6, "weight_decay", err, errsz))
+        return false;
+    if (at->nesterov && (at->momentum <= 0 || at->dampening != 0))
+        return fail(err, errsz, "nesterov needs momentum > 0 and dampening 0");
+    n->dtype = IN(0)->dtype;
+    copy_shape(n, IN(0));
     return true;
 }
 
@@ -814,6 +1019,36 @@ const tg_op_info tg_ops[TG_OP_COUNT] = {
     [TG_OP_ASSIGN] = {"assign", 2, 2, 0, TG_CLASS_STATE, shape_assign, NULL, NULL, 1u},
     [TG_OP_SLICE_UPDATE] = {"slice_update", 3, 3, 0, TG_CLASS_STATE, shape_slice_update, NULL, NULL,
                             1u},
+    [TG_OP_GELU_GRAD] = {"gelu_grad", 2, 2, 0, TG_CLASS_ELEMENTWISE, shape_binary_float, NULL,
+                         f_gelu_grad},
+    [TG_OP_GELU_TANH_GRAD] = {"gelu_tanh_grad", 2, 2, 0, TG_CLASS_ELEMENTWISE, shape_binary_float,
+                              NULL, f_gelu_tanh_grad},
+    [TG_OP_SOFTMAX_GRAD] = {"softmax_grad", 2, 2, TG_ATTR_AXIS, TG_CLASS_OPAQUE, shape_softmax_grad,
+                            NULL, NULL},
+    [TG_OP_LOG_SOFTMAX_GRAD] = {"log_softmax_grad", 2, 2, TG_ATTR_AXIS, TG_CLASS_OPAQUE,
+                                shape_softmax_grad, NULL, NULL},
+    [TG_OP_LAYER_NORM_GRAD_X] = {"layer_norm_grad_x", 3, 3, TG_ATTR_EPS, TG_CLASS_OPAQUE,
+                                 shape_layer_norm_grad_x, NULL, NULL},
+    [TG_OP_LAYER_NORM_GRAD_WB] = {"layer_norm_grad_wb", 2, 2, TG_ATTR_EPS, TG_CLASS_OPAQUE,
+                                  shape_layer_norm_grad_wb, NULL, NULL},
+    [TG_OP_ATTENTION_GRAD_Q] = {"attention_grad_q", 4, 5, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
+                                TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL},
+    [TG_OP_ATTENTION_GRAD_K] = {"attention_grad_k", 4, 5, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
+                                TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL},
+    [TG_OP_ATTENTION_GRAD_V] = {"attention_grad_v", 4, 5, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
+                                TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL},
+    [TG_OP_CROSS_ENTROPY_GRAD] = {"cross_entropy_grad", 3, 3, TG_ATTR_IGNORE, TG_CLASS_OPAQUE,
+                                  shape_cross_entropy_grad, NULL, NULL},
+    [TG_OP_CONV1D_GRAD_INPUT] = {"conv1d_grad_input", 3, 3, TG_ATTR_CONV, TG_CLASS_OPAQUE,
+                                 shape_conv1d_grad, NULL, NULL},
+    [TG_OP_CONV1D_GRAD_WEIGHT] = {"conv1d_grad_weight", 3, 3, TG_ATTR_CONV, TG_CLASS_OPAQUE,
+                                  shape_conv1d_grad, NULL, NULL},
+    [TG_OP_SLICE_GRAD] = {"slice_grad", 2, 2, TG_ATTR_BEGIN, TG_CLASS_OPAQUE, shape_slice_grad,
+                          NULL, NULL},
+    [TG_OP_ADAMW_UPDATE] = {"adamw_update", 6, 6, TG_ATTR_EPS | TG_ATTR_BETAS | TG_ATTR_DECAY,
+                            TG_CLASS_STATE, shape_adamw_update, NULL, NULL, 0x7u},
+    [TG_OP_SGD_UPDATE] = {"sgd_update", 3, 5, TG_ATTR_MOMENTUM | TG_ATTR_DECAY, TG_CLASS_STATE,
+                          shape_sgd_update, NULL, NULL, 0x11u},
 };
 
 tg_op tg_op_from_name(const char *name) {

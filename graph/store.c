@@ -196,7 +196,7 @@ tg_status tg_store_init_missing(tg_store *s, const tg_graph *g, uint64_t seed, d
         tg_array a = {0};
         tg_status st = tg_array_alloc(&a, n->dtype, n->rank, n->shape);
         if (st != TG_OK) return st;
-        if (seed != 0) fill_uniform(&a, n->name, seed, scale);
+        if (seed != 0 && n->attrs.trainable) fill_uniform(&a, n->name, seed, scale);
         st = tg_store_set(s, n->name, &a);
         tg_array_free(&a);
         if (st != TG_OK) return st;

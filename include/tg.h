@@ -315,6 +315,49 @@ tg_tensor tg_assign(tg_graph *g, tg_tensor variable, tg_tensor value);
 tg_tensor tg_slice_update(tg_graph *g, tg_tensor variable, tg_tensor update, tg_tensor start);
 
 /* ------------------------------------------------------------------ */
+/* Autodiff and optimizers (docs/autodiff.md)                          */
+/* ------------------------------------------------------------------ */
+
+/** Reverse-mode gradients of a scalar `loss` (one element, float) with
+ *  respect to the float tensors wrt[0..n): appends the gradient nodes to g
+ *  and sets grads_out[i] to the gradient of wrt[i] (same dtype and shape).
+ *  Gradients of a tensor used several times are summed; broadcasts are
+ *  undone by summing; no gradient flows through stop_gradient, comparisons,
+ *  argmax, integer tensors or state ops. A wrt the loss does not depend on
+ *  gets a zero tensor of its shape. A loss with more than one element is an
+ *  error (use tg_gradients_seeded). On error grads_out[i] are invalid. */
+tg_status tg_gradients(tg_graph *g, tg_tensor loss, int n, const tg_tensor *wrt,
+                       tg_tensor *grads_out);
+/** The vector-Jacobian product: as tg_gradients, with y's gradient set to
+ *  `seed` (same dtype and shape as y; e.g. a placeholder). */
+tg_status tg_gradients_seeded(tg_graph *g, tg_tensor y, tg_tensor seed, int n, const tg_tensor *wrt,
+                              tg_tensor *grads_out);
+
+/** One AdamW step on the float variable `var` (torch.optim.AdamW: decoupled
+ *  weight decay, bias correction, eps outside the square root), as a single
+ *  state op that writes var and its moments, the variables
+ *  "<var>.adam_m" and "<var>.adam_v" (created here, not trainable; give
+ *  them zeros with tg_store_init_missing). lr is a rank-0 float and step a
+ *  rank-0 f32 or i32 holding the 1-based step number: feed both as
+ *  placeholders so changing them never recompiles. Returns the update op,
+ *  to run as a target operation; its value is the new weight. */
+tg_tensor tg_adamw(tg_graph *g, tg_tensor var, tg_tensor grad, tg_tensor lr, tg_tensor step,
+                   double beta1, double beta2, double eps, double weight_decay);
+/** One SGD step (torch.optim.SGD) as a single state op. With momentum != 0
+ *  it also writes the variable "<var>.sgd_momentum" (created here) and
+ *  needs `step` (1-based; at step 1 the buffer is set to the gradient);
+ *  without momentum, step may be TG_INVALID. nesterov needs momentum > 0
+ *  and dampening 0. Returns the update op. */
+tg_tensor tg_sgd(tg_graph *g, tg_tensor var, tg_tensor grad, tg_tensor lr, tg_tensor step,
+                 double momentum, double dampening, bool nesterov, double weight_decay);
+/** Global-norm clipping, as plain graph ops: norm = sqrt(sum of the squares
+ *  of every gradient, in f32); clipped_out[i] = grads[i] * min(1, max_norm /
+ *  (norm + 1e-6)) (torch.nn.utils.clip_grad_norm_). norm_out (may be NULL)
+ *  receives the rank-0 f32 norm before clipping. */
+tg_status tg_clip_by_global_norm(tg_graph *g, int n, const tg_tensor *grads, double max_norm,
+                                 tg_tensor *clipped_out, tg_tensor *norm_out);
+
+/* ------------------------------------------------------------------ */
 /* Text IR                                                             */
 /* ------------------------------------------------------------------ */
 
@@ -347,7 +390,9 @@ bool tg_store_has(const tg_store *s, const char *name);
 int tg_store_count(const tg_store *s);
 const char *tg_store_name(const tg_store *s, int i);
 /** Gives every variable of `g` that the store lacks a value: zeros, or
- *  if `seed` != 0 uniform in [-scale, scale] from a seeded generator. */
+ *  if `seed` != 0 and the variable is trainable, uniform in [-scale, scale]
+ *  from a seeded generator (non-trainable state such as optimizer moments
+ *  and caches always starts at zero). */
 tg_status tg_store_init_missing(tg_store *s, const tg_graph *g, uint64_t seed, double scale);
 
 /* ------------------------------------------------------------------ */
@@ -404,14 +449,12 @@ const char *tg_safetensors_metadata_get(const tg_safetensors *st, const char *ke
 tg_status tg_safetensors_save(const char *path, int n, const char *const *names,
                               const tg_array *arrays, const char *const *metadata);
 /** Saves variables of a store (names[0..n); names NULL: all of them). */
-tg_status tg_store_save_safetensors(tg_store *s, const char *path, int n,
-                                    const char *const *names);
+tg_status tg_store_save_safetensors(tg_store *s, const char *path, int n, const char *const *names);
 /** Loads tensors of a checkpoint file into a store (names NULL: all). A
  *  variable the store already has keeps its dtype (floats convert) and
  *  must have the same shape. Nothing is changed unless every tensor
  *  loads. */
-tg_status tg_store_load_safetensors(tg_store *s, const char *path, int n,
-                                    const char *const *names);
+tg_status tg_store_load_safetensors(tg_store *s, const char *path, int n, const char *const *names);
 
 /* ------------------------------------------------------------------ */
 /* Reference interpreter                                               */

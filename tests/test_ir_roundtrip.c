@@ -170,6 +170,38 @@ static tg_graph *build_every_op_graph(void) {
     tg_tensor upd = tg_placeholder(g, "upd", TG_F32, 2, s13);
     tg_tensor start = tg_placeholder(g, "start", TG_I32, 1, s2);
     tg_slice_update(g, kv, upd, start);
+
+    /* backward ops (made by tg_gradients) and optimizers */
+    tg_node_add(g, TG_OP_GELU_GRAD, 2, (tg_tensor[]){x, x}, NULL, TG_F32);
+    tg_node_add(g, TG_OP_GELU_TANH_GRAD, 2, (tg_tensor[]){x, x}, NULL, TG_F32);
+    tg_attrs axis1 = {.axis = 1}, ln_eps = {.eps = 1e-5};
+    tg_node_add(g, TG_OP_SOFTMAX_GRAD, 2, (tg_tensor[]){sm, x}, &axis1, TG_F32);
+    tg_node_add(g, TG_OP_LOG_SOFTMAX_GRAD, 2, (tg_tensor[]){sm, x}, &axis1, TG_F32);
+    tg_node_add(g, TG_OP_LAYER_NORM_GRAD_X, 3, (tg_tensor[]){x, x, gamma}, &ln_eps, TG_F32);
+    tg_node_add(g, TG_OP_LAYER_NORM_GRAD_WB, 2, (tg_tensor[]){x, x}, &ln_eps, TG_F32);
+    tg_tensor dout = tg_placeholder(g, "dout", TG_F32, 3, sq);
+    tg_attrs att = {.causal = true, .scale = 0.125}, att_mask = {.scale = 0.5, .has_mask = true};
+    tg_node_add(g, TG_OP_ATTENTION_GRAD_Q, 4, (tg_tensor[]){q, k, k, dout}, &att, TG_F32);
+    tg_node_add(g, TG_OP_ATTENTION_GRAD_K, 5, (tg_tensor[]){q, k, k, amask, dout}, &att_mask,
+                TG_F32);
+    tg_node_add(g, TG_OP_ATTENTION_GRAD_V, 4, (tg_tensor[]){q, k, k, dout}, &att, TG_F32);
+    tg_attrs ignore = {.ignore_index = -100};
+    tg_tensor dloss = tg_scalar(g, TG_F32, 0.5);
+    tg_node_add(g, TG_OP_CROSS_ENTROPY_GRAD, 3, (tg_tensor[]){x, labels, dloss}, &ignore, TG_F32);
+    int64_t sdy[] = {1, 4, 4};
+    tg_tensor cdy = tg_placeholder(g, "conv.dy", TG_F32, 3, sdy);
+    tg_attrs conv = {.stride = 2, .padding = 1, .dilation = 1};
+    tg_node_add(g, TG_OP_CONV1D_GRAD_INPUT, 3, (tg_tensor[]){cdy, cx, cw}, &conv, TG_F32);
+    tg_node_add(g, TG_OP_CONV1D_GRAD_WEIGHT, 3, (tg_tensor[]){cdy, cx, cw}, &conv, TG_F32);
+    tg_tensor sliced = tg_slice(g, x, b, e, st);
+    tg_node_add(g, TG_OP_SLICE_GRAD, 2, (tg_tensor[]){sliced, x}, &g->nodes[sliced.id].attrs,
+                TG_F32);
+    tg_tensor lr = tg_placeholder(g, "lr", TG_F32, 0, NULL);
+    tg_tensor step = tg_placeholder(g, "step", TG_I32, 0, NULL);
+    tg_tensor wgrad = tg_mul(g, w, w);
+    tg_adamw(g, w, wgrad, lr, step, 0.9, 0.999, 1e-8, 0.01);
+    tg_sgd(g, w, wgrad, lr, step, 0.9, 0, true, 1e-4);
+    tg_sgd(g, state, x, lr, TG_INVALID, 0, 0, false, 0);
     return g;
 }
 
@@ -216,6 +248,16 @@ static void assert_same_attrs(tg_op op, const tg_attrs *a, const tg_attrs *b) {
     if (s & TG_ATTR_DEPTH) assert_int_equal(a->depth, b->depth);
     if (s & TG_ATTR_TRAINABLE) assert_int_equal(a->trainable, b->trainable);
     if (s & TG_ATTR_HAS_MASK) assert_int_equal(a->has_mask, b->has_mask);
+    if (s & TG_ATTR_BETAS) {
+        assert_memory_equal(&a->beta1, &b->beta1, sizeof(double));
+        assert_memory_equal(&a->beta2, &b->beta2, sizeof(double));
+    }
+    if (s & TG_ATTR_MOMENTUM) {
+        assert_memory_equal(&a->momentum, &b->momentum, sizeof(double));
+        assert_memory_equal(&a->dampening, &b->dampening, sizeof(double));
+        assert_int_equal(a->nesterov, b->nesterov);
+    }
+    if (s & TG_ATTR_DECAY) assert_memory_equal(&a->weight_decay, &b->weight_decay, sizeof(double));
 }
 
 static void assert_same_graph(const tg_graph *a, const tg_graph *b) {
