@@ -608,7 +608,13 @@ static tg_status build_spec(tg_executable *e, const int64_t (*shapes)[TG_MAX_RAN
         align = caps->min_storage_buffer_offset_alignment;
     if (caps->min_texel_buffer_offset_alignment > align)
         align = caps->min_texel_buffer_offset_alignment;
-    b.arena = b.consts = (packer){.align = align, .max_bytes = caps->max_buffer_bytes};
+    /* TG_ARENA_MAX_BYTES (debug) lowers the buffer size limit, so tests can
+     * exercise an arena split into many buffers without huge tensors. */
+    uint64_t max_bytes = caps->max_buffer_bytes;
+    const char *env = getenv("TG_ARENA_MAX_BYTES");
+    if (env && strtoull(env, NULL, 10) >= 16 && strtoull(env, NULL, 10) < max_bytes)
+        max_bytes = strtoull(env, NULL, 10);
+    b.arena = b.consts = (packer){.align = align, .max_bytes = max_bytes};
     s->profile = e->profile;
 
     tg_status st = TG_OK;

@@ -607,6 +607,41 @@ static void test_staging_paths(void **state) {
     check_validation();
 }
 
+/* Intermediates split over many buffers (TG_ARENA_MAX_BYTES = 256: each
+ * [4,16] f32 tensor gets a buffer of its own), and a tensor larger than the
+ * limit is an error naming it. */
+static void test_arena_in_many_buffers(void **state) {
+    (void)state;
+    setenv("TG_ARENA_MAX_BYTES", "256", 1);
+    mlp m = make_mlp(4);
+    tg_vk_stats s0, s1;
+    tg_vk_stats_get(&s0);
+    tg_executable *e = NULL;
+    OK(tg_compile(dev, m.g, m.store, 1, &m.y, 0, NULL, NULL, &e));
+    tg_feed f = {m.x, &m.xv};
+    tg_array got = {0}, want = {0};
+    OK(tg_run(e, 1, &f, &got));
+    tg_vk_stats_get(&s1);
+    /* x (128 B) and matmul, add, relu, softmax (256 B each) in 5 buffers
+     * (buffers_created also counts the variables' two buffers) */
+    assert_int_equal(s1.buffers_created - s0.buffers_created, 5 + 2);
+    OK(tg_interpret(m.g, m.store, 1, &f, 1, &m.y, &want, 0, NULL, 0));
+    assert_close(&got, &want, 1e-5, 1e-4);
+    tg_array_free(&got);
+    tg_array_free(&want);
+    int64_t big[] = {5, 8}; /* the matmul output [5,16] is 320 bytes */
+    tg_array xb = make_f32(2, big, 0, 0.01f);
+    f.value = &xb;
+    assert_int_equal(tg_run(e, 1, &f, &got), TG_ERR_UNSUPPORTED);
+    assert_non_null(strstr(tg_last_error(), "matmul"));
+    assert_non_null(strstr(tg_last_error(), "largest buffer"));
+    unsetenv("TG_ARENA_MAX_BYTES");
+    tg_array_free(&xb);
+    tg_executable_free(e);
+    free_mlp(&m);
+    check_validation();
+}
+
 static void test_compile_errors(void **state) {
     (void)state;
     tg_graph *g = tg_graph_new();
@@ -663,6 +698,7 @@ int main(void) {
         cmocka_unit_test(test_feed_errors),
         cmocka_unit_test(test_profile_table_and_trace),
         cmocka_unit_test(test_staging_paths),
+        cmocka_unit_test(test_arena_in_many_buffers),
         cmocka_unit_test(test_compile_errors),
     };
     int failed = cmocka_run_group_tests(tests, setup, teardown);
