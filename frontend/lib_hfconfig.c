@@ -61,7 +61,7 @@ static tg_status get_int(const cJSON *root, const char *key, bool required, long
         if (required) return cfg_error(TG_ERR_PARSE, label, "missing key \"%s\"", key);
         return TG_OK;
     }
-    int32_t v;
+    int32_t v = 0;
     tg_status status = get_int_item(item, key, lo, hi, label, &v);
     if (status == TG_OK) *out = v;
     return status;

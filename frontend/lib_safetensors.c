@@ -762,7 +762,7 @@ static tg_status lookup(const tg_safetensors *st, const char *name, const char *
 
 tg_status tg_safetensors_data(const tg_safetensors *st, const char *name, const void **ptr,
                               size_t *bytes) {
-    const st_tensor *t;
+    const st_tensor *t = NULL;
     tg_status status = lookup(st, name, "tg_safetensors_data", &t);
     if (status != TG_OK) return status;
     if (needs_conversion(t->dt))
@@ -795,7 +795,7 @@ static float float_at(const st_dtype *dt, const unsigned char *p, int64_t i) {
 tg_status tg_safetensors_read(const tg_safetensors *st, const char *name, tg_dtype want,
                               tg_array *out) {
     if (out) memset(out, 0, sizeof *out);
-    const st_tensor *t;
+    const st_tensor *t = NULL;
     tg_status status = lookup(st, name, "tg_safetensors_read", &t);
     if (status != TG_OK) return status;
     if (!out) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_safetensors_read: out is NULL");
