@@ -79,6 +79,16 @@ typedef struct exec_copy {
     loc src, dst;
 } exec_copy;
 
+/* A pipeline shared by every spec of an executable that has a kernel with
+ * this GLSL (shapes that a new specialisation leaves unchanged keep their
+ * kernels: no pipeline creation, no driver JIT at the first dispatch). */
+typedef struct exec_pipe {
+    uint64_t hash;
+    char *glsl;
+    tg_vk_pipeline *p;
+    int refs; /* specs using it */
+} exec_pipe;
+
 typedef struct spec {
     int64_t (*key)[TG_MAX_RANK]; /* shapes of the needed placeholders */
     uint64_t last_used;
@@ -87,7 +97,7 @@ typedef struct spec {
     loc *locs;
     exec_kernel *kernels;
     int n_kernels;
-    tg_vk_pipeline **pipes;
+    exec_pipe **pipes; /* each once, referenced */
     int n_pipes;
     tg_vk_buffer *arena;
     int n_arena;
@@ -118,6 +128,8 @@ struct tg_executable {
     bool profile;
     spec **specs;
     int n_specs;
+    exec_pipe **pipes;
+    int n_pipes;
     int compiles;
     uint64_t clock;
     spec *last;
@@ -169,11 +181,22 @@ static void free_views(tg_vk_device *dev, spec *s) {
         }
 }
 
-static void free_spec(tg_vk_device *dev, spec *s) {
+/* Drops a spec's reference; the last one destroys the pipeline. */
+static void release_pipe(tg_executable *e, exec_pipe *p) {
+    if (--p->refs > 0) return;
+    tg_vk_pipeline_destroy(e->dev, p->p);
+    free(p->glsl);
+    for (int i = 0; i < e->n_pipes; i++)
+        if (e->pipes[i] == p) e->pipes[i] = e->pipes[--e->n_pipes];
+    free(p);
+}
+
+static void free_spec(tg_executable *e, spec *s) {
     if (!s) return;
+    tg_vk_device *dev = e->dev;
     tg_vk_cmd_free(s->cmd);
     free_views(dev, s);
-    for (int i = 0; i < s->n_pipes; i++) tg_vk_pipeline_destroy(dev, s->pipes[i]);
+    for (int i = 0; i < s->n_pipes; i++) release_pipe(e, s->pipes[i]);
     for (int i = 0; i < s->n_arena; i++) tg_vk_buffer_destroy(dev, &s->arena[i]);
     for (int i = 0; i < s->n_consts; i++) tg_vk_buffer_destroy(dev, &s->consts[i]);
     for (int i = 0; i < s->n_feeds; i++) tg_vk_buffer_destroy(dev, &s->feeds[i].stage);
@@ -197,8 +220,9 @@ static void free_spec(tg_vk_device *dev, spec *s) {
 
 void tg_executable_free(tg_executable *e) {
     if (!e) return;
-    for (int i = 0; i < e->n_specs; i++) free_spec(e->dev, e->specs[i]);
+    for (int i = 0; i < e->n_specs; i++) free_spec(e, e->specs[i]);
     free(e->specs);
+    free(e->pipes);
     tg_graph_free(e->g);
     free(e->targets);
     free(e->target_ops);
@@ -268,8 +292,6 @@ typedef struct builder {
     spec *s;
     const tg_vk_caps *caps;
     packer arena, consts;
-    char **glsl; /* per pipeline, to find identical kernels */
-    uint64_t *glsl_hash;
 } builder;
 
 /* Decides, for each assign/slice_update, whether it can write its variable
@@ -416,39 +438,27 @@ static tg_status place_io(builder *b) {
     return TG_OK;
 }
 
-static tg_status add_pipeline(builder *b, const tg_kernel_code *code, int *index) {
-    spec *s = b->s;
-    uint64_t h = tg_vk_hash64(TG_VK_HASH_INIT, code->glsl, strlen(code->glsl));
-    h = tg_vk_hash64(h, code->kinds, (size_t)code->n_bindings * sizeof code->kinds[0]);
-    h = tg_vk_hash64(h, &code->push_bytes, sizeof code->push_bytes);
-    for (int i = 0; i < s->n_pipes; i++)
-        if (b->glsl_hash[i] == h && strcmp(b->glsl[i], code->glsl) == 0 &&
-            s->pipes[i]->n_bindings == code->n_bindings &&
-            s->pipes[i]->push_constant_bytes == code->push_bytes &&
-            memcmp(s->pipes[i]->bindings, code->kinds,
-                   (size_t)code->n_bindings * sizeof code->kinds[0]) == 0) {
-            *index = i;
-            return TG_OK;
-        }
-    tg_vk_pipeline **pp = realloc(s->pipes, (size_t)(s->n_pipes + 1) * sizeof *pp);
-    if (pp) s->pipes = pp;
-    char **gg = realloc(b->glsl, (size_t)(s->n_pipes + 1) * sizeof *gg);
-    if (gg) b->glsl = gg;
-    uint64_t *hh = realloc(b->glsl_hash, (size_t)(s->n_pipes + 1) * sizeof *hh);
-    if (hh) b->glsl_hash = hh;
+static bool same_pipe(const exec_pipe *p, uint64_t h, const tg_kernel_code *code) {
+    return p->hash == h && strcmp(p->glsl, code->glsl) == 0 &&
+           p->p->n_bindings == code->n_bindings && p->p->push_constant_bytes == code->push_bytes &&
+           memcmp(p->p->bindings, code->kinds, (size_t)code->n_bindings * sizeof code->kinds[0]) ==
+               0;
+}
+
+static tg_status create_pipe(tg_executable *e, uint64_t h, const tg_kernel_code *code,
+                             exec_pipe **out) {
+    exec_pipe **grown = realloc(e->pipes, (size_t)(e->n_pipes + 1) * sizeof *grown);
+    if (grown) e->pipes = grown;
+    exec_pipe *p = calloc(1, sizeof *p);
     char *copy = malloc(strlen(code->glsl) + 1);
-    if (!pp || !gg || !hh || !copy) {
+    if (!grown || !p || !copy) {
+        free(p);
         free(copy);
         return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
     }
     strcpy(copy, code->glsl);
-
     tg_vk_spirv spirv = {0};
     tg_status st = tg_vk_compile_glsl(code->glsl, code->name, 0, NULL, &spirv);
-    if (st != TG_OK) {
-        free(copy);
-        return st;
-    }
     tg_vk_pipeline_desc desc = {
         .name = code->name,
         .spirv = spirv.words,
@@ -457,15 +467,44 @@ static tg_status add_pipeline(builder *b, const tg_kernel_code *code, int *index
         .push_constant_bytes = code->push_bytes,
     };
     memcpy(desc.bindings, code->kinds, (size_t)code->n_bindings * sizeof code->kinds[0]);
-    tg_vk_pipeline *p = NULL;
-    st = tg_vk_pipeline_create(b->e->dev, &desc, &p);
+    if (st == TG_OK) st = tg_vk_pipeline_create(e->dev, &desc, &p->p);
     tg_vk_spirv_free(&spirv);
     if (st != TG_OK) {
+        free(p);
         free(copy);
         return st;
     }
-    b->glsl[s->n_pipes] = copy;
-    b->glsl_hash[s->n_pipes] = h;
+    p->hash = h;
+    p->glsl = copy;
+    e->pipes[e->n_pipes++] = p;
+    *out = p;
+    return TG_OK;
+}
+
+/* The pipeline of a kernel: shared with earlier kernels of the same GLSL,
+ * in this spec or another of the executable. *index is into s->pipes. */
+static tg_status add_pipeline(builder *b, const tg_kernel_code *code, int *index) {
+    spec *s = b->s;
+    tg_executable *e = b->e;
+    uint64_t h = tg_vk_hash64(TG_VK_HASH_INIT, code->glsl, strlen(code->glsl));
+    h = tg_vk_hash64(h, code->kinds, (size_t)code->n_bindings * sizeof code->kinds[0]);
+    h = tg_vk_hash64(h, &code->push_bytes, sizeof code->push_bytes);
+    for (int i = 0; i < s->n_pipes; i++)
+        if (same_pipe(s->pipes[i], h, code)) {
+            *index = i;
+            return TG_OK;
+        }
+    exec_pipe **grown = realloc(s->pipes, (size_t)(s->n_pipes + 1) * sizeof *grown);
+    if (!grown) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    s->pipes = grown;
+    exec_pipe *p = NULL;
+    for (int i = 0; i < e->n_pipes && !p; i++)
+        if (same_pipe(e->pipes[i], h, code)) p = e->pipes[i];
+    if (!p) {
+        tg_status st = create_pipe(e, h, code, &p);
+        if (st != TG_OK) return st;
+    }
+    p->refs++;
     s->pipes[s->n_pipes] = p;
     *index = s->n_pipes++;
     return TG_OK;
@@ -647,13 +686,10 @@ static tg_status build_spec(tg_executable *e, const int64_t (*shapes)[TG_MAX_RAN
     if (st == TG_OK) st = upload_constants(&b);
     if (st == TG_OK) st = create_staging(&b);
     if (st == TG_OK) st = make_kernels(&b);
-    for (int i = 0; i < s->n_pipes; i++) free(b.glsl[i]);
-    free(b.glsl);
-    free(b.glsl_hash);
     free(b.arena.used);
     free(b.consts.used);
     if (st != TG_OK) {
-        free_spec(e->dev, s);
+        free_spec(e, s);
         return st;
     }
     *out = s;
@@ -753,8 +789,8 @@ static tg_status record_dispatches(tg_executable *e, recorder *r) {
         }
         if (st == TG_OK) st = touch(r, k);
         if (st == TG_OK)
-            st = tg_vk_cmd_dispatch(r->cmd, s->pipes[k->pipe], bind, k->push_bytes ? k->push : NULL,
-                                    k->push_bytes, k->groups);
+            st = tg_vk_cmd_dispatch(r->cmd, s->pipes[k->pipe]->p, bind,
+                                    k->push_bytes ? k->push : NULL, k->push_bytes, k->groups);
         if (st == TG_OK) {
             memcpy(s->dispatch_names[s->n_dispatch], k->name, 64);
             s->n_dispatch++;
@@ -970,7 +1006,7 @@ static tg_status insert_spec(tg_executable *e, spec *s) {
         for (int i = 1; i < e->n_specs; i++)
             if (e->specs[i]->last_used < e->specs[lru]->last_used) lru = i;
         if (e->last == e->specs[lru]) e->last = NULL;
-        free_spec(e->dev, e->specs[lru]);
+        free_spec(e, e->specs[lru]);
         e->specs[lru] = e->specs[--e->n_specs];
     }
     e->specs[e->n_specs++] = s;

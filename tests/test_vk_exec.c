@@ -475,6 +475,41 @@ static void test_dynamic_shapes_specialise(void **state) {
     check_validation();
 }
 
+/* A new specialisation makes pipelines only for kernels whose GLSL
+ * changed: exp(y) on a static y is shared, relu and mul of x[?,4] are not. */
+static void test_specialisations_share_unchanged_kernels(void **state) {
+    (void)state;
+    tg_graph *g = tg_graph_new();
+    int64_t xs[] = {-1, 4}, ys[] = {6};
+    tg_tensor x = tg_placeholder(g, "x", TG_F32, 2, xs);
+    tg_tensor y = tg_placeholder(g, "y", TG_F32, 1, ys);
+    tg_tensor targets[] = {tg_mul(g, tg_relu(g, x), tg_scalar(g, TG_F32, 2)), tg_exp(g, y)};
+    tg_executable *e = NULL;
+    OK(tg_compile(dev, g, NULL, 2, targets, 0, NULL, NULL, &e));
+    tg_array yv = make_f32(1, ys, 0, 0.5f);
+    tg_vk_stats s0, s1, s2;
+    tg_vk_stats_get(&s0);
+    for (int64_t len = 2; len <= 3; len++) {
+        int64_t sh[] = {len, 4};
+        tg_array xv = make_f32(2, sh, -1, 0.5f), r[2];
+        tg_feed f[] = {{x, &xv}, {y, &yv}};
+        OK(tg_run(e, 2, f, r));
+        for (int i = 0; i < 6; i++)
+            assert_true(fabs(tg_array_get(&r[1], i) - exp(0.5 * i)) <= 1e-5 * exp(0.5 * i));
+        tg_array_free(&r[0]);
+        tg_array_free(&r[1]);
+        tg_array_free(&xv);
+        tg_vk_stats_get(len == 2 ? &s1 : &s2);
+    }
+    assert_int_equal(s1.pipelines_created - s0.pipelines_created, 3);
+    assert_int_equal(s2.pipelines_created - s1.pipelines_created, 2);
+    assert_int_equal(tg_executable_specializations(e), 2);
+    tg_array_free(&yv);
+    tg_executable_free(e);
+    tg_graph_free(g);
+    check_validation();
+}
+
 static void test_feed_errors(void **state) {
     (void)state;
     mlp m = make_mlp(4);
@@ -695,6 +730,7 @@ int main(void) {
         cmocka_unit_test(test_slice_update_with_old_value_read),
         cmocka_unit_test(test_encode_wait_equals_run),
         cmocka_unit_test(test_dynamic_shapes_specialise),
+        cmocka_unit_test(test_specialisations_share_unchanged_kernels),
         cmocka_unit_test(test_feed_errors),
         cmocka_unit_test(test_profile_table_and_trace),
         cmocka_unit_test(test_staging_paths),
