@@ -218,6 +218,7 @@ static void check_mm(mm_case c) {
     tg_mm_kernel k;
     tg_status st = tg_gen_matmul(&dev->caps, &p, &k);
     if (st != TG_OK) fail_msg("gen: %s", tg_last_error());
+    if (c.strategy != TG_MM_STRATEGY_AUTO) assert_int_equal(k.tiling.strategy, c.strategy);
     host_operand extras[2] = {{bias, (size_t)c.N}, {res, nc}};
     float *got = run_kernel(&k, (host_operand){a, na}, (host_operand){b, nb}, extras, nc, c.off);
 
@@ -363,6 +364,7 @@ static void check_conv(conv_case c) {
     tg_mm_kernel k;
     tg_status st = tg_gen_conv1d(&dev->caps, &p, &k);
     if (st != TG_OK) fail_msg("gen: %s", tg_last_error());
+    assert_int_equal(k.tiling.strategy, c.strategy);
     host_operand extras[1] = {{bias, (size_t)c.cout}};
     float *got = run_kernel(&k, (host_operand){w, nw}, (host_operand){x, nx}, extras, no, 0);
     int bad = 0;
