@@ -349,6 +349,8 @@ int main(int argc, char **argv) {
            orig_core ? orig_core : "", orig_l2 ? orig_l2 : "",
            getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "");
 #else
+    (void)orig_core;
+    (void)orig_l2;
     printf("  \"openblas\": null,\n");
 #endif
     static const shape all[] = {
