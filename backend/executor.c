@@ -165,8 +165,15 @@ static bool is_alias(const tg_node *n) {
     return n->op == TG_OP_RESHAPE || n->op == TG_OP_STOP_GRADIENT;
 }
 
+/* An op that writes variables (the op table's `writes` mask). */
 static bool is_state(const tg_node *n) {
-    return n->op == TG_OP_ASSIGN || n->op == TG_OP_SLICE_UPDATE;
+    return tg_ops[n->op].writes != 0;
+}
+
+/* The inputs a state node writes, as a mask over the inputs it has. */
+static unsigned written_inputs(const tg_node *n) {
+    unsigned have = n->n_inputs >= 32 ? ~0u : (1u << n->n_inputs) - 1;
+    return tg_ops[n->op].writes & have;
 }
 
 /* ------------------------------------------------------------------ */
@@ -304,6 +311,15 @@ static tg_status plan_state(builder *b, bool *in_place) {
         const tg_node *n = &g->nodes[id];
         in_place[id] = false;
         if (!e->needed[id] || !is_state(n)) continue;
+        if (written_inputs(n) != 1u) {
+            /* one output per kernel so far: the node's value is the new
+             * value of input 0 (assign, slice_update, sgd without momentum) */
+            char lab[160];
+            return tg_set_error(TG_ERR_UNSUPPORTED,
+                                "tg_compile: %s writes several variables; the executor supports "
+                                "ops that write only their first input",
+                                node_label(g, id, lab, sizeof lab));
+        }
         int32_t var = n->inputs[0];
         bool ok = true;
         for (int j = 0; j < g->n_nodes; j++) {
