@@ -493,7 +493,7 @@ static bool shape_gather(const tg_graph *g, tg_node *n, char *err, size_t errsz)
 
 static bool shape_scatter_add(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
     const tg_node *t = IN(0), *u = IN(2);
-    int rank;
+    int rank = 0;
     int64_t want[TG_MAX_RANK];
     char su[96], sw[96];
     if (!gathered_shape(t, IN(1), &n->attrs.axis, &rank, want, err, errsz)) return false;
