@@ -362,7 +362,7 @@ static tg_status place_nodes(builder *b) {
     spec *s = b->s;
     const tg_graph *g = s->g;
     const bool *needed = b->e->needed;
-    bool *in_place = calloc((size_t)g->n_nodes, sizeof *in_place);
+    bool *in_place = calloc((size_t)(g->n_nodes > 0 ? g->n_nodes : 1), sizeof *in_place);
     if (!in_place) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
     tg_status st = plan_state(b, in_place);
     char lab[160];
@@ -376,12 +376,12 @@ static tg_status place_nodes(builder *b) {
         } else if (n->op == TG_OP_CONSTANT) {
             st = pack(&b->consts, LOC_CONST, bytes, lab, &s->locs[id]);
         } else if (n->op == TG_OP_VARIABLE) {
-            int vi;
+            int vi = 0;
             st = add_var(s, id, &vi);
             s->locs[id] = (loc){LOC_VAR, vi, 0, bytes, tg_exec_align(bytes ? bytes : 16, 16)};
         } else if (is_state(n)) {
             int32_t var = n->inputs[0];
-            int vi;
+            int vi = 0;
             st = add_var(s, var, &vi);
             if (st != TG_OK) break;
             s->vars[vi].written = true;
@@ -980,7 +980,7 @@ tg_status tg_compile(tg_device *dev, const tg_graph *g, tg_store *store, int n_t
     if (st == TG_OK) st = setup(e, g, n_targets, targets, n_target_ops, target_ops);
     if (st == TG_OK && needed_static(e)) {
         /* no dynamic dims: compile now, keyed by the static shapes */
-        int64_t(*shapes)[TG_MAX_RANK] = calloc((size_t)(e->n_ph ? e->n_ph : 1), sizeof *shapes);
+        int64_t(*shapes)[TG_MAX_RANK] = calloc(e->n_ph > 0 ? (size_t)e->n_ph : 1u, sizeof *shapes);
         if (!shapes) st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
         for (int i = 0; shapes && i < e->n_ph; i++)
             memcpy(shapes[i], e->g->nodes[e->ph[i]].shape, sizeof shapes[i]);

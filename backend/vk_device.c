@@ -296,7 +296,7 @@ static bool query_phys(VkPhysicalDevice phys, phys_entry *e, char *why, size_t w
     vkGetPhysicalDeviceProperties(phys, &base);
     snprintf(c->name, sizeof c->name, "%s", base.deviceName);
     if (base.apiVersion < VK_API_VERSION_1_2) {
-        snprintf(why, why_n, "'%s' supports Vulkan %u.%u only (1.2 needed)", base.deviceName,
+        snprintf(why, why_n, "'%.200s' supports Vulkan %u.%u only (1.2 needed)", base.deviceName,
                  VK_API_VERSION_MAJOR(base.apiVersion), VK_API_VERSION_MINOR(base.apiVersion));
         return false;
     }
@@ -404,7 +404,7 @@ static bool query_phys(VkPhysicalDevice phys, phys_entry *e, char *why, size_t w
             best = (int)i;
     }
     if (best < 0) {
-        snprintf(why, why_n, "'%s' has no compute queue", base.deviceName);
+        snprintf(why, why_n, "'%.200s' has no compute queue", base.deviceName);
         return false;
     }
     e->queue_family = (uint32_t)best;

@@ -150,6 +150,7 @@ static void print_value(FILE *out, const tg_array *a, int64_t i) {
 /* Prints the sub-array at `axis` starting at element `offset`. */
 static void print_axis(FILE *out, const tg_array *a, const int64_t *strides, int axis,
                        int64_t offset, bool summarise) {
+    if (axis < 0 || axis >= a->rank || axis >= TG_MAX_RANK) return; /* also tells gcc the bound */
     int64_t n = a->shape[axis];
     fputc('[', out);
     for (int64_t k = 0; k < n; k++) {
