@@ -81,11 +81,17 @@ static double *field(params *p, int k) {
     return f[k];
 }
 
+/* v rounded to f32 (volatile: gcc 12 -O3 may drop a (float) cast in a
+ * vectorised loop calling sin()). */
+static double f32(double v) {
+    volatile float f = (float)v;
+    return f;
+}
+
 static void init_params(params *p) {
     for (int k = 0; k < 5; k++) {
         static const int sizes[5] = {B * D, D * H, H, H * C, C};
-        for (int i = 0; i < sizes[k]; i++)
-            field(p, k)[i] = (float)(0.8 * sin(1.7 * i + 2.3 * k + 0.4));
+        for (int i = 0; i < sizes[k]; i++) field(p, k)[i] = f32(0.8 * sin(1.7 * i + 2.3 * k + 0.4));
     }
 }
 

@@ -19,6 +19,13 @@
 
 /* ---- PyTorch's rules, in double with f32 storage between steps ---- */
 
+/* v rounded to f32. Through a volatile: gcc 12 -O3 drops a (float) cast
+ * in a vectorised loop that calls sin(). */
+static double f32(double v) {
+    volatile float f = (float)v;
+    return f;
+}
+
 typedef struct adamw_ref {
     double lr, beta1, beta2, eps, weight_decay;
 } adamw_ref;
@@ -34,7 +41,7 @@ static void ref_adamw(const adamw_ref *h, int t, double lr, const double *g, dou
         v[i] = v[i] * h->beta2 + g[i] * g[i] * (1 - h->beta2);
         double denom = sqrt(v[i]) / sqrt(bias2) + h->eps;
         w[i] -= step_size * m[i] / denom;
-        w[i] = (float)w[i], m[i] = (float)m[i], v[i] = (float)v[i];
+        w[i] = f32(w[i]), m[i] = f32(m[i]), v[i] = f32(v[i]);
     }
 }
 
@@ -51,10 +58,10 @@ static void ref_sgd(const sgd_ref *h, int t, double lr, const double *grad, doub
         double g = grad[i] + h->weight_decay * w[i];
         if (h->momentum != 0) {
             buf[i] = t == 1 ? g : h->momentum * buf[i] + (1 - h->dampening) * g;
-            buf[i] = (float)buf[i];
+            buf[i] = f32(buf[i]);
             g = h->nesterov ? g + h->momentum * buf[i] : buf[i];
         }
-        w[i] = (float)(w[i] - lr * g);
+        w[i] = f32(w[i] - lr * g);
     }
 }
 
@@ -95,7 +102,7 @@ static void expect_store(tg_store *s, const char *name, const double *want, int 
 /* Gradient of step t: values of both signs that change every step, f32
  * like the fed array. */
 static void gradient_at(int t, double *g) {
-    for (int i = 0; i < N; i++) g[i] = (float)(sin(0.7 * t + 1.3 * i) * (1 + 0.3 * i));
+    for (int i = 0; i < N; i++) g[i] = f32(sin(0.7 * t + 1.3 * i) * (1 + 0.3 * i));
 }
 
 static const double w0[N] = {0.5, -0.25, 1.5, -1.0, 0.125, 2.0};
@@ -141,7 +148,7 @@ static void check_adamw(const adamw_ref *h, tg_dtype step_dtype) {
     double rw[N], rm[N] = {0}, rv[N] = {0}, gv[N];
     memcpy(rw, w0, sizeof rw);
     for (int t = 1; t <= STEPS; t++) {
-        double lr_t = (float)(h->lr * (1.0 - 0.05 * t)); /* a schedule, fed as f32 */
+        double lr_t = f32(h->lr * (1.0 - 0.05 * t)); /* a schedule, fed as f32 */
         gradient_at(t, gv);
         ref_adamw(h, t, lr_t, gv, rw, rm, rv);
         run_step(g, s, op, grad, lr, step, t, lr_t, gv, rw);
@@ -191,7 +198,7 @@ static void check_sgd(const sgd_ref *h) {
     double rw[N], rbuf[N], gv[N];
     memcpy(rw, w0, sizeof rw);
     for (int t = 1; t <= STEPS; t++) {
-        double lr_t = (float)(0.1 / t);
+        double lr_t = f32(0.1 / t);
         gradient_at(t, gv);
         ref_sgd(h, t, lr_t, gv, rw, rbuf);
         run_step(g, s, op, grad, lr, step, t, lr_t, gv, rw);
