@@ -239,15 +239,18 @@ tg_status tg_tokenizer_add_merge(tg_tokenizer *t, const void *a, size_t alen, co
     return TG_OK;
 }
 
-static const tg_tokenizer *sort_tok; /* for qsort; only used inside finish */
+/* Sort key of an added token: first byte, then longest first. */
+typedef struct added_key {
+    unsigned char first;
+    uint32_t len;
+    int32_t id;
+} added_key;
 
 static int by_first_byte_longest(const void *x, const void *y) {
-    const tok_entry *a = &sort_tok->tokens[*(const int32_t *)x];
-    const tok_entry *b = &sort_tok->tokens[*(const int32_t *)y];
-    unsigned char fa = (unsigned char)a->bytes[0], fb = (unsigned char)b->bytes[0];
-    if (fa != fb) return fa < fb ? -1 : 1;
+    const added_key *a = x, *b = y;
+    if (a->first != b->first) return a->first < b->first ? -1 : 1;
     if (a->len != b->len) return a->len > b->len ? -1 : 1;
-    return 0;
+    return a->id < b->id ? -1 : a->id > b->id;
 }
 
 tg_status tg_tokenizer_finish(tg_tokenizer *t) {
@@ -264,15 +267,19 @@ tg_status tg_tokenizer_finish(tg_tokenizer *t) {
         if (t->tokens[i].bytes && (t->tokens[i].flags & TG_TOKEN_ADDED)) n++;
     free(t->added);
     t->added = malloc((size_t)(n ? n : 1) * sizeof *t->added);
-    if (!t->added) return tg_set_error(TG_ERR_NO_MEMORY, "tokenizer: out of memory");
+    added_key *keys = malloc((size_t)(n ? n : 1) * sizeof *keys);
+    if (!t->added || !keys) {
+        free(keys);
+        return tg_set_error(TG_ERR_NO_MEMORY, "tokenizer: out of memory");
+    }
     t->n_added = 0;
     for (int32_t i = 0; i < t->n_ids; i++)
-        if (t->tokens[i].bytes && (t->tokens[i].flags & TG_TOKEN_ADDED)) t->added[t->n_added++] = i;
-    /* qsort has no context argument; finish runs once per tokenizer, and
-     * the comparison only reads t, so a file-scope pointer is enough. */
-    sort_tok = t;
-    qsort(t->added, (size_t)n, sizeof *t->added, by_first_byte_longest);
-    sort_tok = NULL;
+        if (t->tokens[i].bytes && (t->tokens[i].flags & TG_TOKEN_ADDED))
+            keys[t->n_added++] =
+                (added_key){(unsigned char)t->tokens[i].bytes[0], t->tokens[i].len, i};
+    qsort(keys, (size_t)n, sizeof *keys, by_first_byte_longest);
+    for (int i = 0; i < n; i++) t->added[i] = keys[i].id;
+    free(keys);
     int k = 0;
     for (int b = 0; b <= 256; b++) {
         while (k < n && (unsigned char)t->tokens[t->added[k]].bytes[0] < b) k++;
