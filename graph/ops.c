@@ -932,23 +932,31 @@ static bool shape_sgd_update(const tg_graph *g, tg_node *n, char *err, size_t er
 
 /* ---- the table ---- */
 
-#define SRC(nm)                                                                                    \
-    { nm, 0, 0, 0, TG_CLASS_SOURCE, shape_source, NULL, NULL }
-#define UNF(nm, f)                                                                                 \
-    { nm, 1, 1, 0, TG_CLASS_ELEMENTWISE, shape_unary_float, f, NULL }
-#define UNA(nm, f)                                                                                 \
-    { nm, 1, 1, 0, TG_CLASS_ELEMENTWISE, shape_unary_any, f, NULL }
-#define BIN(nm, f)                                                                                 \
-    { nm, 2, 2, 0, TG_CLASS_ELEMENTWISE, shape_binary, NULL, f }
-#define CMP(nm, f)                                                                                 \
-    { nm, 2, 2, 0, TG_CLASS_ELEMENTWISE, shape_compare, NULL, f }
+/* A row: name, min and max inputs, attributes, class, shape rule, scalar
+ * functions; OPW adds the mask of variable inputs the op writes. */
+#define OP(nm, lo, hi, at, kl, sh, fn1, fn2)                                                       \
+    {                                                                                              \
+        .name = nm, .min_inputs = lo, .max_inputs = hi, .attrs = at, .klass = kl, .shape = sh,     \
+        .f1 = fn1, .f2 = fn2                                                                       \
+    }
+#define OPW(nm, lo, hi, at, kl, sh, fn1, fn2, wr)                                                  \
+    {                                                                                              \
+        .name = nm, .min_inputs = lo, .max_inputs = hi, .attrs = at, .klass = kl, .shape = sh,     \
+        .f1 = fn1, .f2 = fn2, .writes = wr                                                         \
+    }
+
+#define SRC(nm) OP(nm, 0, 0, 0, TG_CLASS_SOURCE, shape_source, NULL, NULL)
+#define UNF(nm, f) OP(nm, 1, 1, 0, TG_CLASS_ELEMENTWISE, shape_unary_float, f, NULL)
+#define UNA(nm, f) OP(nm, 1, 1, 0, TG_CLASS_ELEMENTWISE, shape_unary_any, f, NULL)
+#define BIN(nm, f) OP(nm, 2, 2, 0, TG_CLASS_ELEMENTWISE, shape_binary, NULL, f)
+#define CMP(nm, f) OP(nm, 2, 2, 0, TG_CLASS_ELEMENTWISE, shape_compare, NULL, f)
 #define RED(nm)                                                                                    \
-    { nm, 1, 1, TG_ATTR_AXES | TG_ATTR_KEEPDIMS, TG_CLASS_REDUCTION, shape_reduce, NULL, NULL }
+    OP(nm, 1, 1, TG_ATTR_AXES | TG_ATTR_KEEPDIMS, TG_CLASS_REDUCTION, shape_reduce, NULL, NULL)
 
 const tg_op_info tg_ops[TG_OP_COUNT] = {
     [TG_OP_PLACEHOLDER] = SRC("placeholder"),
-    [TG_OP_VARIABLE] = {"variable", 0, 0, TG_ATTR_TRAINABLE, TG_CLASS_SOURCE, shape_source, NULL,
-                        NULL},
+    [TG_OP_VARIABLE] =
+        OP("variable", 0, 0, TG_ATTR_TRAINABLE, TG_CLASS_SOURCE, shape_source, NULL, NULL),
     [TG_OP_CONSTANT] = SRC("constant"),
     [TG_OP_NEG] = UNA("neg", f_neg),
     [TG_OP_ABS] = UNA("abs", f_abs),
@@ -967,7 +975,7 @@ const tg_op_info tg_ops[TG_OP_COUNT] = {
     [TG_OP_SILU] = UNF("silu", f_silu),
     [TG_OP_SIN] = UNF("sin", f_sin),
     [TG_OP_COS] = UNF("cos", f_cos),
-    [TG_OP_CAST] = {"cast", 1, 1, 0, TG_CLASS_ELEMENTWISE, shape_cast, f_identity, NULL},
+    [TG_OP_CAST] = OP("cast", 1, 1, 0, TG_CLASS_ELEMENTWISE, shape_cast, f_identity, NULL),
     [TG_OP_STOP_GRADIENT] = UNA("stop_gradient", f_identity),
     [TG_OP_ADD] = BIN("add", f_add),
     [TG_OP_SUB] = BIN("sub", f_sub),
@@ -982,73 +990,75 @@ const tg_op_info tg_ops[TG_OP_COUNT] = {
     [TG_OP_LE] = CMP("le", f_le),
     [TG_OP_GT] = CMP("gt", f_gt),
     [TG_OP_GE] = CMP("ge", f_ge),
-    [TG_OP_WHERE] = {"where", 3, 3, 0, TG_CLASS_ELEMENTWISE, shape_where, NULL, NULL},
+    [TG_OP_WHERE] = OP("where", 3, 3, 0, TG_CLASS_ELEMENTWISE, shape_where, NULL, NULL),
     [TG_OP_SUM] = RED("sum"),
     [TG_OP_MEAN] = RED("mean"),
     [TG_OP_MAX] = RED("max"),
     [TG_OP_MIN] = RED("min"),
-    [TG_OP_ARGMAX] = {"argmax", 1, 1, TG_ATTR_AXIS | TG_ATTR_KEEPDIMS, TG_CLASS_REDUCTION,
-                      shape_argmax, NULL, NULL},
-    [TG_OP_RESHAPE] = {"reshape", 1, 1, TG_ATTR_SHAPE, TG_CLASS_MOVEMENT, shape_reshape, NULL,
-                       NULL},
-    [TG_OP_PERMUTE] = {"permute", 1, 1, TG_ATTR_AXES, TG_CLASS_MOVEMENT, shape_permute, NULL, NULL},
-    [TG_OP_BROADCAST_TO] = {"broadcast_to", 1, 1, TG_ATTR_SHAPE, TG_CLASS_MOVEMENT,
-                            shape_broadcast_to, NULL, NULL},
-    [TG_OP_SLICE] = {"slice", 1, 1, TG_ATTR_BEGIN, TG_CLASS_MOVEMENT, shape_slice, NULL, NULL},
-    [TG_OP_CONCAT] = {"concat", 1, -1, TG_ATTR_AXIS, TG_CLASS_MOVEMENT, shape_concat, NULL, NULL},
-    [TG_OP_PAD] = {"pad", 1, 1, TG_ATTR_LO_HI | TG_ATTR_VALUE, TG_CLASS_MOVEMENT, shape_pad, NULL,
-                   NULL},
-    [TG_OP_GATHER] = {"gather", 2, 2, TG_ATTR_AXIS, TG_CLASS_MOVEMENT, shape_gather, NULL, NULL},
-    [TG_OP_SCATTER_ADD] = {"scatter_add", 3, 3, TG_ATTR_AXIS, TG_CLASS_OPAQUE, shape_scatter_add,
-                           NULL, NULL},
-    [TG_OP_ONE_HOT] = {"one_hot", 1, 1, TG_ATTR_DEPTH, TG_CLASS_ELEMENTWISE, shape_one_hot, NULL,
-                       NULL},
-    [TG_OP_IOTA] = {"iota", 0, 0, TG_ATTR_SHAPE | TG_ATTR_AXIS, TG_CLASS_ELEMENTWISE, shape_iota,
-                    NULL, NULL},
-    [TG_OP_MATMUL] = {"matmul", 2, 2, TG_ATTR_TRANSPOSE, TG_CLASS_MATMUL, shape_matmul, NULL, NULL},
-    [TG_OP_CONV1D] = {"conv1d", 2, 2, TG_ATTR_CONV, TG_CLASS_MATMUL, shape_conv1d, NULL, NULL},
-    [TG_OP_SOFTMAX] = {"softmax", 1, 1, TG_ATTR_AXIS, TG_CLASS_OPAQUE, shape_softmax, NULL, NULL},
-    [TG_OP_LOG_SOFTMAX] = {"log_softmax", 1, 1, TG_ATTR_AXIS, TG_CLASS_OPAQUE, shape_softmax, NULL,
-                           NULL},
-    [TG_OP_LAYER_NORM] = {"layer_norm", 3, 3, TG_ATTR_EPS, TG_CLASS_OPAQUE, shape_layer_norm, NULL,
-                          NULL},
-    [TG_OP_ATTENTION] = {"attention", 3, 4, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK, TG_CLASS_OPAQUE,
-                         shape_attention, NULL, NULL},
-    [TG_OP_CROSS_ENTROPY] = {"cross_entropy", 2, 2, TG_ATTR_IGNORE, TG_CLASS_OPAQUE,
-                             shape_cross_entropy, NULL, NULL},
-    [TG_OP_ASSIGN] = {"assign", 2, 2, 0, TG_CLASS_STATE, shape_assign, NULL, NULL, 1u},
-    [TG_OP_SLICE_UPDATE] = {"slice_update", 3, 3, 0, TG_CLASS_STATE, shape_slice_update, NULL, NULL,
-                            1u},
-    [TG_OP_GELU_GRAD] = {"gelu_grad", 2, 2, 0, TG_CLASS_ELEMENTWISE, shape_binary_float, NULL,
-                         f_gelu_grad},
-    [TG_OP_GELU_TANH_GRAD] = {"gelu_tanh_grad", 2, 2, 0, TG_CLASS_ELEMENTWISE, shape_binary_float,
-                              NULL, f_gelu_tanh_grad},
-    [TG_OP_SOFTMAX_GRAD] = {"softmax_grad", 2, 2, TG_ATTR_AXIS, TG_CLASS_OPAQUE, shape_softmax_grad,
-                            NULL, NULL},
-    [TG_OP_LOG_SOFTMAX_GRAD] = {"log_softmax_grad", 2, 2, TG_ATTR_AXIS, TG_CLASS_OPAQUE,
-                                shape_softmax_grad, NULL, NULL},
-    [TG_OP_LAYER_NORM_GRAD_X] = {"layer_norm_grad_x", 3, 3, TG_ATTR_EPS, TG_CLASS_OPAQUE,
-                                 shape_layer_norm_grad_x, NULL, NULL},
-    [TG_OP_LAYER_NORM_GRAD_WB] = {"layer_norm_grad_wb", 2, 2, TG_ATTR_EPS, TG_CLASS_OPAQUE,
-                                  shape_layer_norm_grad_wb, NULL, NULL},
-    [TG_OP_ATTENTION_GRAD_Q] = {"attention_grad_q", 4, 5, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
-                                TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL},
-    [TG_OP_ATTENTION_GRAD_K] = {"attention_grad_k", 4, 5, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
-                                TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL},
-    [TG_OP_ATTENTION_GRAD_V] = {"attention_grad_v", 4, 5, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
-                                TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL},
-    [TG_OP_CROSS_ENTROPY_GRAD] = {"cross_entropy_grad", 3, 3, TG_ATTR_IGNORE, TG_CLASS_OPAQUE,
-                                  shape_cross_entropy_grad, NULL, NULL},
-    [TG_OP_CONV1D_GRAD_INPUT] = {"conv1d_grad_input", 3, 3, TG_ATTR_CONV, TG_CLASS_OPAQUE,
-                                 shape_conv1d_grad, NULL, NULL},
-    [TG_OP_CONV1D_GRAD_WEIGHT] = {"conv1d_grad_weight", 3, 3, TG_ATTR_CONV, TG_CLASS_OPAQUE,
-                                  shape_conv1d_grad, NULL, NULL},
-    [TG_OP_SLICE_GRAD] = {"slice_grad", 2, 2, TG_ATTR_BEGIN, TG_CLASS_OPAQUE, shape_slice_grad,
-                          NULL, NULL},
-    [TG_OP_ADAMW_UPDATE] = {"adamw_update", 6, 6, TG_ATTR_EPS | TG_ATTR_BETAS | TG_ATTR_DECAY,
-                            TG_CLASS_STATE, shape_adamw_update, NULL, NULL, 0x7u},
-    [TG_OP_SGD_UPDATE] = {"sgd_update", 3, 5, TG_ATTR_MOMENTUM | TG_ATTR_DECAY, TG_CLASS_STATE,
-                          shape_sgd_update, NULL, NULL, 0x11u},
+    [TG_OP_ARGMAX] = OP("argmax", 1, 1, TG_ATTR_AXIS | TG_ATTR_KEEPDIMS, TG_CLASS_REDUCTION,
+                        shape_argmax, NULL, NULL),
+    [TG_OP_RESHAPE] =
+        OP("reshape", 1, 1, TG_ATTR_SHAPE, TG_CLASS_MOVEMENT, shape_reshape, NULL, NULL),
+    [TG_OP_PERMUTE] =
+        OP("permute", 1, 1, TG_ATTR_AXES, TG_CLASS_MOVEMENT, shape_permute, NULL, NULL),
+    [TG_OP_BROADCAST_TO] =
+        OP("broadcast_to", 1, 1, TG_ATTR_SHAPE, TG_CLASS_MOVEMENT, shape_broadcast_to, NULL, NULL),
+    [TG_OP_SLICE] = OP("slice", 1, 1, TG_ATTR_BEGIN, TG_CLASS_MOVEMENT, shape_slice, NULL, NULL),
+    [TG_OP_CONCAT] = OP("concat", 1, -1, TG_ATTR_AXIS, TG_CLASS_MOVEMENT, shape_concat, NULL, NULL),
+    [TG_OP_PAD] =
+        OP("pad", 1, 1, TG_ATTR_LO_HI | TG_ATTR_VALUE, TG_CLASS_MOVEMENT, shape_pad, NULL, NULL),
+    [TG_OP_GATHER] = OP("gather", 2, 2, TG_ATTR_AXIS, TG_CLASS_MOVEMENT, shape_gather, NULL, NULL),
+    [TG_OP_SCATTER_ADD] =
+        OP("scatter_add", 3, 3, TG_ATTR_AXIS, TG_CLASS_OPAQUE, shape_scatter_add, NULL, NULL),
+    [TG_OP_ONE_HOT] =
+        OP("one_hot", 1, 1, TG_ATTR_DEPTH, TG_CLASS_ELEMENTWISE, shape_one_hot, NULL, NULL),
+    [TG_OP_IOTA] = OP("iota", 0, 0, TG_ATTR_SHAPE | TG_ATTR_AXIS, TG_CLASS_ELEMENTWISE, shape_iota,
+                      NULL, NULL),
+    [TG_OP_MATMUL] =
+        OP("matmul", 2, 2, TG_ATTR_TRANSPOSE, TG_CLASS_MATMUL, shape_matmul, NULL, NULL),
+    [TG_OP_CONV1D] = OP("conv1d", 2, 2, TG_ATTR_CONV, TG_CLASS_MATMUL, shape_conv1d, NULL, NULL),
+    [TG_OP_SOFTMAX] = OP("softmax", 1, 1, TG_ATTR_AXIS, TG_CLASS_OPAQUE, shape_softmax, NULL, NULL),
+    [TG_OP_LOG_SOFTMAX] =
+        OP("log_softmax", 1, 1, TG_ATTR_AXIS, TG_CLASS_OPAQUE, shape_softmax, NULL, NULL),
+    [TG_OP_LAYER_NORM] =
+        OP("layer_norm", 3, 3, TG_ATTR_EPS, TG_CLASS_OPAQUE, shape_layer_norm, NULL, NULL),
+    [TG_OP_ATTENTION] = OP("attention", 3, 4, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK, TG_CLASS_OPAQUE,
+                           shape_attention, NULL, NULL),
+    [TG_OP_CROSS_ENTROPY] =
+        OP("cross_entropy", 2, 2, TG_ATTR_IGNORE, TG_CLASS_OPAQUE, shape_cross_entropy, NULL, NULL),
+    [TG_OP_ASSIGN] = OPW("assign", 2, 2, 0, TG_CLASS_STATE, shape_assign, NULL, NULL, 1u),
+    [TG_OP_SLICE_UPDATE] =
+        OPW("slice_update", 3, 3, 0, TG_CLASS_STATE, shape_slice_update, NULL, NULL, 1u),
+    [TG_OP_GELU_GRAD] =
+        OP("gelu_grad", 2, 2, 0, TG_CLASS_ELEMENTWISE, shape_binary_float, NULL, f_gelu_grad),
+    [TG_OP_GELU_TANH_GRAD] = OP("gelu_tanh_grad", 2, 2, 0, TG_CLASS_ELEMENTWISE, shape_binary_float,
+                                NULL, f_gelu_tanh_grad),
+    [TG_OP_SOFTMAX_GRAD] =
+        OP("softmax_grad", 2, 2, TG_ATTR_AXIS, TG_CLASS_OPAQUE, shape_softmax_grad, NULL, NULL),
+    [TG_OP_LOG_SOFTMAX_GRAD] =
+        OP("log_softmax_grad", 2, 2, TG_ATTR_AXIS, TG_CLASS_OPAQUE, shape_softmax_grad, NULL, NULL),
+    [TG_OP_LAYER_NORM_GRAD_X] = OP("layer_norm_grad_x", 3, 3, TG_ATTR_EPS, TG_CLASS_OPAQUE,
+                                   shape_layer_norm_grad_x, NULL, NULL),
+    [TG_OP_LAYER_NORM_GRAD_WB] = OP("layer_norm_grad_wb", 2, 2, TG_ATTR_EPS, TG_CLASS_OPAQUE,
+                                    shape_layer_norm_grad_wb, NULL, NULL),
+    [TG_OP_ATTENTION_GRAD_Q] = OP("attention_grad_q", 4, 5, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
+                                  TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL),
+    [TG_OP_ATTENTION_GRAD_K] = OP("attention_grad_k", 4, 5, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
+                                  TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL),
+    [TG_OP_ATTENTION_GRAD_V] = OP("attention_grad_v", 4, 5, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
+                                  TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL),
+    [TG_OP_CROSS_ENTROPY_GRAD] = OP("cross_entropy_grad", 3, 3, TG_ATTR_IGNORE, TG_CLASS_OPAQUE,
+                                    shape_cross_entropy_grad, NULL, NULL),
+    [TG_OP_CONV1D_GRAD_INPUT] =
+        OP("conv1d_grad_input", 3, 3, TG_ATTR_CONV, TG_CLASS_OPAQUE, shape_conv1d_grad, NULL, NULL),
+    [TG_OP_CONV1D_GRAD_WEIGHT] = OP("conv1d_grad_weight", 3, 3, TG_ATTR_CONV, TG_CLASS_OPAQUE,
+                                    shape_conv1d_grad, NULL, NULL),
+    [TG_OP_SLICE_GRAD] =
+        OP("slice_grad", 2, 2, TG_ATTR_BEGIN, TG_CLASS_OPAQUE, shape_slice_grad, NULL, NULL),
+    [TG_OP_ADAMW_UPDATE] = OPW("adamw_update", 6, 6, TG_ATTR_EPS | TG_ATTR_BETAS | TG_ATTR_DECAY,
+                               TG_CLASS_STATE, shape_adamw_update, NULL, NULL, 0x7u),
+    [TG_OP_SGD_UPDATE] = OPW("sgd_update", 3, 5, TG_ATTR_MOMENTUM | TG_ATTR_DECAY, TG_CLASS_STATE,
+                             shape_sgd_update, NULL, NULL, 0x11u),
 };
 
 tg_op tg_op_from_name(const char *name) {
