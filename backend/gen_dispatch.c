@@ -23,25 +23,22 @@ tg_dtype tg_storage_dtype(const tg_vk_caps *caps, tg_dtype t) {
     }
 }
 
-/* Batch strides of a matmul operand over the output's batch dims when
- * they collapse to one stride over the flattened batch: the operand is
- * either not broadcast at all (stride = matrix size) or broadcast over
- * every batch dim (stride 0). Other layouts need a per-dim batch index,
- * which the matmul generator does not take. */
-static bool flat_batch_stride(const tg_node *x, const tg_node *out, int64_t *stride) {
+/* The batch dims of a matmul node for the generator: the output's batch
+ * dims, each operand's stride along them (0 where it is broadcast: absent
+ * or of extent 1). The generator merges what it can. */
+static int matmul_batch_dims(const tg_node *a, const tg_node *b, const tg_node *out,
+                             tg_mm_batch_dim *dims) {
     int br = out->rank - 2;
-    int64_t xs[TG_MAX_RANK], matrix = x->shape[x->rank - 2] * x->shape[x->rank - 1];
-    tg_gen_bcast_strides(x->rank - 2, x->shape, br, out->shape, xs);
-    bool all_zero = true, full = true;
-    int64_t s = 1;
-    for (int d = br - 1; d >= 0; d--) {
-        if (out->shape[d] == 1) continue;
-        if (xs[d] != 0) all_zero = false;
-        if (xs[d] != s) full = false;
-        s *= out->shape[d];
-    }
-    *stride = all_zero ? 0 : matrix;
-    return all_zero || full;
+    int64_t sa[TG_MAX_RANK], sb[TG_MAX_RANK], sc[TG_MAX_RANK];
+    tg_gen_bcast_strides(a->rank - 2, a->shape, br, out->shape, sa);
+    tg_gen_bcast_strides(b->rank - 2, b->shape, br, out->shape, sb);
+    tg_gen_row_strides(br, out->shape, sc);
+    int64_t ma = a->shape[a->rank - 2] * a->shape[a->rank - 1];
+    int64_t mb = b->shape[b->rank - 2] * b->shape[b->rank - 1];
+    int64_t mc = out->shape[out->rank - 2] * out->shape[out->rank - 1];
+    for (int d = 0; d < br; d++)
+        dims[d] = (tg_mm_batch_dim){out->shape[d], sa[d] * ma, sb[d] * mb, sc[d] * mc, {0}};
+    return br;
 }
 
 static tg_status from_mm_kernel(tg_mm_kernel *mk, const tg_kernel *k, tg_kernel_code *out) {
@@ -109,14 +106,7 @@ static tg_status gen_matmul_kernel(const tg_vk_caps *caps, const tg_kernel *k,
         p.N = n->shape[n->rank - 1];
         p.K = ta ? a->shape[a->rank - 2] : a->shape[a->rank - 1];
         p.batch = 1;
-        for (int d = 0; d < n->rank - 2; d++) p.batch *= n->shape[d];
-        if (!flat_batch_stride(a, n, &p.batch_stride_a) ||
-            !flat_batch_stride(bn, n, &p.batch_stride_b))
-            return tg_set_error(TG_ERR_UNSUPPORTED,
-                                "%s: batch dims broadcast partially (a %d-d, b %d-d batch); "
-                                "the matmul generator takes one stride per operand",
-                                name, a->rank - 2, bn->rank - 2);
-        p.batch_stride_c = p.M * p.N;
+        p.n_batch_dims = matmul_batch_dims(a, bn, n, p.batch_dims);
         p.transpose_a = ta;
         p.transpose_b = tb;
         p.dtype = k->input_storage[0];

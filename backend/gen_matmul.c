@@ -64,8 +64,16 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
 
 /* ---- one description for both entry points ---- */
 
+/* Operands, as indices into a batch dim's strides (batch_stride). */
+enum { OP_A, OP_B, OP_C, OP_E0 };
+
 typedef struct mm_desc {
-    int64_t M, N, K, batch, sa, sb, sc;
+    int64_t M, N, K;
+    int64_t batch; /* the product of the batch extents: the grid's z */
+    /* batch dims after merging (set_batch): at least one, outermost first;
+     * nb == 1 is the single-stride case */
+    int nb;
+    tg_mm_batch_dim bd[TG_MM_MAX_BATCH_DIMS];
     int64_t lda, ldb, ldc; /* row strides, resolved (never 0) */
     bool ta, tb;
     tg_dtype dtype, out_dtype;
@@ -89,19 +97,78 @@ static bool fits_i32(int64_t v) {
     return v >= 0 && v < ((int64_t)1 << 31);
 }
 
+static int64_t batch_stride(const tg_mm_batch_dim *bd, int op) {
+    return op == OP_A   ? bd->stride_a
+           : op == OP_B ? bd->stride_b
+           : op == OP_C ? bd->stride_c
+                        : bd->stride_extra[op - OP_E0];
+}
+
+/* Copies the batch dims into d, dropping extent-1 dims and merging an
+ * outer dim into the next inner one wherever every operand's outer stride
+ * is its inner stride times the inner extent (dense, or broadcast over
+ * both): a batch broadcast only partially keeps one dim per change of
+ * layout. Leaves at least one dim. Extents must be >= 1 and their product
+ * below 2^31. */
+static tg_status set_batch(mm_desc *d, int n, const tg_mm_batch_dim *dims) {
+    const char *nm = d->name ? d->name : "matmul";
+    if (n < 1 || n > TG_MM_MAX_BATCH_DIMS)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "%s: %d batch dims (1 to %d)", nm, n,
+                            TG_MM_MAX_BATCH_DIMS);
+    int n_extra = d->n_extra < 0 ? 0 : d->n_extra > TG_MM_MAX_EXTRA ? TG_MM_MAX_EXTRA : d->n_extra;
+    int n_ops = OP_E0 + n_extra; /* check_desc rejects a bad n_extra later */
+    d->nb = 0;
+    d->batch = 1;
+    for (int i = 0; i < n; i++) {
+        const tg_mm_batch_dim *x = &dims[i];
+        if (x->extent < 1 || x->extent >= ((int64_t)1 << 31) / d->batch)
+            return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                                "%s: batch dim %d has extent %lld (the batch must hold 1 to "
+                                "2^31 - 1 matrices)",
+                                nm, i, (long long)x->extent);
+        for (int op = 0; op < n_ops; op++)
+            if (batch_stride(x, op) < 0)
+                return tg_set_error(TG_ERR_INVALID_ARGUMENT, "%s: negative batch stride", nm);
+        d->batch *= x->extent;
+        if (x->extent == 1) continue;
+        tg_mm_batch_dim *outer = d->nb ? &d->bd[d->nb - 1] : NULL;
+        bool merge = outer != NULL;
+        for (int op = 0; merge && op < n_ops; op++)
+            merge = batch_stride(outer, op) == batch_stride(x, op) * x->extent;
+        if (merge) {
+            int64_t e = outer->extent * x->extent;
+            *outer = *x;
+            outer->extent = e;
+        } else {
+            d->bd[d->nb++] = *x;
+        }
+    }
+    if (d->nb == 0) d->bd[d->nb++] = (tg_mm_batch_dim){.extent = 1};
+    for (int i = 0; i < d->nb; i++) /* the unused extras' strides stay out of the GLSL */
+        for (int e = n_extra; e < TG_MM_MAX_EXTRA; e++) d->bd[i].stride_extra[e] = 0;
+    return TG_OK;
+}
+
 /* Largest element index an operand may reach (for the 32-bit check). */
-static int64_t span(int64_t batch, int64_t stride, int64_t elems) {
-    return (batch - 1) * stride + elems;
+static int64_t span(const mm_desc *d, int op, int64_t elems) {
+    int64_t s = elems;
+    for (int i = 0; i < d->nb; i++) s += (d->bd[i].extent - 1) * batch_stride(&d->bd[i], op);
+    return s;
+}
+
+/* Whether every batch stride of an operand is a multiple of 4 (vec4 texels). */
+static bool batch_vec4(const mm_desc *d, int op) {
+    for (int i = 0; i < d->nb; i++)
+        if (batch_stride(&d->bd[i], op) % 4) return false;
+    return true;
 }
 
 static tg_status check_desc(const tg_vk_caps *caps, const mm_desc *d) {
     const char *nm = d->name ? d->name : "matmul";
-    if (d->M < 1 || d->N < 1 || d->K < 1 || d->batch < 1)
+    if (d->M < 1 || d->N < 1 || d->K < 1)
         return tg_set_error(TG_ERR_INVALID_ARGUMENT,
-                            "%s: sizes must be >= 1 (M=%lld N=%lld K=%lld batch=%lld)", nm,
-                            (long long)d->M, (long long)d->N, (long long)d->K, (long long)d->batch);
-    if (d->sa < 0 || d->sb < 0 || d->sc < 0)
-        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "%s: negative batch stride", nm);
+                            "%s: sizes must be >= 1 (M=%lld N=%lld K=%lld)", nm, (long long)d->M,
+                            (long long)d->N, (long long)d->K);
     if ((d->dtype != TG_F32 && d->dtype != TG_F16) ||
         (d->out_dtype != TG_F32 && d->out_dtype != TG_F16))
         return tg_set_error(TG_ERR_INVALID_ARGUMENT,
@@ -137,8 +204,8 @@ static tg_status check_desc(const tg_vk_caps *caps, const mm_desc *d) {
                             nm, (long long)d->lda, (long long)d->ldb, (long long)d->ldc);
     int64_t a_elems = (d->ta ? d->K : d->M) * d->lda;
     int64_t b_elems = d->conv ? d->cin * d->width : (d->tb ? d->N : d->K) * d->ldb;
-    if (!fits_i32(span(d->batch, d->sa, a_elems)) || !fits_i32(span(d->batch, d->sb, b_elems)) ||
-        !fits_i32(span(d->batch, d->sc, d->M * d->ldc)))
+    if (!fits_i32(span(d, OP_A, a_elems)) || !fits_i32(span(d, OP_B, b_elems)) ||
+        !fits_i32(span(d, OP_C, d->M * d->ldc)))
         return tg_set_error(TG_ERR_UNSUPPORTED,
                             "%s: an operand spans more than 2^31 elements (M=%lld N=%lld K=%lld "
                             "batch=%lld); split it",
@@ -165,7 +232,56 @@ static bool pick_format(const tg_vk_caps *caps, tg_dtype dt, bool want_vec, tg_v
 
 /* ---- the parts both strategies share ---- */
 
+static const char op_names[] = "abc";
+
+/* The GLSL expression for operand op's element offset at batch index bz. */
+static const char *batch_off(const mm_desc *d, int op, char *buf, size_t n) {
+    if (d->nb > 1 && op < OP_E0)
+        snprintf(buf, n, "boff_%c(bz)", op_names[op]);
+    else if (d->nb > 1)
+        snprintf(buf, n, "boff_e%d(bz)", op - OP_E0);
+    else if (op < OP_E0)
+        snprintf(buf, n, "bz * S%c", "ABC"[op]);
+    else
+        snprintf(buf, n, "bz * %lld", (long long)d->bd[0].stride_extra[op - OP_E0]);
+    return buf;
+}
+
+/* One batch dim: the strides SA, SB, SC. Several: boff_<op>(bz) splits bz
+ * into per-dim indices by constant divisions (innermost dim first) and
+ * sums their strided offsets; a zero stride costs nothing. */
+static void emit_batch(sbuf *b, const mm_desc *d) {
+    if (d->nb == 1) {
+        sb_printf(b, "const int SA = %lld, SB = %lld, SC = %lld;\n", (long long)d->bd[0].stride_a,
+                  (long long)d->bd[0].stride_b, (long long)d->bd[0].stride_c);
+        return;
+    }
+    for (int op = 0; op < OP_E0 + d->n_extra; op++) {
+        if (op < OP_E0)
+            sb_printf(b, "int boff_%c(int bz) {\n    int o = 0;\n", op_names[op]);
+        else
+            sb_printf(b, "int boff_e%d(int bz) {\n    int o = 0;\n", op - OP_E0);
+        for (int i = d->nb - 1; i >= 0; i--) {
+            int64_t s = batch_stride(&d->bd[i], op), e = d->bd[i].extent;
+            if (i == 0) {
+                if (s) sb_printf(b, "    o += bz * %lld;\n", (long long)s);
+            } else {
+                if (s) sb_printf(b, "    o += (bz %% %lld) * %lld;\n", (long long)e, (long long)s);
+                sb_printf(b, "    bz /= %lld;\n", (long long)e);
+            }
+        }
+        sb_printf(b, "    return o;\n}\n");
+    }
+}
+
+static void emit_bases(sbuf *b, const mm_desc *d) {
+    char bo[32];
+    sb_printf(b, "    int a_base = int(pc.a_off) + %s;\n", batch_off(d, OP_A, bo, sizeof bo));
+    sb_printf(b, "    int b_base = int(pc.b_off) + %s;\n", batch_off(d, OP_B, bo, sizeof bo));
+}
+
 static void emit_header(sbuf *b, const mm_desc *d, const tg_mm_tiling *t) {
+    char bo[32];
     bool need16 = d->out_dtype == TG_F16;
     for (int i = 0; i < d->n_extra; i++) need16 |= d->extra[i].dtype == TG_F16;
     sb_printf(b, "#version 450\n");
@@ -184,8 +300,7 @@ static void emit_header(sbuf *b, const mm_desc *d, const tg_mm_tiling *t) {
     sb_printf(b, " uint c_off; } pc;\n");
     sb_printf(b, "const int M = %lld, N = %lld, K = %lld;\n", (long long)d->M, (long long)d->N,
               (long long)d->K);
-    sb_printf(b, "const int SA = %lld, SB = %lld, SC = %lld;\n", (long long)d->sa, (long long)d->sb,
-              (long long)d->sc);
+    emit_batch(b, d);
     /* row strides, and M, N rounded up to whole vec4s (a vec4 group may
      * reach into a padded row: those columns are computed, never stored) */
     sb_printf(b, "const int LDA = %lld, LDB = %lld, LDC = %lld;\n", (long long)d->lda,
@@ -199,13 +314,13 @@ static void emit_header(sbuf *b, const mm_desc *d, const tg_mm_tiling *t) {
     sb_printf(b, "    if (row >= M || col >= N) return;\n");
     for (int i = 0; i < d->n_extra; i++)
         sb_printf(b,
-                  "    float e%d = float(e%d_data[int(pc.e%d_off) + bz * %lld + row * %lld + "
+                  "    float e%d = float(e%d_data[int(pc.e%d_off) + %s + row * %lld + "
                   "col * %lld]);\n",
-                  i, i, i, (long long)d->extra[i].stride_batch, (long long)d->extra[i].stride_row,
-                  (long long)d->extra[i].stride_col);
+                  i, i, i, batch_off(d, OP_E0 + i, bo, sizeof bo),
+                  (long long)d->extra[i].stride_row, (long long)d->extra[i].stride_col);
     const char *expr = d->epilogue && d->epilogue[0] ? d->epilogue : "acc";
-    sb_printf(b, "    c_data[int(pc.c_off) + bz * SC + row * LDC + col] = %s(%s);\n",
-              store_type(d->out_dtype), expr);
+    sb_printf(b, "    c_data[int(pc.c_off) + %s + row * LDC + col] = %s(%s);\n",
+              batch_off(d, OP_C, bo, sizeof bo), store_type(d->out_dtype), expr);
     sb_printf(b, "}\n");
 
     if (d->conv) {
@@ -317,8 +432,7 @@ static void emit_register(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_
     sb_printf(b, "    int bz = int(gl_WorkGroupID.z);\n");
     sb_printf(b, "    int m0 = int(gl_GlobalInvocationID.y) * %d;\n", TM);
     sb_printf(b, "    int n0 = int(gl_GlobalInvocationID.x) * %d;\n", TN);
-    sb_printf(b, "    int a_base = int(pc.a_off) + bz * SA;\n");
-    sb_printf(b, "    int b_base = int(pc.b_off) + bz * SB;\n");
+    emit_bases(b, d);
     /* Row and column starts, clamped so edge invocations load valid data
      * (their results are masked in store_c). */
     for (int i = 0; i < TM; i++) {
@@ -376,8 +490,7 @@ static void emit_shared(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_la
     sb_printf(b, "    int tid = ty * %d + tx;\n", WX);
     sb_printf(b, "    int bm0 = int(gl_WorkGroupID.y) * %d;\n", BM);
     sb_printf(b, "    int bn0 = int(gl_WorkGroupID.x) * %d;\n", BN);
-    sb_printf(b, "    int a_base = int(pc.a_off) + bz * SA;\n");
-    sb_printf(b, "    int b_base = int(pc.b_off) + bz * SB;\n");
+    emit_bases(b, d);
     for (int i = 0; i < TM; i++)
         for (int j = 0; j < TN; j++) sb_printf(b, "    float acc%d_%d = 0.0;\n", i, j);
     sb_printf(b, "    for (int k0 = 0; k0 < K; k0 += %d) {\n", BK);
@@ -488,8 +601,9 @@ static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel
     /* Along K the vec4 must not reach past K (the padding is not known to
      * be zero); along M or N it may, into a padded row (lda/ldb). */
     bool a_vec = d->ta ? (t.strategy == TG_MM_STRATEGY_SHARED || t.tm % 4 == 0) : d->K % 4 == 0;
-    a_vec = a_vec && d->lda % 4 == 0 && d->sa % 4 == 0;
-    bool b_vec = !d->conv && (d->tb ? d->K % 4 == 0 : true) && d->ldb % 4 == 0 && d->sb % 4 == 0;
+    a_vec = a_vec && d->lda % 4 == 0 && batch_vec4(d, OP_A);
+    bool b_vec =
+        !d->conv && (d->tb ? d->K % 4 == 0 : true) && d->ldb % 4 == 0 && batch_vec4(d, OP_B);
     if (t.strategy == TG_MM_STRATEGY_SHARED && t.bk % 4 != 0) a_vec = b_vec = false;
     tg_vk_texel_format fa, fb;
     reg_layout L;
@@ -553,10 +667,6 @@ tg_status tg_gen_matmul(const tg_vk_caps *caps, const tg_mm_params *p, tg_mm_ker
     d.M = p->M;
     d.N = p->N;
     d.K = p->K;
-    d.batch = p->batch ? p->batch : 1;
-    d.sa = p->batch_stride_a;
-    d.sb = p->batch_stride_b;
-    d.sc = p->batch_stride_c;
     d.lda = p->lda ? p->lda : (p->transpose_a ? p->M : p->K);
     d.ldb = p->ldb ? p->ldb : (p->transpose_b ? p->K : p->N);
     d.ldc = p->ldc ? p->ldc : p->N;
@@ -570,6 +680,18 @@ tg_status tg_gen_matmul(const tg_vk_caps *caps, const tg_mm_params *p, tg_mm_ker
     d.extra = p->extra;
     d.strategy = p->strategy;
     d.name = p->name;
+    memset(out, 0, sizeof *out);
+    tg_status st;
+    if (p->n_batch_dims > 0) {
+        st = set_batch(&d, p->n_batch_dims, p->batch_dims);
+    } else {
+        tg_mm_batch_dim one = {
+            p->batch ? p->batch : 1, p->batch_stride_a, p->batch_stride_b, p->batch_stride_c, {0}};
+        for (int i = 0; i < p->n_extra && i < TG_MM_MAX_EXTRA; i++)
+            one.stride_extra[i] = p->extra[i].stride_batch;
+        st = set_batch(&d, 1, &one);
+    }
+    if (st != TG_OK) return st;
     return generate(caps, &d, out);
 }
 
@@ -603,10 +725,6 @@ tg_status tg_gen_conv1d(const tg_vk_caps *caps, const tg_conv1d_params *p, tg_mm
     d.M = p->cout;
     d.N = wout;
     d.K = p->cin * p->ksize;
-    d.batch = p->batch;
-    d.sa = 0; /* the weights are shared by the batch */
-    d.sb = p->cin * p->width;
-    d.sc = p->cout * wout;
     d.lda = d.K;
     d.ldb = wout; /* unused: B is the im2col gather */
     d.ldc = wout;
@@ -626,6 +744,13 @@ tg_status tg_gen_conv1d(const tg_vk_caps *caps, const tg_conv1d_params *p, tg_mm
     d.stride = p->stride;
     d.padding = p->padding;
     d.dilation = p->dilation;
+    /* the weights are shared by the batch */
+    tg_mm_batch_dim one = {p->batch, 0, p->cin * p->width, p->cout * wout, {0}};
+    for (int i = 0; i < p->n_extra && i < TG_MM_MAX_EXTRA; i++)
+        one.stride_extra[i] = p->extra[i].stride_batch;
+    memset(out, 0, sizeof *out);
+    tg_status st = set_batch(&d, 1, &one);
+    if (st != TG_OK) return st;
     return generate(caps, &d, out);
 }
 

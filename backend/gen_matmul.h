@@ -28,28 +28,48 @@
 #include "tg.h"
 
 #define TG_MM_MAX_EXTRA 4
+#define TG_MM_MAX_BATCH_DIMS (TG_MAX_RANK - 2)
 
 /* An extra input of the epilogue, read at the output element (batch, row,
  * col) at element offset batch*stride_batch + row*stride_row +
- * col*stride_col (0 strides broadcast: a bias over N is {0, 0, 1}). */
+ * col*stride_col (0 strides broadcast: a bias over N is {0, 0, 1}). With
+ * several batch dims (n_batch_dims > 0) stride_batch is unused: the
+ * extra's stride along each batch dim is in tg_mm_batch_dim. */
 typedef struct tg_mm_extra {
     tg_dtype dtype; /* TG_F32 or TG_F16 */
     int64_t stride_batch, stride_row, stride_col;
 } tg_mm_extra;
 
+/* One batch dimension of a product: its extent and the element stride of
+ * every operand along it (0 broadcasts the operand over it). */
+typedef struct tg_mm_batch_dim {
+    int64_t extent;
+    int64_t stride_a, stride_b, stride_c;
+    int64_t stride_extra[TG_MM_MAX_EXTRA];
+} tg_mm_batch_dim;
+
 /* C[b] = epilogue(A[b] x B[b]) for b < batch, with
  *   A[b] (M x K, or K x M stored when transpose_a) at b*batch_stride_a,
  *   B[b] (K x N, or N x K stored when transpose_b) at b*batch_stride_b,
  *   C[b] (M x N row-major) at b*batch_stride_c.
- * A batch stride of 0 broadcasts that operand over the batch. Rows of the
+ * A batch stride of 0 broadcasts that operand over the batch. A batch that
+ * one stride per operand cannot describe (a [2,1,3,4] x b [5,4,2], where
+ * a is broadcast over the inner batch dim and b over the outer) is given
+ * as n_batch_dims dimensions instead, outermost first; the generator
+ * merges adjacent dims whose strides allow, so a batch that is dense or
+ * fully broadcast in every operand costs one multiply per operand, like
+ * the single dimension, and only a truly partial broadcast pays a
+ * division by a constant per dim (once per invocation). Rows of the
  * stored matrices are lda, ldb, ldc elements apart (0: dense, i.e. the
  * stored row length). Padding a row to a multiple of 4 elements (e.g. a
  * [384, 51865] weight stored with ldb = 51868) lets the kernel read it as
  * vec4 texels, about 2x faster on lavapipe than scalar texels. */
 typedef struct tg_mm_params {
     int64_t M, N, K;
-    int64_t batch; /* >= 1 */
+    int64_t batch; /* >= 1; ignored when n_batch_dims > 0 */
     int64_t batch_stride_a, batch_stride_b, batch_stride_c;
+    int n_batch_dims; /* 0: the one dimension above; else 1..TG_MM_MAX_BATCH_DIMS */
+    tg_mm_batch_dim batch_dims[TG_MM_MAX_BATCH_DIMS];
     int64_t lda, ldb, ldc; /* row strides in elements; 0: dense */
     bool transpose_a, transpose_b;
     tg_dtype dtype;     /* storage of A and B: TG_F32 or TG_F16 (accumulation is f32) */

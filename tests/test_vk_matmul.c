@@ -51,6 +51,11 @@ static float *rand_vec(size_t n, tg_dtype dt) {
 
 /* ---- running a kernel ---- */
 
+#define OK_GEN(call)                                                                               \
+    do {                                                                                           \
+        if ((call) != TG_OK) fail_msg("%s: %s", #call, tg_last_error());                           \
+    } while (0)
+
 typedef struct host_operand {
     const float *data; /* values (already rounded for f16) */
     size_t n;          /* elements */
@@ -420,6 +425,76 @@ static void test_conv_shared(void **state) {
     conv_suite(TG_MM_STRATEGY_SHARED, TG_F32);
 }
 
+/* ---- several batch dims ---- */
+
+/* Batch dims that merge give the same kernel as one batch stride; a
+ * partial broadcast (A [2,1,M,K], B [3,K,N], a residual [2,1,M,N] added
+ * by the epilogue) indexes each dim and matches the reference, in both
+ * strategies. */
+static void test_batch_dims(void **state) {
+    (void)state;
+    const int64_t M = 5, N = 6, K = 7, MK = M * K, KN = K * N, MN = M * N;
+    tg_mm_params one = {0};
+    one.M = M;
+    one.N = N;
+    one.K = K;
+    one.dtype = one.out_dtype = TG_F32;
+    tg_mm_params dense = one, partial = one;
+    one.batch = 6;
+    one.batch_stride_a = MK;
+    one.batch_stride_c = MN; /* B shared */
+    dense.n_batch_dims = 3;
+    dense.batch_dims[0] = (tg_mm_batch_dim){2, 3 * MK, 0, 3 * MN, {0}};
+    dense.batch_dims[1] = (tg_mm_batch_dim){1, 0, 0, 0, {0}}; /* extent 1: dropped */
+    dense.batch_dims[2] = (tg_mm_batch_dim){3, MK, 0, MN, {0}};
+    tg_mm_kernel k1, k2;
+    OK_GEN(tg_gen_matmul(&dev->caps, &one, &k1));
+    OK_GEN(tg_gen_matmul(&dev->caps, &dense, &k2));
+    assert_string_equal(k1.glsl, k2.glsl);
+    assert_null(strstr(k1.glsl, "boff_"));
+    tg_mm_kernel_free(&k1);
+    tg_mm_kernel_free(&k2);
+
+    partial.n_batch_dims = 2;
+    partial.batch_dims[0] = (tg_mm_batch_dim){2, MK, 0, 3 * MN, {MN}};
+    partial.batch_dims[1] = (tg_mm_batch_dim){3, 0, KN, MN, {0}};
+    partial.epilogue = "acc + e0";
+    partial.n_extra = 1;
+    partial.extra[0] = (tg_mm_extra){TG_F32, 0, N, 1};
+    float *a = rand_vec((size_t)(2 * MK), TG_F32), *b = rand_vec((size_t)(3 * KN), TG_F32);
+    float *r = rand_vec((size_t)(2 * MN), TG_F32);
+    tg_mm_strategy strategies[] = {TG_MM_STRATEGY_REGISTER, TG_MM_STRATEGY_SHARED};
+    for (int s = 0; s < 2; s++) {
+        partial.strategy = strategies[s];
+        OK_GEN(tg_gen_matmul(&dev->caps, &partial, &k1));
+        assert_non_null(strstr(k1.glsl, "boff_"));
+        host_operand extras[1] = {{r, (size_t)(2 * MN)}};
+        float *got = run_kernel(&k1, (host_operand){a, (size_t)(2 * MK)},
+                                (host_operand){b, (size_t)(3 * KN)}, extras, (size_t)(6 * MN), 0);
+        for (int64_t i = 0; i < 2; i++)
+            for (int64_t j = 0; j < 3; j++)
+                for (int64_t m = 0; m < M; m++)
+                    for (int64_t n = 0; n < N; n++) {
+                        double ref = r[i * MN + m * N + n], mag = 0;
+                        for (int64_t kk = 0; kk < K; kk++) {
+                            double x = a[i * MK + m * K + kk], y = b[j * KN + kk * N + n];
+                            ref += x * y;
+                            mag += fabs(x * y);
+                        }
+                        double g = got[(i * 3 + j) * MN + m * N + n];
+                        if (!(fabs(g - ref) <= 1e-5 * mag + 1e-6))
+                            fail_msg("%s: [%lld,%lld,%lld,%lld] = %.9g, want %.9g", k1.name,
+                                     (long long)i, (long long)j, (long long)m, (long long)n, g,
+                                     ref);
+                    }
+        free(got);
+        tg_mm_kernel_free(&k1);
+    }
+    free(a);
+    free(b);
+    free(r);
+}
+
 /* ---- errors and the tile table ---- */
 
 static void test_errors(void **state) {
@@ -514,11 +589,12 @@ static int teardown(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tiling_table), cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_register_f32), cmocka_unit_test(test_register_f16),
-        cmocka_unit_test(test_shared_f32),   cmocka_unit_test(test_shared_f16),
-        cmocka_unit_test(test_auto_mixed),   cmocka_unit_test(test_conv_register),
-        cmocka_unit_test(test_conv_shared),  cmocka_unit_test(test_validation_clean),
+        cmocka_unit_test(test_tiling_table),     cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_register_f32),     cmocka_unit_test(test_register_f16),
+        cmocka_unit_test(test_shared_f32),       cmocka_unit_test(test_shared_f16),
+        cmocka_unit_test(test_auto_mixed),       cmocka_unit_test(test_conv_register),
+        cmocka_unit_test(test_conv_shared),      cmocka_unit_test(test_batch_dims),
+        cmocka_unit_test(test_validation_clean),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
