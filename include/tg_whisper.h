@@ -129,6 +129,124 @@ enum {
 tg_status tg_tokenizer_decode(const tg_tokenizer *t, const int32_t *ids, int n_ids, unsigned flags,
                               char **text, size_t *len);
 
+/* ------------------------------------------------------------------ */
+/* Model graphs (models/whisper.c, whisper_decode.c, mel.c)             */
+/* ------------------------------------------------------------------ */
+
+/* Whisper is built on the public graph API (docs/whisper.md). Weights are
+ * variables named exactly as in Hugging Face checkpoints
+ * ("model.encoder.layers.0.self_attn.q_proj.weight", ...), so a store
+ * loaded from model.safetensors feeds the graphs directly. The logits use
+ * model.decoder.embed_tokens.weight (proj_out is tied to it). */
+
+#define TG_WHISPER_SAMPLE_RATE 16000
+#define TG_WHISPER_N_FFT 400
+#define TG_WHISPER_HOP 160
+#define TG_WHISPER_N_SAMPLES 480000 /* 30 s */
+#define TG_WHISPER_N_FRAMES 3000    /* log-Mel frames in 30 s */
+/** Largest number of decoder layers the decoding helpers take. */
+#define TG_WHISPER_MAX_LAYERS 64
+
+/* Weights ----------------------------------------------------------- */
+
+/** Number of tensors the model of `cfg` needs (proj_out.weight, tied, is
+ *  not counted), and the i-th's Hugging Face name and shape (shape has
+ *  TG_MAX_RANK entries). Names are at most 96 bytes with the NUL. */
+int tg_whisper_weight_count(const tg_whisper_config *cfg);
+tg_status tg_whisper_weight_info(const tg_whisper_config *cfg, int i, char *name, size_t name_size,
+                                 int *rank, int64_t *shape);
+/** Loads every weight from an open checkpoint into `store` as `dtype`
+ *  (a float dtype), under the names above. Accepts names with or without
+ *  the "model." prefix; proj_out.weight may be absent (tied) or equal to
+ *  embed_tokens. Every missing, mis-shaped or unexpected tensor is
+ *  reported in one TG_ERR_SHAPE / TG_ERR_NOT_FOUND message naming it and
+ *  the expected and actual shapes; the store is changed only if all pass. */
+tg_status tg_whisper_load_weights(tg_store *store, const tg_whisper_config *cfg,
+                                  const tg_safetensors *st, tg_dtype dtype);
+/** openai-whisper's sinusoidal encoder positions: out [length, channels]
+ *  (channels even, >= 4): sin(t * e^(-i*ln(10000)/(channels/2-1))) in the
+ *  first half, cos in the second. */
+tg_status tg_whisper_sinusoids(int length, int channels, float *out);
+
+/* Graphs ------------------------------------------------------------ */
+
+/** The encoder on `mel` f32 [B, num_mel_bins, 2 * max_source_positions]:
+ *  returns the hidden states f32 [B, max_source_positions, d_model]. */
+tg_tensor tg_whisper_build_encoder(tg_graph *g, const tg_whisper_config *cfg, tg_tensor mel);
+/** The full-sequence decoder (teacher forcing): tokens i32 [B, T] with a
+ *  static T <= max_target_positions, encoder_out [B, S, d_model] -> logits
+ *  f32 [B, T, vocab_size]. Causal: logits at t depend on tokens <= t only. */
+tg_tensor tg_whisper_build_decoder(tg_graph *g, const tg_whisper_config *cfg, tg_tensor tokens,
+                             tg_tensor encoder_out);
+
+/** Names of the decoding state variables: the self-attention cache of
+ *  layer i ("whisper.cache.self.<i>.k" / ".v", f32 [B, heads, max_len,
+ *  head_dim]) and the cross-attention keys/values ("whisper.cache.cross.
+ *  <i>.k" / ".v", f32 [B, heads, max_source_positions, head_dim]). */
+void tg_whisper_cache_name(char *buf, size_t size, bool cross, int layer, char kv);
+
+/** The cross-attention keys and values of every decoder layer from
+ *  `encoder_out` [B, S, d_model], written into their cache variables:
+ *  assigns[0 .. 2*decoder_layers) receive the assign ops (run them as
+ *  target operations once per audio window). */
+tg_status tg_whisper_build_cross_kv(tg_graph *g, const tg_whisper_config *cfg,
+                                    tg_tensor encoder_out, tg_tensor *assigns);
+
+/** The single-token decoder step for a KV cache of `max_len` positions. */
+typedef struct tg_whisper_step {
+    tg_tensor tokens;   /* placeholder "tokens" i32 [B, 1] */
+    tg_tensor position; /* placeholder "position" i32 [1]: where the token goes */
+    tg_tensor logits;   /* f32 [B, vocab_size] */
+    int n_updates;      /* 2 * decoder_layers */
+    tg_tensor updates[2 * TG_WHISPER_MAX_LAYERS]; /* slice_update ops: target operations */
+} tg_whisper_step;
+
+/** Builds the step: the token at `position` attends to cache entries
+ *  0..position (an additive mask from iota > position), its keys and
+ *  values are written into the cache with slice_update, and the
+ *  cross-attention reads the cross cache. One graph for every position:
+ *  compiled once, fed the position per step. */
+tg_status tg_whisper_build_step(tg_graph *g, const tg_whisper_config *cfg, int batch, int max_len,
+                                tg_whisper_step *out);
+
+/* Decoding ---------------------------------------------------------- */
+
+/** A decoder with a KV cache: the cross-KV and step graphs, compiled once
+ *  for `dev`, or run on the reference interpreter when dev is NULL.
+ *  Weights are read from `store` (which also holds the caches). */
+typedef struct tg_whisper_decoder tg_whisper_decoder;
+
+tg_status tg_whisper_decoder_new(const tg_whisper_config *cfg, tg_store *store, tg_device *dev,
+                                 int batch, int max_len, tg_whisper_decoder **out);
+void tg_whisper_decoder_free(tg_whisper_decoder *d);
+/** Computes the cross-attention cache from encoder_out f32 [B, S, d]. */
+tg_status tg_whisper_decoder_set_audio(tg_whisper_decoder *d, const tg_array *encoder_out);
+/** One step: tokens[B] at `position` -> logits f32 [B, vocab] (allocated). */
+tg_status tg_whisper_decoder_step(tg_whisper_decoder *d, const int32_t *tokens, int position,
+                                  tg_array *logits);
+/** Greedy decoding after set_audio. prompt is [B, n_prompt] row-major;
+ *  out is [B, max_len] row-major and receives the prompt followed by the
+ *  argmax tokens, until every row has produced `eos` (eos < 0: never) or
+ *  max_len tokens exist. lengths[b] receives row b's length (eos
+ *  included); rows that ended are padded with eos. */
+tg_status tg_whisper_greedy(tg_whisper_decoder *d, const int32_t *prompt, int n_prompt,
+                            int32_t eos, int32_t *out, int *lengths);
+
+/* Log-Mel front end ------------------------------------------------- */
+
+/** The Slaney-style Mel filterbank of librosa (htk=False, norm="slaney",
+ *  fmin 0, fmax 8000) for 16 kHz and n_fft 400: out [n_mels, 201]. */
+tg_status tg_whisper_mel_filters(int n_mels, float *out);
+/** Whisper's log-Mel spectrogram as graph ops: audio f32 [B, N] (N a
+ *  multiple of 160, >= 401; 480000 for a 30-s window) -> f32 [B, n_mels,
+ *  N / 160]: reflect padding by 200, periodic Hann, a DFT matmul, power,
+ *  the last frame dropped, Mel filters, log10(max(x, 1e-10)), max(x,
+ *  max(x) - 8) per batch item, (x + 4) / 4. */
+tg_tensor tg_whisper_log_mel(tg_graph *g, tg_tensor audio, int n_mels);
+/** Pads with zeros or trims `n` samples to `n_out` (TG_WHISPER_N_SAMPLES
+ *  for a window): out has n_out floats. */
+void tg_whisper_pad_or_trim(const float *samples, int64_t n, float *out, int64_t n_out);
+
 #ifdef __cplusplus
 }
 #endif
