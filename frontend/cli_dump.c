@@ -4,17 +4,91 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char cli_dump_help[] = "usage: graph dump [--ir | --dot] FILE.tgir [-o OUT]\n"
-                             "\n"
-                             "Parses FILE.tgir and prints it.\n"
-                             "  --ir       the canonical text IR (the default)\n"
-                             "  --dot      Graphviz DOT: ops as nodes, shapes on edges\n"
-                             "  -o OUT     write to OUT instead of stdout\n";
+const char cli_dump_help[] =
+    "usage: graph dump [--ir | --dot] FILE.tgir [-o OUT]\n"
+    "       graph dump [--ir] FILE.tgir --after=PASS [--disable=PASS[,PASS]]... [-o OUT]\n"
+    "       graph dump --stats FILE.tgir [--disable=PASS[,PASS]]...\n"
+    "       graph dump --passes\n"
+    "\n"
+    "Parses FILE.tgir and prints it.\n"
+    "  --ir           the canonical text IR (the default)\n"
+    "  --dot          Graphviz DOT: ops as nodes, shapes on edges\n"
+    "  --after=PASS   run the passes and print the IR after PASS (after\n"
+    "                 'fusion': grouped by kernel)\n"
+    "  --disable=PASS skip a pass (repeatable, or comma-separated); without\n"
+    "                 --after, prints the IR after the last pass that runs\n"
+    "  --stats        run the passes and print node, dispatch and memory counts\n"
+    "  --passes       list the passes in the order they run\n"
+    "  -o OUT         write to OUT instead of stdout\n"
+    "Targets are the nodes no other node uses; state ops are target ops.\n"
+    "TG_DUMP_IR=1 also prints the IR after every pass to stderr.\n";
+
+/* The dump sink: keeps the IR after the pass asked for (without one, the
+ * last IR it gets) and, with TG_DUMP_IR=1, writes every pass's IR to stderr. */
+typedef struct dump_sink {
+    const char *after;
+    char *text;
+} dump_sink;
+
+static void sink(void *user, const char *pass, const char *ir) {
+    dump_sink *s = user;
+    const char *env = getenv("TG_DUMP_IR");
+    if (env && strcmp(env, "1") == 0) fprintf(stderr, "# ---- IR after %s ----\n%s", pass, ir);
+    if (s->after && strcmp(pass, s->after) != 0) return;
+    size_t len = strlen(ir) + 1;
+    char *copy = malloc(len);
+    if (!copy) return; /* reported as an empty dump */
+    memcpy(copy, ir, len);
+    free(s->text);
+    s->text = copy;
+}
+
+static void print_stats(FILE *out, const tg_pass_stats *s) {
+    fprintf(out, "nodes_before: %d\nnodes_after: %d\n", s->nodes_before, s->nodes_after);
+    fprintf(out,
+            "nodes_by_class: source=%d elementwise=%d reduction=%d matmul=%d movement=%d "
+            "opaque=%d state=%d alias=%d\n",
+            s->sources, s->elementwise, s->reductions, s->matmuls, s->movements, s->opaque,
+            s->state, s->aliases);
+    fprintf(out, "dispatches_input: %d\ndispatches_unfused: %d\ndispatches_fused: %d\n",
+            s->dispatches_input, s->dispatches_unfused, s->dispatches_fused);
+    fprintf(out,
+            "kernels_by_kind: elementwise=%d movement=%d reduction=%d matmul=%d opaque=%d "
+            "state=%d\n",
+            s->kernels_elementwise, s->kernels_movement, s->kernels_reduction, s->kernels_matmul,
+            s->kernels_opaque, s->kernels_state);
+    fprintf(out, "intermediate_bytes: %lld\n", (long long)s->intermediate_bytes);
+}
+
+/* Runs the passes; returns the IR after `after` (or the last pass run) or,
+ * with stats, prints them. */
+static int run_passes(const char *input, tg_graph *g, const char *after, const char *disable,
+                      bool stats, const char *output) {
+    dump_sink s = {after, NULL};
+    tg_pass_options o = {
+        .disable = disable, .dump_after = after, .dump_all = !after, .dump = sink, .dump_user = &s};
+    tg_pass_stats st;
+    tg_graph *opt = NULL;
+    if (tg_optimize(g, 0, NULL, 0, NULL, &o, &opt, NULL, NULL, &st) != TG_OK) {
+        cli_error("%s: %s", input, tg_last_error());
+        free(s.text);
+        return CLI_FAIL;
+    }
+    tg_graph_free(opt);
+    bool ok = true;
+    if (stats)
+        print_stats(stdout, &st);
+    else
+        ok = cli_write_text(output, s.text ? s.text : "");
+    free(s.text);
+    return ok ? CLI_OK : CLI_FAIL;
+}
 
 int cli_dump(int argc, char **argv) {
     const char *command = argv[0];
-    const char *input = NULL, *output = NULL;
-    bool want_ir = false, want_dot = false;
+    const char *input = NULL, *output = NULL, *after = NULL, *disable_arg = NULL;
+    bool want_ir = false, want_dot = false, want_stats = false;
+    char disable[512] = "";
     for (int i = 1; i < argc;) {
         const char *arg = argv[i];
         int took = cli_take_value(command, argc, argv, &i, "-o", &output);
@@ -23,14 +97,27 @@ int cli_dump(int argc, char **argv) {
         took = cli_take_value(command, argc, argv, &i, "--output", &output);
         if (took < 0) return CLI_USAGE;
         if (took > 0) continue;
+        took = cli_take_value(command, argc, argv, &i, "--after", &after);
+        if (took < 0) return CLI_USAGE;
+        if (took > 0) continue;
+        took = cli_take_value(command, argc, argv, &i, "--disable", &disable_arg);
+        if (took < 0) return CLI_USAGE;
+        if (took > 0) {
+            size_t used = strlen(disable);
+            snprintf(disable + used, sizeof disable - used, "%s%s", used ? "," : "", disable_arg);
+            continue;
+        }
         if (strcmp(arg, "--ir") == 0) {
             want_ir = true;
         } else if (strcmp(arg, "--dot") == 0) {
             want_dot = true;
-        }
-        /* Pass-related flags (--after=PASS, --stats) are parsed here once the
-         * pass manager exists; until then they are unknown options. */
-        else if (arg[0] == '-' && arg[1] != '\0') {
+        } else if (strcmp(arg, "--stats") == 0) {
+            want_stats = true;
+        } else if (strcmp(arg, "--passes") == 0) {
+            for (int p = 0; p < tg_pass_count(); p++)
+                printf("%-16s %s\n", tg_pass_name(p), tg_pass_description(p));
+            return CLI_OK;
+        } else if (arg[0] == '-' && arg[1] != '\0') {
             return cli_usage_error(command, "unknown option '%s'", arg);
         } else if (!input) {
             input = arg;
@@ -41,9 +128,18 @@ int cli_dump(int argc, char **argv) {
     }
     if (want_ir && want_dot) return cli_usage_error(command, "give --ir or --dot, not both");
     if (!input) return cli_usage_error(command, "missing FILE.tgir");
+    bool passes = after || disable[0] || want_stats;
+    if (passes && want_dot)
+        return cli_usage_error(command,
+                               "--dot prints the input graph; it does not take pass flags");
 
     tg_graph *g = cli_load_graph(input);
     if (!g) return CLI_FAIL;
+    if (passes) {
+        int rc = run_passes(input, g, after, disable[0] ? disable : NULL, want_stats, output);
+        tg_graph_free(g);
+        return rc;
+    }
     char *text = want_dot ? tg_graph_to_dot(g) : tg_graph_to_text(g);
     tg_graph_free(g);
     if (!text) {

@@ -484,6 +484,71 @@ tg_status tg_interpret(const tg_graph *g, tg_store *store, int n_feeds, const tg
                        const tg_tensor *target_ops, unsigned flags);
 
 /* ------------------------------------------------------------------ */
+/* Passes (docs/passes.md)                                             */
+/* ------------------------------------------------------------------ */
+
+/** Number of optimisation passes, and the name and one-line description
+ *  of the i-th, in the order they run ("dce", "cse", "fold", "algebra",
+ *  "permute_matmul", "fusion", ...). NULL if i is out of range. */
+int tg_pass_count(void);
+const char *tg_pass_name(int i);
+const char *tg_pass_description(int i);
+
+/** Options of tg_optimize. Zero-initialise; every field is optional.
+ *
+ *  Dumping: the library never prints. It calls `dump` (if set) with the
+ *  text IR after a pass: after every pass (and once with pass "input"
+ *  before the first) when `dump_all` is set or the environment variable
+ *  TG_DUMP_IR is "1", and after the pass named `dump_after`. Without a
+ *  `dump` callback nothing is dumped. After "fusion" the text is the fused
+ *  IR (docs/ir.md, "Fused IR"). */
+typedef struct tg_pass_options {
+    /** Comma-separated names of passes to skip ("fold,cse"); NULL: none. */
+    const char *disable;
+    /** Dump the IR after this pass; NULL: none. */
+    const char *dump_after;
+    bool dump_all;
+    void (*dump)(void *user, const char *pass, const char *ir_text);
+    void *dump_user;
+    /** fold: largest result folded into a constant (0: 65536 elements). */
+    int64_t fold_max_elements;
+    /** fusion: most external inputs and outputs of one kernel (0: 16). */
+    int fusion_max_inputs, fusion_max_outputs;
+} tg_pass_options;
+
+/** What the passes did to a graph (tg_optimize, `graph dump --stats`). */
+typedef struct tg_pass_stats {
+    int nodes_before, nodes_after; /* all nodes */
+    /** Nodes of the optimised graph by op class. */
+    int sources, elementwise, reductions, matmuls, movements, opaque, state;
+    int aliases; /* reshape, stop_gradient: views, no dispatch (counted in their class too) */
+    /** Dispatches, one per needed node that is neither a source nor an
+     *  alias: of the input graph, of the simplified graph; then the
+     *  kernels of the fusion partition (= dispatches_unfused when fusion is
+     *  disabled), and those kernels by kind. */
+    int dispatches_input, dispatches_unfused, dispatches_fused;
+    int kernels_elementwise, kernels_movement, kernels_reduction, kernels_matmul, kernels_opaque,
+        kernels_state;
+    /** Naive memory: the sum of the bytes of every dispatched node's result
+     *  (no reuse); -1 when a needed shape is dynamic. */
+    int64_t intermediate_bytes;
+} tg_pass_stats;
+
+/** Runs the passes on a copy of `g` for the given targets and target
+ *  operations (as tg_compile takes them; if both counts are 0, every node
+ *  that no other node uses and that is not a source is a target, and every
+ *  state op a target operation). *out receives the optimised graph (free
+ *  it with tg_graph_free); new_targets[i] / new_target_ops[i] (arrays of
+ *  n_targets / n_target_ops entries, may be NULL when the count is 0)
+ *  receive the ids of targets[i] / target_ops[i] in it: passes renumber
+ *  nodes, and a target may become another node computing the same value
+ *  (x * 1 -> x). opts and stats may be NULL. */
+tg_status tg_optimize(const tg_graph *g, int n_targets, const tg_tensor *targets,
+                      int n_target_ops, const tg_tensor *target_ops, const tg_pass_options *opts,
+                      tg_graph **out, tg_tensor *new_targets, tg_tensor *new_target_ops,
+                      tg_pass_stats *stats);
+
+/* ------------------------------------------------------------------ */
 /* Devices (backend/vk_public.c)                                       */
 /* ------------------------------------------------------------------ */
 

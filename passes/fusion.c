@@ -1,0 +1,441 @@
+/* fusion.c — partitions a graph into kernels (docs/passes.md, "fusion").
+ *
+ * Every needed node that computes something (not a source, not an alias
+ * such as reshape) starts as its own kernel. Walking the nodes in order,
+ * each node tries to merge its kernel with the kernel of each input; a
+ * merge happens when it is one of
+ *  - a chain: two kernels of elementwise and movement ops (no root);
+ *  - an epilogue: elementwise ops of the root's shape after a matmul,
+ *    conv1d or reduction whose result is then used only inside the kernel;
+ *  - a prologue: elementwise (and, for reductions, movement) ops before a
+ *    reduction or an opaque op (softmax, layer_norm, ...), used only by
+ *    it, feeding the root directly;
+ * and the merged kernel stays within the input/output limits and the
+ * kernels stay acyclic. The graph is not changed. */
+#include "passes/passes.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct fuser {
+    const tg_graph *g;
+    const tg_fusion_limits *lim;
+    bool *needed, *is_target;
+    tg_users users;
+    int32_t *parent;             /* union-find over nodes; -1: in no kernel */
+    int32_t *root;               /* per representative: the root node or -1 */
+    int32_t *next, *head, *tail; /* member lists per representative */
+    int32_t *seen;               /* stamps for distinct inputs and searches */
+    int32_t stamp;
+    int32_t *queue;
+} fuser;
+
+static int32_t find(fuser *f, int32_t x) {
+    if (x < 0 || f->parent[x] < 0) return -1;
+    while (f->parent[x] != x) {
+        f->parent[x] = f->parent[f->parent[x]];
+        x = f->parent[x];
+    }
+    return x;
+}
+
+static tg_op_class klass(const fuser *f, int32_t id) {
+    return tg_ops[f->g->nodes[id].op].klass;
+}
+
+static bool same_shape(const tg_node *a, const tg_node *b) {
+    return a->rank == b->rank &&
+           memcmp(a->shape, b->shape, (size_t)a->rank * sizeof a->shape[0]) == 0;
+}
+
+#define FOR_MEMBERS(f, rep, m) for (int32_t m = (f)->head[rep]; m >= 0; m = (f)->next[m])
+
+/* A member is an output when a needed node outside {a, b} uses it, it is a
+ * target, or it writes state. */
+static bool escapes(fuser *f, int32_t m, int32_t a, int32_t b) {
+    if (f->is_target[m] || klass(f, m) == TG_CLASS_STATE) return true;
+    for (int32_t i = f->users.start[m]; i < f->users.start[m + 1]; i++) {
+        int32_t u = f->users.list[i];
+        int32_t gu = find(f, u);
+        if (f->needed[u] && gu != a && gu != b) return true;
+    }
+    return false;
+}
+
+/* Would kernels a and b together stay within the limits? */
+static bool within_limits(fuser *f, int32_t a, int32_t b) {
+    int n_in = 0, n_out = 0;
+    f->stamp++;
+    int32_t reps[2] = {a, b};
+    for (int r = 0; r < 2; r++) {
+        FOR_MEMBERS(f, reps[r], m) {
+            const tg_node *n = &f->g->nodes[m];
+            for (int k = 0; k < n->n_inputs; k++) {
+                int32_t x = n->inputs[k], gx = find(f, x);
+                if (gx == a || gx == b || f->seen[x] == f->stamp) continue;
+                f->seen[x] = f->stamp;
+                n_in++;
+            }
+            n_out += escapes(f, m, a, b);
+        }
+    }
+    return n_in <= f->lim->max_inputs && n_out <= f->lim->max_outputs;
+}
+
+/* Would merging a and b make a cycle among kernels: does a path leave
+ * {a, b} and come back? Kernels run whole, so reaching any member of a
+ * kernel continues from all its members; a path through an alias counts
+ * too (the alias reads memory the kernel would have to finish first). */
+static bool makes_cycle(fuser *f, int32_t a, int32_t b) {
+    int n = 0, done = 0;
+    f->stamp++;
+    int32_t reps[2] = {a, b};
+    for (int r = 0; r < 2; r++) FOR_MEMBERS(f, reps[r], m) {
+            f->seen[m] = f->stamp;
+            f->queue[n++] = m;
+        }
+    while (done < n) {
+        int32_t v = f->queue[done++];
+        int32_t gv = find(f, v);
+        bool outside = gv != a && gv != b;
+        for (int32_t i = f->users.start[v]; i < f->users.start[v + 1]; i++) {
+            int32_t u = f->users.list[i];
+            if (!f->needed[u]) continue;
+            int32_t gu = find(f, u);
+            if (gu == a || gu == b) {
+                if (outside) return true;
+                continue;
+            }
+            if (f->seen[u] == f->stamp) continue;
+            f->seen[u] = f->stamp;
+            f->queue[n++] = u;
+            if (gu < 0) continue;
+            FOR_MEMBERS(f, gu, m) {
+                if (f->seen[m] == f->stamp) continue;
+                f->seen[m] = f->stamp;
+                f->queue[n++] = m;
+            }
+        }
+    }
+    return false;
+}
+
+/* Every member of kernel rep is of class c. */
+static bool all_of_class(fuser *f, int32_t rep, tg_op_class c) {
+    FOR_MEMBERS(f, rep, m) if (klass(f, m) != c) return false;
+    return true;
+}
+
+/* Epilogue after root r (matmul-like or a reduction): elementwise ops of
+ * r's shape, and r's result stays inside. */
+static bool legal_epilogue(fuser *f, int32_t p, int32_t c) {
+    int32_t r = f->root[p];
+    tg_op_class k = klass(f, r);
+    if (k != TG_CLASS_MATMUL && k != TG_CLASS_REDUCTION) return false;
+    FOR_MEMBERS(f, c, m) {
+        if (klass(f, m) != TG_CLASS_ELEMENTWISE || !same_shape(&f->g->nodes[m], &f->g->nodes[r]))
+            return false;
+    }
+    return !escapes(f, r, p, c);
+}
+
+/* Prologue of root r (a reduction or an opaque op): kernel p feeds only
+ * r, directly. */
+static bool legal_prologue(fuser *f, int32_t p, int32_t c) {
+    int32_t r = f->root[c];
+    tg_op_class k = klass(f, r);
+    if (k != TG_CLASS_REDUCTION && k != TG_CLASS_OPAQUE) return false;
+    if (k == TG_CLASS_OPAQUE && !all_of_class(f, p, TG_CLASS_ELEMENTWISE)) return false;
+    FOR_MEMBERS(f, p, m) {
+        if (escapes(f, m, p, c)) return false;
+        for (int32_t i = f->users.start[m]; i < f->users.start[m + 1]; i++) {
+            int32_t u = f->users.list[i];
+            if (f->needed[u] && find(f, u) == c && u != r) return false;
+        }
+    }
+    return true;
+}
+
+/* A chain of elementwise/movement ops: its outputs share one shape (the
+ * index space the kernel runs over). */
+static bool legal_chain(fuser *f, int32_t a, int32_t b) {
+    const tg_node *shape = NULL;
+    int32_t reps[2] = {a, b};
+    for (int r = 0; r < 2; r++) {
+        FOR_MEMBERS(f, reps[r], m) {
+            if (!escapes(f, m, a, b)) continue;
+            if (shape && !same_shape(shape, &f->g->nodes[m])) return false;
+            shape = &f->g->nodes[m];
+        }
+    }
+    return true;
+}
+
+/* Tries to merge producer kernel p into consumer kernel c. */
+static void try_merge(fuser *f, int32_t p, int32_t c) {
+    if (p < 0 || c < 0 || p == c) return;
+    bool ok;
+    if (f->root[p] >= 0 && f->root[c] >= 0)
+        ok = false;
+    else if (f->root[p] >= 0)
+        ok = legal_epilogue(f, p, c);
+    else if (f->root[c] >= 0)
+        ok = legal_prologue(f, p, c);
+    else
+        ok = legal_chain(f, p, c);
+    if (!ok || !within_limits(f, p, c) || makes_cycle(f, p, c)) return;
+    /* p becomes the representative; c's members follow p's */
+    FOR_MEMBERS(f, c, m) f->parent[m] = p;
+    f->parent[c] = p;
+    f->next[f->tail[p]] = f->head[c];
+    f->tail[p] = f->tail[c];
+    if (f->root[p] < 0) f->root[p] = f->root[c];
+}
+
+static bool kernel_node(const tg_node *n) {
+    return tg_ops[n->op].klass != TG_CLASS_SOURCE && !tg_node_is_alias(n);
+}
+
+static tg_status fuser_init(fuser *f, const tg_graph *g, int n_targets, const int32_t *targets,
+                            int n_target_ops, const int32_t *target_ops,
+                            const tg_fusion_limits *lim) {
+    size_t n = (size_t)g->n_nodes + 1;
+    memset(f, 0, sizeof *f);
+    f->g = g;
+    f->lim = lim;
+    f->needed = tg_needed_nodes(g, n_targets, targets, n_target_ops, target_ops);
+    f->is_target = calloc(n, sizeof *f->is_target);
+    f->parent = malloc(n * sizeof *f->parent);
+    f->root = malloc(n * sizeof *f->root);
+    f->next = malloc(n * sizeof *f->next);
+    f->head = malloc(n * sizeof *f->head);
+    f->tail = malloc(n * sizeof *f->tail);
+    f->seen = calloc(n, sizeof *f->seen);
+    f->queue = malloc(n * sizeof *f->queue);
+    if (!f->needed || !f->is_target || !f->parent || !f->root || !f->next || !f->head || !f->tail ||
+        !f->seen || !f->queue)
+        return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    tg_status st = tg_users_build(g, &f->users);
+    if (st != TG_OK) return st;
+    for (int i = 0; i < n_targets; i++) f->is_target[targets[i]] = true;
+    for (int id = 0; id < g->n_nodes; id++) {
+        const tg_node *nd = &g->nodes[id];
+        bool in = f->needed[id] && kernel_node(nd);
+        tg_op_class k = tg_ops[nd->op].klass;
+        f->parent[id] = in ? id : -1;
+        f->root[id] = in && k != TG_CLASS_ELEMENTWISE && k != TG_CLASS_MOVEMENT ? id : -1;
+        f->next[id] = -1;
+        f->head[id] = f->tail[id] = id;
+    }
+    return TG_OK;
+}
+
+static void fuser_free(fuser *f) {
+    free(f->needed);
+    free(f->is_target);
+    free(f->parent);
+    free(f->root);
+    free(f->next);
+    free(f->head);
+    free(f->tail);
+    free(f->seen);
+    free(f->queue);
+    tg_users_free(&f->users);
+}
+
+void tg_partition_free(tg_partition *p) {
+    if (!p) return;
+    for (int k = 0; k < p->n_kernels; k++) {
+        free(p->kernels[k].nodes);
+        free(p->kernels[k].inputs);
+        free(p->kernels[k].outputs);
+    }
+    free(p->kernels);
+    free(p->kernel_of);
+    free(p);
+}
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Fills kernel k of the partition from representative rep. */
+static tg_status describe_kernel(fuser *f, int32_t rep, tg_part_kernel *k) {
+    int n = 0;
+    FOR_MEMBERS(f, rep, m) n++;
+    k->nodes = malloc((size_t)n * sizeof *k->nodes);
+    if (!k->nodes) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    k->n_nodes = 0;
+    FOR_MEMBERS(f, rep, m) k->nodes[k->n_nodes++] = m;
+    qsort(k->nodes, (size_t)n, sizeof *k->nodes, cmp_i32);
+    int n_in = 0;
+    for (int i = 0; i < n; i++) n_in += f->g->nodes[k->nodes[i]].n_inputs;
+    k->inputs = malloc(((size_t)n_in + 1) * sizeof *k->inputs);
+    k->outputs = malloc((size_t)n * sizeof *k->outputs);
+    if (!k->inputs || !k->outputs) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    f->stamp++;
+    bool movement_only = true;
+    for (int i = 0; i < n; i++) {
+        int32_t m = k->nodes[i];
+        const tg_node *nd = &f->g->nodes[m];
+        movement_only = movement_only && klass(f, m) == TG_CLASS_MOVEMENT;
+        for (int j = 0; j < nd->n_inputs; j++) {
+            int32_t x = nd->inputs[j];
+            if (find(f, x) == rep || f->seen[x] == f->stamp) continue;
+            f->seen[x] = f->stamp;
+            k->inputs[k->n_inputs++] = x;
+        }
+        if (escapes(f, m, rep, rep)) k->outputs[k->n_outputs++] = m;
+    }
+    qsort(k->inputs, (size_t)k->n_inputs, sizeof *k->inputs, cmp_i32);
+    k->root = f->root[rep] >= 0 ? f->root[rep] : k->nodes[n - 1];
+    k->kind = f->root[rep] >= 0 ? klass(f, k->root)
+              : movement_only   ? TG_CLASS_MOVEMENT
+                                : TG_CLASS_ELEMENTWISE;
+    return TG_OK;
+}
+
+/* The kernel (representative) that produces node x's memory: through
+ * aliases to the node they view; -1 for sources. */
+static int32_t producer(fuser *f, int32_t x) {
+    while (tg_node_is_alias(&f->g->nodes[x])) x = f->g->nodes[x].inputs[0];
+    return find(f, x);
+}
+
+typedef struct order_state {
+    int n;
+    int32_t *reps;               /* kernel i's representative, by first member */
+    int32_t *slot;               /* representative -> i */
+    int *pending;                /* inputs from kernels not yet placed */
+    int32_t *edge_start, *edges; /* CSR: kernel -> consumers (one per input) */
+    bool *placed;
+    tg_part_kernel *desc;
+} order_state;
+
+static void order_free(order_state *o) {
+    for (int i = 0; o->desc && i < o->n; i++) {
+        free(o->desc[i].nodes);
+        free(o->desc[i].inputs);
+        free(o->desc[i].outputs);
+    }
+    free(o->desc);
+    free(o->reps);
+    free(o->slot);
+    free(o->pending);
+    free(o->edge_start);
+    free(o->edges);
+    free(o->placed);
+}
+
+/* Describes every kernel and its dependences. */
+static tg_status order_init(fuser *f, order_state *o) {
+    const tg_graph *g = f->g;
+    size_t nn = (size_t)g->n_nodes + 1;
+    memset(o, 0, sizeof *o);
+    o->reps = malloc(nn * sizeof *o->reps);
+    o->slot = malloc(nn * sizeof *o->slot);
+    if (!o->reps || !o->slot) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    for (int id = 0; id < g->n_nodes; id++) o->slot[id] = -1;
+    for (int id = 0; id < g->n_nodes; id++) {
+        int32_t r = find(f, id);
+        if (r >= 0 && o->slot[r] < 0) {
+            o->slot[r] = o->n;
+            o->reps[o->n++] = r;
+        }
+    }
+    size_t nk = (size_t)o->n + 1;
+    o->desc = calloc(nk, sizeof *o->desc);
+    o->pending = calloc(nk, sizeof *o->pending);
+    o->placed = calloc(nk, sizeof *o->placed);
+    o->edge_start = calloc(nk + 1, sizeof *o->edge_start);
+    if (!o->desc || !o->pending || !o->placed || !o->edge_start)
+        return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    int n_edges = 0;
+    for (int i = 0; i < o->n; i++) {
+        tg_status st = describe_kernel(f, o->reps[i], &o->desc[i]);
+        if (st != TG_OK) return st;
+        for (int j = 0; j < o->desc[i].n_inputs; j++) {
+            int32_t r = producer(f, o->desc[i].inputs[j]);
+            if (r < 0) continue;
+            o->pending[i]++;
+            o->edge_start[o->slot[r] + 2]++;
+            n_edges++;
+        }
+    }
+    o->edges = malloc(((size_t)n_edges + 1) * sizeof *o->edges);
+    if (!o->edges) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    for (int i = 2; i <= o->n + 1; i++) o->edge_start[i] += o->edge_start[i - 1];
+    for (int i = 0; i < o->n; i++)
+        for (int j = 0; j < o->desc[i].n_inputs; j++) {
+            int32_t r = producer(f, o->desc[i].inputs[j]);
+            if (r >= 0) o->edges[o->edge_start[o->slot[r] + 1]++] = i;
+        }
+    return TG_OK;
+}
+
+/* Orders the kernels topologically (of the ready ones, the one whose first
+ * member comes first) and fills the partition. */
+static tg_status build_partition(fuser *f, tg_partition *p) {
+    order_state o;
+    tg_status st = order_init(f, &o);
+    if (st == TG_OK && !(p->kernels = calloc((size_t)o.n + 1, sizeof *p->kernels)))
+        st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    while (st == TG_OK && p->n_kernels < o.n) {
+        int pick = -1;
+        for (int i = 0; i < o.n && pick < 0; i++)
+            if (!o.placed[i] && o.pending[i] == 0) pick = i;
+        if (pick < 0) {
+            st = tg_set_error(TG_ERR_INVALID_ARGUMENT, "fusion: the kernels form a cycle");
+            break;
+        }
+        o.placed[pick] = true;
+        for (int e = o.edge_start[pick]; e < o.edge_start[pick + 1]; e++) o.pending[o.edges[e]]--;
+        int k = p->n_kernels++;
+        p->kernels[k] = o.desc[pick];
+        memset(&o.desc[pick], 0, sizeof o.desc[pick]);
+        for (int j = 0; j < p->kernels[k].n_nodes; j++) p->kernel_of[p->kernels[k].nodes[j]] = k;
+    }
+    order_free(&o);
+    return st;
+}
+
+tg_status tg_partition_graph(const tg_graph *g, int n_targets, const int32_t *targets,
+                             int n_target_ops, const int32_t *target_ops,
+                             const tg_fusion_limits *limits, tg_partition **out) {
+    *out = NULL;
+    fuser f;
+    tg_status st = fuser_init(&f, g, n_targets, targets, n_target_ops, target_ops, limits);
+    for (int id = 0; st == TG_OK && id < g->n_nodes; id++) {
+        const tg_node *n = &g->nodes[id];
+        if (find(&f, id) < 0) continue;
+        for (int k = 0; k < n->n_inputs; k++) try_merge(&f, find(&f, n->inputs[k]), find(&f, id));
+    }
+    tg_partition *p = st == TG_OK ? calloc(1, sizeof *p) : NULL;
+    if (st == TG_OK &&
+        (!p || !(p->kernel_of = malloc(((size_t)g->n_nodes + 1) * sizeof *p->kernel_of)))) {
+        free(p);
+        p = NULL;
+        st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    }
+    if (st == TG_OK) {
+        p->n_nodes = g->n_nodes;
+        for (int id = 0; id < g->n_nodes; id++) {
+            p->kernel_of[id] = -1;
+            p->unfused += find(&f, id) >= 0;
+        }
+        st = build_partition(&f, p);
+    }
+    fuser_free(&f);
+    if (st != TG_OK) {
+        tg_partition_free(p);
+        return st;
+    }
+    *out = p;
+    return TG_OK;
+}
+
+tg_status tg_pass_fusion(tg_graph **g, const tg_pass_ctx *ctx) {
+    return tg_partition_graph(*g, ctx->n_targets, ctx->targets, ctx->n_target_ops, ctx->target_ops,
+                              &ctx->limits, ctx->partition);
+}
