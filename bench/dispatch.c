@@ -112,10 +112,7 @@ int main(void) {
     const char *lp = getenv("LP_NUM_THREADS");
     printf("{\n  \"bench\": \"dispatch\",\n  \"device\": \"%s\",\n  \"driver\": \"%s %s\",\n",
            dev->caps.name, dev->caps.driver_name, dev->caps.driver_info);
-    if (lp)
-        printf("  \"LP_NUM_THREADS\": \"%s\",\n", lp);
-    else
-        printf("  \"LP_NUM_THREADS\": null,\n");
+    printf("  \"lp_num_threads\": %s%s%s,\n", lp ? "\"" : "", lp ? lp : "null", lp ? "\"" : "");
     printf("  \"dispatches_per_command_buffer\": %d,\n  \"replays\": %d,\n", N_DISPATCH, N_REPLAY);
     printf("  \"us_per_dispatch_median\": %.3f,\n  \"us_per_dispatch_min\": %.3f,\n", med_dispatch,
            min_dispatch);
