@@ -238,7 +238,7 @@ tg_status tg_whisper_greedy(tg_whisper_decoder *d, const int32_t *prompt, int n_
  *  fmin 0, fmax 8000) for 16 kHz and n_fft 400: out [n_mels, 201]. */
 tg_status tg_whisper_mel_filters(int n_mels, float *out);
 /** Whisper's log-Mel spectrogram as graph ops: audio f32 [B, N] (N a
- *  multiple of 160, >= 401; 480000 for a 30-s window) -> f32 [B, n_mels,
+ *  multiple of 160, >= 480; 480000 for a 30-s window) -> f32 [B, n_mels,
  *  N / 160]: reflect padding by 200, periodic Hann, a DFT matmul, power,
  *  the last frame dropped, Mel filters, log10(max(x, 1e-10)), max(x,
  *  max(x) - 8) per batch item, (x + 4) / 4. */
