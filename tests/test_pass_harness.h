@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char *read_text(const char *path) {
+static inline char *read_text(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
@@ -30,7 +30,7 @@ static char *read_text(const char *path) {
     return s;
 }
 
-static tg_graph *load_graph(const char *path) {
+static inline tg_graph *load_graph(const char *path) {
     char *text = read_text(path);
     if (!text) fprintf(stderr, "cannot read %s\n", path);
     assert_non_null(text);
@@ -46,7 +46,7 @@ typedef struct targets {
     tg_tensor t[256], ops[64];
 } targets;
 
-static void default_targets(const tg_graph *g, targets *t) {
+static inline void default_targets(const tg_graph *g, targets *t) {
     bool *used = calloc((size_t)g->n_nodes + 1, 1);
     for (int i = 0; i < g->n_nodes; i++)
         for (int k = 0; k < g->nodes[i].n_inputs; k++) used[g->nodes[i].inputs[k]] = true;
@@ -63,7 +63,7 @@ static void default_targets(const tg_graph *g, targets *t) {
 
 /* Deterministic values for a placeholder: floats in [-1, 1], integers in
  * [0, 3) (valid indices for small axes), u8 0/1. */
-static void fill_random(tg_array *a, uint32_t *state) {
+static inline void fill_random(tg_array *a, uint32_t *state) {
     for (int64_t i = 0; i < tg_array_count(a); i++) {
         *state = *state * 1664525u + 1013904223u;
         double u = (double)(*state >> 8) / (double)(1u << 24);
@@ -82,7 +82,7 @@ typedef struct feeds {
     tg_array values[64];
 } feeds;
 
-static void make_feeds(const tg_graph *g, feeds *f, uint32_t seed) {
+static inline void make_feeds(const tg_graph *g, feeds *f, uint32_t seed) {
     f->n = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         const tg_node *n = &g->nodes[i];
@@ -95,11 +95,11 @@ static void make_feeds(const tg_graph *g, feeds *f, uint32_t seed) {
     }
 }
 
-static void free_feeds(feeds *f) {
+static inline void free_feeds(feeds *f) {
     for (int i = 0; i < f->n; i++) tg_array_free(&f->values[i]);
 }
 
-static int feeds_for(const tg_graph *g, const feeds *f, tg_feed *out) {
+static inline int feeds_for(const tg_graph *g, const feeds *f, tg_feed *out) {
     int n = 0;
     for (int i = 0; i < f->n; i++) {
         tg_tensor t = tg_graph_find(g, f->names[i]);
@@ -109,7 +109,7 @@ static int feeds_for(const tg_graph *g, const feeds *f, tg_feed *out) {
     return n;
 }
 
-static void copy_store(tg_store *from, tg_store *to) {
+static inline void copy_store(tg_store *from, tg_store *to) {
     for (int i = 0; i < tg_store_count(from); i++) {
         tg_array a;
         assert_int_equal(tg_store_get(from, tg_store_name(from, i), &a), TG_OK);
@@ -118,7 +118,7 @@ static void copy_store(tg_store *from, tg_store *to) {
     }
 }
 
-static void assert_arrays_close(const tg_array *a, const tg_array *b, const char *what) {
+static inline void assert_arrays_close(const tg_array *a, const tg_array *b, const char *what) {
     assert_int_equal(a->dtype, b->dtype);
     assert_int_equal(a->rank, b->rank);
     assert_memory_equal(a->shape, b->shape, (size_t)a->rank * sizeof a->shape[0]);
@@ -133,8 +133,8 @@ static void assert_arrays_close(const tg_array *a, const tg_array *b, const char
 /* Runs g (targets t) and opt (targets t_opt: the same values) on the
  * interpreter with the same feeds and variables; asserts equal results and
  * equal variables afterwards. */
-static void assert_same_results(const tg_graph *g, const targets *t, const tg_graph *opt,
-                                const targets *t_opt, uint32_t seed) {
+static inline void assert_same_results(const tg_graph *g, const targets *t, const tg_graph *opt,
+                                       const targets *t_opt, uint32_t seed) {
     feeds f;
     make_feeds(g, &f, seed);
     tg_store *s1 = tg_store_new(), *s2 = tg_store_new();
@@ -172,8 +172,8 @@ static void assert_same_results(const tg_graph *g, const targets *t, const tg_gr
 
 /* Optimises g for its default targets with `opts`; returns the new graph
  * and the targets in it (t: the targets in g). */
-static tg_graph *optimize_for(const tg_graph *g, const tg_pass_options *opts, const targets *t,
-                              targets *t_opt, tg_pass_stats *stats) {
+static inline tg_graph *optimize_for(const tg_graph *g, const tg_pass_options *opts,
+                                     const targets *t, targets *t_opt, tg_pass_stats *stats) {
     tg_graph *out = NULL;
     t_opt->n = t->n;
     t_opt->n_ops = t->n_ops;
@@ -186,8 +186,8 @@ static tg_graph *optimize_for(const tg_graph *g, const tg_pass_options *opts, co
 }
 
 /* The same for the default targets of g (returned in t). */
-static tg_graph *optimize(const tg_graph *g, const tg_pass_options *opts, targets *t,
-                          targets *t_opt, tg_pass_stats *stats) {
+static inline tg_graph *optimize(const tg_graph *g, const tg_pass_options *opts, targets *t,
+                                 targets *t_opt, tg_pass_stats *stats) {
     default_targets(g, t);
     return optimize_for(g, opts, t, t_opt, stats);
 }
