@@ -18,6 +18,7 @@ static const cli_command commands[] = {
     {"run", "run a graph on the reference interpreter", cli_run_help, cli_run},
     {"compare", "compare two .npy files within a tolerance", cli_compare_help, cli_compare},
     {"devices", "list the Vulkan devices and their limits", cli_devices_help, cli_devices},
+    {"mel", "write the Whisper log-Mel spectrogram of an audio file", cli_mel_help, cli_mel},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
