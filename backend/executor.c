@@ -17,10 +17,11 @@
  * The command buffer is re-recorded only when a variable's device buffer was
  * replaced (its dtype or shape changed in the store).
  *
- * assign and slice_update write the variable's buffer in place, unless
- * something else in the run reads the variable's old value (or it is a
- * target): then they write a temporary in the arena, copied into the
- * variable at the end of the command buffer, so all reads see the old
+ * State ops (assign, slice_update, the optimizer updates, which write
+ * several variables: one kernel output each) write a variable's buffer in
+ * place, unless a later node in the run reads the variable's old value (or
+ * it is a target): then they write a temporary in the arena, copied into
+ * the variable at the end of the command buffer, so all reads see the old
  * value. */
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,14 @@ typedef struct exec_copy {
     loc src, dst;
 } exec_copy;
 
+/* Where a state op writes its variable input `input` (> 0; input 0's is
+ * the node's own location). */
+typedef struct exec_out {
+    int32_t node;
+    int input;
+    loc at;
+} exec_out;
+
 /* A pipeline shared by every spec of an executable that has a kernel with
  * this GLSL (shapes that a new specialisation leaves unchanged keep their
  * kernels: no pipeline creation, no driver JIT at the first dispatch). */
@@ -109,6 +118,8 @@ typedef struct spec {
     int n_feeds, n_targets;
     exec_copy *preload, *writeback;
     int n_preload, n_writeback;
+    exec_out *outs; /* state ops' outputs beyond the first (written inputs i > 0) */
+    int n_outs;
     tg_vk_cmd *cmd;
     char (*dispatch_names)[64];
     int n_dispatch;
@@ -221,6 +232,7 @@ static void free_spec(tg_executable *e, spec *s) {
     free(s->targets);
     free(s->preload);
     free(s->writeback);
+    free(s->outs);
     free(s->dispatch_names);
     free(s);
 }
@@ -301,44 +313,61 @@ typedef struct builder {
     packer arena, consts;
 } builder;
 
-/* Decides, for each assign/slice_update, whether it can write its variable
- * in place: only if nothing else reads the variable's old value in this run
- * and the variable is not a target (whose value must be the old one). */
-static tg_status plan_state(builder *b, bool *in_place) {
+/* True if state node m writes variable `var`. */
+static bool writes_var(const tg_node *m, int32_t var) {
+    unsigned w = written_inputs(m);
+    for (int k = 0; k < m->n_inputs; k++)
+        if ((w >> k & 1u) && m->inputs[k] == var) return true;
+    return false;
+}
+
+/* Decides, for each variable a state op writes (assign, slice_update: its
+ * input 0; optimizer updates: the weight and its moments), whether the op
+ * can write it in place: only if no kernel after it reads the variable's
+ * old value and the variable is not a target (whose value must be the old
+ * one). Kernels run in node order, and a kernel that writes memory read
+ * since the last barrier gets a barrier first, so reads by earlier nodes
+ * (a training step's forward and backward reading the weights that its
+ * optimizer updates) are done before the write. in_place[id] is a mask
+ * over the node's inputs. */
+static tg_status plan_state(builder *b, unsigned *in_place) {
     const tg_executable *e = b->e;
     const tg_graph *g = b->s->g;
     for (int id = 0; id < g->n_nodes; id++) {
         const tg_node *n = &g->nodes[id];
-        in_place[id] = false;
+        in_place[id] = 0;
         if (!e->needed[id] || !is_state(n)) continue;
-        if (written_inputs(n) != 1u) {
-            /* one output per kernel so far: the node's value is the new
-             * value of input 0 (assign, slice_update, sgd without momentum) */
+        unsigned w = written_inputs(n);
+        if (!(w & 1u)) {
             char lab[160];
             return tg_set_error(TG_ERR_UNSUPPORTED,
-                                "tg_compile: %s writes several variables; the executor supports "
-                                "ops that write only their first input",
+                                "tg_compile: %s does not write its first input; the node's value "
+                                "is that variable's new value",
                                 node_label(g, id, lab, sizeof lab));
         }
-        int32_t var = n->inputs[0];
-        bool ok = true;
-        for (int j = 0; j < g->n_nodes; j++) {
-            const tg_node *m = &g->nodes[j];
-            if (!e->needed[j] || j == id || is_alias(m) || tg_ops[m->op].klass == TG_CLASS_SOURCE)
-                continue;
-            if (is_state(m) && m->inputs[0] == var) {
-                char lab[160];
-                return tg_set_error(TG_ERR_UNSUPPORTED,
-                                    "tg_compile: variable '%s' is written twice in one run (by "
-                                    "node %d and %s)",
-                                    g->nodes[var].name, id, node_label(g, j, lab, sizeof lab));
+        for (int i = 0; i < n->n_inputs; i++) {
+            if (!(w >> i & 1u)) continue;
+            int32_t var = n->inputs[i];
+            bool ok = true;
+            for (int j = 0; j < g->n_nodes; j++) {
+                const tg_node *m = &g->nodes[j];
+                if (!e->needed[j] || j == id || is_alias(m) ||
+                    tg_ops[m->op].klass == TG_CLASS_SOURCE)
+                    continue;
+                if (is_state(m) && writes_var(m, var)) {
+                    char lab[160];
+                    return tg_set_error(TG_ERR_UNSUPPORTED,
+                                        "tg_compile: variable '%s' is written twice in one run (by "
+                                        "node %d and %s)",
+                                        g->nodes[var].name, id, node_label(g, j, lab, sizeof lab));
+                }
+                for (int k = 0; j > id && k < m->n_inputs && ok; k++)
+                    if (b->s->root[m->inputs[k]] == var) ok = false;
             }
-            for (int k = 0; k < m->n_inputs && ok; k++)
-                if (b->s->root[m->inputs[k]] == var) ok = false;
+            for (int t = 0; t < e->n_targets && ok; t++)
+                if (b->s->root[e->targets[t]] == var) ok = false;
+            if (ok) in_place[id] |= 1u << i;
         }
-        for (int t = 0; t < e->n_targets && ok; t++)
-            if (b->s->root[e->targets[t]] == var) ok = false;
-        in_place[id] = ok;
     }
     return TG_OK;
 }
@@ -357,12 +386,51 @@ static tg_status add_var(spec *s, int32_t node, int *index) {
     return TG_OK;
 }
 
+/* Where state node `id` writes the new value of its variable input i: the
+ * variable's buffer (in place) or a temporary in the arena, copied into
+ * the variable at the end of the run (slice_update's temporary starts as
+ * the variable: it writes only a slab). Input 0's is the node's own
+ * location (its value); the others are extra kernel outputs (s->outs). */
+static tg_status place_written(builder *b, int32_t id, int i, bool in_place, const char *lab) {
+    spec *s = b->s;
+    const tg_node *n = &s->g->nodes[id];
+    int32_t var = n->inputs[i];
+    int vi = 0;
+    tg_status st = add_var(s, var, &vi);
+    if (st != TG_OK) return st;
+    s->vars[vi].written = true;
+    loc at = s->locs[var];
+    if (!in_place) {
+        st = pack(&b->arena, LOC_ARENA, s->locs[var].bytes, lab, &at);
+        if (st != TG_OK) return st;
+        exec_copy *wb = realloc(s->writeback, (size_t)(s->n_writeback + 1) * sizeof *wb);
+        if (!wb) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+        s->writeback = wb;
+        wb[s->n_writeback++] = (exec_copy){at, s->locs[var]};
+        if (n->op == TG_OP_SLICE_UPDATE) {
+            exec_copy *pl = realloc(s->preload, (size_t)(s->n_preload + 1) * sizeof *pl);
+            if (!pl) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+            s->preload = pl;
+            pl[s->n_preload++] = (exec_copy){s->locs[var], at};
+        }
+    }
+    if (i == 0) {
+        s->locs[id] = at;
+        return TG_OK;
+    }
+    exec_out *o = realloc(s->outs, (size_t)(s->n_outs + 1) * sizeof *o);
+    if (!o) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    s->outs = o;
+    o[s->n_outs++] = (exec_out){id, i, at};
+    return TG_OK;
+}
+
 /* Gives every needed node a location. */
 static tg_status place_nodes(builder *b) {
     spec *s = b->s;
     const tg_graph *g = s->g;
     const bool *needed = b->e->needed;
-    bool *in_place = calloc((size_t)(g->n_nodes > 0 ? g->n_nodes : 1), sizeof *in_place);
+    unsigned *in_place = calloc((size_t)(g->n_nodes > 0 ? g->n_nodes : 1), sizeof *in_place);
     if (!in_place) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
     tg_status st = plan_state(b, in_place);
     char lab[160];
@@ -380,35 +448,9 @@ static tg_status place_nodes(builder *b) {
             st = add_var(s, id, &vi);
             s->locs[id] = (loc){LOC_VAR, vi, 0, bytes, tg_exec_align(bytes ? bytes : 16, 16)};
         } else if (is_state(n)) {
-            int32_t var = n->inputs[0];
-            int vi = 0;
-            st = add_var(s, var, &vi);
-            if (st != TG_OK) break;
-            s->vars[vi].written = true;
-            if (in_place[id]) {
-                s->locs[id] = s->locs[var];
-                continue;
-            }
-            st = pack(&b->arena, LOC_ARENA, bytes, lab, &s->locs[id]);
-            if (st != TG_OK) break;
-            exec_copy c = {s->locs[id], s->locs[var]};
-            exec_copy *wb = realloc(s->writeback, (size_t)(s->n_writeback + 1) * sizeof *wb);
-            if (!wb) {
-                st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
-                break;
-            }
-            s->writeback = wb;
-            wb[s->n_writeback++] = c;
-            if (n->op == TG_OP_SLICE_UPDATE) {
-                /* the slab kernel writes part of it: start from the old value */
-                exec_copy *pl = realloc(s->preload, (size_t)(s->n_preload + 1) * sizeof *pl);
-                if (!pl) {
-                    st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
-                    break;
-                }
-                s->preload = pl;
-                pl[s->n_preload++] = (exec_copy){s->locs[var], s->locs[id]};
-            }
+            unsigned w = written_inputs(n);
+            for (int i = 0; st == TG_OK && i < n->n_inputs; i++)
+                if (w >> i & 1u) st = place_written(b, id, i, in_place[id] >> i & 1u, lab);
         } else {
             st = pack(&b->arena, LOC_ARENA, bytes, lab, &s->locs[id]);
         }
@@ -545,13 +587,24 @@ static tg_status make_kernel(builder *b, int32_t id, exec_kernel *k) {
     }
     kern.outputs[0] = id;
     kern.output_storage[0] = tg_storage_dtype(b->caps, n->dtype);
+    /* a state op writing several variables: one output per written input
+     * after the first (whose new value is the node's), in input order */
+    loc out_at[TG_KERNEL_MAX_IO];
+    out_at[0] = s->locs[id];
+    for (int o = 0; is_state(n) && o < s->n_outs; o++) {
+        if (s->outs[o].node != id) continue;
+        int32_t var = n->inputs[s->outs[o].input];
+        kern.outputs[kern.n_outputs] = var;
+        kern.output_storage[kern.n_outputs] = tg_storage_dtype(b->caps, g->nodes[var].dtype);
+        out_at[kern.n_outputs++] = s->outs[o].at;
+    }
 
     tg_kernel_code code;
     memset(&code, 0, sizeof code);
     tg_status st = tg_gen_kernel(b->caps, &kern, &code);
-    if (st == TG_OK && code.n_bindings != kern.n_inputs + 1)
+    if (st == TG_OK && code.n_bindings != kern.n_inputs + kern.n_outputs)
         st = tg_set_error(TG_ERR_RUNTIME, "the generator of %s made %d bindings, expected %d", lab,
-                          code.n_bindings, kern.n_inputs + 1);
+                          code.n_bindings, kern.n_inputs + kern.n_outputs);
     if (st == TG_OK && (code.push_bytes > sizeof code.push || code.push_bytes % 4))
         st = tg_set_error(TG_ERR_RUNTIME, "the generator of %s asks for %u push constant bytes",
                           lab, code.push_bytes);
@@ -569,7 +622,7 @@ static tg_status make_kernel(builder *b, int32_t id, exec_kernel *k) {
     memcpy(k->kinds, code.kinds, sizeof k->kinds);
     memcpy(k->formats, code.texel_formats, sizeof k->formats);
     for (int i = 0; i < kern.n_inputs; i++) k->at[i] = s->locs[s->root[kern.inputs[i]]];
-    k->at[kern.n_inputs] = s->locs[id];
+    for (int j = 0; j < kern.n_outputs; j++) k->at[kern.n_inputs + j] = out_at[j];
     memcpy(k->groups, code.groups, sizeof k->groups);
     k->push_bytes = code.push_bytes;
     memcpy(k->push, code.push, code.push_bytes);

@@ -233,6 +233,16 @@ static const char *math_glsl =
     "    float r = exp2(y * log2(abs(x)));\n"
     "    return (x < 0.0 && yodd) ? -r : r;\n"
     "}\n"
+    /* derivatives of gelu (cdf + x pdf) and of its tanh form, times dy */
+    "float tg_gelu_grad(float x, float dy) {\n"
+    "    return dy * (0.5 * (1.0 + tg_erf(x * 0.707106781186547524)) +\n"
+    "                 x * exp(-0.5 * x * x) * 0.398942280401432678);\n"
+    "}\n"
+    "float tg_gelu_tanh_grad(float x, float dy) {\n"
+    "    float t = tg_tanh(0.797884560802865356 * (x + 0.044715 * x * x * x));\n"
+    "    return dy * (0.5 * (1.0 + t) +\n"
+    "                 0.5 * x * (1.0 - t * t) * 0.797884560802865356 * (1.0 + 0.134145 * x * x));\n"
+    "}\n"
     /* rounding as storing to a dtype does (graph/util.c tg_round_to_dtype) */
     "float tg_rnd_f32(float x) { return x; }\n"
     "float tg_rnd_f16(float x) {\n"

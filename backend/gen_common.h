@@ -100,6 +100,30 @@ tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
 tg_status tg_gen_movement(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out);
 tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out);
 
+/* Gradients of the composite ops (gen_grad.c): the backward ops that are
+ * not elementwise (softmax_grad ... slice_grad); true if it has a kernel. */
+bool tg_gen_grad_handles(tg_op op);
+tg_status tg_gen_grad(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out);
+/* Optimizer updates (gen_optim.c): adamw_update, sgd_update, whose kernels
+ * have one output per written variable (backend/kernel.h). */
+tg_status tg_gen_optim(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out);
+
+/* ---- pieces of gen_nn.c that gen_grad.c shares ---- */
+
+/* Rows of at most this many elements take one invocation per row. */
+#define TG_GEN_ROW_SERIAL_MAX 32
+/* The start of main for `rows` rows: serial (one invocation per row) or
+ * one workgroup per row; defines r, l, step and the macros WG_SUM/WG_MAX
+ * (identities when serial). tg_gen_row_groups is the matching grid. */
+void tg_gen_row_head(tg_gen *g, bool serial, int64_t rows);
+uint64_t tg_gen_row_groups(const tg_gen *g, bool serial, int64_t rows);
+/* For an attention node or one of its gradients (inputs q, k, v, [mask]):
+ * emits q_off/k_off/v_off(batch), mask_off, `shared float sq[D]` (the
+ * query row, loaded by the caller) and `float att_score(uint row, uint ko,
+ * uint j)`: the scaled score of sq against key j, plus the mask of query
+ * row `row` (= batch * Tq + i). Causal visibility is the caller's. */
+void tg_gen_attention_score(tg_gen *g, const tg_node *n);
+
 /* The kernel input index of node `id`, or -1. */
 int tg_gen_input_index(const tg_kernel *k, int32_t id);
 

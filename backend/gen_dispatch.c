@@ -144,11 +144,15 @@ tg_status tg_gen_kernel(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
     switch (tg_ops[n->op].klass) {
     case TG_CLASS_ELEMENTWISE: return tg_gen_elementwise(caps, k, out);
     case TG_CLASS_REDUCTION: return tg_gen_reduce(caps, k, out);
-    case TG_CLASS_MOVEMENT:
-    case TG_CLASS_STATE: return tg_gen_movement(caps, k, out);
+    case TG_CLASS_MOVEMENT: return tg_gen_movement(caps, k, out);
+    case TG_CLASS_STATE:
+        if (n->op == TG_OP_ADAMW_UPDATE || n->op == TG_OP_SGD_UPDATE)
+            return tg_gen_optim(caps, k, out);
+        return tg_gen_movement(caps, k, out);
     case TG_CLASS_MATMUL: return gen_matmul_kernel(caps, k, out);
     case TG_CLASS_OPAQUE:
         if (n->op == TG_OP_SCATTER_ADD) return tg_gen_movement(caps, k, out);
+        if (tg_gen_grad_handles(n->op)) return tg_gen_grad(caps, k, out);
         return tg_gen_nn(caps, k, out);
     default:
         return tg_set_error(TG_ERR_UNSUPPORTED, "tg_gen_kernel: no kernel for a %s node",

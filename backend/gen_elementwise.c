@@ -85,6 +85,9 @@ static tg_status op_expr(const tg_node *n, tg_dtype in, const char *a, const cha
     case TG_OP_GT: snprintf(e, sz, "int(%s > %s)", a, b); break;
     case TG_OP_GE: snprintf(e, sz, "int(%s >= %s)", a, b); break;
     case TG_OP_WHERE: snprintf(e, sz, "(%s != 0 ? %s : %s)", a, b, c); break;
+    /* (x, dy) -> dy * gelu'(x) (gen_common's math library) */
+    case TG_OP_GELU_GRAD: snprintf(e, sz, "tg_gelu_grad(%s, %s)", a, b); break;
+    case TG_OP_GELU_TANH_GRAD: snprintf(e, sz, "tg_gelu_tanh_grad(%s, %s)", a, b); break;
     default:
         return tg_set_error(TG_ERR_UNSUPPORTED, "elementwise generator: op %s is not elementwise",
                             tg_ops[n->op].name);

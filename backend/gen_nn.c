@@ -24,7 +24,7 @@
 #include <math.h>
 #include <stdio.h>
 
-#define SERIAL_MAX 32
+#define SERIAL_MAX TG_GEN_ROW_SERIAL_MAX
 
 static int64_t prod(const int64_t *s, int from, int to) {
     int64_t p = 1;
@@ -32,9 +32,7 @@ static int64_t prod(const int64_t *s, int from, int to) {
     return p;
 }
 
-/* The start of main for `rows` rows: serial (one invocation per row) or
- * one workgroup per row; defines r, l, step and the WG_* macros. */
-static void row_head(tg_gen *g, bool serial, int64_t rows) {
+void tg_gen_row_head(tg_gen *g, bool serial, int64_t rows) {
     tg_sb *b = &g->b;
     if (serial)
         tg_sb_printf(b,
@@ -54,7 +52,7 @@ static void row_head(tg_gen *g, bool serial, int64_t rows) {
                      (unsigned long long)rows, g->wg);
 }
 
-static uint64_t row_groups(const tg_gen *g, bool serial, int64_t rows) {
+uint64_t tg_gen_row_groups(const tg_gen *g, bool serial, int64_t rows) {
     return serial ? ((uint64_t)rows + g->wg - 1) / g->wg : (uint64_t)rows;
 }
 
@@ -64,7 +62,7 @@ static tg_status gen_softmax(tg_gen *g, const tg_node *n) {
     int64_t rows = prod(n->shape, 0, ax) * inner;
     bool serial = dim <= SERIAL_MAX;
     tg_sb *b = &g->b;
-    row_head(g, serial, rows);
+    tg_gen_row_head(g, serial, rows);
     tg_sb_printf(
         b,
         "    uint base = (r / %lluu) * %lluu + r %% %lluu;\n"
@@ -83,7 +81,7 @@ static tg_status gen_softmax(tg_gen *g, const tg_node *n) {
         (unsigned long long)dim, (unsigned long long)inner, (unsigned long long)dim,
         (unsigned long long)inner, (unsigned long long)dim, (unsigned long long)inner,
         (unsigned long long)inner, n->op == TG_OP_LOG_SOFTMAX ? "v - m - ls" : "exp(v - m) / s");
-    return tg_gen_finish(g, row_groups(g, serial, rows));
+    return tg_gen_finish(g, tg_gen_row_groups(g, serial, rows));
 }
 
 static tg_status gen_layer_norm(tg_gen *g, const tg_node *n) {
@@ -92,7 +90,7 @@ static tg_status gen_layer_norm(tg_gen *g, const tg_node *n) {
     bool serial = D <= SERIAL_MAX;
     char eps[64], dl[64];
     tg_sb *b = &g->b;
-    row_head(g, serial, rows);
+    tg_gen_row_head(g, serial, rows);
     tg_gen_flit((double)D, dl, sizeof dl);
     tg_sb_printf(b,
                  "    uint base = r * %lluu;\n"
@@ -109,7 +107,7 @@ static tg_status gen_layer_norm(tg_gen *g, const tg_node *n) {
                  "        st0(base + j, (ld0(base + j) - mean) * inv * ld1(j) + ld2(j));\n}\n",
                  (unsigned long long)D, (unsigned long long)D, dl, (unsigned long long)D, dl,
                  tg_gen_flit(n->attrs.eps, eps, sizeof eps), (unsigned long long)D);
-    return tg_gen_finish(g, row_groups(g, serial, rows));
+    return tg_gen_finish(g, tg_gen_row_groups(g, serial, rows));
 }
 
 static tg_status gen_cross_entropy(tg_gen *g, const tg_node *n) {
@@ -147,30 +145,15 @@ static tg_status gen_cross_entropy(tg_gen *g, const tg_node *n) {
     return tg_gen_finish(g, 1);
 }
 
-static tg_status gen_attention(tg_gen *g, const tg_node *n) {
+/* The attention score function (gen_common.h); used by gen_grad.c too. */
+void tg_gen_attention_score(tg_gen *g, const tg_node *n) {
     const tg_graph *gr = g->k->g;
     const tg_node *q = &gr->nodes[n->inputs[0]], *kk = &gr->nodes[n->inputs[1]],
                   *v = &gr->nodes[n->inputs[2]];
     bool has_mask = n->attrs.has_mask && n->n_inputs > 3;
     int br = n->rank - 2;
     int64_t Tq = q->shape[q->rank - 2], D = q->shape[q->rank - 1], Tk = kk->shape[kk->rank - 2];
-    int64_t Dv = v->shape[v->rank - 1], batches = prod(n->shape, 0, br);
-    uint32_t wg = g->wg;
     tg_sb *b = &g->b;
-
-    /* shared memory: the query row, a chunk of scores, the reductions' slots */
-    int64_t budget = (int64_t)g->caps->max_shared_memory_bytes / 4 - 2 * (int64_t)wg - D - 64;
-    if (budget < 32)
-        return tg_set_error(TG_ERR_UNSUPPORTED,
-                            "attention: a head dim of %lld does not fit %u bytes of shared memory",
-                            (long long)D, g->caps->max_shared_memory_bytes);
-    int64_t ch = Tk < budget ? Tk : budget;
-    if (ch > 2048) ch = 2048;
-    if (ch < 1) ch = 1;
-    int64_t ndt = (Dv + wg - 1) / wg;
-    if (ndt < 1) ndt = 1;
-
-    /* batch offsets of q, k, v (whole matrices), the mask over [batch, Tq, Tk] */
     const tg_node *ops[3] = {q, kk, v};
     const char *names[3] = {"q_off", "k_off", "v_off"};
     for (int t = 0; t < 3; t++) {
@@ -190,9 +173,42 @@ static tg_status gen_attention(tg_gen *g, const tg_node *n) {
         tg_gen_offset_fn(b, "mask_off", br + 2, full, s, 0);
     }
     char scale[64];
-    tg_gen_flit(n->attrs.scale, scale, sizeof scale);
+    tg_gen_flit(n->attrs.scale > 0 ? n->attrs.scale : 1.0 / sqrt((double)D), scale, sizeof scale);
     tg_sb_printf(b,
                  "shared float sq[%lld];\n"
+                 "float att_score(uint row, uint ko, uint j) {\n"
+                 "    float s = 0.0;\n"
+                 "    for (uint d = 0u; d < %lluu; d++) s += sq[d] * ld1(ko + j * %lluu + d);\n"
+                 "    s *= %s;\n",
+                 (long long)(D ? D : 1), (unsigned long long)D, (unsigned long long)D, scale);
+    if (has_mask)
+        tg_sb_printf(b, "    s += ld3(mask_off(row * %lluu + j));\n", (unsigned long long)Tk);
+    tg_sb_printf(b, "    return s;\n}\n");
+}
+
+static tg_status gen_attention(tg_gen *g, const tg_node *n) {
+    const tg_graph *gr = g->k->g;
+    const tg_node *q = &gr->nodes[n->inputs[0]], *kk = &gr->nodes[n->inputs[1]],
+                  *v = &gr->nodes[n->inputs[2]];
+    int64_t Tq = q->shape[q->rank - 2], D = q->shape[q->rank - 1], Tk = kk->shape[kk->rank - 2];
+    int64_t Dv = v->shape[v->rank - 1], batches = prod(n->shape, 0, n->rank - 2);
+    uint32_t wg = g->wg;
+    tg_sb *b = &g->b;
+
+    /* shared memory: the query row, a chunk of scores, the reductions' slots */
+    int64_t budget = (int64_t)g->caps->max_shared_memory_bytes / 4 - 2 * (int64_t)wg - D - 64;
+    if (budget < 32)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "attention: a head dim of %lld does not fit %u bytes of shared memory",
+                            (long long)D, g->caps->max_shared_memory_bytes);
+    int64_t ch = Tk < budget ? Tk : budget;
+    if (ch > 2048) ch = 2048;
+    if (ch < 1) ch = 1;
+    int64_t ndt = (Dv + wg - 1) / wg;
+    if (ndt < 1) ndt = 1;
+
+    tg_gen_attention_score(g, n);
+    tg_sb_printf(b,
                  "shared float sp[%lld];\n"
                  "void main() {\n"
                  "    uint gid = tg_group();\n"
@@ -206,9 +222,9 @@ static tg_status gen_attention(tg_gen *g, const tg_node *n) {
                  "    float M = NEG_INF, L = 0.0;\n"
                  "    float acc[%lld];\n"
                  "    for (int t = 0; t < %lld; t++) acc[t] = 0.0;\n",
-                 (long long)(D ? D : 1), (long long)ch, (unsigned long long)(batches * Tq),
-                 (unsigned long long)Tq, (unsigned long long)Tq, (unsigned long long)D,
-                 (unsigned long long)D, wg, (long long)ndt, (long long)ndt);
+                 (long long)ch, (unsigned long long)(batches * Tq), (unsigned long long)Tq,
+                 (unsigned long long)Tq, (unsigned long long)D, (unsigned long long)D, wg,
+                 (long long)ndt, (long long)ndt);
     if (n->attrs.causal)
         tg_sb_printf(b, "    uint nk = uint(clamp(int(i) + %lld, 0, %lld));\n",
                      (long long)(Tk - Tq + 1), (long long)Tk);
@@ -219,17 +235,7 @@ static tg_status gen_attention(tg_gen *g, const tg_node *n) {
                  "        uint cn = min(%lluu, nk - c0);\n"
                  "        float cm = NEG_INF;\n"
                  "        for (uint jj = l; jj < cn; jj += %uu) {\n"
-                 "            uint j = c0 + jj;\n"
-                 "            float s = 0.0;\n"
-                 "            for (uint d = 0u; d < %lluu; d++) s += sq[d] * ld1(ko + j * %lluu + "
-                 "d);\n"
-                 "            s *= %s;\n",
-                 (unsigned long long)ch, (unsigned long long)ch, wg, (unsigned long long)D,
-                 (unsigned long long)D, scale);
-    if (has_mask)
-        tg_sb_printf(b, "            s += ld3(mask_off(gid * %lluu + j));\n",
-                     (unsigned long long)Tk);
-    tg_sb_printf(b,
+                 "            float s = att_score(gid, ko, c0 + jj);\n"
                  "            sp[jj] = s;\n"
                  "            cm = tg_maxf(cm, s);\n"
                  "        }\n"
@@ -259,8 +265,9 @@ static tg_status gen_attention(tg_gen *g, const tg_node *n) {
                  "        uint d = l + uint(t) * %uu;\n"
                  "        if (d < %lluu) st0(gid * %lluu + d, L > 0.0 ? acc[t] / L : 0.0);\n"
                  "    }\n}\n",
-                 wg, (long long)ndt, wg, (unsigned long long)Dv, (unsigned long long)Dv,
-                 (long long)ndt, wg, (unsigned long long)Dv, (unsigned long long)Dv);
+                 (unsigned long long)ch, (unsigned long long)ch, wg, wg, (long long)ndt, wg,
+                 (unsigned long long)Dv, (unsigned long long)Dv, (long long)ndt, wg,
+                 (unsigned long long)Dv, (unsigned long long)Dv);
     return tg_gen_finish(g, (uint64_t)(batches * Tq));
 }
 

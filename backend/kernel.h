@@ -17,12 +17,18 @@
 #define TG_KERNEL_MAX_IO 16
 
 typedef struct tg_kernel {
-    const tg_graph *g;  /* specialised: no dynamic dims */
-    int n_nodes;        /* member nodes in topological order */
+    const tg_graph *g; /* specialised: no dynamic dims */
+    int n_nodes;       /* member nodes in topological order */
     const int32_t *nodes;
-    int n_inputs;       /* tensors read from memory: outside the kernel (incl. sources) */
+    int n_inputs; /* tensors read from memory: outside the kernel (incl. sources) */
     int32_t inputs[TG_KERNEL_MAX_IO];
-    int n_outputs;      /* tensors written to memory */
+    /* Tensors written to memory. A state op that writes several variables
+     * (the op table's `writes` mask: adamw_update writes w, m, v) has one
+     * output per written input, in input order: outputs[0] is the node
+     * (its value is the new value of input 0), outputs[j > 0] the
+     * variable nodes of the other written inputs. The executor may bind
+     * an output to the buffer of the input it updates (in place). */
+    int n_outputs;
     int32_t outputs[TG_KERNEL_MAX_IO];
     /* device dtype of each input/output as stored (see above) */
     tg_dtype input_storage[TG_KERNEL_MAX_IO];
@@ -34,8 +40,8 @@ typedef struct tg_kernel {
  * kind is storage or texel (the generator decides; the executor makes the
  * texel views). Optional push constants are constant for the executable. */
 typedef struct tg_kernel_code {
-    char *glsl;      /* malloc'ed */
-    char name[64];   /* e.g. "softmax_12": op and node id, for profiles */
+    char *glsl;    /* malloc'ed */
+    char name[64]; /* e.g. "softmax_12": op and node id, for profiles */
     int n_bindings;
     tg_vk_binding_kind kinds[TG_VK_MAX_BINDINGS];
     tg_vk_texel_format texel_formats[TG_VK_MAX_BINDINGS]; /* for TG_VK_BIND_TEXEL */

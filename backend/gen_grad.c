@@ -1,0 +1,526 @@
+/* backend/gen_grad.c — kernels of the backward ops that are not
+ * elementwise (gelu_grad and gelu_tanh_grad are cases of the elementwise
+ * generator). Each computes what its interpreter kernel (graph/interp.c)
+ * computes, in f32.
+ *
+ * softmax_grad, log_softmax_grad, layer_norm_grad_x, cross_entropy_grad:
+ *   row ops like their forwards (gen_nn.c's row head: one workgroup per
+ *   row, or one invocation per row for short rows).
+ * layer_norm_grad_wb: sums over rows, one workgroup per block of columns;
+ *   the workgroup walks the rows, recomputing each row's mean and
+ *   1/sqrt(var + eps) together (a kernel has no scratch for them).
+ * cross_entropy_grad: every row also counts the labels that are counted
+ *   (not the ignore_index, inside [0, C)) over all rows — the forward's
+ *   rule; a label outside [0, C) gives a zero row (the interpreter
+ *   reports an error).
+ * attention_grad_q/k/v: scores come from gen_nn.c's att_score (the
+ *   forward's). A query row's softmax statistics (max M, sum L, and P =
+ *   sum_j p_j dP_j with dP_j = dout_i . v_j) come from one pass over its
+ *   visible keys by the whole workgroup, each invocation keeping a running
+ *   max (online softmax) and the workgroup combining. Then
+ *     dq: one workgroup per (batch, query row); keys in chunks, dS_j =
+ *         p_j (dP_j - P) scale to shared memory, each invocation summing
+ *         dS_j k_j for its columns;
+ *     dk, dv: one workgroup per (batch, block of KB key rows), walking
+ *         every query row that sees the block: its statistics, then dS
+ *         (dk) or p (dv) of the block's keys, accumulated into a KB x D
+ *         block in shared memory (each invocation owns fixed elements).
+ *   The statistics of a query row are recomputed per key block: about
+ *   Tk / KB times the work of the forward's scores.
+ * conv1d_grad_input, conv1d_grad_weight: direct kernels, one invocation
+ *   per output element summing its taps (the same multiply-adds as the
+ *   forward, without its register blocking).
+ * slice_grad: one invocation per element of x: dy's element if the
+ *   position is on the slice's lattice, else 0. */
+#include "backend/gen_common.h"
+
+#include <math.h>
+#include <stdio.h>
+
+static int64_t prod(const int64_t *s, int from, int to) {
+    int64_t p = 1;
+    for (int d = from; d < to; d++) p *= s[d];
+    return p;
+}
+
+typedef unsigned long long ull;
+
+bool tg_gen_grad_handles(tg_op op) {
+    switch (op) {
+    case TG_OP_SOFTMAX_GRAD:
+    case TG_OP_LOG_SOFTMAX_GRAD:
+    case TG_OP_LAYER_NORM_GRAD_X:
+    case TG_OP_LAYER_NORM_GRAD_WB:
+    case TG_OP_ATTENTION_GRAD_Q:
+    case TG_OP_ATTENTION_GRAD_K:
+    case TG_OP_ATTENTION_GRAD_V:
+    case TG_OP_CROSS_ENTROPY_GRAD:
+    case TG_OP_CONV1D_GRAD_INPUT:
+    case TG_OP_CONV1D_GRAD_WEIGHT:
+    case TG_OP_SLICE_GRAD: return true;
+    default: return false;
+    }
+}
+
+/* (y = ld0, dy = ld1; axis): softmax: y (dy - sum(dy y)); log_softmax:
+ * dy - exp(y) sum(dy). */
+static tg_status gen_softmax_grad(tg_gen *g, const tg_node *n, bool serial) {
+    int ax = (int)n->attrs.axis;
+    int64_t inner = prod(n->shape, ax + 1, n->rank), dim = n->shape[ax];
+    int64_t rows = prod(n->shape, 0, ax) * inner;
+    bool log_in = n->op == TG_OP_LOG_SOFTMAX_GRAD;
+    char times_y[64] = "";
+    if (!log_in) snprintf(times_y, sizeof times_y, " * ld0(base + j * %lluu)", (ull)inner);
+    tg_sb *b = &g->b;
+    tg_gen_row_head(g, serial, rows);
+    tg_sb_printf(b,
+                 "    uint base = (r / %lluu) * %lluu + r %% %lluu;\n"
+                 "    float s = 0.0;\n"
+                 "    for (uint j = l; j < %lluu; j += step) s += ld1(base + j * %lluu)%s;\n"
+                 "    s = WG_SUM(s);\n"
+                 "    for (uint j = l; j < %lluu; j += step) {\n"
+                 "        float y = ld0(base + j * %lluu), dy = ld1(base + j * %lluu);\n"
+                 "        st0(base + j * %lluu, %s);\n"
+                 "    }\n}\n",
+                 (ull)inner, (ull)(dim * inner), (ull)inner, (ull)dim, (ull)inner, times_y,
+                 (ull)dim, (ull)inner, (ull)inner, (ull)inner,
+                 log_in ? "dy - exp(y) * s" : "y * (dy - s)");
+    return tg_gen_finish(g, tg_gen_row_groups(g, serial, rows));
+}
+
+/* The mean and inv = 1/sqrt(var + eps) of the row of x (= ld1) at `base`,
+ * each invocation folding elements l, l + step, ... and `sum` combining. */
+static void emit_row_stats(tg_sb *b, const char *sum, const char *step, int64_t D, double eps) {
+    char dl[64], el[64];
+    tg_gen_flit((double)D, dl, sizeof dl);
+    tg_gen_flit(eps, el, sizeof el);
+    tg_sb_printf(b,
+                 "    float s = 0.0;\n"
+                 "    for (uint c = l; c < %lluu; c += %s) s += ld1(base + c);\n"
+                 "    float mean = %s(s) / %s;\n"
+                 "    float q = 0.0;\n"
+                 "    for (uint c = l; c < %lluu; c += %s) {\n"
+                 "        float d = ld1(base + c) - mean;\n"
+                 "        q += d * d;\n"
+                 "    }\n"
+                 "    float inv = 1.0 / sqrt(%s(q) / %s + %s);\n",
+                 (ull)D, step, sum, dl, (ull)D, step, sum, dl, el);
+}
+
+/* (dy = ld0, x = ld1, w = ld2): with xhat = (x - mean) inv and g = dy w,
+ * dx = inv (g - mean(g) - xhat mean(g xhat)). */
+static tg_status gen_layer_norm_grad_x(tg_gen *g, const tg_node *n, bool serial) {
+    int64_t D = n->rank ? n->shape[n->rank - 1] : 1;
+    int64_t rows = D ? tg_shape_count(n->rank, n->shape) / D : 0;
+    char dl[64];
+    tg_gen_flit((double)D, dl, sizeof dl);
+    tg_sb *b = &g->b;
+    tg_gen_row_head(g, serial, rows);
+    tg_sb_printf(b, "    uint base = r * %lluu;\n", (ull)D);
+    emit_row_stats(b, "WG_SUM", "step", D, n->attrs.eps);
+    tg_sb_printf(b,
+                 "    float sg = 0.0, sgx = 0.0;\n"
+                 "    for (uint c = l; c < %lluu; c += step) {\n"
+                 "        float gc = ld0(base + c) * ld2(c);\n"
+                 "        sg += gc;\n"
+                 "        sgx += gc * (ld1(base + c) - mean) * inv;\n"
+                 "    }\n"
+                 "    float mg = WG_SUM(sg) / %s, mgx = WG_SUM(sgx) / %s;\n"
+                 "    for (uint c = l; c < %lluu; c += step) {\n"
+                 "        float xhat = (ld1(base + c) - mean) * inv;\n"
+                 "        st0(base + c, inv * (ld0(base + c) * ld2(c) - mg - xhat * mgx));\n"
+                 "    }\n}\n",
+                 (ull)D, dl, dl, (ull)D);
+    return tg_gen_finish(g, tg_gen_row_groups(g, serial, rows));
+}
+
+/* (dy = ld0, x = ld1) -> [2, D]: sum over rows of dy xhat, and of dy. */
+static tg_status gen_layer_norm_grad_wb(tg_gen *g, const tg_node *n) {
+    const tg_node *x = tg_gen_node(g, n->inputs[1]);
+    int64_t D = n->shape[1], rows = D ? tg_shape_count(x->rank, x->shape) / D : 0;
+    uint64_t blocks = ((uint64_t)D + g->wg - 1) / g->wg;
+    char step[32];
+    snprintf(step, sizeof step, "%uu", g->wg);
+    tg_sb *b = &g->b;
+    tg_sb_printf(b,
+                 "void main() {\n"
+                 "    uint blk = tg_group();\n"
+                 "    if (blk >= %lluu) return;\n" /* uniform over the workgroup */
+                 "    uint l = gl_LocalInvocationID.x, j = blk * %uu + l;\n"
+                 "    float aw = 0.0, ab = 0.0;\n"
+                 "    for (uint r = 0u; r < %lluu; r++) {\n"
+                 "    uint base = r * %lluu;\n",
+                 (ull)blocks, g->wg, (ull)rows, (ull)D);
+    emit_row_stats(b, "tg_wg_sum", step, D, n->attrs.eps);
+    tg_sb_printf(b,
+                 "    if (j < %lluu) {\n"
+                 "        float dy = ld0(base + j);\n"
+                 "        aw += dy * (ld1(base + j) - mean) * inv;\n"
+                 "        ab += dy;\n"
+                 "    }\n"
+                 "    }\n"
+                 "    if (j < %lluu) {\n"
+                 "        st0(j, aw);\n"
+                 "        st0(%lluu + j, ab);\n"
+                 "    }\n}\n",
+                 (ull)D, (ull)D, (ull)D);
+    return tg_gen_finish(g, blocks);
+}
+
+/* (logits = ld0, labels = ld1, dloss = ld2): (softmax(row) - onehot) *
+ * dloss / count for counted rows, zeros otherwise. */
+static tg_status gen_cross_entropy_grad(tg_gen *g, const tg_node *n, bool serial) {
+    const tg_node *y = tg_gen_node(g, n->inputs[1]);
+    int64_t C = n->shape[n->rank - 1], rows = tg_shape_count(y->rank, y->shape);
+    int64_t ig = n->attrs.ignore_index;
+    char skip[96];
+    if (ig >= INT32_MIN && ig <= INT32_MAX)
+        snprintf(skip, sizeof skip, "(lb == %lld || lb < 0 || lb >= %lld)", (long long)ig,
+                 (long long)C);
+    else
+        snprintf(skip, sizeof skip, "(lb < 0 || lb >= %lld)", (long long)C);
+    tg_sb *b = &g->b;
+    tg_gen_row_head(g, serial, rows);
+    tg_sb_printf(b,
+                 "    float cnt = 0.0;\n"
+                 "    for (uint q = l; q < %lluu; q += step) {\n"
+                 "        int lb = ld1(q);\n"
+                 "        cnt += %s ? 0.0 : 1.0;\n"
+                 "    }\n"
+                 "    cnt = WG_SUM(cnt);\n"
+                 "    int lb = ld1(r);\n"
+                 "    uint base = r * %lluu;\n"
+                 "    if (%s) {\n" /* uniform: one label per row */
+                 "        for (uint j = l; j < %lluu; j += step) st0(base + j, 0.0);\n"
+                 "        return;\n"
+                 "    }\n"
+                 "    float m = uintBitsToFloat(0xff800000u);\n"
+                 "    for (uint j = l; j < %lluu; j += step) m = tg_maxf(m, ld0(base + j));\n"
+                 "    m = WG_MAX(m);\n"
+                 "    float s = 0.0;\n"
+                 "    for (uint j = l; j < %lluu; j += step) s += exp(ld0(base + j) - m);\n"
+                 "    s = WG_SUM(s);\n"
+                 "    float scale = ld2(0u) / cnt;\n"
+                 "    for (uint j = l; j < %lluu; j += step)\n"
+                 "        st0(base + j, (exp(ld0(base + j) - m) / s - (int(j) == lb ? 1.0 : 0.0)) "
+                 "* scale);\n"
+                 "}\n",
+                 (ull)rows, skip, (ull)C, skip, (ull)C, (ull)C, (ull)C, (ull)C);
+    return tg_gen_finish(g, tg_gen_row_groups(g, serial, rows));
+}
+
+/* attention_grad_q/k/v (q, k, v, [mask], dout). */
+static tg_status gen_attention_grad(tg_gen *g, const tg_node *n) {
+    const tg_graph *gr = g->k->g;
+    const tg_node *q = &gr->nodes[n->inputs[0]], *kk = &gr->nodes[n->inputs[1]],
+                  *v = &gr->nodes[n->inputs[2]];
+    int dout = n->n_inputs - 1;
+    int64_t Tq = q->shape[q->rank - 2], D = q->shape[q->rank - 1], Tk = kk->shape[kk->rank - 2];
+    int64_t Dv = v->shape[v->rank - 1], batches = prod(n->shape, 0, n->rank - 2);
+    bool dq = n->op == TG_OP_ATTENTION_GRAD_Q, dv = n->op == TG_OP_ATTENTION_GRAD_V;
+    int64_t Dout = dv ? Dv : D;
+    uint32_t wg = g->wg;
+    tg_sb *b = &g->b;
+    char scale[64];
+    tg_gen_flit(n->attrs.scale > 0 ? n->attrs.scale : 1.0 / sqrt((double)D), scale, sizeof scale);
+
+    /* shared memory in floats: sq, sdo, the reductions' slots, then a
+     * chunk of dS (dq) or a key block's dS/p and accumulators (dk, dv) */
+    int64_t budget = (int64_t)g->caps->max_shared_memory_bytes / 4 - 2 * (int64_t)wg - D - Dv - 64;
+    int64_t ch = 0, kb = 0;
+    if (dq) {
+        ch = Tk < budget ? Tk : budget;
+        if (ch > 1024) ch = 1024;
+    } else {
+        kb = budget / (Dout + 1);
+        if (kb > Tk) kb = Tk;
+        if (kb > 128) kb = 128;
+    }
+    if ((dq ? ch : kb) < 1)
+        return tg_set_error(
+            TG_ERR_UNSUPPORTED, "%s: head dims %lld and %lld do not fit %u bytes of shared memory",
+            tg_ops[n->op].name, (long long)D, (long long)Dv, g->caps->max_shared_memory_bytes);
+
+    tg_gen_attention_score(g, n);
+    tg_sb_printf(b,
+                 "shared float sdo[%lld];\n"
+                 "shared float sbuf[%lld];\n"
+                 "#define NEG_INF uintBitsToFloat(0xff800000u)\n"
+                 /* dP_j = dout_i . v_j, dout_i in sdo */
+                 "float dot_v(uint vo, uint j) {\n"
+                 "    float a = 0.0;\n"
+                 "    for (uint d = 0u; d < %lluu; d++) a += sdo[d] * ld2(vo + j * %lluu + d);\n"
+                 "    return a;\n"
+                 "}\n"
+                 /* max M, sum L and P = sum_j p_j dP_j of query row `row` over
+                  * its nk visible keys (online softmax per invocation, then
+                  * combined); sq and sdo hold its q and dout */
+                 "void row_stats(uint row, uint ko, uint vo, uint nk, out float M, out float L,\n"
+                 "               out float P) {\n"
+                 "    float m = NEG_INF, sl = 0.0, a = 0.0;\n"
+                 "    for (uint j = gl_LocalInvocationID.x; j < nk; j += %uu) {\n"
+                 "        float s = att_score(row, ko, j);\n"
+                 "        if (s == NEG_INF) continue;\n"
+                 "        float dp = %s;\n"
+                 "        if (s > m) {\n"
+                 "            float c = exp(m - s);\n"
+                 "            sl = sl * c + 1.0;\n"
+                 "            a = a * c + dp;\n"
+                 "            m = s;\n"
+                 "        } else {\n"
+                 "            float e = exp(s - m);\n"
+                 "            sl += e;\n"
+                 "            a += e * dp;\n"
+                 "        }\n"
+                 "    }\n"
+                 "    M = tg_wg_max(m);\n"
+                 "    float c = m == NEG_INF ? 0.0 : exp(m - M);\n"
+                 "    L = tg_wg_sum(sl * c);\n"
+                 "    P = tg_wg_sum(a * c);\n"
+                 "    P = L > 0.0 ? P / L : 0.0;\n"
+                 "}\n"
+                 "float prob(float s, float M, float L) { return L > 0.0 ? exp(s - M) / L : 0.0; "
+                 "}\n"
+                 /* loads q_i and dout_i (row = batch * Tq + i) */
+                 "void load_row(uint qo, uint row) {\n"
+                 "    for (uint d = gl_LocalInvocationID.x; d < %lluu; d += %uu) sq[d] = ld0(qo + "
+                 "d);\n"
+                 "    for (uint d = gl_LocalInvocationID.x; d < %lluu; d += %uu) sdo[d] = ld%d(row "
+                 "* %lluu + d);\n"
+                 "}\n",
+                 (long long)(Dv ? Dv : 1), (long long)(dq ? ch : kb), (ull)Dv, (ull)Dv, wg,
+                 dv ? "0.0" : "dot_v(vo, j)", (ull)D, wg, (ull)Dv, wg, dout, (ull)Dv);
+    /* the visible keys of query row i: causal is bottom-right aligned */
+    char nk[96];
+    if (n->attrs.causal)
+        snprintf(nk, sizeof nk, "uint(clamp(int(i) + %lld, 0, %lld))", (long long)(Tk - Tq + 1),
+                 (long long)Tk);
+    else
+        snprintf(nk, sizeof nk, "%lluu", (ull)Tk);
+
+    if (dq) {
+        int64_t ndt = (D + wg - 1) / wg;
+        if (ndt < 1) ndt = 1;
+        tg_sb_printf(b,
+                     "void main() {\n"
+                     "    uint gid = tg_group();\n"
+                     "    if (gid >= %lluu) return;\n" /* uniform over the workgroup */
+                     "    uint l = gl_LocalInvocationID.x;\n"
+                     "    uint bb = gid / %lluu, i = gid %% %lluu;\n"
+                     "    uint ko = k_off(bb), vo = v_off(bb), nk = %s;\n"
+                     "    load_row(q_off(bb) + i * %lluu, gid);\n"
+                     "    barrier();\n"
+                     "    float M, L, P;\n"
+                     "    row_stats(gid, ko, vo, nk, M, L, P);\n"
+                     "    float acc[%lld];\n"
+                     "    for (int t = 0; t < %lld; t++) acc[t] = 0.0;\n"
+                     "    for (uint c0 = 0u; c0 < nk; c0 += %lluu) {\n"
+                     "        uint cn = min(%lluu, nk - c0);\n"
+                     "        for (uint jj = l; jj < cn; jj += %uu) {\n"
+                     "            uint j = c0 + jj;\n"
+                     "            float p = prob(att_score(gid, ko, j), M, L);\n"
+                     "            sbuf[jj] = p * (dot_v(vo, j) - P) * %s;\n"
+                     "        }\n"
+                     "        barrier();\n"
+                     "        for (int t = 0; t < %lld; t++) {\n"
+                     "            uint d = l + uint(t) * %uu;\n"
+                     "            if (d >= %lluu) break;\n"
+                     "            float a = acc[t];\n"
+                     "            for (uint jj = 0u; jj < cn; jj++) a += sbuf[jj] * ld1(ko + (c0 + "
+                     "jj) * %lluu + d);\n"
+                     "            acc[t] = a;\n"
+                     "        }\n"
+                     "        barrier();\n"
+                     "    }\n"
+                     "    for (int t = 0; t < %lld; t++) {\n"
+                     "        uint d = l + uint(t) * %uu;\n"
+                     "        if (d < %lluu) st0(gid * %lluu + d, acc[t]);\n"
+                     "    }\n}\n",
+                     (ull)(batches * Tq), (ull)Tq, (ull)Tq, nk, (ull)D, (long long)ndt,
+                     (long long)ndt, (ull)ch, (ull)ch, wg, scale, (long long)ndt, wg, (ull)D,
+                     (ull)D, (long long)ndt, wg, (ull)D, (ull)D);
+        return tg_gen_finish(g, (uint64_t)(batches * Tq));
+    }
+
+    int64_t blocks = (Tk + kb - 1) / kb;
+    char weight[128]; /* what key j of the block adds: dS_j (dk) or p_j (dv) */
+    if (dv)
+        snprintf(weight, sizeof weight, "p");
+    else
+        snprintf(weight, sizeof weight, "p * (dot_v(vo, j) - P) * %s", scale);
+    tg_sb_printf(
+        b,
+        "shared float sacc[%lld];\n"
+        "void main() {\n"
+        "    uint gid = tg_group();\n"
+        "    if (gid >= %lluu) return;\n" /* uniform over the workgroup */
+        "    uint l = gl_LocalInvocationID.x;\n"
+        "    uint bb = gid / %lluu, j0 = (gid %% %lluu) * %lluu;\n"
+        "    uint kb = min(%lluu, %lluu - j0);\n"
+        "    uint ko = k_off(bb), vo = v_off(bb), qo = q_off(bb);\n"
+        "    for (uint e = l; e < kb * %lluu; e += %uu) sacc[e] = 0.0;\n"
+        "    for (uint i = 0u; i < %lluu; i++) {\n"
+        "        uint nk = %s;\n"
+        "        if (nk <= j0) continue;\n" /* uniform: the block is not visible */
+        "        uint row = bb * %lluu + i;\n"
+        "        barrier();\n" /* the previous row's readers of sq, sdo, sbuf are done */
+        "        load_row(qo + i * %lluu, row);\n"
+        "        barrier();\n"
+        "        float M, L, P;\n"
+        "        row_stats(row, ko, vo, nk, M, L, P);\n"
+        "        for (uint jj = l; jj < kb; jj += %uu) {\n"
+        "            uint j = j0 + jj;\n"
+        "            float w = 0.0;\n"
+        "            if (j < nk) {\n"
+        "                float p = prob(att_score(row, ko, j), M, L);\n"
+        "                w = %s;\n"
+        "            }\n"
+        "            sbuf[jj] = w;\n"
+        "        }\n"
+        "        barrier();\n"
+        /* each invocation owns the same elements e every row: no race */
+        "        for (uint e = l; e < kb * %lluu; e += %uu)\n"
+        "            sacc[e] += sbuf[e / %lluu] * %s[e %% %lluu];\n"
+        "    }\n"
+        "    for (uint e = l; e < kb * %lluu; e += %uu) st0((bb * %lluu + j0) * %lluu + e, "
+        "sacc[e]);\n"
+        "}\n",
+        (long long)(kb * Dout > 0 ? kb * Dout : 1), (ull)(batches * blocks), (ull)blocks,
+        (ull)blocks, (ull)kb, (ull)kb, (ull)Tk, (ull)Dout, wg, (ull)Tq, nk, (ull)Tq, (ull)D, wg,
+        weight, (ull)Dout, wg, (ull)Dout, dv ? "sdo" : "sq", (ull)Dout, (ull)Dout, wg, (ull)Tk,
+        (ull)Dout);
+    return tg_gen_finish(g, (uint64_t)(batches * blocks));
+}
+
+/* conv1d_grad_input / conv1d_grad_weight (dy = ld0, x = ld1, w = ld2). */
+static tg_status gen_conv1d_grad(tg_gen *g, const tg_node *n) {
+    const tg_node *dy = tg_gen_node(g, n->inputs[0]), *x = tg_gen_node(g, n->inputs[1]),
+                  *w = tg_gen_node(g, n->inputs[2]);
+    long long B = x->shape[0], Cin = x->shape[1], W = x->shape[2], Cout = w->shape[0],
+              K = w->shape[2], Wout = dy->shape[2];
+    long long stride = n->attrs.stride, pad = n->attrs.padding, dil = n->attrs.dilation;
+    int64_t count = tg_shape_count(n->rank, n->shape);
+    tg_sb *b = &g->b;
+    tg_sb_printf(b,
+                 "void main() {\n"
+                 "    uint i = tg_group() * %uu + gl_LocalInvocationID.x;\n"
+                 "    if (i >= %lluu) return;\n"
+                 "    float acc = 0.0;\n",
+                 g->wg, (ull)count);
+    if (n->op == TG_OP_CONV1D_GRAD_INPUT) /* dx[b, ci, pos] */
+        tg_sb_printf(b,
+                     "    int bi = int(i / %lluu), ci = int(i / %lluu) %% %lld, pos = int(i %% "
+                     "%lluu);\n"
+                     "    for (int k = 0; k < %lld; k++) {\n"
+                     "        int t = pos + %lld - k * %lld;\n"
+                     "        if (t < 0 || t %% %lld != 0 || t / %lld >= %lld) continue;\n"
+                     "        int o = t / %lld;\n"
+                     "        for (int co = 0; co < %lld; co++)\n"
+                     "            acc += ld0(uint((bi * %lld + co) * %lld + o)) * ld2(uint((co * "
+                     "%lld + ci) * %lld + k));\n"
+                     "    }\n",
+                     (ull)(Cin * W), (ull)W, Cin, (ull)W, K, pad, dil, stride, stride, Wout, stride,
+                     Cout, Cout, Wout, Cin, K);
+    else /* dw[co, ci, k] */
+        tg_sb_printf(b,
+                     "    int co = int(i / %lluu), ci = int(i / %lluu) %% %lld, k = int(i %% "
+                     "%lluu);\n"
+                     "    for (int bi = 0; bi < %lld; bi++)\n"
+                     "        for (int o = 0; o < %lld; o++) {\n"
+                     "            int pos = o * %lld - %lld + k * %lld;\n"
+                     "            if (pos < 0 || pos >= %lld) continue;\n"
+                     "            acc += ld0(uint((bi * %lld + co) * %lld + o)) * ld1(uint((bi * "
+                     "%lld + ci) * %lld + pos));\n"
+                     "        }\n",
+                     (ull)(Cin * K), (ull)K, Cin, (ull)K, B, Wout, stride, pad, dil, W, Cout, Wout,
+                     Cin, W);
+    tg_sb_printf(b, "    st0(i, acc);\n}\n");
+    return tg_gen_finish(g, ((uint64_t)count + g->wg - 1) / g->wg);
+}
+
+/* slice_grad (dy = ld0, x = ld1): zeros of x's shape with dy at the
+ * slice's positions (begin is normalised by the shape rule, step >= 1). */
+static tg_status gen_slice_grad(tg_gen *g, const tg_node *n) {
+    const tg_node *dy = tg_gen_node(g, n->inputs[0]);
+    int64_t count = tg_shape_count(n->rank, n->shape), ds[TG_MAX_RANK];
+    tg_gen_row_strides(dy->rank, dy->shape, ds);
+    tg_sb *b = &g->b;
+    tg_sb_printf(b,
+                 "void main() {\n"
+                 "    uint i = tg_group() * %uu + gl_LocalInvocationID.x;\n"
+                 "    if (i >= %lluu) return;\n"
+                 "    uint r = i, src = 0u;\n"
+                 "    bool inside = true;\n",
+                 g->wg, (ull)count);
+    for (int d = n->rank - 1; d >= 0; d--) {
+        long long beg = n->attrs.begin[d], st = n->attrs.step[d];
+        tg_sb_printf(b,
+                     "    { int rel = int(r %% %lluu) - %lld; r /= %lluu;\n"
+                     "      inside = inside && rel >= 0 && rel %% %lld == 0 && rel / %lld < %lld;\n"
+                     "      src += uint(max(rel, 0) / %lld) * %lluu; }\n",
+                     (ull)n->shape[d], beg, (ull)n->shape[d], st, st, (long long)dy->shape[d], st,
+                     (ull)ds[d]);
+    }
+    tg_sb_printf(b, "    st0(i, inside ? ld0(src) : 0.0);\n}\n");
+    return tg_gen_finish(g, ((uint64_t)count + g->wg - 1) / g->wg);
+}
+
+tg_status tg_gen_grad(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
+    const tg_graph *gr = k->g;
+    int32_t id = k->nodes[k->n_nodes - 1];
+    const tg_node *n = &gr->nodes[id];
+    if (k->n_nodes != 1 || k->n_inputs != n->n_inputs || k->n_outputs != 1)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "grad generator: %s %d must be alone in its kernel, reading each "
+                            "input once",
+                            tg_ops[n->op].name, (int)id);
+    for (int i = 0; i < n->n_inputs; i++) {
+        const tg_node *x = &gr->nodes[n->inputs[i]];
+        if (k->inputs[i] != n->inputs[i] || tg_shape_count(x->rank, x->shape) > UINT32_MAX)
+            return tg_set_error(TG_ERR_UNSUPPORTED,
+                                "grad generator: %s %d: kernel inputs must be the node's inputs "
+                                "in order, each under 2^32 elements",
+                                tg_ops[n->op].name, (int)id);
+    }
+    if (tg_shape_count(n->rank, n->shape) > UINT32_MAX)
+        return tg_set_error(TG_ERR_UNSUPPORTED, "grad generator: %s %d has 2^32 elements or more",
+                            tg_ops[n->op].name, (int)id);
+    /* row ops: serial for short rows, as their forwards */
+    int64_t row_len = 0;
+    switch (n->op) {
+    case TG_OP_SOFTMAX_GRAD:
+    case TG_OP_LOG_SOFTMAX_GRAD: row_len = n->shape[n->attrs.axis]; break;
+    case TG_OP_LAYER_NORM_GRAD_X:
+    case TG_OP_CROSS_ENTROPY_GRAD: row_len = n->rank ? n->shape[n->rank - 1] : 1; break;
+    default: break;
+    }
+    bool rows = row_len > 0, serial = rows && row_len <= TG_GEN_ROW_SERIAL_MAX;
+    bool elementwise = n->op == TG_OP_CONV1D_GRAD_INPUT || n->op == TG_OP_CONV1D_GRAD_WEIGHT ||
+                       n->op == TG_OP_SLICE_GRAD;
+    uint32_t wg = tg_gen_wg_size(caps, serial || elementwise ? 128 : 64);
+    tg_gen g;
+    tg_status st = tg_gen_begin(&g, caps, k, out, wg, !serial && !elementwise);
+    if (st != TG_OK) {
+        tg_gen_abort(&g);
+        return st;
+    }
+    switch (n->op) {
+    case TG_OP_SOFTMAX_GRAD:
+    case TG_OP_LOG_SOFTMAX_GRAD: st = gen_softmax_grad(&g, n, serial); break;
+    case TG_OP_LAYER_NORM_GRAD_X: st = gen_layer_norm_grad_x(&g, n, serial); break;
+    case TG_OP_LAYER_NORM_GRAD_WB: st = gen_layer_norm_grad_wb(&g, n); break;
+    case TG_OP_CROSS_ENTROPY_GRAD: st = gen_cross_entropy_grad(&g, n, serial); break;
+    case TG_OP_ATTENTION_GRAD_Q:
+    case TG_OP_ATTENTION_GRAD_K:
+    case TG_OP_ATTENTION_GRAD_V: st = gen_attention_grad(&g, n); break;
+    case TG_OP_CONV1D_GRAD_INPUT:
+    case TG_OP_CONV1D_GRAD_WEIGHT: st = gen_conv1d_grad(&g, n); break;
+    case TG_OP_SLICE_GRAD: st = gen_slice_grad(&g, n); break;
+    default:
+        st = tg_set_error(TG_ERR_UNSUPPORTED, "grad generator: no kernel for %s",
+                          tg_ops[n->op].name);
+        break;
+    }
+    if (st != TG_OK) tg_gen_abort(&g);
+    return st;
+}
