@@ -91,6 +91,9 @@ static inline void make_feeds(const tg_graph *g, feeds *f, uint32_t seed) {
         for (int d = 0; d < n->rank; d++) shape[d] = n->shape[d] < 0 ? 3 : n->shape[d];
         assert_int_equal(tg_array_alloc(&f->values[f->n], n->dtype, n->rank, shape), TG_OK);
         fill_random(&f->values[f->n], &seed);
+        /* scalars are hyperparameters (a learning rate, a 1-based step): 1, 2 or 3 */
+        if (n->rank == 0)
+            tg_array_set(&f->values[f->n], 0, 2 + round(tg_array_get(&f->values[f->n], 0)));
         f->names[f->n++] = n->name;
     }
 }

@@ -4,7 +4,8 @@
  * NAME.out.tgir, and the input and the result must give the same values on
  * the interpreter (random feeds and variables, targets = the nodes nothing
  * uses, state ops as target ops). The full pipeline runs on mlp.tgir and
- * attention.tgir (expected: *.fused.tgir, the IR after fusion).
+ * attention.tgir and a training step (train_step.tgir; expected:
+ * *.fused.tgir, the IR after fusion).
  * TG_UPDATE_GOLDEN=1 rewrites the expected files. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -172,6 +173,13 @@ static void test_pipeline_attention(void **state) {
     run_pipeline(TG_TEST_DATA_DIR "/attention.tgir", PASS_DIR "attention.fused.tgir");
 }
 
+/* forward, backward and AdamW of a small transformer-like block (made by
+ * tg_gradients and tg_adamw): the loss and every updated variable match */
+static void test_pipeline_train_step(void **state) {
+    (void)state;
+    run_pipeline(PASS_DIR "train_step.tgir", PASS_DIR "train_step.fused.tgir");
+}
+
 /* Every pass case again with all passes on: still the same values. */
 static void test_all_passes_same_results(void **state) {
     (void)state;
@@ -197,6 +205,7 @@ int main(void) {
         cmocka_unit_test(test_permute_matmul),
         cmocka_unit_test(test_pipeline_mlp),
         cmocka_unit_test(test_pipeline_attention),
+        cmocka_unit_test(test_pipeline_train_step),
         cmocka_unit_test(test_all_passes_same_results),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
