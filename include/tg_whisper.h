@@ -177,7 +177,7 @@ tg_tensor tg_whisper_build_encoder(tg_graph *g, const tg_whisper_config *cfg, tg
  *  static T <= max_target_positions, encoder_out [B, S, d_model] -> logits
  *  f32 [B, T, vocab_size]. Causal: logits at t depend on tokens <= t only. */
 tg_tensor tg_whisper_build_decoder(tg_graph *g, const tg_whisper_config *cfg, tg_tensor tokens,
-                             tg_tensor encoder_out);
+                                   tg_tensor encoder_out);
 
 /** Names of the decoding state variables: the self-attention cache of
  *  layer i ("whisper.cache.self.<i>.k" / ".v", f32 [B, heads, max_len,
@@ -229,8 +229,8 @@ tg_status tg_whisper_decoder_step(tg_whisper_decoder *d, const int32_t *tokens, 
  *  argmax tokens, until every row has produced `eos` (eos < 0: never) or
  *  max_len tokens exist. lengths[b] receives row b's length (eos
  *  included); rows that ended are padded with eos. */
-tg_status tg_whisper_greedy(tg_whisper_decoder *d, const int32_t *prompt, int n_prompt,
-                            int32_t eos, int32_t *out, int *lengths);
+tg_status tg_whisper_greedy(tg_whisper_decoder *d, const int32_t *prompt, int n_prompt, int32_t eos,
+                            int32_t *out, int *lengths);
 
 /* Log-Mel front end ------------------------------------------------- */
 

@@ -31,11 +31,6 @@
 
 static tg_device *dev;
 
-const char *__lsan_default_suppressions(void);
-const char *__lsan_default_suppressions(void) {
-    return "leak:libVkLayer_khronos_validation.so\n";
-}
-
 #define OK(call)                                                                                   \
     do {                                                                                           \
         tg_status st_ = (call);                                                                    \

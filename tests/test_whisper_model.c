@@ -39,11 +39,6 @@ static tg_device *dev; /* NULL when there is no Vulkan device */
 static char tmp_dir[256];
 static tg_whisper_config cfg;
 
-const char *__lsan_default_suppressions(void);
-const char *__lsan_default_suppressions(void) {
-    return "leak:libVkLayer_khronos_validation.so\n";
-}
-
 #define OK(call)                                                                                   \
     do {                                                                                           \
         tg_status st_ = (call);                                                                    \
