@@ -224,6 +224,10 @@ tg_status tg_whisper_decoder_set_audio(tg_whisper_decoder *d, const tg_array *en
 /** One step: tokens[B] at `position` -> logits f32 [B, vocab] (allocated). */
 tg_status tg_whisper_decoder_step(tg_whisper_decoder *d, const int32_t *tokens, int position,
                                   tg_array *logits);
+/** Shape specialisations the step executable has compiled: 1 after any
+ *  number of steps on a device (the position is data), 0 on the
+ *  interpreter. */
+int tg_whisper_decoder_step_compiles(const tg_whisper_decoder *d);
 /** Greedy decoding after set_audio. prompt is [B, n_prompt] row-major;
  *  out is [B, max_len] row-major and receives the prompt followed by the
  *  argmax tokens, until every row has produced `eos` (eos < 0: never) or

@@ -135,6 +135,10 @@ tg_status tg_whisper_decoder_step(tg_whisper_decoder *d, const int32_t *tokens, 
     return st;
 }
 
+int tg_whisper_decoder_step_compiles(const tg_whisper_decoder *d) {
+    return d && d->step_exe ? tg_executable_specializations(d->step_exe) : 0;
+}
+
 tg_status tg_whisper_greedy(tg_whisper_decoder *d, const int32_t *prompt, int n_prompt, int32_t eos,
                             int32_t *out, int *lengths) {
     if (!d || !prompt || !out || !lengths)

@@ -231,6 +231,8 @@ static void check_greedy(tg_device *d) {
         if (w[t] == eos) first = t;
     assert_int_equal(lengths[0], first + 1);
     for (int t = 0; t < len; t++) assert_int_equal(out[t], t <= first ? w[t] : eos);
+    /* two greedy runs of up to 31 steps each: the step compiled once */
+    assert_int_equal(tg_whisper_decoder_step_compiles(dec), d ? 1 : 0);
     free(out);
     tg_whisper_decoder_free(dec);
     tg_array_free(&enc);
