@@ -74,6 +74,8 @@ static void assert_rel_close(const tg_array *got, const tg_array *want, double t
             worst = i;
         }
     }
+    printf("# %s: max error %.2e of max |ref| %.3g (relative %.2e)\n", what, max_err, max_ref,
+           max_err / max_ref);
     if (!(max_err <= tol * max_ref))
         fail_msg("%s: element %lld: got %.9g, want %.9g (max error %.3g, allowed %.3g)", what,
                  (long long)worst, tg_array_get(got, worst), tg_array_get(want, worst), max_err,
