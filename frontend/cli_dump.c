@@ -84,6 +84,13 @@ static int run_passes(const char *input, tg_graph *g, const char *after, const c
     return ok ? CLI_OK : CLI_FAIL;
 }
 
+/* True when `name` is one of the passes (a bad name is a usage error). */
+static bool is_pass_name(const char *name) {
+    for (int p = 0; p < tg_pass_count(); p++)
+        if (strcmp(tg_pass_name(p), name) == 0) return true;
+    return false;
+}
+
 int cli_dump(int argc, char **argv) {
     const char *command = argv[0];
     const char *input = NULL, *output = NULL, *after = NULL, *disable_arg = NULL;
@@ -103,6 +110,9 @@ int cli_dump(int argc, char **argv) {
         took = cli_take_value(command, argc, argv, &i, "--disable", &disable_arg);
         if (took < 0) return CLI_USAGE;
         if (took > 0) {
+            if (!is_pass_name(disable_arg) && !strchr(disable_arg, ','))
+                return cli_usage_error(
+                    command, "unknown pass '%s' (graph dump --passes lists them)", disable_arg);
             size_t used = strlen(disable);
             snprintf(disable + used, sizeof disable - used, "%s%s", used ? "," : "", disable_arg);
             continue;
@@ -128,6 +138,9 @@ int cli_dump(int argc, char **argv) {
     }
     if (want_ir && want_dot) return cli_usage_error(command, "give --ir or --dot, not both");
     if (!input) return cli_usage_error(command, "missing FILE.tgir");
+    if (after && !is_pass_name(after))
+        return cli_usage_error(command, "unknown pass '%s' (graph dump --passes lists them)",
+                               after);
     bool passes = after || disable[0] || want_stats;
     if (passes && want_dot)
         return cli_usage_error(command,

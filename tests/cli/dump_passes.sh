@@ -34,7 +34,10 @@ TG_DUMP_IR=1 expect_status 0 "$GRAPH" dump "$DATA/mlp.tgir" --after=cse
 [ "$(grep -c '^# ---- IR after' "$TMP/err")" -eq 7 ] || fail "TG_DUMP_IR=1: $(cat "$TMP/err")"
 expect_in "$TMP/err" "# ---- IR after fusion ----"
 
-expect_status 1 "$GRAPH" dump "$DATA/mlp.tgir" --after=frobnicate
+# an unknown pass name is a usage error (exit 2), like an unknown flag
+expect_status 2 "$GRAPH" dump "$DATA/mlp.tgir" --after=frobnicate
+expect_one_line_error "unknown pass 'frobnicate'"
+expect_status 2 "$GRAPH" dump "$DATA/mlp.tgir" --disable=frobnicate
 expect_one_line_error "unknown pass 'frobnicate'"
 expect_status 2 "$GRAPH" dump --dot "$DATA/mlp.tgir" --stats
 echo ok

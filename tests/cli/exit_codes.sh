@@ -25,7 +25,7 @@ expect_status 2 "$GRAPH" dump
 expect_one_line_error "missing FILE.tgir"
 expect_status 2 "$GRAPH" dump --bogus x.tgir
 expect_one_line_error "unknown option '--bogus'"
-expect_status 2 "$GRAPH" dump --after=simplify x.tgir # not implemented yet
+expect_status 2 "$GRAPH" dump --after=no_such_pass x.tgir # an unknown pass is a usage error
 expect_status 2 "$GRAPH" dump --ir --dot x.tgir
 expect_status 2 "$GRAPH" dump x.tgir -o
 expect_one_line_error "-o needs a value"
