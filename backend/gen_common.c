@@ -9,43 +9,6 @@
 #include <string.h>
 
 /* ------------------------------------------------------------------ */
-/* String builder                                                      */
-/* ------------------------------------------------------------------ */
-
-void tg_sb_printf(tg_sb *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        size_t room = b->cap - b->len;
-        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? room : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = true;
-            return;
-        }
-        if (b->s && (size_t)n < room) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + (size_t)n + 1) cap *= 2;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->oom = true;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-}
-
-void tg_sb_free(tg_sb *b) {
-    free(b->s);
-    memset(b, 0, sizeof *b);
-}
-
-/* ------------------------------------------------------------------ */
 /* Types and literals                                                  */
 /* ------------------------------------------------------------------ */
 

@@ -17,17 +17,7 @@
 #include <stdint.h>
 
 #include "backend/kernel.h"
-
-/* A growing string; an allocation failure is remembered and reported at
- * the end (tg_gen_finish), so emitters need not check every call. */
-typedef struct tg_sb {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} tg_sb;
-
-void tg_sb_printf(tg_sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void tg_sb_free(tg_sb *b);
+#include "graph/strbuf.h"
 
 /* One generator run. */
 typedef struct tg_gen {

@@ -4,6 +4,7 @@
  * byte-identical) and the parser treats its input as untrusted: every error
  * is "FILE:LINE:COL: message", never a crash. */
 #include "graph/graph_internal.h"
+#include "graph/strbuf.h"
 
 #include <errno.h>
 #include <float.h>
@@ -22,65 +23,6 @@
 #define IR_MAX_CONSTANT_BYTES ((int64_t)1 << 30)
 /* Constants with at most this many elements are printed inline. */
 #define IR_DENSE_MAX 16
-
-/* ------------------------------------------------------------------ */
-/* A growing string                                                    */
-/* ------------------------------------------------------------------ */
-
-typedef struct strbuf {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} strbuf;
-
-static void sb_append(strbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void sb_puts(strbuf *b, const char *s) {
-    sb_append(b, s, strlen(s));
-}
-
-static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(strbuf *b, const char *fmt, ...) {
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->oom = true;
-        return;
-    }
-    if ((size_t)n < sizeof tmp) {
-        sb_append(b, tmp, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = true;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    sb_append(b, big, (size_t)n);
-    free(big);
-}
 
 /* ------------------------------------------------------------------ */
 /* A string -> int hash table (node names, labels)                      */
@@ -399,33 +341,33 @@ static bool format_element(tg_dtype dt, const void *src, char *buf, size_t n) {
 /* Printing                                                            */
 /* ------------------------------------------------------------------ */
 
-static void print_string(strbuf *b, const char *s) {
-    sb_puts(b, "\"");
+static void print_string(tg_sb *b, const char *s) {
+    tg_sb_puts(b, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         if (*p == '"')
-            sb_puts(b, "\\\"");
+            tg_sb_puts(b, "\\\"");
         else if (*p == '\\')
-            sb_puts(b, "\\\\");
+            tg_sb_puts(b, "\\\\");
         else if (*p == '\n')
-            sb_puts(b, "\\n");
+            tg_sb_puts(b, "\\n");
         else if (*p < 0x20 || *p > 0x7e)
-            sb_printf(b, "\\x%02x", *p);
+            tg_sb_printf(b, "\\x%02x", *p);
         else
-            sb_append(b, (const char *)p, 1);
+            tg_sb_append(b, (const char *)p, 1);
     }
-    sb_puts(b, "\"");
+    tg_sb_puts(b, "\"");
 }
 
-static void print_type(strbuf *b, tg_dtype dt, int rank, const int64_t *shape) {
-    sb_printf(b, "%s[", tg_dtype_name(dt));
+static void print_type(tg_sb *b, tg_dtype dt, int rank, const int64_t *shape) {
+    tg_sb_printf(b, "%s[", tg_dtype_name(dt));
     for (int i = 0; i < rank; i++) {
-        if (i) sb_puts(b, ",");
+        if (i) tg_sb_puts(b, ",");
         if (shape[i] < 0)
-            sb_puts(b, "?");
+            tg_sb_puts(b, "?");
         else
-            sb_printf(b, "%" PRId64, shape[i]);
+            tg_sb_printf(b, "%" PRId64, shape[i]);
     }
-    sb_puts(b, "]");
+    tg_sb_puts(b, "]");
 }
 
 /* A name can be the node's %identifier if it is made of [A-Za-z0-9_.] and is
@@ -440,14 +382,14 @@ static bool name_is_identifier(const char *name) {
     return !all_digits;
 }
 
-static void print_ident(strbuf *b, const tg_graph *g, const bool *use_name, int id) {
+static void print_ident(tg_sb *b, const tg_graph *g, const bool *use_name, int id) {
     if (use_name[id])
-        sb_printf(b, "%%%s", g->nodes[id].name);
+        tg_sb_printf(b, "%%%s", g->nodes[id].name);
     else
-        sb_printf(b, "%%%d", id);
+        tg_sb_printf(b, "%%%d", id);
 }
 
-static void print_constant(strbuf *b, const tg_node *n) {
+static void print_constant(tg_sb *b, const tg_node *n) {
     size_t size = tg_dtype_size(n->dtype);
     size_t count = size ? n->data_bytes / size : 0;
     const unsigned char *data = n->data;
@@ -459,29 +401,29 @@ static void print_constant(strbuf *b, const tg_node *n) {
     }
     if (all_text && count >= 2 && all_equal) {
         format_element(n->dtype, data, text, sizeof text);
-        sb_printf(b, " splat<%s>", text);
+        tg_sb_printf(b, " splat<%s>", text);
     } else if (all_text && count <= IR_DENSE_MAX) {
-        sb_puts(b, " dense<[");
+        tg_sb_puts(b, " dense<[");
         for (size_t i = 0; i < count; i++) {
             format_element(n->dtype, data + i * size, text, sizeof text);
-            sb_printf(b, "%s%s", i ? ", " : "", text);
+            tg_sb_printf(b, "%s%s", i ? ", " : "", text);
         }
-        sb_puts(b, "]>");
+        tg_sb_puts(b, "]>");
     } else {
-        sb_puts(b, " hex<\"");
-        for (size_t i = 0; i < n->data_bytes; i++) sb_printf(b, "%02x", data[i]);
-        sb_puts(b, "\">");
+        tg_sb_puts(b, " hex<\"");
+        for (size_t i = 0; i < n->data_bytes; i++) tg_sb_printf(b, "%02x", data[i]);
+        tg_sb_puts(b, "\">");
     }
 }
 
 /* Prints the braces: name= first (if the name is not the identifier), then
  * the op's attributes in TG_ATTR_* order; flags only when true. */
-static void print_attrs(strbuf *b, const tg_node *n, bool name_attr) {
+static void print_attrs(tg_sb *b, const tg_node *n, bool name_attr) {
     unsigned schema = tg_ops[n->op].attrs;
     tg_attrs *a = (tg_attrs *)&n->attrs; /* only read */
     int printed = 0;
     if (name_attr) {
-        sb_puts(b, " {name=");
+        tg_sb_puts(b, " {name=");
         print_string(b, n->name);
         printed++;
     }
@@ -489,28 +431,28 @@ static void print_attrs(strbuf *b, const tg_node *n, bool name_attr) {
         const attr_field *f = &attr_fields[i];
         if (!(schema & f->bit)) continue;
         if (f->kind == ATTR_FLAG && !*attr_flag(a, f)) continue;
-        sb_puts(b, printed++ ? ", " : " {");
-        sb_puts(b, attr_name(n->op, f));
+        tg_sb_puts(b, printed++ ? ", " : " {");
+        tg_sb_puts(b, attr_name(n->op, f));
         char text[64];
         switch (f->kind) {
         case ATTR_FLAG: break;
-        case ATTR_INT: sb_printf(b, "=%" PRId64, *attr_int(a, f)); break;
+        case ATTR_INT: tg_sb_printf(b, "=%" PRId64, *attr_int(a, f)); break;
         case ATTR_DOUBLE:
             format_double(*attr_double(a, f), text, sizeof text);
-            sb_printf(b, "=%s", text);
+            tg_sb_printf(b, "=%s", text);
             break;
         case ATTR_LIST: {
             int count = *attr_count(a, f);
             const int64_t *v = attr_int(a, f);
-            sb_puts(b, "=[");
+            tg_sb_puts(b, "=[");
             for (int k = 0; k < count && k < TG_MAX_RANK; k++)
-                sb_printf(b, "%s%" PRId64, k ? "," : "", v[k]);
-            sb_puts(b, "]");
+                tg_sb_printf(b, "%s%" PRId64, k ? "," : "", v[k]);
+            tg_sb_puts(b, "]");
             break;
         }
         }
     }
-    if (printed) sb_puts(b, "}");
+    if (printed) tg_sb_puts(b, "}");
 }
 
 char *tg_graph_to_text(const tg_graph *g) {
@@ -527,7 +469,7 @@ char *tg_graph_to_text(const tg_graph *g) {
      * other node; otherwise as %id. */
     name_table counts = {0};
     bool *use_name = calloc((size_t)g->n_nodes + 1, sizeof(bool));
-    strbuf b = {0};
+    tg_sb b = {0};
     if (!use_name) goto oom;
     for (int i = 0; i < g->n_nodes; i++) {
         const char *name = g->nodes[i].name;
@@ -541,25 +483,25 @@ char *tg_graph_to_text(const tg_graph *g) {
         use_name[i] = *nt_get(&counts, name, strlen(name)) == 1;
     }
 
-    sb_puts(&b, IR_HEADER "\n");
+    tg_sb_puts(&b, IR_HEADER "\n");
     for (int i = 0; i < g->n_nodes; i++) {
         const tg_node *n = &g->nodes[i];
         print_ident(&b, g, use_name, i);
-        sb_printf(&b, " = %s", tg_ops[n->op].name);
+        tg_sb_printf(&b, " = %s", tg_ops[n->op].name);
         bool named_source = n->op == TG_OP_PLACEHOLDER || n->op == TG_OP_VARIABLE;
         if (named_source) {
-            sb_puts(&b, " ");
+            tg_sb_puts(&b, " ");
             print_string(&b, n->name ? n->name : "");
         }
         if (n->op == TG_OP_CONSTANT) print_constant(&b, n);
         for (int k = 0; k < n->n_inputs; k++) {
-            sb_puts(&b, k ? ", " : " ");
+            tg_sb_puts(&b, k ? ", " : " ");
             print_ident(&b, g, use_name, n->inputs[k]);
         }
         print_attrs(&b, n, !named_source && n->name && !use_name[i]);
-        sb_puts(&b, " : ");
+        tg_sb_puts(&b, " : ");
         print_type(&b, n->dtype, n->rank, n->shape);
-        sb_puts(&b, "\n");
+        tg_sb_puts(&b, "\n");
     }
     if (b.oom) goto oom;
     nt_free(&counts);
@@ -744,8 +686,8 @@ static bool parse_string(parser *p, char **out) {
         return fail_at(p, p->pos, "expected a quoted string, found %s", describe(p, d, sizeof d));
     }
     p->pos++;
-    strbuf b = {0};
-    sb_append(&b, "", 0); /* an empty string is still a string */
+    tg_sb b = {0};
+    tg_sb_append(&b, "", 0); /* an empty string is still a string */
     for (;;) {
         char c = peek(p);
         if (c == '\0' || c == '\n') {
@@ -761,7 +703,7 @@ static bool parse_string(parser *p, char **out) {
             return fail_at(p, p->pos, "control character 0x%02x in string", (unsigned char)c);
         }
         if (c != '\\') {
-            sb_append(&b, &c, 1);
+            tg_sb_append(&b, &c, 1);
             p->pos++;
             continue;
         }
@@ -786,7 +728,7 @@ static bool parse_string(parser *p, char **out) {
             free(b.s);
             return fail_at(p, esc, "bad escape in string (use \\\" \\\\ \\n or \\xNN)");
         }
-        sb_append(&b, &v, 1);
+        tg_sb_append(&b, &v, 1);
     }
     if (b.oom) {
         free(b.s);

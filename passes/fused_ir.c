@@ -3,38 +3,11 @@
  * print exactly as in plain IR, and only reorders them: sources, then each
  * kernel under a comment line, aliases as soon as what they view is
  * printed, unneeded nodes last. The result is still valid plain IR. */
+#include "graph/strbuf.h"
 #include "passes/passes.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct outbuf {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} outbuf;
-
-static void put(outbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void puts_(outbuf *b, const char *s) {
-    put(b, s, strlen(s));
-}
 
 typedef struct printer {
     const tg_graph *g;
@@ -42,26 +15,26 @@ typedef struct printer {
     const char **line; /* per node: its line in the plain text */
     size_t *line_len;
     bool *printed;
-    outbuf out;
+    tg_sb out;
 } printer;
 
 static void print_node(printer *pr, int id, const char *indent) {
-    puts_(&pr->out, indent);
-    put(&pr->out, pr->line[id], pr->line_len[id]);
-    puts_(&pr->out, "\n");
+    tg_sb_puts(&pr->out, indent);
+    tg_sb_append(&pr->out, pr->line[id], pr->line_len[id]);
+    tg_sb_puts(&pr->out, "\n");
     pr->printed[id] = true;
 }
 
 /* The node's label ("%h"): the plain line up to " = ". */
 static void print_label(printer *pr, int id) {
     const char *eq = strstr(pr->line[id], " = ");
-    put(&pr->out, pr->line[id], eq ? (size_t)(eq - pr->line[id]) : 0);
+    tg_sb_append(&pr->out, pr->line[id], eq ? (size_t)(eq - pr->line[id]) : 0);
 }
 
 static void print_list(printer *pr, const char *what, int n, const int32_t *ids) {
-    puts_(&pr->out, what);
+    tg_sb_puts(&pr->out, what);
     for (int i = 0; i < n; i++) {
-        puts_(&pr->out, i ? ", " : " ");
+        tg_sb_puts(&pr->out, i ? ", " : " ");
         print_label(pr, ids[i]);
     }
 }
@@ -83,14 +56,14 @@ static void print_kernel(printer *pr, int k) {
     const tg_part_kernel *kr = &pr->p->kernels[k];
     char head[64];
     snprintf(head, sizeof head, "# kernel %d %s:", k, kind_name(kr->kind));
-    puts_(&pr->out, head);
+    tg_sb_puts(&pr->out, head);
     for (int i = 0; i < kr->n_nodes; i++) {
-        puts_(&pr->out, i ? " + " : " ");
-        puts_(&pr->out, tg_ops[pr->g->nodes[kr->nodes[i]].op].name);
+        tg_sb_puts(&pr->out, i ? " + " : " ");
+        tg_sb_puts(&pr->out, tg_ops[pr->g->nodes[kr->nodes[i]].op].name);
     }
     print_list(pr, " <-", kr->n_inputs, kr->inputs);
     print_list(pr, " ->", kr->n_outputs, kr->outputs);
-    puts_(&pr->out, "\n");
+    tg_sb_puts(&pr->out, "\n");
     for (int i = 0; i < kr->n_nodes; i++) print_node(pr, kr->nodes[i], "  ");
 }
 
@@ -148,7 +121,7 @@ char *tg_partition_to_text(const tg_graph *g, const tg_partition *p) {
         snprintf(summary, sizeof summary,
                  "# tg ir v1\n# fused: %d kernels, %d dispatches unfused\n", p->n_kernels,
                  p->unfused);
-        puts_(&pr.out, summary);
+        tg_sb_puts(&pr.out, summary);
         for (int id = 0; id < g->n_nodes; id++)
             if (tg_ops[g->nodes[id].op].klass == TG_CLASS_SOURCE) print_node(&pr, id, "");
         print_ready_aliases(&pr, needed);
@@ -159,7 +132,7 @@ char *tg_partition_to_text(const tg_graph *g, const tg_partition *p) {
         bool header = false;
         for (int id = 0; id < g->n_nodes; id++) {
             if (pr.printed[id]) continue;
-            if (!header) puts_(&pr.out, "# not needed by the targets\n");
+            if (!header) tg_sb_puts(&pr.out, "# not needed by the targets\n");
             header = true;
             print_node(&pr, id, "");
         }
