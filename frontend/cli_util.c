@@ -1,6 +1,7 @@
 /* cli_util.c — helpers shared by the `graph` subcommands: messages, option
  * parsing, files and printing arrays. */
 #include "frontend/cli.h"
+#include "frontend/safetensors.h"
 
 #include <errno.h>
 #include <math.h>
@@ -59,39 +60,15 @@ bool cli_split_assignment(const char *arg, char *name, size_t name_size, const c
 }
 
 char *cli_read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        cli_error("%s: cannot open: %s", path, strerror(errno));
+    char *text = NULL;
+    size_t n = 0;
+    /* 1 GiB: far above any IR or text file the CLI reads whole */
+    if (tg_read_whole_file(path, (size_t)1 << 30, &text, &n) != TG_OK) {
+        cli_error("%s", tg_last_error());
         return NULL;
     }
-    size_t cap = 1 << 16, used = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (used + 1 >= cap) {
-            char *bigger = realloc(buf, cap * 2);
-            if (!bigger) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = bigger;
-            cap *= 2;
-        }
-        size_t got = fread(buf + used, 1, cap - used - 1, f);
-        used += got;
-        if (got == 0) break;
-    }
-    bool failed = !buf || ferror(f);
-    int err = errno;
-    fclose(f);
-    if (failed) {
-        cli_error("%s: cannot read: %s", path, buf ? strerror(err) : "out of memory");
-        free(buf);
-        return NULL;
-    }
-    buf[used] = '\0';
-    if (len) *len = used;
-    return buf;
+    if (len) *len = n;
+    return text;
 }
 
 tg_graph *cli_load_graph(const char *path) {

@@ -18,17 +18,6 @@
 #define MAX_CONFIG_FILE (16u << 20)
 #define MAX_DIM (1 << 20) /* far above any real Whisper, far below overflow */
 
-static tg_status cfg_error(tg_status status, const char *label, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static tg_status cfg_error(tg_status status, const char *label, const char *fmt, ...) {
-    char msg[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return tg_set_error(status, "%s: %s", label ? label : "<memory>", msg);
-}
-
 static const char *json_type_name(const cJSON *item) {
     if (cJSON_IsString(item)) return "a string";
     if (cJSON_IsNumber(item)) return "a number";
@@ -42,14 +31,14 @@ static const char *json_type_name(const cJSON *item) {
 static tg_status get_int_item(const cJSON *item, const char *key, long lo, long hi,
                               const char *label, int32_t *out) {
     if (!cJSON_IsNumber(item))
-        return cfg_error(TG_ERR_PARSE, label, "\"%s\" is %s, expected an integer", key,
-                         json_type_name(item));
+        return tg_set_error_at(TG_ERR_PARSE, label, "\"%s\" is %s, expected an integer", key,
+                               json_type_name(item));
     double v = item->valuedouble;
     if (!isfinite(v) || v != floor(v))
-        return cfg_error(TG_ERR_PARSE, label, "\"%s\" is %g, expected an integer", key, v);
+        return tg_set_error_at(TG_ERR_PARSE, label, "\"%s\" is %g, expected an integer", key, v);
     if (v < (double)lo || v > (double)hi)
-        return cfg_error(TG_ERR_PARSE, label, "\"%s\" is %.0f, expected %ld to %ld", key, v, lo,
-                         hi);
+        return tg_set_error_at(TG_ERR_PARSE, label, "\"%s\" is %.0f, expected %ld to %ld", key, v,
+                               lo, hi);
     *out = (int32_t)v;
     return TG_OK;
 }
@@ -58,7 +47,7 @@ static tg_status get_int(const cJSON *root, const char *key, bool required, long
                          const char *label, int *out) {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!item || (!required && cJSON_IsNull(item))) {
-        if (required) return cfg_error(TG_ERR_PARSE, label, "missing key \"%s\"", key);
+        if (required) return tg_set_error_at(TG_ERR_PARSE, label, "missing key \"%s\"", key);
         return TG_OK;
     }
     int32_t v = 0;
@@ -72,14 +61,15 @@ static cJSON *parse_object(const char *json, size_t len, const char *label, tg_s
     if (!root) {
         const char *at = cJSON_GetErrorPtr();
         if (at >= json && at <= json + len)
-            *status =
-                cfg_error(TG_ERR_PARSE, label, "not valid JSON (at byte %ld)", (long)(at - json));
+            *status = tg_set_error_at(TG_ERR_PARSE, label, "not valid JSON (at byte %ld)",
+                                      (long)(at - json));
         else
-            *status = cfg_error(TG_ERR_PARSE, label, "not valid JSON");
+            *status = tg_set_error_at(TG_ERR_PARSE, label, "not valid JSON");
         return NULL;
     }
     if (!cJSON_IsObject(root)) {
-        *status = cfg_error(TG_ERR_PARSE, label, "is %s, not a JSON object", json_type_name(root));
+        *status =
+            tg_set_error_at(TG_ERR_PARSE, label, "is %s, not a JSON object", json_type_name(root));
         cJSON_Delete(root);
         return NULL;
     }
@@ -106,11 +96,11 @@ tg_status tg_whisper_config_parse(const char *json, size_t len, const char *labe
 
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (type && !(cJSON_IsString(type) && strcmp(type->valuestring, "whisper") == 0))
-        status = cfg_error(TG_ERR_UNSUPPORTED, label,
-                           "\"model_type\" is %s%.40s%s, expected \"whisper\"",
-                           cJSON_IsString(type) ? "\"" : "",
-                           cJSON_IsString(type) ? type->valuestring : json_type_name(type),
-                           cJSON_IsString(type) ? "\"" : "");
+        status = tg_set_error_at(TG_ERR_UNSUPPORTED, label,
+                                 "\"model_type\" is %s%.40s%s, expected \"whisper\"",
+                                 cJSON_IsString(type) ? "\"" : "",
+                                 cJSON_IsString(type) ? type->valuestring : json_type_name(type),
+                                 cJSON_IsString(type) ? "\"" : "");
     struct {
         const char *key;
         int *field;
@@ -130,13 +120,15 @@ tg_status tg_whisper_config_parse(const char *json, size_t len, const char *labe
     for (size_t i = 0; status == TG_OK && i < sizeof dims / sizeof dims[0]; i++)
         status = get_int(root, dims[i].key, true, 1, MAX_DIM, label, dims[i].field);
     if (status == TG_OK && c.d_model % c.encoder_attention_heads != 0)
-        status = cfg_error(TG_ERR_PARSE, label,
-                           "\"d_model\" %d is not a multiple of \"encoder_attention_heads\" %d",
-                           c.d_model, c.encoder_attention_heads);
+        status =
+            tg_set_error_at(TG_ERR_PARSE, label,
+                            "\"d_model\" %d is not a multiple of \"encoder_attention_heads\" %d",
+                            c.d_model, c.encoder_attention_heads);
     if (status == TG_OK && c.d_model % c.decoder_attention_heads != 0)
-        status = cfg_error(TG_ERR_PARSE, label,
-                           "\"d_model\" %d is not a multiple of \"decoder_attention_heads\" %d",
-                           c.d_model, c.decoder_attention_heads);
+        status =
+            tg_set_error_at(TG_ERR_PARSE, label,
+                            "\"d_model\" %d is not a multiple of \"decoder_attention_heads\" %d",
+                            c.d_model, c.decoder_attention_heads);
     const char *ids[] = {"decoder_start_token_id", "eos_token_id", "pad_token_id", "bos_token_id"};
     int *id_fields[] = {&c.decoder_start_token_id, &c.eos_token_id, &c.pad_token_id,
                         &c.bos_token_id};
@@ -149,22 +141,23 @@ tg_status tg_whisper_config_parse(const char *json, size_t len, const char *labe
         for (size_t i = 0; cJSON_IsString(act) && i < sizeof activations / sizeof *activations; i++)
             if (strcmp(act->valuestring, activations[i]) == 0) known = true;
         if (!cJSON_IsString(act))
-            status =
-                cfg_error(TG_ERR_PARSE, label, "\"activation_function\" is %s, expected a string",
-                          json_type_name(act));
+            status = tg_set_error_at(TG_ERR_PARSE, label,
+                                     "\"activation_function\" is %s, expected a string",
+                                     json_type_name(act));
         else if (!known)
-            status = cfg_error(TG_ERR_UNSUPPORTED, label,
-                               "\"activation_function\" \"%.40s\" is not supported (gelu, "
-                               "gelu_new, gelu_pytorch_tanh, relu, silu)",
-                               act->valuestring);
+            status = tg_set_error_at(TG_ERR_UNSUPPORTED, label,
+                                     "\"activation_function\" \"%.40s\" is not supported (gelu, "
+                                     "gelu_new, gelu_pytorch_tanh, relu, silu)",
+                                     act->valuestring);
         else
             snprintf(c.activation_function, sizeof c.activation_function, "%s", act->valuestring);
     }
     const cJSON *scale = cJSON_GetObjectItemCaseSensitive(root, "scale_embedding");
     if (status == TG_OK && scale) {
         if (!cJSON_IsBool(scale))
-            status = cfg_error(TG_ERR_PARSE, label, "\"scale_embedding\" is %s, expected a boolean",
-                               json_type_name(scale));
+            status = tg_set_error_at(TG_ERR_PARSE, label,
+                                     "\"scale_embedding\" is %s, expected a boolean",
+                                     json_type_name(scale));
         else
             c.scale_embedding = cJSON_IsTrue(scale);
     }
@@ -180,12 +173,12 @@ static tg_status get_id_list(const cJSON *root, const char *key, int vocab, int 
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!arr || cJSON_IsNull(arr)) return TG_OK;
     if (!cJSON_IsArray(arr))
-        return cfg_error(TG_ERR_PARSE, label, "\"%s\" is %s, expected an array of token ids", key,
-                         json_type_name(arr));
+        return tg_set_error_at(TG_ERR_PARSE, label, "\"%s\" is %s, expected an array of token ids",
+                               key, json_type_name(arr));
     int count = cJSON_GetArraySize(arr);
     if (count > cap)
-        return cfg_error(TG_ERR_UNSUPPORTED, label, "\"%s\" has %d entries; tg keeps at most %d",
-                         key, count, cap);
+        return tg_set_error_at(TG_ERR_UNSUPPORTED, label,
+                               "\"%s\" has %d entries; tg keeps at most %d", key, count, cap);
     int k = 0;
     const cJSON *item;
     cJSON_ArrayForEach(item, arr) {
@@ -226,8 +219,9 @@ tg_status tg_whisper_generation_config_parse(const char *json, size_t len, const
     const cJSON *multi = cJSON_GetObjectItemCaseSensitive(root, "is_multilingual");
     if (status == TG_OK && multi) {
         if (!cJSON_IsBool(multi))
-            status = cfg_error(TG_ERR_PARSE, label, "\"is_multilingual\" is %s, expected a boolean",
-                               json_type_name(multi));
+            status = tg_set_error_at(TG_ERR_PARSE, label,
+                                     "\"is_multilingual\" is %s, expected a boolean",
+                                     json_type_name(multi));
         else
             c.is_multilingual = cJSON_IsTrue(multi);
     }
@@ -235,13 +229,13 @@ tg_status tg_whisper_generation_config_parse(const char *json, size_t len, const
     const cJSON *langs = cJSON_GetObjectItemCaseSensitive(root, "lang_to_id");
     if (status == TG_OK && langs && !cJSON_IsNull(langs)) {
         if (!cJSON_IsObject(langs))
-            status = cfg_error(TG_ERR_PARSE, label,
-                               "\"lang_to_id\" is %s, expected an object of token: id",
-                               json_type_name(langs));
+            status = tg_set_error_at(TG_ERR_PARSE, label,
+                                     "\"lang_to_id\" is %s, expected an object of token: id",
+                                     json_type_name(langs));
         else if (cJSON_GetArraySize(langs) > TG_WHISPER_MAX_LANGUAGES)
-            status = cfg_error(TG_ERR_UNSUPPORTED, label,
-                               "\"lang_to_id\" has %d entries; tg keeps at most %d",
-                               cJSON_GetArraySize(langs), TG_WHISPER_MAX_LANGUAGES);
+            status = tg_set_error_at(TG_ERR_UNSUPPORTED, label,
+                                     "\"lang_to_id\" has %d entries; tg keeps at most %d",
+                                     cJSON_GetArraySize(langs), TG_WHISPER_MAX_LANGUAGES);
         c.n_languages = 0;
         const cJSON *item;
         if (status == TG_OK) cJSON_ArrayForEach(item, langs) {
@@ -249,7 +243,8 @@ tg_status tg_whisper_generation_config_parse(const char *json, size_t len, const
                 snprintf(where, sizeof where, "lang_to_id[\"%.30s\"]", item->string);
                 tg_whisper_language *l = &c.languages[c.n_languages];
                 if (strlen(item->string) >= sizeof l->token) {
-                    status = cfg_error(TG_ERR_PARSE, label, "%s: the token is too long", where);
+                    status =
+                        tg_set_error_at(TG_ERR_PARSE, label, "%s: the token is too long", where);
                     break;
                 }
                 status = get_int_item(item, where, 0, vocab - 1, label, &l->id);
@@ -261,9 +256,9 @@ tg_status tg_whisper_generation_config_parse(const char *json, size_t len, const
     const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(root, "task_to_id");
     if (status == TG_OK && tasks && !cJSON_IsNull(tasks)) {
         if (!cJSON_IsObject(tasks))
-            status = cfg_error(TG_ERR_PARSE, label,
-                               "\"task_to_id\" is %s, expected an object of task: id",
-                               json_type_name(tasks));
+            status = tg_set_error_at(TG_ERR_PARSE, label,
+                                     "\"task_to_id\" is %s, expected an object of task: id",
+                                     json_type_name(tasks));
         if (status == TG_OK)
             status =
                 get_int(tasks, "transcribe", false, 0, vocab - 1, label, &c.transcribe_token_id);

@@ -74,18 +74,6 @@ static int64_t read_i64_le(const unsigned char *p) {
     return (int64_t)v; /* two's complement on every platform tg targets */
 }
 
-/* Sets the error as "label: message". */
-static tg_status npy_error(tg_status status, const char *label, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static tg_status npy_error(tg_status status, const char *label, const char *fmt, ...) {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return tg_set_error(status, "%s: %s", label, msg);
-}
-
 /* ---- the header dict ---- */
 
 typedef struct header_parser {
@@ -108,8 +96,8 @@ static void skip_space(header_parser *hp) {
 }
 
 static tg_status header_error(header_parser *hp, const char *what) {
-    return npy_error(TG_ERR_PARSE, hp->label, "bad header: %s at header offset %ld", what,
-                     (long)(hp->p - hp->start));
+    return tg_set_error_at(TG_ERR_PARSE, hp->label, "bad header: %s at header offset %ld", what,
+                           (long)(hp->p - hp->start));
 }
 
 static bool accept(header_parser *hp, char c) {
@@ -163,15 +151,15 @@ static tg_status parse_shape(header_parser *hp, npy_header *h) {
         while (hp->p < hp->end && *hp->p >= '0' && *hp->p <= '9') {
             int digit = *hp->p - '0';
             if (dim > (INT64_MAX - digit) / 10)
-                return npy_error(TG_ERR_PARSE, hp->label,
-                                 "bad header: a shape dimension does not fit in 64 bits");
+                return tg_set_error_at(TG_ERR_PARSE, hp->label,
+                                       "bad header: a shape dimension does not fit in 64 bits");
             dim = dim * 10 + digit;
             hp->p++;
         }
         if (hp->p < hp->end && *hp->p == 'L') hp->p++;
         if (h->rank == TG_MAX_RANK)
-            return npy_error(TG_ERR_UNSUPPORTED, hp->label,
-                             "rank is more than %d (the most tg supports)", TG_MAX_RANK);
+            return tg_set_error_at(TG_ERR_UNSUPPORTED, hp->label,
+                                   "rank is more than %d (the most tg supports)", TG_MAX_RANK);
         h->shape[h->rank++] = dim;
         if (accept(hp, ',')) continue;
         if (accept(hp, ')')) return TG_OK;
@@ -191,8 +179,8 @@ static tg_status parse_header(const char *text, size_t len, const char *label, n
         if (strcmp(key, "descr") == 0 && !h->has_descr) {
             skip_space(&hp);
             if (hp.p < hp.end && *hp.p == '[')
-                return npy_error(TG_ERR_UNSUPPORTED, label,
-                                 "structured dtypes (a list in 'descr') are not supported");
+                return tg_set_error_at(TG_ERR_UNSUPPORTED, label,
+                                       "structured dtypes (a list in 'descr') are not supported");
             st = parse_string(&hp, h->descr, sizeof h->descr);
             if (st != TG_OK) return st;
             h->has_descr = true;
@@ -209,8 +197,8 @@ static tg_status parse_header(const char *text, size_t len, const char *label, n
             if (st != TG_OK) return st;
             h->has_shape = true;
         } else {
-            return npy_error(TG_ERR_PARSE, label, "bad header: unexpected or repeated key '%s'",
-                             key);
+            return tg_set_error_at(TG_ERR_PARSE, label,
+                                   "bad header: unexpected or repeated key '%s'", key);
         }
         if (!accept(&hp, ',')) {
             if (accept(&hp, '}')) break;
@@ -222,11 +210,11 @@ static tg_status parse_header(const char *text, size_t len, const char *label, n
     while (hp.p < hp.end && *hp.p == '\0') hp.p++;
     if (hp.p != hp.end) return header_error(&hp, "unexpected text after '}'");
     if (!h->has_descr || !h->has_order || !h->has_shape)
-        return npy_error(TG_ERR_PARSE, label,
-                         "bad header: missing key '%s' (needs descr, fortran_order, shape)",
-                         !h->has_descr   ? "descr"
-                         : !h->has_order ? "fortran_order"
-                                         : "shape");
+        return tg_set_error_at(TG_ERR_PARSE, label,
+                               "bad header: missing key '%s' (needs descr, fortran_order, shape)",
+                               !h->has_descr   ? "descr"
+                               : !h->has_order ? "fortran_order"
+                                               : "shape");
     return TG_OK;
 }
 
@@ -255,21 +243,22 @@ tg_status tg_npy_read_mem(const void *buf, size_t len, const char *label, tg_arr
     const unsigned char *bytes = buf;
 
     if (len < 8 || memcmp(bytes, npy_magic, sizeof npy_magic) != 0)
-        return npy_error(TG_ERR_PARSE, label, "not a .npy file (bad magic bytes)");
+        return tg_set_error_at(TG_ERR_PARSE, label, "not a .npy file (bad magic bytes)");
     int major = bytes[6], minor = bytes[7];
     if (major < 1 || major > 3 || minor != 0)
-        return npy_error(TG_ERR_UNSUPPORTED, label,
-                         "unsupported .npy format version %d.%d (tg reads 1.0, 2.0, 3.0)", major,
-                         minor);
+        return tg_set_error_at(TG_ERR_UNSUPPORTED, label,
+                               "unsupported .npy format version %d.%d (tg reads 1.0, 2.0, 3.0)",
+                               major, minor);
     size_t preamble = major == 1 ? 10 : 12;
     if (len < preamble)
-        return npy_error(TG_ERR_PARSE, label,
-                         "truncated: %zu bytes, shorter than the %zu-byte preamble", len, preamble);
+        return tg_set_error_at(TG_ERR_PARSE, label,
+                               "truncated: %zu bytes, shorter than the %zu-byte preamble", len,
+                               preamble);
     size_t header_len = major == 1 ? (size_t)(bytes[8] | bytes[9] << 8) : read_u32_le(bytes + 8);
     if (header_len > len - preamble)
-        return npy_error(TG_ERR_PARSE, label,
-                         "truncated header: header length is %zu bytes but only %zu follow",
-                         header_len, len - preamble);
+        return tg_set_error_at(TG_ERR_PARSE, label,
+                               "truncated header: header length is %zu bytes but only %zu follow",
+                               header_len, len - preamble);
 
     npy_header h;
     tg_status st = parse_header((const char *)bytes + preamble, header_len, label, &h);
@@ -278,18 +267,19 @@ tg_status tg_npy_read_mem(const void *buf, size_t len, const char *label, tg_arr
     const npy_dtype *dt = find_npy_dtype(h.descr);
     if (!dt) {
         if (h.descr[0] == '>')
-            return npy_error(TG_ERR_UNSUPPORTED, label,
-                             "big-endian dtype '%s' is not supported (use a little-endian "
-                             "array: a.astype(a.dtype.newbyteorder('<')))",
-                             h.descr);
-        return npy_error(TG_ERR_UNSUPPORTED, label,
-                         "unsupported dtype '%s' (tg reads <f4 <f2 <i4 <i8 |u1 |i1 |b1; "
-                         "convert with a.astype(np.float32))",
-                         h.descr);
+            return tg_set_error_at(TG_ERR_UNSUPPORTED, label,
+                                   "big-endian dtype '%s' is not supported (use a little-endian "
+                                   "array: a.astype(a.dtype.newbyteorder('<')))",
+                                   h.descr);
+        return tg_set_error_at(TG_ERR_UNSUPPORTED, label,
+                               "unsupported dtype '%s' (tg reads <f4 <f2 <i4 <i8 |u1 |i1 |b1; "
+                               "convert with a.astype(np.float32))",
+                               h.descr);
     }
     if (h.fortran_order)
-        return npy_error(TG_ERR_UNSUPPORTED, label,
-                         "Fortran-order arrays are not supported (save np.ascontiguousarray(a))");
+        return tg_set_error_at(
+            TG_ERR_UNSUPPORTED, label,
+            "Fortran-order arrays are not supported (save np.ascontiguousarray(a))");
 
     /* Element count and byte size, refusing overflow before any allocation. */
     int64_t count = 1;
@@ -297,26 +287,28 @@ tg_status tg_npy_read_mem(const void *buf, size_t len, const char *label, tg_arr
         if (h.shape[i] != 0 && count > INT64_MAX / h.shape[i]) {
             char shape[160];
             format_shape(&h, shape, sizeof shape);
-            return npy_error(TG_ERR_PARSE, label, "shape %s is too large (element count overflows)",
-                             shape);
+            return tg_set_error_at(TG_ERR_PARSE, label,
+                                   "shape %s is too large (element count overflows)", shape);
         }
         count *= h.shape[i];
     }
     if ((uint64_t)count > SIZE_MAX / dt->file_size) {
         char shape[160];
         format_shape(&h, shape, sizeof shape);
-        return npy_error(TG_ERR_PARSE, label, "shape %s is too large (byte size overflows)", shape);
+        return tg_set_error_at(TG_ERR_PARSE, label, "shape %s is too large (byte size overflows)",
+                               shape);
     }
     size_t data_bytes = (size_t)count * dt->file_size;
     size_t available = len - preamble - header_len;
     if (data_bytes != available)
-        return npy_error(TG_ERR_PARSE, label,
-                         "header says %lld elements of %s (%zu bytes) but %zu bytes follow",
-                         (long long)count, dt->shown, data_bytes, available);
+        return tg_set_error_at(TG_ERR_PARSE, label,
+                               "header says %lld elements of %s (%zu bytes) but %zu bytes follow",
+                               (long long)count, dt->shown, data_bytes, available);
 
     tg_array a;
     st = tg_array_alloc(&a, dt->dtype, h.rank, h.shape);
-    if (st != TG_OK) return npy_error(st, label, "cannot allocate the array: %s", tg_last_error());
+    if (st != TG_OK)
+        return tg_set_error_at(st, label, "cannot allocate the array: %s", tg_last_error());
     const unsigned char *src = bytes + preamble + header_len;
     if (dt->is_i64) {
         int32_t *dst = a.data;
@@ -324,10 +316,11 @@ tg_status tg_npy_read_mem(const void *buf, size_t len, const char *label, tg_arr
             int64_t v = read_i64_le(src + (size_t)i * 8);
             if (v < INT32_MIN || v > INT32_MAX) {
                 tg_array_free(&a);
-                return npy_error(TG_ERR_UNSUPPORTED, label,
-                                 "element %lld is %lld, outside the i32 range (int64 files are "
-                                 "read as i32)",
-                                 (long long)i, (long long)v);
+                return tg_set_error_at(
+                    TG_ERR_UNSUPPORTED, label,
+                    "element %lld is %lld, outside the i32 range (int64 files are "
+                    "read as i32)",
+                    (long long)i, (long long)v);
             }
             dst[i] = (int32_t)v;
         }
@@ -347,14 +340,14 @@ tg_status tg_npy_read(const char *path, tg_array *out) {
     if (!path || !out)
         return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_npy_read: path or out is NULL");
     FILE *f = fopen(path, "rb");
-    if (!f) return npy_error(TG_ERR_IO, path, "cannot open: %s", strerror(errno));
+    if (!f) return tg_set_error_at(TG_ERR_IO, path, "cannot open: %s", strerror(errno));
     /* Read in a loop rather than trusting a size from fseek: works for pipes
      * and reports directories (EISDIR) through ferror. */
     size_t cap = 1 << 16, len = 0;
     unsigned char *buf = malloc(cap);
     if (!buf) {
         fclose(f);
-        return npy_error(TG_ERR_NO_MEMORY, path, "out of memory");
+        return tg_set_error_at(TG_ERR_NO_MEMORY, path, "out of memory");
     }
     for (;;) {
         if (len == cap) {
@@ -362,7 +355,7 @@ tg_status tg_npy_read(const char *path, tg_array *out) {
             if (!bigger) {
                 free(buf);
                 fclose(f);
-                return npy_error(TG_ERR_NO_MEMORY, path, "out of memory reading the file");
+                return tg_set_error_at(TG_ERR_NO_MEMORY, path, "out of memory reading the file");
             }
             buf = bigger;
             cap *= 2;
@@ -375,7 +368,7 @@ tg_status tg_npy_read(const char *path, tg_array *out) {
     fclose(f);
     if (read_errno != 0) {
         free(buf);
-        return npy_error(TG_ERR_IO, path, "cannot read: %s", strerror(read_errno));
+        return tg_set_error_at(TG_ERR_IO, path, "cannot read: %s", strerror(read_errno));
     }
     tg_status st = tg_npy_read_mem(buf, len, path, out);
     free(buf);
@@ -454,18 +447,18 @@ tg_status tg_npy_write(const char *path, const tg_array *a) {
     void *buf;
     size_t len;
     tg_status st = tg_npy_write_mem(a, &buf, &len);
-    if (st != TG_OK) return npy_error(st, path, "%s", tg_last_error());
+    if (st != TG_OK) return tg_set_error_at(st, path, "%s", tg_last_error());
     FILE *f = fopen(path, "wb");
     if (!f) {
         int err = errno;
         free(buf);
-        return npy_error(TG_ERR_IO, path, "cannot open for writing: %s", strerror(err));
+        return tg_set_error_at(TG_ERR_IO, path, "cannot open for writing: %s", strerror(err));
     }
     size_t written = fwrite(buf, 1, len, f);
     int err = written == len ? 0 : errno;
     free(buf);
     if (fclose(f) != 0 && err == 0) err = errno ? errno : EIO;
     if (written != len || err != 0)
-        return npy_error(TG_ERR_IO, path, "cannot write: %s", strerror(err ? err : EIO));
+        return tg_set_error_at(TG_ERR_IO, path, "cannot write: %s", strerror(err ? err : EIO));
     return TG_OK;
 }

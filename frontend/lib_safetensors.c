@@ -79,18 +79,6 @@ struct tg_safetensors {
     int n_meta;
 };
 
-/* Sets the error as "label: message". */
-static tg_status st_error(tg_status status, const char *label, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static tg_status st_error(tg_status status, const char *label, const char *fmt, ...) {
-    char msg[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return tg_set_error(status, "%s: %s", label ? label : "<memory>", msg);
-}
-
 static char *dup_string(const char *s) {
     size_t n = strlen(s) + 1;
     char *c = malloc(n);
@@ -138,12 +126,12 @@ void tg_safetensors_close(tg_safetensors *st) {
 static tg_status add_file(tg_safetensors *st, const char *label, void *map, size_t map_len,
                           int *index) {
     st_file *grown = realloc(st->files, (size_t)(st->n_files + 1) * sizeof *grown);
-    if (!grown) return st_error(TG_ERR_NO_MEMORY, label, "out of memory");
+    if (!grown) return tg_set_error_at(TG_ERR_NO_MEMORY, label, "out of memory");
     st->files = grown;
     st_file *f = &st->files[st->n_files];
     memset(f, 0, sizeof *f);
     f->label = dup_string(label);
-    if (!f->label) return st_error(TG_ERR_NO_MEMORY, label, "out of memory");
+    if (!f->label) return tg_set_error_at(TG_ERR_NO_MEMORY, label, "out of memory");
     f->map = map;
     f->map_len = map_len;
     *index = st->n_files++;
@@ -188,25 +176,26 @@ static const char *json_type_name(const cJSON *item) {
 
 static tg_status parse_metadata(tg_safetensors *st, const char *label, const cJSON *meta) {
     if (!cJSON_IsObject(meta))
-        return st_error(TG_ERR_PARSE, label, "__metadata__ is %s, not an object of strings",
-                        json_type_name(meta));
+        return tg_set_error_at(TG_ERR_PARSE, label, "__metadata__ is %s, not an object of strings",
+                               json_type_name(meta));
     const cJSON *kv;
     cJSON_ArrayForEach(kv, meta) {
         if (!cJSON_IsString(kv))
-            return st_error(TG_ERR_PARSE, label, "__metadata__ value of '%s' is %s, not a string",
-                            kv->string, json_type_name(kv));
+            return tg_set_error_at(TG_ERR_PARSE, label,
+                                   "__metadata__ value of '%s' is %s, not a string", kv->string,
+                                   json_type_name(kv));
         bool seen = false; /* shards repeat keys such as "format": first wins */
         for (int i = 0; i < st->n_meta; i++)
             if (strcmp(st->meta[2 * i], kv->string) == 0) seen = true;
         if (seen) continue;
         char **grown = realloc(st->meta, (size_t)(st->n_meta + 1) * 2 * sizeof *grown);
-        if (!grown) return st_error(TG_ERR_NO_MEMORY, label, "out of memory");
+        if (!grown) return tg_set_error_at(TG_ERR_NO_MEMORY, label, "out of memory");
         st->meta = grown;
         char *k = dup_string(kv->string), *v = dup_string(kv->valuestring);
         if (!k || !v) {
             free(k);
             free(v);
-            return st_error(TG_ERR_NO_MEMORY, label, "out of memory");
+            return tg_set_error_at(TG_ERR_NO_MEMORY, label, "out of memory");
         }
         st->meta[2 * st->n_meta] = k;
         st->meta[2 * st->n_meta + 1] = v;
@@ -220,41 +209,42 @@ static tg_status parse_tensor(tg_safetensors *st, int file, const cJSON *entry, 
     const char *label = st->files[file].label;
     const char *name = entry->string;
     if (!cJSON_IsObject(entry))
-        return st_error(TG_ERR_PARSE, label, "tensor '%s': entry is %s, not an object", name,
-                        json_type_name(entry));
+        return tg_set_error_at(TG_ERR_PARSE, label, "tensor '%s': entry is %s, not an object", name,
+                               json_type_name(entry));
     const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(entry, "dtype");
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(entry, "shape");
     const cJSON *offsets = cJSON_GetObjectItemCaseSensitive(entry, "data_offsets");
     if (!dtype || !shape || !offsets)
-        return st_error(TG_ERR_PARSE, label, "tensor '%s': missing \"%s\"", name,
-                        !dtype   ? "dtype"
-                        : !shape ? "shape"
-                                 : "data_offsets");
+        return tg_set_error_at(TG_ERR_PARSE, label, "tensor '%s': missing \"%s\"", name,
+                               !dtype   ? "dtype"
+                               : !shape ? "shape"
+                                        : "data_offsets");
     if (!cJSON_IsString(dtype))
-        return st_error(TG_ERR_PARSE, label, "tensor '%s': dtype is %s, not a string", name,
-                        json_type_name(dtype));
+        return tg_set_error_at(TG_ERR_PARSE, label, "tensor '%s': dtype is %s, not a string", name,
+                               json_type_name(dtype));
     const st_dtype *dt = NULL;
     for (size_t i = 0; i < N_ST_DTYPES; i++)
         if (strcmp(st_dtypes[i].name, dtype->valuestring) == 0) dt = &st_dtypes[i];
     if (!dt) {
         for (size_t i = 0; i < sizeof st_other_dtypes / sizeof *st_other_dtypes; i++)
             if (strcmp(st_other_dtypes[i], dtype->valuestring) == 0)
-                return st_error(TG_ERR_UNSUPPORTED, label,
-                                "tensor '%s': dtype %s is not supported (tg reads F32 F16 BF16 "
-                                "I32 I8 U8, and F64 I64 BOOL converted)",
-                                name, dtype->valuestring);
-        return st_error(TG_ERR_PARSE, label, "tensor '%s': unknown dtype \"%.40s\"", name,
-                        dtype->valuestring);
+                return tg_set_error_at(
+                    TG_ERR_UNSUPPORTED, label,
+                    "tensor '%s': dtype %s is not supported (tg reads F32 F16 BF16 "
+                    "I32 I8 U8, and F64 I64 BOOL converted)",
+                    name, dtype->valuestring);
+        return tg_set_error_at(TG_ERR_PARSE, label, "tensor '%s': unknown dtype \"%.40s\"", name,
+                               dtype->valuestring);
     }
 
     if (!cJSON_IsArray(shape))
-        return st_error(TG_ERR_PARSE, label, "tensor '%s': shape is %s, not an array", name,
-                        json_type_name(shape));
+        return tg_set_error_at(TG_ERR_PARSE, label, "tensor '%s': shape is %s, not an array", name,
+                               json_type_name(shape));
     int rank = cJSON_GetArraySize(shape);
     if (rank > TG_MAX_RANK)
-        return st_error(TG_ERR_UNSUPPORTED, label,
-                        "tensor '%s': rank %d is more than %d (the most tg supports)", name, rank,
-                        TG_MAX_RANK);
+        return tg_set_error_at(TG_ERR_UNSUPPORTED, label,
+                               "tensor '%s': rank %d is more than %d (the most tg supports)", name,
+                               rank, TG_MAX_RANK);
     int64_t dims[TG_MAX_RANK];
     uint64_t count = 1;
     bool overflow = false;
@@ -263,8 +253,8 @@ static tg_status parse_tensor(tg_safetensors *st, int file, const cJSON *entry, 
     cJSON_ArrayForEach(d, shape) {
         uint64_t v;
         if (!json_uint(d, &v))
-            return st_error(TG_ERR_PARSE, label,
-                            "tensor '%s': shape[%d] is not a non-negative integer", name, r);
+            return tg_set_error_at(TG_ERR_PARSE, label,
+                                   "tensor '%s': shape[%d] is not a non-negative integer", name, r);
         dims[r++] = (int64_t)v;
         if (v != 0 && count > UINT64_MAX / v) overflow = true;
         if (!overflow) count *= v;
@@ -275,42 +265,43 @@ static tg_status parse_tensor(tg_safetensors *st, int file, const cJSON *entry, 
     for (int i = 0; i < rank; i++)
         if (dims[i] == 0) overflow = false, count = 0;
     if (overflow || count > (uint64_t)INT64_MAX || count > UINT64_MAX / dt->size)
-        return st_error(TG_ERR_PARSE, label, "tensor '%s': shape %s is too large (size overflows)",
-                        name, shape_str);
+        return tg_set_error_at(TG_ERR_PARSE, label,
+                               "tensor '%s': shape %s is too large (size overflows)", name,
+                               shape_str);
     uint64_t bytes = count * dt->size;
 
     if (!cJSON_IsArray(offsets) || cJSON_GetArraySize(offsets) != 2)
-        return st_error(TG_ERR_PARSE, label, "tensor '%s': data_offsets is not an array of two",
-                        name);
+        return tg_set_error_at(TG_ERR_PARSE, label,
+                               "tensor '%s': data_offsets is not an array of two", name);
     uint64_t begin, end;
     if (!json_uint(cJSON_GetArrayItem(offsets, 0), &begin) ||
         !json_uint(cJSON_GetArrayItem(offsets, 1), &end))
-        return st_error(TG_ERR_PARSE, label,
-                        "tensor '%s': data_offsets are not non-negative integers", name);
+        return tg_set_error_at(TG_ERR_PARSE, label,
+                               "tensor '%s': data_offsets are not non-negative integers", name);
     if (begin > end)
-        return st_error(TG_ERR_PARSE, label,
-                        "tensor '%s': data_offsets [%llu, %llu] are reversed (begin > end)", name,
-                        (unsigned long long)begin, (unsigned long long)end);
+        return tg_set_error_at(TG_ERR_PARSE, label,
+                               "tensor '%s': data_offsets [%llu, %llu] are reversed (begin > end)",
+                               name, (unsigned long long)begin, (unsigned long long)end);
     if (end > data_len)
-        return st_error(TG_ERR_PARSE, label,
-                        "tensor '%s': data_offsets [%llu, %llu] reach past the end of the data "
-                        "section (%llu bytes)",
-                        name, (unsigned long long)begin, (unsigned long long)end,
-                        (unsigned long long)data_len);
+        return tg_set_error_at(
+            TG_ERR_PARSE, label,
+            "tensor '%s': data_offsets [%llu, %llu] reach past the end of the data "
+            "section (%llu bytes)",
+            name, (unsigned long long)begin, (unsigned long long)end, (unsigned long long)data_len);
     if (end - begin != bytes)
-        return st_error(TG_ERR_PARSE, label,
-                        "tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but %s %s needs "
-                        "%llu",
-                        name, (unsigned long long)begin, (unsigned long long)end,
-                        (unsigned long long)(end - begin), dt->name, shape_str,
-                        (unsigned long long)bytes);
+        return tg_set_error_at(
+            TG_ERR_PARSE, label,
+            "tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but %s %s needs "
+            "%llu",
+            name, (unsigned long long)begin, (unsigned long long)end,
+            (unsigned long long)(end - begin), dt->name, shape_str, (unsigned long long)bytes);
 
     st_tensor *t = append_tensor(st);
-    if (!t) return st_error(TG_ERR_NO_MEMORY, label, "out of memory");
+    if (!t) return tg_set_error_at(TG_ERR_NO_MEMORY, label, "out of memory");
     t->name = dup_string(name);
     if (!t->name) {
         st->n--;
-        return st_error(TG_ERR_NO_MEMORY, label, "out of memory");
+        return tg_set_error_at(TG_ERR_NO_MEMORY, label, "out of memory");
     }
     t->dt = dt;
     t->rank = rank;
@@ -334,37 +325,37 @@ static tg_status check_layout(tg_safetensors *st, int first, int file) {
     int n = st->n - first;
     if (n == 0) {
         if (st->files[file].data_len != 0)
-            return st_error(TG_ERR_PARSE, label,
-                            "the header lists no tensors but %llu data bytes follow it",
-                            (unsigned long long)st->files[file].data_len);
+            return tg_set_error_at(TG_ERR_PARSE, label,
+                                   "the header lists no tensors but %llu data bytes follow it",
+                                   (unsigned long long)st->files[file].data_len);
         return TG_OK;
     }
     /* Sort shallow copies by offset; the handle's order is by name later. */
     st_tensor *copy = malloc((size_t)n * sizeof *copy);
-    if (!copy) return st_error(TG_ERR_NO_MEMORY, label, "out of memory");
+    if (!copy) return tg_set_error_at(TG_ERR_NO_MEMORY, label, "out of memory");
     memcpy(copy, st->tensors + first, (size_t)n * sizeof *copy);
     qsort(copy, (size_t)n, sizeof *copy, by_offset);
     tg_status status = TG_OK;
     uint64_t at = 0;
     for (int i = 0; i < n && status == TG_OK; i++) {
         if (copy[i].begin < at)
-            status = st_error(TG_ERR_PARSE, label,
-                              "tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] overlap",
-                              copy[i - 1].name, (unsigned long long)copy[i - 1].begin,
-                              (unsigned long long)copy[i - 1].end, copy[i].name,
-                              (unsigned long long)copy[i].begin, (unsigned long long)copy[i].end);
+            status = tg_set_error_at(
+                TG_ERR_PARSE, label, "tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] overlap",
+                copy[i - 1].name, (unsigned long long)copy[i - 1].begin,
+                (unsigned long long)copy[i - 1].end, copy[i].name,
+                (unsigned long long)copy[i].begin, (unsigned long long)copy[i].end);
         else if (copy[i].begin > at)
-            status =
-                st_error(TG_ERR_PARSE, label,
-                         "gap in the data section: bytes [%llu, %llu) before tensor '%s' "
-                         "belong to no tensor",
-                         (unsigned long long)at, (unsigned long long)copy[i].begin, copy[i].name);
+            status = tg_set_error_at(
+                TG_ERR_PARSE, label,
+                "gap in the data section: bytes [%llu, %llu) before tensor '%s' "
+                "belong to no tensor",
+                (unsigned long long)at, (unsigned long long)copy[i].begin, copy[i].name);
         at = copy[i].end;
     }
     if (status == TG_OK && at != st->files[file].data_len)
-        status = st_error(TG_ERR_PARSE, label,
-                          "the data section has %llu bytes but the tensors cover only %llu",
-                          (unsigned long long)st->files[file].data_len, (unsigned long long)at);
+        status = tg_set_error_at(
+            TG_ERR_PARSE, label, "the data section has %llu bytes but the tensors cover only %llu",
+            (unsigned long long)st->files[file].data_len, (unsigned long long)at);
     free(copy);
     return status;
 }
@@ -374,20 +365,22 @@ static tg_status check_layout(tg_safetensors *st, int first, int file) {
 static tg_status parse_header(tg_safetensors *st, int file, const unsigned char *buf, size_t len) {
     const char *label = st->files[file].label;
     if (len < 8)
-        return st_error(TG_ERR_PARSE, label,
-                        "file is %zu bytes, too short for the 8-byte header length", len);
+        return tg_set_error_at(TG_ERR_PARSE, label,
+                               "file is %zu bytes, too short for the 8-byte header length", len);
     uint64_t header_len = read_u64_le(buf);
     if (header_len > len - 8)
-        return st_error(TG_ERR_PARSE, label,
-                        "header length %llu is more than the %zu bytes that follow it (truncated "
-                        "or not a safetensors file)",
-                        (unsigned long long)header_len, len - 8);
+        return tg_set_error_at(
+            TG_ERR_PARSE, label,
+            "header length %llu is more than the %zu bytes that follow it (truncated "
+            "or not a safetensors file)",
+            (unsigned long long)header_len, len - 8);
     if (header_len > TG_SAFETENSORS_MAX_HEADER)
-        return st_error(TG_ERR_PARSE, label, "header length %llu exceeds the limit of %u bytes",
-                        (unsigned long long)header_len, TG_SAFETENSORS_MAX_HEADER);
+        return tg_set_error_at(TG_ERR_PARSE, label,
+                               "header length %llu exceeds the limit of %u bytes",
+                               (unsigned long long)header_len, TG_SAFETENSORS_MAX_HEADER);
     const char *text = (const char *)buf + 8;
     if (header_len == 0 || text[0] != '{')
-        return st_error(TG_ERR_PARSE, label, "header does not start with '{'");
+        return tg_set_error_at(TG_ERR_PARSE, label, "header does not start with '{'");
     st->files[file].data = buf + 8 + header_len;
     st->files[file].data_len = len - 8 - header_len;
 
@@ -398,29 +391,30 @@ static tg_status parse_header(tg_safetensors *st, int file, const unsigned char 
          * only if it points into this header. */
         const char *at = cJSON_GetErrorPtr();
         if (at >= text && at <= text + header_len)
-            return st_error(TG_ERR_PARSE, label, "header is not valid JSON (at byte %ld of %llu)",
-                            (long)(at - text), (unsigned long long)header_len);
-        return st_error(TG_ERR_PARSE, label, "header is not valid JSON");
+            return tg_set_error_at(TG_ERR_PARSE, label,
+                                   "header is not valid JSON (at byte %ld of %llu)",
+                                   (long)(at - text), (unsigned long long)header_len);
+        return tg_set_error_at(TG_ERR_PARSE, label, "header is not valid JSON");
     }
     tg_status status = TG_OK;
     /* The reference writer pads the header with spaces. */
     for (const char *p = parse_end; p && p < text + header_len; p++)
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-            status = st_error(TG_ERR_PARSE, label,
-                              "unexpected bytes after the JSON header (at byte %ld of %llu)",
-                              (long)(p - text), (unsigned long long)header_len);
+            status = tg_set_error_at(TG_ERR_PARSE, label,
+                                     "unexpected bytes after the JSON header (at byte %ld of %llu)",
+                                     (long)(p - text), (unsigned long long)header_len);
             break;
         }
     if (status == TG_OK && !cJSON_IsObject(root))
-        status =
-            st_error(TG_ERR_PARSE, label, "header is %s, not a JSON object", json_type_name(root));
+        status = tg_set_error_at(TG_ERR_PARSE, label, "header is %s, not a JSON object",
+                                 json_type_name(root));
     int first = st->n;
     bool had_meta = false;
     const cJSON *item;
     if (status == TG_OK) cJSON_ArrayForEach(item, root) {
             if (strcmp(item->string, "__metadata__") == 0) {
                 if (had_meta)
-                    status = st_error(TG_ERR_PARSE, label, "__metadata__ appears twice");
+                    status = tg_set_error_at(TG_ERR_PARSE, label, "__metadata__ appears twice");
                 else
                     status = parse_metadata(st, label, item);
                 had_meta = true;
@@ -446,8 +440,8 @@ static tg_status finish(tg_safetensors *st) {
         if (strcmp(st->tensors[i - 1].name, st->tensors[i].name) == 0) {
             const st_tensor *a = &st->tensors[i - 1], *b = &st->tensors[i];
             if (a->file == b->file)
-                return st_error(TG_ERR_PARSE, st->files[a->file].label,
-                                "tensor '%s' appears twice in the header", a->name);
+                return tg_set_error_at(TG_ERR_PARSE, st->files[a->file].label,
+                                       "tensor '%s' appears twice in the header", a->name);
             return tg_set_error(TG_ERR_PARSE, "%s and %s: both hold tensor '%s'",
                                 st->files[a->file].label, st->files[b->file].label, a->name);
         }
@@ -462,8 +456,8 @@ static tg_safetensors *new_handle(void) {
 
 static tg_status check_host(const char *label) {
     if (!host_is_little_endian())
-        return st_error(TG_ERR_UNSUPPORTED, label,
-                        "safetensors is little-endian and this host is not");
+        return tg_set_error_at(TG_ERR_UNSUPPORTED, label,
+                               "safetensors is little-endian and this host is not");
     return TG_OK;
 }
 
@@ -493,32 +487,33 @@ tg_status tg_safetensors_open_mem(const void *buf, size_t len, const char *label
 /* Maps `path` read-only and parses it into the handle. */
 static tg_status map_and_parse(tg_safetensors *st, const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return st_error(TG_ERR_IO, path, "cannot open: %s", strerror(errno));
+    if (fd < 0) return tg_set_error_at(TG_ERR_IO, path, "cannot open: %s", strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
         int err = errno;
         close(fd);
-        return st_error(TG_ERR_IO, path, "cannot stat: %s", strerror(err));
+        return tg_set_error_at(TG_ERR_IO, path, "cannot stat: %s", strerror(err));
     }
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
-        return st_error(TG_ERR_IO, path, "not a regular file");
+        return tg_set_error_at(TG_ERR_IO, path, "not a regular file");
     }
     if (sb.st_size < 8) {
         close(fd);
-        return st_error(TG_ERR_PARSE, path,
-                        "file is %lld bytes, too short for the 8-byte header length",
-                        (long long)sb.st_size);
+        return tg_set_error_at(TG_ERR_PARSE, path,
+                               "file is %lld bytes, too short for the 8-byte header length",
+                               (long long)sb.st_size);
     }
     if ((uint64_t)sb.st_size > SIZE_MAX) {
         close(fd);
-        return st_error(TG_ERR_UNSUPPORTED, path, "file is too large to map");
+        return tg_set_error_at(TG_ERR_UNSUPPORTED, path, "file is too large to map");
     }
     size_t len = (size_t)sb.st_size;
     void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     int err = errno;
     close(fd); /* the mapping keeps the file */
-    if (map == MAP_FAILED) return st_error(TG_ERR_IO, path, "cannot mmap: %s", strerror(err));
+    if (map == MAP_FAILED)
+        return tg_set_error_at(TG_ERR_IO, path, "cannot mmap: %s", strerror(err));
     int file;
     tg_status status = add_file(st, path, map, len, &file);
     if (status != TG_OK) {
@@ -571,21 +566,21 @@ static tg_status open_index(const char *dir, const char *index_path, tg_safetens
     if (status != TG_OK) return status;
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
-    if (!root) return st_error(TG_ERR_PARSE, index_path, "not valid JSON");
+    if (!root) return tg_set_error_at(TG_ERR_PARSE, index_path, "not valid JSON");
     tg_safetensors *st = NULL;
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     const cJSON *item;
     if (!cJSON_IsObject(root))
-        status = st_error(TG_ERR_PARSE, index_path, "not a JSON object");
+        status = tg_set_error_at(TG_ERR_PARSE, index_path, "not a JSON object");
     else if (!cJSON_IsObject(map))
-        status = st_error(TG_ERR_PARSE, index_path, "\"weight_map\" is %s, not an object",
-                          map ? json_type_name(map) : "missing");
+        status = tg_set_error_at(TG_ERR_PARSE, index_path, "\"weight_map\" is %s, not an object",
+                                 map ? json_type_name(map) : "missing");
     else
         cJSON_ArrayForEach(item, map) {
             if (!cJSON_IsString(item) || !plain_file_name(item->valuestring)) {
-                status = st_error(TG_ERR_PARSE, index_path,
-                                  "weight_map['%s'] is not a file name in the same directory",
-                                  item->string);
+                status = tg_set_error_at(
+                    TG_ERR_PARSE, index_path,
+                    "weight_map['%s'] is not a file name in the same directory", item->string);
                 break;
             }
         }
@@ -603,7 +598,7 @@ static tg_status open_index(const char *dir, const char *index_path, tg_safetens
             if (opened) continue;
             char *path = join_path(dir, item->valuestring);
             if (!path) {
-                status = st_error(TG_ERR_NO_MEMORY, index_path, "out of memory");
+                status = tg_set_error_at(TG_ERR_NO_MEMORY, index_path, "out of memory");
                 break;
             }
             status = map_and_parse(st, path);
@@ -617,18 +612,18 @@ static tg_status open_index(const char *dir, const char *index_path, tg_safetens
             int i = tg_safetensors_find(st, item->string);
             const char *want = item->valuestring;
             if (i < 0) {
-                status = st_error(TG_ERR_PARSE, index_path,
-                                  "lists tensor '%s' in %s, which has no such tensor", item->string,
-                                  want);
+                status = tg_set_error_at(TG_ERR_PARSE, index_path,
+                                         "lists tensor '%s' in %s, which has no such tensor",
+                                         item->string, want);
                 break;
             }
             const char *got = st->files[st->tensors[i].file].label;
             size_t gl = strlen(got), wl = strlen(want);
             if (gl < wl || strcmp(got + gl - wl, want) != 0 ||
                 (gl > wl && got[gl - wl - 1] != '/')) {
-                status =
-                    st_error(TG_ERR_PARSE, index_path, "lists tensor '%s' in %s but it is in %s",
-                             item->string, want, got);
+                status = tg_set_error_at(TG_ERR_PARSE, index_path,
+                                         "lists tensor '%s' in %s but it is in %s", item->string,
+                                         want, got);
                 break;
             }
         }
@@ -637,16 +632,17 @@ static tg_status open_index(const char *dir, const char *index_path, tg_safetens
          * keys in weight_map would also land here). */
         for (int i = 0; i < st->n; i++)
             if (!cJSON_GetObjectItemCaseSensitive(map, st->tensors[i].name)) {
-                status = st_error(TG_ERR_PARSE, index_path,
-                                  "shard %s holds tensor '%s', which the index does not list",
-                                  st->files[st->tensors[i].file].label, st->tensors[i].name);
+                status =
+                    tg_set_error_at(TG_ERR_PARSE, index_path,
+                                    "shard %s holds tensor '%s', which the index does not list",
+                                    st->files[st->tensors[i].file].label, st->tensors[i].name);
                 break;
             }
         if (status == TG_OK)
-            status = st_error(TG_ERR_PARSE, index_path,
-                              "weight_map has %d entries but the shards hold %d tensors "
-                              "(repeated names?)",
-                              n_listed, st->n);
+            status = tg_set_error_at(TG_ERR_PARSE, index_path,
+                                     "weight_map has %d entries but the shards hold %d tensors "
+                                     "(repeated names?)",
+                                     n_listed, st->n);
     }
     cJSON_Delete(root);
     if (status != TG_OK) {
@@ -672,8 +668,8 @@ tg_status tg_safetensors_open_dir(const char *dir, tg_safetensors **out) {
     else if (stat(index, &sb) == 0)
         status = open_index(dir, index, out);
     else
-        status = st_error(TG_ERR_NOT_FOUND, dir,
-                          "has neither model.safetensors nor model.safetensors.index.json");
+        status = tg_set_error_at(TG_ERR_NOT_FOUND, dir,
+                                 "has neither model.safetensors nor model.safetensors.index.json");
     free(single);
     free(index);
     return status;
@@ -766,10 +762,10 @@ tg_status tg_safetensors_data(const tg_safetensors *st, const char *name, const 
     tg_status status = lookup(st, name, "tg_safetensors_data", &t);
     if (status != TG_OK) return status;
     if (needs_conversion(t->dt))
-        return st_error(TG_ERR_UNSUPPORTED, st->files[t->file].label,
-                        "tensor '%s' is stored as %s, which has no tg dtype; use "
-                        "tg_safetensors_read to convert it",
-                        name, t->dt->name);
+        return tg_set_error_at(TG_ERR_UNSUPPORTED, st->files[t->file].label,
+                               "tensor '%s' is stored as %s, which has no tg dtype; use "
+                               "tg_safetensors_read to convert it",
+                               name, t->dt->name);
     if (ptr) *ptr = st->files[t->file].data + t->begin;
     if (bytes) *bytes = (size_t)(t->end - t->begin);
     return TG_OK;
@@ -801,18 +797,18 @@ tg_status tg_safetensors_read(const tg_safetensors *st, const char *name, tg_dty
     if (!out) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_safetensors_read: out is NULL");
     const char *label = st->files[t->file].label;
     if ((int)want < 0 || want >= TG_DTYPE_COUNT)
-        return st_error(TG_ERR_INVALID_ARGUMENT, label, "tensor '%s': bad dtype %d requested", name,
-                        (int)want);
+        return tg_set_error_at(TG_ERR_INVALID_ARGUMENT, label,
+                               "tensor '%s': bad dtype %d requested", name, (int)want);
     bool want_float = tg_dtype_is_float(want);
     if (t->dt->is_float != want_float || (!want_float && want != t->dt->dtype))
-        return st_error(TG_ERR_SHAPE, label, "tensor '%s' is %s and cannot be read as %s", name,
-                        t->dt->name, tg_dtype_name(want));
+        return tg_set_error_at(TG_ERR_SHAPE, label, "tensor '%s' is %s and cannot be read as %s",
+                               name, t->dt->name, tg_dtype_name(want));
     tg_array a;
     status = tg_array_alloc(&a, want, t->rank, t->shape);
     if (status != TG_OK) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", tg_last_error());
-        return st_error(status, label, "tensor '%s': %s", name, msg);
+        return tg_set_error_at(status, label, "tensor '%s': %s", name, msg);
     }
     const unsigned char *src = st->files[t->file].data + t->begin;
     int64_t count = tg_array_count(&a);
@@ -824,10 +820,11 @@ tg_status tg_safetensors_read(const tg_safetensors *st, const char *name, tg_dty
             int64_t v = (int64_t)read_u64_le(src + (size_t)i * 8);
             if (v < INT32_MIN || v > INT32_MAX) {
                 tg_array_free(&a);
-                return st_error(TG_ERR_RUNTIME, label,
-                                "tensor '%s': element %lld is %lld, outside the i32 range (I64 "
-                                "tensors are read as i32)",
-                                name, (long long)i, (long long)v);
+                return tg_set_error_at(
+                    TG_ERR_RUNTIME, label,
+                    "tensor '%s': element %lld is %lld, outside the i32 range (I64 "
+                    "tensors are read as i32)",
+                    name, (long long)i, (long long)v);
             }
             dst[i] = (int32_t)v;
         }
@@ -953,9 +950,10 @@ static bool fail_at(const char *step) {
 static tg_status write_all(FILE *f, const void *p, size_t n, const char *path) {
     if (n == 0) return TG_OK;
     if (fail_at("write"))
-        return st_error(TG_ERR_IO, path, "cannot write: %s (TG_TEST_FAIL_SAVE_AT)", strerror(EIO));
+        return tg_set_error_at(TG_ERR_IO, path, "cannot write: %s (TG_TEST_FAIL_SAVE_AT)",
+                               strerror(EIO));
     if (fwrite(p, 1, n, f) != n)
-        return st_error(TG_ERR_IO, path, "cannot write: %s", strerror(errno ? errno : EIO));
+        return tg_set_error_at(TG_ERR_IO, path, "cannot write: %s", strerror(errno ? errno : EIO));
     return TG_OK;
 }
 
@@ -969,7 +967,7 @@ static tg_status write_atomically(const char *path, const strbuf *header, int n,
     if (!tmp || !dir) {
         free(tmp);
         free(dir);
-        return st_error(TG_ERR_NO_MEMORY, path, "out of memory");
+        return tg_set_error_at(TG_ERR_NO_MEMORY, path, "out of memory");
     }
     snprintf(tmp, plen + 16, "%s.tmp-XXXXXX", path);
     const char *slash = strrchr(path, '/');
@@ -985,8 +983,8 @@ static tg_status write_atomically(const char *path, const strbuf *header, int n,
     tg_status status = TG_OK;
     int fd = mkstemp(tmp);
     if (fd < 0) {
-        status = st_error(TG_ERR_IO, path, "cannot create a temporary file in %s: %s", dir,
-                          strerror(errno));
+        status = tg_set_error_at(TG_ERR_IO, path, "cannot create a temporary file in %s: %s", dir,
+                                 strerror(errno));
         free(tmp);
         free(dir);
         return status;
@@ -994,7 +992,7 @@ static tg_status write_atomically(const char *path, const strbuf *header, int n,
     fchmod(fd, 0644); /* mkstemp makes 0600; checkpoints are ordinary files */
     FILE *f = fdopen(fd, "wb");
     if (!f) {
-        status = st_error(TG_ERR_IO, path, "cannot write: %s", strerror(errno));
+        status = tg_set_error_at(TG_ERR_IO, path, "cannot write: %s", strerror(errno));
         close(fd);
     } else {
         unsigned char len8[8];
@@ -1007,16 +1005,16 @@ static tg_status write_atomically(const char *path, const strbuf *header, int n,
                 write_all(f, a->data, (size_t)tg_array_count(a) * tg_dtype_size(a->dtype), path);
         }
         if (status == TG_OK && fflush(f) != 0)
-            status = st_error(TG_ERR_IO, path, "cannot write: %s", strerror(errno));
+            status = tg_set_error_at(TG_ERR_IO, path, "cannot write: %s", strerror(errno));
         if (status == TG_OK && (fail_at("fsync") || fsync(fileno(f)) != 0))
-            status = st_error(TG_ERR_IO, path, "cannot fsync %s: %s", tmp,
-                              fail_at("fsync") ? "TG_TEST_FAIL_SAVE_AT" : strerror(errno));
+            status = tg_set_error_at(TG_ERR_IO, path, "cannot fsync %s: %s", tmp,
+                                     fail_at("fsync") ? "TG_TEST_FAIL_SAVE_AT" : strerror(errno));
         if (fclose(f) != 0 && status == TG_OK)
-            status = st_error(TG_ERR_IO, path, "cannot close %s: %s", tmp, strerror(errno));
+            status = tg_set_error_at(TG_ERR_IO, path, "cannot close %s: %s", tmp, strerror(errno));
     }
     if (status == TG_OK && (fail_at("rename") || rename(tmp, path) != 0))
-        status = st_error(TG_ERR_IO, path, "cannot rename %s over it: %s", tmp,
-                          fail_at("rename") ? "TG_TEST_FAIL_SAVE_AT" : strerror(errno));
+        status = tg_set_error_at(TG_ERR_IO, path, "cannot rename %s over it: %s", tmp,
+                                 fail_at("rename") ? "TG_TEST_FAIL_SAVE_AT" : strerror(errno));
     if (status != TG_OK) {
         unlink(tmp);
     } else {
@@ -1025,8 +1023,9 @@ static tg_status write_atomically(const char *path, const strbuf *header, int n,
         int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd >= 0) {
             if (fsync(dfd) != 0 && errno != EINVAL && errno != EROFS)
-                status = st_error(TG_ERR_IO, path, "saved, but cannot fsync directory %s: %s", dir,
-                                  strerror(errno));
+                status =
+                    tg_set_error_at(TG_ERR_IO, path, "saved, but cannot fsync directory %s: %s",
+                                    dir, strerror(errno));
             close(dfd);
         }
     }
@@ -1040,24 +1039,25 @@ tg_status tg_safetensors_save(const char *path, int n, const char *const *names,
     if (!path || n < 0 || (n > 0 && (!names || !arrays)))
         return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_safetensors_save: bad arguments");
     named_index *order = malloc((size_t)(n ? n : 1) * sizeof *order);
-    if (!order) return st_error(TG_ERR_NO_MEMORY, path, "out of memory");
+    if (!order) return tg_set_error_at(TG_ERR_NO_MEMORY, path, "out of memory");
     tg_status status = TG_OK;
     for (int i = 0; i < n && status == TG_OK; i++) {
         const tg_array *a = &arrays[i];
         if (!names[i] || !valid_utf8(names[i]) || strcmp(names[i], "__metadata__") == 0)
-            status = st_error(TG_ERR_INVALID_ARGUMENT, path,
-                              "tensor %d: name is NULL, not UTF-8 or reserved", i);
+            status = tg_set_error_at(TG_ERR_INVALID_ARGUMENT, path,
+                                     "tensor %d: name is NULL, not UTF-8 or reserved", i);
         else if ((int)a->dtype < 0 || a->dtype >= TG_DTYPE_COUNT || a->rank < 0 ||
                  a->rank > TG_MAX_RANK)
-            status =
-                st_error(TG_ERR_INVALID_ARGUMENT, path, "tensor '%s': bad dtype or rank", names[i]);
+            status = tg_set_error_at(TG_ERR_INVALID_ARGUMENT, path,
+                                     "tensor '%s': bad dtype or rank", names[i]);
         for (int d = 0; status == TG_OK && d < a->rank; d++)
             if (a->shape[d] < 0)
-                status =
-                    st_error(TG_ERR_INVALID_ARGUMENT, path, "tensor '%s': dimension %d is %lld",
-                             names[i], d, (long long)a->shape[d]);
+                status = tg_set_error_at(TG_ERR_INVALID_ARGUMENT, path,
+                                         "tensor '%s': dimension %d is %lld", names[i], d,
+                                         (long long)a->shape[d]);
         if (status == TG_OK && tg_array_count(a) > 0 && !a->data)
-            status = st_error(TG_ERR_INVALID_ARGUMENT, path, "tensor '%s': data is NULL", names[i]);
+            status = tg_set_error_at(TG_ERR_INVALID_ARGUMENT, path, "tensor '%s': data is NULL",
+                                     names[i]);
         order[i].name = names[i];
         order[i].index = i;
     }
@@ -1065,13 +1065,13 @@ tg_status tg_safetensors_save(const char *path, int n, const char *const *names,
         qsort(order, (size_t)n, sizeof *order, by_named_index);
         for (int i = 1; i < n && status == TG_OK; i++)
             if (strcmp(order[i - 1].name, order[i].name) == 0)
-                status = st_error(TG_ERR_INVALID_ARGUMENT, path, "tensor name '%s' is repeated",
-                                  order[i].name);
+                status = tg_set_error_at(TG_ERR_INVALID_ARGUMENT, path,
+                                         "tensor name '%s' is repeated", order[i].name);
     }
     for (int i = 0; status == TG_OK && metadata && metadata[i]; i += 2)
         if (!metadata[i + 1] || !valid_utf8(metadata[i]) || !valid_utf8(metadata[i + 1]))
-            status = st_error(TG_ERR_INVALID_ARGUMENT, path,
-                              "metadata key '%s' has no value or is not UTF-8", metadata[i]);
+            status = tg_set_error_at(TG_ERR_INVALID_ARGUMENT, path,
+                                     "metadata key '%s' has no value or is not UTF-8", metadata[i]);
     if (status != TG_OK) {
         free(order);
         return status;
@@ -1117,7 +1117,7 @@ tg_status tg_safetensors_save(const char *path, int n, const char *const *names,
     sb_str(&b, "}");
     while (!b.failed && b.len % 8 != 0) sb_str(&b, " "); /* data starts 8-aligned */
     if (b.failed)
-        status = st_error(TG_ERR_NO_MEMORY, path, "out of memory");
+        status = tg_set_error_at(TG_ERR_NO_MEMORY, path, "out of memory");
     else
         status = write_atomically(path, &b, n, order, arrays);
     free(b.p);
@@ -1134,14 +1134,15 @@ tg_status tg_store_save_safetensors(tg_store *s, const char *path, int n,
     if (!names) n = tg_store_count(s);
     tg_array *arrays = calloc((size_t)(n ? n : 1), sizeof *arrays);
     const char **all = calloc((size_t)(n ? n : 1), sizeof *all);
-    tg_status status = arrays && all ? TG_OK : st_error(TG_ERR_NO_MEMORY, path, "out of memory");
+    tg_status status =
+        arrays && all ? TG_OK : tg_set_error_at(TG_ERR_NO_MEMORY, path, "out of memory");
     for (int i = 0; i < n && status == TG_OK; i++) {
         all[i] = names ? names[i] : tg_store_name(s, i);
         status = tg_store_get(s, all[i], &arrays[i]);
         if (status != TG_OK) {
             char msg[512];
             snprintf(msg, sizeof msg, "%s", tg_last_error());
-            status = st_error(status, path, "cannot save: %s", msg);
+            status = tg_set_error_at(status, path, "cannot save: %s", msg);
         }
     }
     if (status == TG_OK) status = tg_safetensors_save(path, n, all, arrays, NULL);
@@ -1160,14 +1161,14 @@ tg_status tg_store_load_safetensors(tg_store *s, const char *path, int n,
     if (status != TG_OK) return status;
     if (!names) n = st->n;
     tg_array *arrays = calloc((size_t)(n ? n : 1), sizeof *arrays);
-    if (!arrays) status = st_error(TG_ERR_NO_MEMORY, path, "out of memory");
+    if (!arrays) status = tg_set_error_at(TG_ERR_NO_MEMORY, path, "out of memory");
     /* Read everything first, so a bad tensor leaves the store unchanged. */
     for (int i = 0; i < n && status == TG_OK; i++) {
         const char *name = names ? names[i] : st->tensors[i].name;
         int k = tg_safetensors_find(st, name);
         if (k < 0) {
-            status = st_error(TG_ERR_NOT_FOUND, path, "no tensor '%s' (it has %d tensors)",
-                              name ? name : "(null)", st->n);
+            status = tg_set_error_at(TG_ERR_NOT_FOUND, path, "no tensor '%s' (it has %d tensors)",
+                                     name ? name : "(null)", st->n);
             break;
         }
         const st_tensor *t = &st->tensors[k];
@@ -1181,8 +1182,9 @@ tg_status tg_store_load_safetensors(tg_store *s, const char *path, int n,
                         memcmp(e->value.shape, t->shape, (size_t)t->rank * sizeof t->shape[0]) == 0;
             if (!same || (e->value.dtype != want &&
                           !(tg_dtype_is_float(e->value.dtype) && t->dt->is_float))) {
-                status = st_error(TG_ERR_SHAPE, path, "tensor '%s' is %s but the store holds %s",
-                                  name, got, have);
+                status =
+                    tg_set_error_at(TG_ERR_SHAPE, path, "tensor '%s' is %s but the store holds %s",
+                                    name, got, have);
                 break;
             }
             want = e->value.dtype;
@@ -1205,17 +1207,17 @@ tg_status tg_read_whole_file(const char *path, size_t max_bytes, char **buf, siz
     if (!path || !buf || !len)
         return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_read_whole_file: NULL argument");
     FILE *f = fopen(path, "rb");
-    if (!f) return st_error(TG_ERR_IO, path, "cannot open: %s", strerror(errno));
+    if (!f) return tg_set_error_at(TG_ERR_IO, path, "cannot open: %s", strerror(errno));
     /* Read in a loop rather than trusting a size from fseek: works for pipes
      * and reports directories (EISDIR) through ferror. */
     size_t cap = 4096, n = 0;
     char *p = malloc(cap);
-    tg_status status = p ? TG_OK : st_error(TG_ERR_NO_MEMORY, path, "out of memory");
+    tg_status status = p ? TG_OK : tg_set_error_at(TG_ERR_NO_MEMORY, path, "out of memory");
     while (status == TG_OK) {
         if (n + 1 >= cap) {
             char *bigger = cap <= SIZE_MAX / 2 ? realloc(p, cap * 2) : NULL;
             if (!bigger) {
-                status = st_error(TG_ERR_NO_MEMORY, path, "out of memory reading the file");
+                status = tg_set_error_at(TG_ERR_NO_MEMORY, path, "out of memory reading the file");
                 break;
             }
             p = bigger;
@@ -1224,12 +1226,12 @@ tg_status tg_read_whole_file(const char *path, size_t max_bytes, char **buf, siz
         size_t got = fread(p + n, 1, cap - n - 1, f);
         n += got;
         if (n > max_bytes)
-            status =
-                st_error(TG_ERR_IO, path, "file is larger than the limit of %zu bytes", max_bytes);
+            status = tg_set_error_at(TG_ERR_IO, path, "file is larger than the limit of %zu bytes",
+                                     max_bytes);
         if (got == 0) break;
     }
     if (status == TG_OK && ferror(f))
-        status = st_error(TG_ERR_IO, path, "cannot read: %s", strerror(errno ? errno : EIO));
+        status = tg_set_error_at(TG_ERR_IO, path, "cannot read: %s", strerror(errno ? errno : EIO));
     fclose(f);
     if (status != TG_OK) {
         free(p);

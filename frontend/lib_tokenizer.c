@@ -17,22 +17,11 @@
 
 #define MAX_TOKENIZER_FILE (512u << 20)
 
-static tg_status tok_error(tg_status status, const char *label, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static tg_status tok_error(tg_status status, const char *label, const char *fmt, ...) {
-    char msg[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return tg_set_error(status, "%s: %s", label ? label : "<memory>", msg);
-}
-
 /* Prefixes the current error (from models/tokenizer.c) with the file. */
 static tg_status wrap(tg_status status, const char *label) {
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", tg_last_error());
-    return tok_error(status, label, "%s", msg);
+    return tg_set_error_at(status, label, "%s", msg);
 }
 
 static bool json_id(const cJSON *item, int32_t *id) {
@@ -64,16 +53,17 @@ static tg_status add_vocab(tg_tokenizer *t, const cJSON *vocab, const char *labe
     cJSON_ArrayForEach(item, vocab) {
         int32_t id;
         if (!json_id(item, &id))
-            return tok_error(TG_ERR_PARSE, label, "%s['%.60s'] is not an integer id in [0, %d]",
-                             what, item->string, TG_TOKENIZER_MAX_ID);
+            return tg_set_error_at(TG_ERR_PARSE, label,
+                                   "%s['%.60s'] is not an integer id in [0, %d]", what,
+                                   item->string, TG_TOKENIZER_MAX_ID);
         tg_status status;
         if (byte_level) {
             unsigned char *bytes;
             size_t n;
             if (!bytelevel(item->string, &bytes, &n))
-                return tok_error(TG_ERR_PARSE, label,
-                                 "%s['%.60s'] (id %d) is not text of the byte-level alphabet", what,
-                                 item->string, id);
+                return tg_set_error_at(TG_ERR_PARSE, label,
+                                       "%s['%.60s'] (id %d) is not text of the byte-level alphabet",
+                                       what, item->string, id);
             /* GPT-2's vocab.json holds <|endoftext|> as an ordinary entry;
              * tokens of that shape are special in every BPE vocabulary. */
             size_t k = strlen(item->string);
@@ -96,10 +86,10 @@ static tg_status add_merge_strings(tg_tokenizer *t, const char *a, const char *b
     unsigned char *ba, *bb;
     size_t na, nb;
     if (!bytelevel(a, &ba, &na))
-        return tok_error(TG_ERR_PARSE, label, "%s: '%.60s' is not byte-level text", where, a);
+        return tg_set_error_at(TG_ERR_PARSE, label, "%s: '%.60s' is not byte-level text", where, a);
     if (!bytelevel(b, &bb, &nb)) {
         free(ba);
-        return tok_error(TG_ERR_PARSE, label, "%s: '%.60s' is not byte-level text", where, b);
+        return tg_set_error_at(TG_ERR_PARSE, label, "%s: '%.60s' is not byte-level text", where, b);
     }
     tg_status status = tg_tokenizer_add_merge(t, ba, na, bb, nb);
     free(ba);
@@ -112,11 +102,12 @@ static tg_status add_merge_line(tg_tokenizer *t, const char *line, const char *l
                                 const char *where) {
     const char *sp = strchr(line, ' ');
     if (!sp || sp == line || !sp[1] || strchr(sp + 1, ' '))
-        return tok_error(TG_ERR_PARSE, label,
-                         "%s: \"%.60s\" is not two tokens separated by one space", where, line);
+        return tg_set_error_at(TG_ERR_PARSE, label,
+                               "%s: \"%.60s\" is not two tokens separated by one space", where,
+                               line);
     size_t n = (size_t)(sp - line);
     char *a = malloc(n + 1);
-    if (!a) return tok_error(TG_ERR_NO_MEMORY, label, "out of memory");
+    if (!a) return tg_set_error_at(TG_ERR_NO_MEMORY, label, "out of memory");
     memcpy(a, line, n);
     a[n] = '\0';
     tg_status status = add_merge_strings(t, a, sp + 1, label, where);
@@ -135,29 +126,29 @@ static const char *json_type_name(const cJSON *item) {
 }
 
 static tg_status parse_tokenizer_json(tg_tokenizer *t, const cJSON *root, const char *label) {
-    if (!cJSON_IsObject(root)) return tok_error(TG_ERR_PARSE, label, "not a JSON object");
+    if (!cJSON_IsObject(root)) return tg_set_error_at(TG_ERR_PARSE, label, "not a JSON object");
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!cJSON_IsObject(model))
-        return tok_error(TG_ERR_PARSE, label, "\"model\" is %s, not an object",
-                         json_type_name(model));
+        return tg_set_error_at(TG_ERR_PARSE, label, "\"model\" is %s, not an object",
+                               json_type_name(model));
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
     if (type && !(cJSON_IsString(type) && strcmp(type->valuestring, "BPE") == 0))
-        return tok_error(TG_ERR_UNSUPPORTED, label,
-                         "model.type is %s%.40s%s; tg reads only byte-level \"BPE\"",
-                         cJSON_IsString(type) ? "\"" : "",
-                         cJSON_IsString(type) ? type->valuestring : json_type_name(type),
-                         cJSON_IsString(type) ? "\"" : "");
+        return tg_set_error_at(TG_ERR_UNSUPPORTED, label,
+                               "model.type is %s%.40s%s; tg reads only byte-level \"BPE\"",
+                               cJSON_IsString(type) ? "\"" : "",
+                               cJSON_IsString(type) ? type->valuestring : json_type_name(type),
+                               cJSON_IsString(type) ? "\"" : "");
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     if (!cJSON_IsObject(vocab))
-        return tok_error(TG_ERR_PARSE, label, "model.vocab is %s, not an object",
-                         json_type_name(vocab));
+        return tg_set_error_at(TG_ERR_PARSE, label, "model.vocab is %s, not an object",
+                               json_type_name(vocab));
     tg_status status = add_vocab(t, vocab, label, "model.vocab", true, 0);
     if (status != TG_OK) return status;
 
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     if (added && !cJSON_IsArray(added) && !cJSON_IsNull(added))
-        return tok_error(TG_ERR_PARSE, label, "added_tokens is %s, not an array",
-                         json_type_name(added));
+        return tg_set_error_at(TG_ERR_PARSE, label, "added_tokens is %s, not an array",
+                               json_type_name(added));
     int k = 0;
     const cJSON *item;
     if (cJSON_IsArray(added)) cJSON_ArrayForEach(item, added) {
@@ -167,10 +158,11 @@ static tg_status parse_tokenizer_json(tg_tokenizer *t, const cJSON *root, const 
             int32_t v;
             if (!cJSON_IsObject(item) || !json_id(id, &v) || !cJSON_IsString(content) ||
                 (special && !cJSON_IsBool(special)))
-                return tok_error(TG_ERR_PARSE, label,
-                                 "added_tokens[%d] is not {\"id\": integer, \"content\": string, "
-                                 "\"special\": boolean}",
-                                 k);
+                return tg_set_error_at(
+                    TG_ERR_PARSE, label,
+                    "added_tokens[%d] is not {\"id\": integer, \"content\": string, "
+                    "\"special\": boolean}",
+                    k);
             unsigned flags = TG_TOKEN_ADDED | (cJSON_IsTrue(special) ? TG_TOKEN_SPECIAL : 0);
             status = tg_tokenizer_add_token(t, v, content->valuestring,
                                             strlen(content->valuestring), flags);
@@ -180,8 +172,8 @@ static tg_status parse_tokenizer_json(tg_tokenizer *t, const cJSON *root, const 
 
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     if (!cJSON_IsArray(merges))
-        return tok_error(TG_ERR_PARSE, label, "model.merges is %s, not an array",
-                         json_type_name(merges));
+        return tg_set_error_at(TG_ERR_PARSE, label, "model.merges is %s, not an array",
+                               json_type_name(merges));
     k = 0;
     cJSON_ArrayForEach(item, merges) {
         char where[48];
@@ -194,8 +186,8 @@ static tg_status parse_tokenizer_json(tg_tokenizer *t, const cJSON *root, const 
             status = add_merge_strings(t, cJSON_GetArrayItem(item, 0)->valuestring,
                                        cJSON_GetArrayItem(item, 1)->valuestring, label, where);
         } else {
-            status = tok_error(TG_ERR_PARSE, label, "%s is %s, not \"a b\" or [\"a\", \"b\"]",
-                               where, json_type_name(item));
+            status = tg_set_error_at(TG_ERR_PARSE, label, "%s is %s, not \"a b\" or [\"a\", \"b\"]",
+                                     where, json_type_name(item));
         }
         if (status != TG_OK) return status;
     }
@@ -208,10 +200,10 @@ static cJSON *parse_json(const char *json, size_t len, const char *label, tg_sta
     if (!root) {
         const char *at = cJSON_GetErrorPtr();
         if (at >= json && at <= json + len)
-            *status =
-                tok_error(TG_ERR_PARSE, label, "not valid JSON (at byte %ld)", (long)(at - json));
+            *status = tg_set_error_at(TG_ERR_PARSE, label, "not valid JSON (at byte %ld)",
+                                      (long)(at - json));
         else
-            *status = tok_error(TG_ERR_PARSE, label, "not valid JSON");
+            *status = tg_set_error_at(TG_ERR_PARSE, label, "not valid JSON");
     }
     return root;
 }
@@ -253,7 +245,7 @@ static tg_status load_merges_txt(tg_tokenizer *t, const char *path) {
     if (status != TG_OK) return status;
     if (strlen(text) != len) {
         free(text);
-        return tok_error(TG_ERR_PARSE, path, "contains a NUL byte");
+        return tg_set_error_at(TG_ERR_PARSE, path, "contains a NUL byte");
     }
     char *line = text;
     for (int lineno = 1; status == TG_OK && *line; lineno++) {
@@ -285,14 +277,15 @@ tg_status tg_tokenizer_load_files(const char *vocab_json, const char *merges_txt
     tg_status status;
     cJSON *vocab = read_json_file(vocab_json, &status);
     if (vocab && !cJSON_IsObject(vocab))
-        status = tok_error(TG_ERR_PARSE, vocab_json, "not a JSON object of token: id");
+        status = tg_set_error_at(TG_ERR_PARSE, vocab_json, "not a JSON object of token: id");
     else if (vocab)
         status = add_vocab(t, vocab, vocab_json, "vocab", true, 0);
     cJSON_Delete(vocab);
     if (status == TG_OK && added_tokens_json) {
         cJSON *added = read_json_file(added_tokens_json, &status);
         if (added && !cJSON_IsObject(added))
-            status = tok_error(TG_ERR_PARSE, added_tokens_json, "not a JSON object of token: id");
+            status =
+                tg_set_error_at(TG_ERR_PARSE, added_tokens_json, "not a JSON object of token: id");
         else if (added)
             status = add_vocab(t, added, added_tokens_json, "added_tokens", false,
                                TG_TOKEN_ADDED | TG_TOKEN_SPECIAL);
@@ -322,7 +315,7 @@ tg_status tg_tokenizer_load(const char *path, tg_tokenizer **out) {
         char *json = malloc(n), *vocab = malloc(n), *merges = malloc(n), *added = malloc(n);
         tg_status status = TG_OK;
         if (!json || !vocab || !merges || !added) {
-            status = tok_error(TG_ERR_NO_MEMORY, path, "out of memory");
+            status = tg_set_error_at(TG_ERR_NO_MEMORY, path, "out of memory");
         } else {
             snprintf(json, n, "%s/tokenizer.json", path);
             snprintf(vocab, n, "%s/vocab.json", path);
@@ -333,8 +326,8 @@ tg_status tg_tokenizer_load(const char *path, tg_tokenizer **out) {
             else if (exists(vocab) && exists(merges))
                 status = tg_tokenizer_load_files(vocab, merges, exists(added) ? added : NULL, out);
             else
-                status = tok_error(TG_ERR_NOT_FOUND, path,
-                                   "has neither tokenizer.json nor vocab.json + merges.txt");
+                status = tg_set_error_at(TG_ERR_NOT_FOUND, path,
+                                         "has neither tokenizer.json nor vocab.json + merges.txt");
         }
         free(json);
         free(vocab);

@@ -215,6 +215,10 @@ tg_op tg_op_from_name(const char *name);
 /* Sets the thread-local last error (printf-style) and returns status. */
 tg_status tg_set_error(tg_status status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Sets the last error as "label: message" (label NULL: "<memory>"), for
+ * readers of files and buffers, and returns status. */
+tg_status tg_set_error_at(tg_status status, const char *label, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Records the graph's first (sticky) error and also sets tg_last_error. */
 void tg_graph_fail(tg_graph *g, tg_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

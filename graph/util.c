@@ -22,6 +22,15 @@ tg_status tg_set_error(tg_status status, const char *fmt, ...) {
     return status;
 }
 
+tg_status tg_set_error_at(tg_status status, const char *label, const char *fmt, ...) {
+    char msg[1536];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return tg_set_error(status, "%s: %s", label ? label : "<memory>", msg);
+}
+
 void tg_graph_fail(tg_graph *g, tg_status status, const char *fmt, ...) {
     char msg[sizeof g->error];
     va_list ap;
