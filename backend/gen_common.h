@@ -100,8 +100,12 @@ tg_status tg_gen_optim(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_cod
 
 /* ---- pieces of gen_nn.c that gen_grad.c shares ---- */
 
-/* Rows of at most this many elements take one invocation per row. */
+/* Rows of at most this many elements take one invocation per row; on CPU
+ * devices (lavapipe) rows up to TG_GEN_ROW_SERIAL_MAX_CPU do, since
+ * barriers and workgroup reductions cost more there than a serial loop. */
 #define TG_GEN_ROW_SERIAL_MAX 32
+#define TG_GEN_ROW_SERIAL_MAX_CPU 1024
+bool tg_gen_row_serial(const tg_vk_caps *caps, int64_t row_len);
 /* The start of main for `rows` rows: serial (one invocation per row) or
  * one workgroup per row; defines r, l, step and the macros WG_SUM/WG_MAX
  * (identities when serial). tg_gen_row_groups is the matching grid. */
@@ -111,7 +115,8 @@ uint64_t tg_gen_row_groups(const tg_gen *g, bool serial, int64_t rows);
  * emits q_off/k_off/v_off(batch), mask_off, `shared float sq[D]` (the
  * query row, loaded by the caller) and `float att_score(uint row, uint ko,
  * uint j)`: the scaled score of sq against key j, plus the mask of query
- * row `row` (= batch * Tq + i). Causal visibility is the caller's. */
+ * row `row` (= batch * Tq + i); att_score_q(row, qo, ko, j) reads the query
+ * row from q at offset qo instead. Causal visibility is the caller's. */
 void tg_gen_attention_score(tg_gen *g, const tg_node *n);
 
 /* The kernel input index of node `id`, or -1. */

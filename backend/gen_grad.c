@@ -209,7 +209,7 @@ static tg_status gen_cross_entropy_grad(tg_gen *g, const tg_node *n, bool serial
     return tg_gen_finish(g, tg_gen_row_groups(g, serial, rows));
 }
 
-/* attention_grad_q/k/v (q, k, v, [mask], dout). */
+/* attention_grad_q/k/v (q, k, v, [mask], dout): one workgroup per batch. */
 static tg_status gen_attention_grad(tg_gen *g, const tg_node *n) {
     const tg_graph *gr = g->k->g;
     const tg_node *q = &gr->nodes[n->inputs[0]], *kk = &gr->nodes[n->inputs[1]],
@@ -223,73 +223,12 @@ static tg_status gen_attention_grad(tg_gen *g, const tg_node *n) {
     tg_sb *b = &g->b;
     char scale[64];
     tg_gen_flit(n->attrs.scale > 0 ? n->attrs.scale : 1.0 / sqrt((double)D), scale, sizeof scale);
-
-    /* shared memory in floats: sq, sdo, the reductions' slots, then a
-     * chunk of dS (dq) or a key block's dS/p and accumulators (dk, dv) */
-    int64_t budget = (int64_t)g->caps->max_shared_memory_bytes / 4 - 2 * (int64_t)wg - D - Dv - 64;
-    int64_t ch = 0, kb = 0;
-    if (dq) {
-        ch = Tk < budget ? Tk : budget;
-        if (ch > 1024) ch = 1024;
-    } else {
-        kb = budget / (Dout + 1);
-        if (kb > Tk) kb = Tk;
-        if (kb > 128) kb = 128;
-    }
-    if ((dq ? ch : kb) < 1)
-        return tg_set_error(
-            TG_ERR_UNSUPPORTED, "%s: head dims %lld and %lld do not fit %u bytes of shared memory",
-            tg_ops[n->op].name, (long long)D, (long long)Dv, g->caps->max_shared_memory_bytes);
-
-    tg_gen_attention_score(g, n);
-    tg_sb_printf(b,
-                 "shared float sdo[%lld];\n"
-                 "shared float sbuf[%lld];\n"
-                 "#define NEG_INF uintBitsToFloat(0xff800000u)\n"
-                 /* dP_j = dout_i . v_j, dout_i in sdo */
-                 "float dot_v(uint vo, uint j) {\n"
-                 "    float a = 0.0;\n"
-                 "    for (uint d = 0u; d < %lluu; d++) a += sdo[d] * ld2(vo + j * %lluu + d);\n"
-                 "    return a;\n"
-                 "}\n"
-                 /* max M, sum L and P = sum_j p_j dP_j of query row `row` over
-                  * its nk visible keys (online softmax per invocation, then
-                  * combined); sq and sdo hold its q and dout */
-                 "void row_stats(uint row, uint ko, uint vo, uint nk, out float M, out float L,\n"
-                 "               out float P) {\n"
-                 "    float m = NEG_INF, sl = 0.0, a = 0.0;\n"
-                 "    for (uint j = gl_LocalInvocationID.x; j < nk; j += %uu) {\n"
-                 "        float s = att_score(row, ko, j);\n"
-                 "        if (s == NEG_INF) continue;\n"
-                 "        float dp = %s;\n"
-                 "        if (s > m) {\n"
-                 "            float c = exp(m - s);\n"
-                 "            sl = sl * c + 1.0;\n"
-                 "            a = a * c + dp;\n"
-                 "            m = s;\n"
-                 "        } else {\n"
-                 "            float e = exp(s - m);\n"
-                 "            sl += e;\n"
-                 "            a += e * dp;\n"
-                 "        }\n"
-                 "    }\n"
-                 "    M = tg_wg_max(m);\n"
-                 "    float c = m == NEG_INF ? 0.0 : exp(m - M);\n"
-                 "    L = tg_wg_sum(sl * c);\n"
-                 "    P = tg_wg_sum(a * c);\n"
-                 "    P = L > 0.0 ? P / L : 0.0;\n"
-                 "}\n"
-                 "float prob(float s, float M, float L) { return L > 0.0 ? exp(s - M) / L : 0.0; "
-                 "}\n"
-                 /* loads q_i and dout_i (row = batch * Tq + i) */
-                 "void load_row(uint qo, uint row) {\n"
-                 "    for (uint d = gl_LocalInvocationID.x; d < %lluu; d += %uu) sq[d] = ld0(qo + "
-                 "d);\n"
-                 "    for (uint d = gl_LocalInvocationID.x; d < %lluu; d += %uu) sdo[d] = ld%d(row "
-                 "* %lluu + d);\n"
-                 "}\n",
-                 (long long)(Dv ? Dv : 1), (long long)(dq ? ch : kb), (ull)Dv, (ull)Dv, wg,
-                 dv ? "0.0" : "dot_v(vo, j)", (ull)D, wg, (ull)Dv, wg, dout, (ull)Dv);
+    /* shared memory: three statistics per query row (and gen_nn's sq) */
+    if (3 * Tq + D + 2 * (int64_t)wg > (int64_t)g->caps->max_shared_memory_bytes / 4)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "%s: the statistics of %lld query rows do not fit %u bytes of shared "
+                            "memory",
+                            tg_ops[n->op].name, (long long)Tq, g->caps->max_shared_memory_bytes);
     /* the visible keys of query row i: causal is bottom-right aligned */
     char nk[96];
     if (n->attrs.causal)
@@ -298,98 +237,101 @@ static tg_status gen_attention_grad(tg_gen *g, const tg_node *n) {
     else
         snprintf(nk, sizeof nk, "%lluu", (ull)Tk);
 
-    if (dq) {
-        int64_t ndt = (D + wg - 1) / wg;
-        if (ndt < 1) ndt = 1;
-        tg_sb_printf(b,
-                     "void main() {\n"
-                     "    uint gid = tg_group();\n"
-                     "    if (gid >= %lluu) return;\n" /* uniform over the workgroup */
-                     "    uint l = gl_LocalInvocationID.x;\n"
-                     "    uint bb = gid / %lluu, i = gid %% %lluu;\n"
-                     "    uint ko = k_off(bb), vo = v_off(bb), nk = %s;\n"
-                     "    load_row(q_off(bb) + i * %lluu, gid);\n"
-                     "    barrier();\n"
-                     "    float M, L, P;\n"
-                     "    row_stats(gid, ko, vo, nk, M, L, P);\n"
-                     "    float acc[%lld];\n"
-                     "    for (int t = 0; t < %lld; t++) acc[t] = 0.0;\n"
-                     "    for (uint c0 = 0u; c0 < nk; c0 += %lluu) {\n"
-                     "        uint cn = min(%lluu, nk - c0);\n"
-                     "        for (uint jj = l; jj < cn; jj += %uu) {\n"
-                     "            uint j = c0 + jj;\n"
-                     "            float p = prob(att_score(gid, ko, j), M, L);\n"
-                     "            sbuf[jj] = p * (dot_v(vo, j) - P) * %s;\n"
-                     "        }\n"
-                     "        barrier();\n"
-                     "        for (int t = 0; t < %lld; t++) {\n"
-                     "            uint d = l + uint(t) * %uu;\n"
-                     "            if (d >= %lluu) break;\n"
-                     "            float a = acc[t];\n"
-                     "            for (uint jj = 0u; jj < cn; jj++) a += sbuf[jj] * ld1(ko + (c0 + "
-                     "jj) * %lluu + d);\n"
-                     "            acc[t] = a;\n"
-                     "        }\n"
-                     "        barrier();\n"
-                     "    }\n"
-                     "    for (int t = 0; t < %lld; t++) {\n"
-                     "        uint d = l + uint(t) * %uu;\n"
-                     "        if (d < %lluu) st0(gid * %lluu + d, acc[t]);\n"
-                     "    }\n}\n",
-                     (ull)(batches * Tq), (ull)Tq, (ull)Tq, nk, (ull)D, (long long)ndt,
-                     (long long)ndt, (ull)ch, (ull)ch, wg, scale, (long long)ndt, wg, (ull)D,
-                     (ull)D, (long long)ndt, wg, (ull)D, (ull)D);
-        return tg_gen_finish(g, (uint64_t)(batches * Tq));
-    }
-
-    int64_t blocks = (Tk + kb - 1) / kb;
-    char weight[128]; /* what key j of the block adds: dS_j (dk) or p_j (dv) */
+    /* dP_ij (unused by dv), what key j gets from query row i, the first
+     * query row that sees key j */
+    char dp[96], w[256], term[96], first[96];
+    snprintf(dp, sizeof dp, dv ? "0.0" : "dot_v(dob + i * %lluu, vo, j)", (ull)Dv);
+    snprintf(w, sizeof w, dv ? "p" : "p * (%s - sP[i]) * %s", dp, scale);
     if (dv)
-        snprintf(weight, sizeof weight, "p");
+        snprintf(term, sizeof term, "ld%d(dob + i * %lluu + d)", dout, (ull)Dv);
     else
-        snprintf(weight, sizeof weight, "p * (dot_v(vo, j) - P) * %s", scale);
+        snprintf(term, sizeof term, "ld0(qb + i * %lluu + d)", (ull)D);
+    if (!n->attrs.causal)
+        snprintf(first, sizeof first, "0u");
+    else if (Tk >= Tq) /* i >= j - (Tk - Tq) */
+        snprintf(first, sizeof first, "uint(max(int(j) - %lld, 0))", (long long)(Tk - Tq));
+    else
+        snprintf(first, sizeof first, "j + %lluu", (ull)(Tq - Tk));
+
+    tg_gen_attention_score(g, n);
     tg_sb_printf(
         b,
-        "shared float sacc[%lld];\n"
+        "#define NEG_INF uintBitsToFloat(0xff800000u)\n"
+        "shared float sM[%lld], sL[%lld], sP[%lld];\n"
+        /* dP_ij = dout_i . v_j, dout_i at dro */
+        "float dot_v(uint dro, uint vo, uint j) {\n"
+        "    float a = 0.0;\n"
+        "    for (uint d = 0u; d < %lluu; d++) a += ld%d(dro + d) * ld2(vo + j * %lluu + d);\n"
+        "    return a;\n"
+        "}\n"
+        "float prob(float s, uint i) { return sL[i] > 0.0 ? exp(s - sM[i]) / sL[i] : 0.0; }\n"
         "void main() {\n"
-        "    uint gid = tg_group();\n"
-        "    if (gid >= %lluu) return;\n" /* uniform over the workgroup */
+        "    uint bb = tg_group();\n"
+        "    if (bb >= %lluu) return;\n" /* uniform over the workgroup */
         "    uint l = gl_LocalInvocationID.x;\n"
-        "    uint bb = gid / %lluu, j0 = (gid %% %lluu) * %lluu;\n"
-        "    uint kb = min(%lluu, %lluu - j0);\n"
-        "    uint ko = k_off(bb), vo = v_off(bb), qo = q_off(bb);\n"
-        "    for (uint e = l; e < kb * %lluu; e += %uu) sacc[e] = 0.0;\n"
-        "    for (uint i = 0u; i < %lluu; i++) {\n"
-        "        uint nk = %s;\n"
-        "        if (nk <= j0) continue;\n" /* uniform: the block is not visible */
-        "        uint row = bb * %lluu + i;\n"
-        "        barrier();\n" /* the previous row's readers of sq, sdo, sbuf are done */
-        "        load_row(qo + i * %lluu, row);\n"
-        "        barrier();\n"
-        "        float M, L, P;\n"
-        "        row_stats(row, ko, vo, nk, M, L, P);\n"
-        "        for (uint jj = l; jj < kb; jj += %uu) {\n"
-        "            uint j = j0 + jj;\n"
-        "            float w = 0.0;\n"
-        "            if (j < nk) {\n"
-        "                float p = prob(att_score(row, ko, j), M, L);\n"
-        "                w = %s;\n"
+        "    uint qb = q_off(bb), ko = k_off(bb), vo = v_off(bb), dob = bb * %lluu;\n"
+        /* per query row: max M, sum L of exp(s - M), P = sum_j p_j dP_j
+         * (online softmax over its visible keys) */
+        "    for (uint i = l; i < %lluu; i += %uu) {\n"
+        "        uint nk = %s, row = bb * %lluu + i;\n"
+        "        float m = NEG_INF, sl = 0.0, a = 0.0;\n"
+        "        for (uint j = 0u; j < nk; j++) {\n"
+        "            float s = att_score_q(row, qb + i * %lluu, ko, j);\n"
+        "            if (s == NEG_INF) continue;\n"
+        "            float dp = %s, c = 1.0, e = 1.0;\n"
+        "            if (s > m) {\n"
+        "                c = exp(m - s);\n"
+        "                m = s;\n"
+        "            } else {\n"
+        "                e = exp(s - m);\n"
         "            }\n"
-        "            sbuf[jj] = w;\n"
+        "            sl = sl * c + e;\n"
+        "            a = a * c + e * dp;\n"
         "        }\n"
-        "        barrier();\n"
-        /* each invocation owns the same elements e every row: no race */
-        "        for (uint e = l; e < kb * %lluu; e += %uu)\n"
-        "            sacc[e] += sbuf[e / %lluu] * %s[e %% %lluu];\n"
+        "        sM[i] = m;\n"
+        "        sL[i] = sl;\n"
+        "        sP[i] = sl > 0.0 ? a / sl : 0.0;\n"
         "    }\n"
-        "    for (uint e = l; e < kb * %lluu; e += %uu) st0((bb * %lluu + j0) * %lluu + e, "
-        "sacc[e]);\n"
-        "}\n",
-        (long long)(kb * Dout > 0 ? kb * Dout : 1), (ull)(batches * blocks), (ull)blocks,
-        (ull)blocks, (ull)kb, (ull)kb, (ull)Tk, (ull)Dout, wg, (ull)Tq, nk, (ull)Tq, (ull)D, wg,
-        weight, (ull)Dout, wg, (ull)Dout, dv ? "sdo" : "sq", (ull)Dout, (ull)Dout, wg, (ull)Tk,
-        (ull)Dout);
-    return tg_gen_finish(g, (uint64_t)(batches * blocks));
+        "    barrier();\n",
+        (long long)Tq, (long long)Tq, (long long)Tq, (ull)Dv, dout, (ull)Dv, (ull)batches,
+        (ull)(Tq * Dv), (ull)Tq, wg, nk, (ull)Tq, (ull)D, dp);
+    if (dq) /* dq_i = scale sum_j p_ij (dP_ij - P_i) k_j */
+        tg_sb_printf(b,
+                     "    for (uint i = l; i < %lluu; i += %uu) {\n"
+                     "        uint nk = %s, row = bb * %lluu + i;\n"
+                     "        float acc[%lld];\n"
+                     "        for (uint d = 0u; d < %lluu; d++) acc[d] = 0.0;\n"
+                     "        for (uint j = 0u; j < nk; j++) {\n"
+                     "            float p = prob(att_score_q(row, qb + i * %lluu, ko, j), i);\n"
+                     "            if (p == 0.0) continue;\n"
+                     "            float ds = %s;\n"
+                     "            for (uint d = 0u; d < %lluu; d++) acc[d] += ds * ld1(ko + j * "
+                     "%lluu + d);\n"
+                     "        }\n"
+                     "        for (uint d = 0u; d < %lluu; d++) st0(row * %lluu + d, acc[d]);\n"
+                     "    }\n}\n",
+                     (ull)Tq, wg, nk, (ull)Tq, (long long)(D ? D : 1), (ull)D, (ull)D, w, (ull)D,
+                     (ull)D, (ull)D, (ull)D);
+    else
+        /* dk_j = scale sum_i p_ij (dP_ij - P_i) q_i; dv_j = sum_i p_ij dout_i,
+         * over the query rows that see key j */
+        tg_sb_printf(b,
+                     "    for (uint j = l; j < %lluu; j += %uu) {\n"
+                     "        float acc[%lld];\n"
+                     "        for (uint d = 0u; d < %lluu; d++) acc[d] = 0.0;\n"
+                     "        for (uint i = %s; i < %lluu; i++) {\n"
+                     "            uint row = bb * %lluu + i;\n"
+                     "            float p = prob(att_score_q(row, qb + i * %lluu, ko, j), i);\n"
+                     "            if (p == 0.0) continue;\n"
+                     "            float w = %s;\n"
+                     "            for (uint d = 0u; d < %lluu; d++) acc[d] += w * %s;\n"
+                     "        }\n"
+                     "        for (uint d = 0u; d < %lluu; d++) st0((bb * %lluu + j) * %lluu + d, "
+                     "acc[d]);\n"
+                     "    }\n}\n",
+                     (ull)Tk, wg, (long long)(Dout ? Dout : 1), (ull)Dout, first, (ull)Tq, (ull)Tq,
+                     (ull)D, w, (ull)Dout, term, (ull)Dout, (ull)Tk, (ull)Dout);
+    return tg_gen_finish(g, (uint64_t)batches);
 }
 
 /* conv1d_grad_input / conv1d_grad_weight (dy = ld0, x = ld1, w = ld2). */
@@ -494,7 +436,11 @@ tg_status tg_gen_grad(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code
     case TG_OP_CROSS_ENTROPY_GRAD: row_len = n->rank ? n->shape[n->rank - 1] : 1; break;
     default: break;
     }
-    bool rows = row_len > 0, serial = rows && row_len <= TG_GEN_ROW_SERIAL_MAX;
+    /* cross_entropy_grad's rows each count the labels of all rows: serial
+     * only for short rows on any device */
+    bool rows = row_len > 0,
+         serial = rows && (n->op == TG_OP_CROSS_ENTROPY_GRAD ? row_len <= TG_GEN_ROW_SERIAL_MAX
+                                                             : tg_gen_row_serial(caps, row_len));
     bool elementwise = n->op == TG_OP_CONV1D_GRAD_INPUT || n->op == TG_OP_CONV1D_GRAD_WEIGHT ||
                        n->op == TG_OP_SLICE_GRAD;
     uint32_t wg = tg_gen_wg_size(caps, serial || elementwise ? 128 : 64);

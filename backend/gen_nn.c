@@ -52,6 +52,11 @@ void tg_gen_row_head(tg_gen *g, bool serial, int64_t rows) {
                      (unsigned long long)rows, g->wg);
 }
 
+bool tg_gen_row_serial(const tg_vk_caps *caps, int64_t row_len) {
+    return row_len <= (caps->device_class == TG_VK_CLASS_CPU ? TG_GEN_ROW_SERIAL_MAX_CPU
+                                                             : TG_GEN_ROW_SERIAL_MAX);
+}
+
 uint64_t tg_gen_row_groups(const tg_gen *g, bool serial, int64_t rows) {
     return serial ? ((uint64_t)rows + g->wg - 1) / g->wg : (uint64_t)rows;
 }
@@ -60,7 +65,7 @@ static tg_status gen_softmax(tg_gen *g, const tg_node *n) {
     int ax = (int)n->attrs.axis;
     int64_t inner = prod(n->shape, ax + 1, n->rank), dim = n->shape[ax];
     int64_t rows = prod(n->shape, 0, ax) * inner;
-    bool serial = dim <= SERIAL_MAX;
+    bool serial = tg_gen_row_serial(g->caps, dim);
     tg_sb *b = &g->b;
     tg_gen_row_head(g, serial, rows);
     tg_sb_printf(
@@ -87,7 +92,7 @@ static tg_status gen_softmax(tg_gen *g, const tg_node *n) {
 static tg_status gen_layer_norm(tg_gen *g, const tg_node *n) {
     int64_t D = n->rank ? n->shape[n->rank - 1] : 1;
     int64_t rows = D ? tg_shape_count(n->rank, n->shape) / D : 0;
-    bool serial = D <= SERIAL_MAX;
+    bool serial = tg_gen_row_serial(g->caps, D);
     char eps[64], dl[64];
     tg_sb *b = &g->b;
     tg_gen_row_head(g, serial, rows);
@@ -174,16 +179,20 @@ void tg_gen_attention_score(tg_gen *g, const tg_node *n) {
     }
     char scale[64];
     tg_gen_flit(n->attrs.scale > 0 ? n->attrs.scale : 1.0 / sqrt((double)D), scale, sizeof scale);
-    tg_sb_printf(b,
-                 "shared float sq[%lld];\n"
-                 "float att_score(uint row, uint ko, uint j) {\n"
-                 "    float s = 0.0;\n"
-                 "    for (uint d = 0u; d < %lluu; d++) s += sq[d] * ld1(ko + j * %lluu + d);\n"
-                 "    s *= %s;\n",
-                 (long long)(D ? D : 1), (unsigned long long)D, (unsigned long long)D, scale);
-    if (has_mask)
-        tg_sb_printf(b, "    s += ld3(mask_off(row * %lluu + j));\n", (unsigned long long)Tk);
-    tg_sb_printf(b, "    return s;\n}\n");
+    tg_sb_printf(b, "shared float sq[%lld];\n", (long long)(D ? D : 1));
+    /* att_score reads the query row from sq, att_score_q from q at qo */
+    for (int from_q = 0; from_q < 2; from_q++) {
+        tg_sb_printf(b,
+                     "float att_score%s(uint row, %suint ko, uint j) {\n"
+                     "    float s = 0.0;\n"
+                     "    for (uint d = 0u; d < %lluu; d++) s += %s * ld1(ko + j * %lluu + d);\n"
+                     "    s *= %s;\n",
+                     from_q ? "_q" : "", from_q ? "uint qo, " : "", (unsigned long long)D,
+                     from_q ? "ld0(qo + d)" : "sq[d]", (unsigned long long)D, scale);
+        if (has_mask)
+            tg_sb_printf(b, "    s += ld3(mask_off(row * %lluu + j));\n", (unsigned long long)Tk);
+        tg_sb_printf(b, "    return s;\n}\n");
+    }
 }
 
 static tg_status gen_attention(tg_gen *g, const tg_node *n) {
@@ -291,8 +300,8 @@ tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *
     bool row_op = n->op == TG_OP_SOFTMAX || n->op == TG_OP_LOG_SOFTMAX;
     int64_t row_len = row_op                      ? n->shape[n->attrs.axis]
                       : n->op == TG_OP_LAYER_NORM ? (n->rank ? n->shape[n->rank - 1] : 1)
-                                                  : SERIAL_MAX + 1;
-    bool serial = row_len <= SERIAL_MAX;
+                                                  : INT64_MAX;
+    bool serial = tg_gen_row_serial(caps, row_len);
     uint32_t wg = tg_gen_wg_size(caps, serial ? 128 : 64);
     tg_gen g;
     tg_status st = tg_gen_begin(&g, caps, k, out, wg, !serial);
