@@ -13,20 +13,16 @@
  *   (not the ignore_index, inside [0, C)) over all rows — the forward's
  *   rule; a label outside [0, C) gives a zero row (the interpreter
  *   reports an error).
- * attention_grad_q/k/v: scores come from gen_nn.c's att_score (the
- *   forward's). A query row's softmax statistics (max M, sum L, and P =
- *   sum_j p_j dP_j with dP_j = dout_i . v_j) come from one pass over its
- *   visible keys by the whole workgroup, each invocation keeping a running
- *   max (online softmax) and the workgroup combining. Then
- *     dq: one workgroup per (batch, query row); keys in chunks, dS_j =
- *         p_j (dP_j - P) scale to shared memory, each invocation summing
- *         dS_j k_j for its columns;
- *     dk, dv: one workgroup per (batch, block of KB key rows), walking
- *         every query row that sees the block: its statistics, then dS
- *         (dk) or p (dv) of the block's keys, accumulated into a KB x D
- *         block in shared memory (each invocation owns fixed elements).
- *   The statistics of a query row are recomputed per key block: about
- *   Tk / KB times the work of the forward's scores.
+ * attention_grad_q/k/v: one workgroup per batch. Its invocations first
+ *   compute, per query row, the softmax statistics over the visible keys
+ *   (max M, sum L of exp(s - M), and P = sum_j p_j dP_j with dP_j =
+ *   dout_i . v_j; an online softmax, scores from gen_nn.c's att_score_q,
+ *   the forward's) into shared memory; after one barrier each invocation
+ *   sums, with p_ij = exp(s_ij - M_i) / L_i recomputed,
+ *     dq_i = scale sum_j p_ij (dP_ij - P_i) k_j  (per query row),
+ *     dk_j = scale sum_i p_ij (dP_ij - P_i) q_i, dv_j = sum_i p_ij dout_i
+ *   (per key row, over the query rows that see it). No workgroup
+ *   reductions (slow on lavapipe); needs 3 Tq floats of shared memory.
  * conv1d_grad_input, conv1d_grad_weight: direct kernels, one invocation
  *   per output element summing its taps (the same multiply-adds as the
  *   forward, without its register blocking).
