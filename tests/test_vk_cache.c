@@ -20,37 +20,19 @@
 #include <unistd.h>
 
 #include "backend/vk.h"
+#include "tests/test_util.h"
 
 static char tmp_dir[256];
 
-static void remove_tree(const char *path) {
-    DIR *d = opendir(path);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char p[1024];
-            snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-            remove_tree(p);
-        }
-        closedir(d);
-        rmdir(path);
-    } else {
-        remove(path);
-    }
-}
-
 static int setup(void **state) {
-    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/tg-test-vk-cache-XXXXXX");
-    if (!mkdtemp(tmp_dir)) return -1;
-    setenv("TG_CACHE_DIR", tmp_dir, 1);
+    if (!tg_test_cache_dir(tmp_dir, sizeof tmp_dir, "tg-test-vk-cache")) return -1;
     unsetenv("TG_CACHE");
     tg_vk_stats_reset();
     return 0;
 }
 
 static int teardown(void **state) {
-    remove_tree(tmp_dir);
+    tg_test_remove_tree(tmp_dir);
     return 0;
 }
 

@@ -31,6 +31,7 @@
 
 #include "backend/vk.h"
 #include "graph/graph_internal.h"
+#include "tests/test_util.h"
 #include "tg.h"
 
 static tg_device *dev;
@@ -151,28 +152,9 @@ static inline bool have_f16(void) {
 
 /* ---- setup ---- */
 
-static inline void remove_tree(const char *path) {
-    DIR *d = opendir(path);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char p[1024];
-            int n = snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-            if (n > 0 && (size_t)n < sizeof p) remove_tree(p);
-        }
-        closedir(d);
-        rmdir(path);
-    } else {
-        remove(path);
-    }
-}
-
 static inline int setup(void **state) {
     (void)state;
-    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/tg_vk_ops_XXXXXX");
-    if (!mkdtemp(tmp_dir)) return -1;
-    setenv("TG_CACHE_DIR", tmp_dir, 1);
+    if (!tg_test_cache_dir(tmp_dir, sizeof tmp_dir, "tg_vk_ops")) return -1;
     setenv("TG_VALIDATION", "1", 1);
     if (tg_device_open(-1, &dev) != TG_OK) {
         fprintf(stderr, "device: %s\n", tg_last_error());
@@ -184,7 +166,7 @@ static inline int setup(void **state) {
 static inline int teardown(void **state) {
     (void)state;
     tg_device_free(dev);
-    remove_tree(tmp_dir);
+    tg_test_remove_tree(tmp_dir);
     return 0;
 }
 
