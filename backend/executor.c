@@ -3,17 +3,22 @@
  *
  * An executable holds a copy of the graph, its targets and target ops, and
  * a least-recently-used cache of specialisations keyed by the feed shapes.
- * A specialisation ("spec") is the graph with concrete shapes and
- *  - one kernel per node that computes something (reshape and stop_gradient
- *    are aliases of their input's memory), each with its GLSL compiled to a
- *    pipeline (identical GLSL shares one pipeline);
- *  - memory: intermediates and feeds in an arena of a few large buffers,
- *    constants in their own buffers, variables in the store's persistent
- *    device buffers (store_device.c);
+ * A specialisation ("spec") is the graph with concrete shapes, optimised by
+ * the passes (passes/: simplification, then the fusion partition), and
+ *  - one kernel per kernel of the partition (one per computing node when
+ *    fusion is disabled; reshape and stop_gradient are aliases of their
+ *    input's memory), each with its GLSL compiled to a pipeline (identical
+ *    GLSL shares one pipeline), in an order that keeps memory low
+ *    (exec_plan.c);
+ *  - memory: kernel results, feeds and temporaries in an arena of a few
+ *    large buffers, planned over their lifetimes (reused, in place where
+ *    legal; exec_plan.c), constants in their own buffers, variables in the
+ *    store's persistent device buffers (store_device.c);
  *  - one command buffer, recorded once and replayed at every run: feed
  *    copies (only when the arena is not host-visible), dispatches with a
  *    compute barrier wherever a kernel touches memory written (or, for
- *    writes, read) since the last barrier, then copies of the targets.
+ *    writes, read: reused arena memory) since the last barrier, then
+ *    copies of the targets.
  * The command buffer is re-recorded only when a variable's device buffer was
  * replaced (its dtype or shape changed in the store).
  *
@@ -23,10 +28,13 @@
  * it is a target): then they write a temporary in the arena, copied into
  * the variable at the end of the command buffer, so all reads see the old
  * value. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/exec_internal.h"
+#include "backend/exec_plan.h"
+#include "passes/passes.h"
 
 #define DEFAULT_MAX_SPECS 8
 
@@ -101,7 +109,11 @@ typedef struct exec_pipe {
 typedef struct spec {
     int64_t (*key)[TG_MAX_RANK]; /* shapes of the needed placeholders */
     uint64_t last_used;
-    tg_graph *g;
+    tg_graph *g; /* specialised and optimised: ids differ from e->g's */
+    bool *needed;
+    int32_t *tgt, *ph, *tops; /* e->targets, e->ph, e->target_ops as ids of g */
+    tg_partition *part;       /* the kernels */
+    tg_plan_stats mem;
     int32_t *root; /* the node whose memory a node uses (aliases) */
     loc *locs;
     exec_kernel *kernels;
@@ -128,6 +140,7 @@ typedef struct spec {
 
 struct tg_executable {
     tg_vk_device *dev;
+    char *disable_passes; /* options and TG_DISABLE_PASSES, or NULL */
     tg_graph *g;
     tg_store *store;
     int n_targets, n_target_ops;
@@ -171,6 +184,8 @@ static const char *node_label(const tg_graph *g, int32_t id, char *buf, size_t n
 static int64_t node_count(const tg_node *n) {
     return tg_shape_count(n->rank, n->shape);
 }
+
+static bool env_is_1(const char *name);
 
 static bool is_alias(const tg_node *n) {
     return n->op == TG_OP_RESHAPE || n->op == TG_OP_STOP_GRADIENT;
@@ -221,6 +236,11 @@ static void free_spec(tg_executable *e, spec *s) {
     for (int i = 0; i < s->n_targets; i++) tg_vk_buffer_destroy(dev, &s->targets[i].stage);
     free(s->key);
     tg_graph_free(s->g);
+    free(s->needed);
+    free(s->tgt);
+    free(s->ph);
+    free(s->tops);
+    tg_partition_free(s->part);
     free(s->root);
     free(s->locs);
     free(s->kernels);
@@ -243,6 +263,7 @@ void tg_executable_free(tg_executable *e) {
     free(e->specs);
     free(e->pipes);
     tg_graph_free(e->g);
+    free(e->disable_passes);
     free(e->targets);
     free(e->target_ops);
     free(e->needed);
@@ -311,7 +332,35 @@ typedef struct builder {
     spec *s;
     const tg_vk_caps *caps;
     packer arena, consts;
+    /* arena buffers to plan: a LOC_ARENA loc holds its index in `buf`
+     * until the plan gives it a chunk and an offset (place_arena) */
+    tg_plan_buf *reqs;
+    int n_reqs, cap_reqs;
 } builder;
+
+/* Asks for `bytes` of arena for a value of `count` elements stored as
+ * `storage`; *out refers to the request until the arena is planned. */
+static tg_status request(builder *b, uint64_t bytes, int64_t count, tg_dtype storage,
+                         const char *what, loc *out) {
+    uint64_t padded = tg_exec_align(bytes ? bytes : 16, 16);
+    if (padded > b->arena.max_bytes)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "%s needs %llu bytes, more than the largest buffer the device allows "
+                            "(%llu bytes)",
+                            what, (unsigned long long)bytes, (unsigned long long)b->arena.max_bytes);
+    if (b->n_reqs == b->cap_reqs) {
+        int cap = b->cap_reqs ? 2 * b->cap_reqs : 64;
+        tg_plan_buf *r = realloc(b->reqs, (size_t)cap * sizeof *r);
+        if (!r) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+        b->reqs = r;
+        b->cap_reqs = cap;
+    }
+    b->reqs[b->n_reqs] = (tg_plan_buf){.bytes = padded,
+                                       .shape_key = ((uint64_t)count << 8) | (uint64_t)storage,
+                                       .same_as = -1};
+    *out = (loc){LOC_ARENA, b->n_reqs++, 0, bytes, padded};
+    return TG_OK;
+}
 
 /* True if state node m writes variable `var`. */
 static bool writes_var(const tg_node *m, int32_t var) {
@@ -336,7 +385,7 @@ static tg_status plan_state(builder *b, unsigned *in_place) {
     for (int id = 0; id < g->n_nodes; id++) {
         const tg_node *n = &g->nodes[id];
         in_place[id] = 0;
-        if (!e->needed[id] || !is_state(n)) continue;
+        if (!b->s->needed[id] || !is_state(n)) continue;
         unsigned w = written_inputs(n);
         if (!(w & 1u)) {
             char lab[160];
@@ -351,7 +400,7 @@ static tg_status plan_state(builder *b, unsigned *in_place) {
             bool ok = true;
             for (int j = 0; j < g->n_nodes; j++) {
                 const tg_node *m = &g->nodes[j];
-                if (!e->needed[j] || j == id || is_alias(m) ||
+                if (!b->s->needed[j] || j == id || is_alias(m) ||
                     tg_ops[m->op].klass == TG_CLASS_SOURCE)
                     continue;
                 if (is_state(m) && writes_var(m, var)) {
@@ -365,7 +414,7 @@ static tg_status plan_state(builder *b, unsigned *in_place) {
                     if (b->s->root[m->inputs[k]] == var) ok = false;
             }
             for (int t = 0; t < e->n_targets && ok; t++)
-                if (b->s->root[e->targets[t]] == var) ok = false;
+                if (b->s->root[b->s->tgt[t]] == var) ok = false;
             if (ok) in_place[id] |= 1u << i;
         }
     }
@@ -401,8 +450,13 @@ static tg_status place_written(builder *b, int32_t id, int i, bool in_place, con
     s->vars[vi].written = true;
     loc at = s->locs[var];
     if (!in_place) {
-        st = pack(&b->arena, LOC_ARENA, s->locs[var].bytes, lab, &at);
+        const tg_node *vn = &s->g->nodes[var];
+        st = request(b, s->locs[var].bytes, node_count(vn), tg_storage_dtype(b->caps, vn->dtype),
+                     lab, &at);
         if (st != TG_OK) return st;
+        /* written back at the end; slice_update's starts as the variable */
+        b->reqs[at.buf].at_end = true;
+        b->reqs[at.buf].at_start = n->op == TG_OP_SLICE_UPDATE;
         exec_copy *wb = realloc(s->writeback, (size_t)(s->n_writeback + 1) * sizeof *wb);
         if (!wb) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
         s->writeback = wb;
@@ -425,11 +479,23 @@ static tg_status place_written(builder *b, int32_t id, int i, bool in_place, con
     return TG_OK;
 }
 
-/* Gives every needed node a location. */
+/* True if node id is written to memory by its kernel. */
+static bool is_kernel_output(const spec *s, int32_t id) {
+    int kk = s->part->kernel_of[id];
+    if (kk < 0) return false;
+    const tg_part_kernel *pk = &s->part->kernels[kk];
+    for (int j = 0; j < pk->n_outputs; j++)
+        if (pk->outputs[j] == id) return true;
+    return false;
+}
+
+/* Gives every needed node that lives in memory a location: sources,
+ * aliases (their root's), and the outputs of kernels; members used only
+ * inside their kernel have none. */
 static tg_status place_nodes(builder *b) {
     spec *s = b->s;
     const tg_graph *g = s->g;
-    const bool *needed = b->e->needed;
+    const bool *needed = s->needed;
     unsigned *in_place = calloc((size_t)(g->n_nodes > 0 ? g->n_nodes : 1), sizeof *in_place);
     if (!in_place) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
     tg_status st = plan_state(b, in_place);
@@ -451,8 +517,10 @@ static tg_status place_nodes(builder *b) {
             unsigned w = written_inputs(n);
             for (int i = 0; st == TG_OK && i < n->n_inputs; i++)
                 if (w >> i & 1u) st = place_written(b, id, i, in_place[id] >> i & 1u, lab);
-        } else {
-            st = pack(&b->arena, LOC_ARENA, bytes, lab, &s->locs[id]);
+        } else if (n->op == TG_OP_PLACEHOLDER || is_kernel_output(s, id)) {
+            st = request(b, bytes, node_count(n), tg_storage_dtype(b->caps, n->dtype), lab,
+                         &s->locs[id]);
+            if (st == TG_OK && n->op == TG_OP_PLACEHOLDER) b->reqs[s->locs[id].buf].at_start = true;
         }
     }
     free(in_place);
@@ -467,31 +535,32 @@ static tg_status place_io(builder *b) {
     s->targets = calloc((size_t)(e->n_targets ? e->n_targets : 1), sizeof *s->targets);
     if (!s->feeds || !s->targets) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
     for (int i = 0; i < e->n_ph; i++) {
-        const tg_node *n = &s->g->nodes[e->ph[i]];
+        const tg_node *n = &s->g->nodes[s->ph[i]];
         exec_io *f = &s->feeds[s->n_feeds++];
-        f->node = e->ph[i];
+        f->node = s->ph[i];
         f->dtype = n->dtype;
         f->storage = tg_storage_dtype(b->caps, n->dtype);
         f->count = node_count(n);
         f->at = f->src = s->locs[f->node];
     }
     for (int i = 0; i < e->n_targets; i++) {
-        const tg_node *n = &s->g->nodes[e->targets[i]];
+        const tg_node *n = &s->g->nodes[s->tgt[i]];
         exec_io *t = &s->targets[s->n_targets++];
-        t->node = e->targets[i];
+        t->node = s->tgt[i];
         t->dtype = n->dtype;
         t->storage = tg_storage_dtype(b->caps, n->dtype);
         t->count = node_count(n);
-        t->src = t->at = s->locs[t->node];
+        t->src = t->at = s->locs[s->root[t->node]];
         if (t->src.kind != LOC_ARENA) {
             /* variables and constants are read back through an arena copy
              * made after the kernels (and before write-backs) */
             char lab[160];
-            tg_status st = pack(&b->arena, LOC_ARENA, t->src.bytes,
-                                node_label(s->g, t->node, lab, sizeof lab), &t->at);
+            tg_status st = request(b, t->src.bytes, t->count, t->storage,
+                                   node_label(s->g, t->node, lab, sizeof lab), &t->at);
             if (st != TG_OK) return st;
             t->snapshot = true;
         }
+        b->reqs[t->at.buf].at_end = true;
     }
     return TG_OK;
 }
@@ -568,29 +637,90 @@ static tg_status add_pipeline(builder *b, const tg_kernel_code *code, int *index
     return TG_OK;
 }
 
-/* One kernel for node `id`: generate, compile, describe its bindings. */
-static tg_status make_kernel(builder *b, int32_t id, exec_kernel *k) {
+/* The member giving a kernel its kind (as backend/gen_dispatch.c finds it):
+ * its non-elementwise node, else its last. */
+static int32_t kernel_root(const tg_graph *g, const tg_part_kernel *pk) {
+    for (int i = 0; i < pk->n_nodes; i++)
+        if (tg_ops[g->nodes[pk->nodes[i]].op].klass != TG_CLASS_ELEMENTWISE) return pk->nodes[i];
+    return pk->nodes[pk->n_nodes - 1];
+}
+
+static bool is_member(const tg_part_kernel *pk, int32_t id) {
+    for (int i = 0; i < pk->n_nodes; i++)
+        if (pk->nodes[i] == id) return true;
+    return false;
+}
+
+/* The kernel's inputs and outputs in the order the generators bind them
+ * (backend/kernel.h): the root's operands first, in operand order (a
+ * matmul's A and B, a single op's inputs as the op lists them, repeats
+ * included), then the partition's other inputs; the last member's result
+ * first among the outputs (a matmul epilogue's C), then the others. */
+static tg_status kernel_io(const tg_graph *g, const tg_part_kernel *pk, int32_t root,
+                           tg_kernel *kern, const char *lab) {
+    const tg_node *r = &g->nodes[root];
+    kern->n_inputs = 0;
+    for (int i = 0; i < r->n_inputs; i++)
+        if (!is_member(pk, r->inputs[i])) {
+            if (kern->n_inputs == TG_KERNEL_MAX_IO) goto too_many;
+            kern->inputs[kern->n_inputs++] = r->inputs[i];
+        }
+    for (int i = 0; i < pk->n_inputs; i++) {
+        bool listed = false;
+        for (int j = 0; j < kern->n_inputs; j++) listed |= kern->inputs[j] == pk->inputs[i];
+        if (listed) continue;
+        if (kern->n_inputs == TG_KERNEL_MAX_IO) goto too_many;
+        kern->inputs[kern->n_inputs++] = pk->inputs[i];
+    }
+    if (pk->n_outputs > TG_KERNEL_MAX_IO) goto too_many;
+    int32_t last = pk->nodes[pk->n_nodes - 1];
+    kern->n_outputs = 0;
+    for (int j = 0; j < pk->n_outputs; j++)
+        if (pk->outputs[j] == last) kern->outputs[kern->n_outputs++] = last;
+    for (int j = 0; j < pk->n_outputs; j++)
+        if (pk->outputs[j] != last) kern->outputs[kern->n_outputs++] = pk->outputs[j];
+    return TG_OK;
+too_many:
+    return tg_set_error(TG_ERR_UNSUPPORTED, "tg_compile: the kernel of %s has more than %d inputs",
+                        lab, TG_KERNEL_MAX_IO);
+}
+
+/* A fused kernel is named by its members' ops, for profiles:
+ * "matmul+add+gelu_12" (the last member's id), cut to fit. */
+static void fused_name(const tg_graph *g, const tg_part_kernel *pk, char *name, size_t size) {
+    char id[16];
+    int n = snprintf(id, sizeof id, "_%d", (int)pk->nodes[pk->n_nodes - 1]);
+    size_t len = 0, room = size - (size_t)n - 1;
+    name[0] = 0;
+    for (int i = 0; i < pk->n_nodes; i++) {
+        const char *op = tg_ops[g->nodes[pk->nodes[i]].op].name;
+        if (len + strlen(op) + 1 > room) break;
+        len += (size_t)snprintf(name + len, size - len, "%s%s", i ? "+" : "", op);
+    }
+    snprintf(name + len, size - len, "%s", id);
+}
+
+/* One kernel for kernel `pk` of the partition: generate, compile,
+ * describe its bindings. */
+static tg_status make_kernel(builder *b, const tg_part_kernel *pk, exec_kernel *k) {
     spec *s = b->s;
     const tg_graph *g = s->g;
+    int32_t id = kernel_root(g, pk);
     const tg_node *n = &g->nodes[id];
     char lab[160];
     node_label(g, id, lab, sizeof lab);
-    if (n->n_inputs > TG_KERNEL_MAX_IO)
-        return tg_set_error(TG_ERR_UNSUPPORTED, "tg_compile: %s has %d inputs; a kernel takes %d",
-                            lab, n->n_inputs, TG_KERNEL_MAX_IO);
-    tg_kernel kern = {.g = g, .n_nodes = 1, .nodes = &k->node, .n_outputs = 1};
+    tg_kernel kern = {.g = g, .n_nodes = pk->n_nodes, .nodes = pk->nodes};
     k->node = id;
-    kern.n_inputs = n->n_inputs;
-    for (int i = 0; i < n->n_inputs; i++) {
-        kern.inputs[i] = n->inputs[i];
-        kern.input_storage[i] = tg_storage_dtype(b->caps, g->nodes[n->inputs[i]].dtype);
-    }
-    kern.outputs[0] = id;
-    kern.output_storage[0] = tg_storage_dtype(b->caps, n->dtype);
+    tg_status st = kernel_io(g, pk, id, &kern, lab);
+    if (st != TG_OK) return st;
+    for (int i = 0; i < kern.n_inputs; i++)
+        kern.input_storage[i] = tg_storage_dtype(b->caps, g->nodes[kern.inputs[i]].dtype);
+    for (int j = 0; j < kern.n_outputs; j++)
+        kern.output_storage[j] = tg_storage_dtype(b->caps, g->nodes[kern.outputs[j]].dtype);
     /* a state op writing several variables: one output per written input
      * after the first (whose new value is the node's), in input order */
     loc out_at[TG_KERNEL_MAX_IO];
-    out_at[0] = s->locs[id];
+    for (int j = 0; j < kern.n_outputs; j++) out_at[j] = s->locs[kern.outputs[j]];
     for (int o = 0; is_state(n) && o < s->n_outs; o++) {
         if (s->outs[o].node != id) continue;
         int32_t var = n->inputs[s->outs[o].input];
@@ -601,7 +731,7 @@ static tg_status make_kernel(builder *b, int32_t id, exec_kernel *k) {
 
     tg_kernel_code code;
     memset(&code, 0, sizeof code);
-    tg_status st = tg_gen_kernel(b->caps, &kern, &code);
+    st = tg_gen_kernel(b->caps, &kern, &code);
     if (st == TG_OK && code.n_bindings != kern.n_inputs + kern.n_outputs)
         st = tg_set_error(TG_ERR_RUNTIME, "the generator of %s made %d bindings, expected %d", lab,
                           code.n_bindings, kern.n_inputs + kern.n_outputs);
@@ -610,6 +740,7 @@ static tg_status make_kernel(builder *b, int32_t id, exec_kernel *k) {
                           lab, code.push_bytes);
     if (st == TG_OK && !code.name[0])
         snprintf(code.name, sizeof code.name, "%s_%d", tg_ops[n->op].name, id);
+    if (st == TG_OK && pk->n_nodes > 1) fused_name(g, pk, code.name, sizeof code.name);
     if (st == TG_OK) st = add_pipeline(b, &code, &k->pipe);
     if (st != TG_OK) {
         tg_kernel_code_free(&code);
@@ -630,20 +761,14 @@ static tg_status make_kernel(builder *b, int32_t id, exec_kernel *k) {
     return TG_OK;
 }
 
-static tg_status make_kernels(builder *b) {
+/* The kernels in schedule order (s->part's order is replaced by it). */
+static tg_status make_kernels(builder *b, const int *order) {
     spec *s = b->s;
-    const tg_graph *g = s->g;
-    int n = 0;
-    for (int id = 0; id < g->n_nodes; id++) {
-        const tg_node *nd = &g->nodes[id];
-        if (b->e->needed[id] && !is_alias(nd) && tg_ops[nd->op].klass != TG_CLASS_SOURCE) n++;
-    }
+    int n = s->part->n_kernels;
     s->kernels = calloc((size_t)(n ? n : 1), sizeof *s->kernels);
     if (!s->kernels) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
-    for (int id = 0; id < g->n_nodes; id++) {
-        const tg_node *nd = &g->nodes[id];
-        if (!b->e->needed[id] || is_alias(nd) || tg_ops[nd->op].klass == TG_CLASS_SOURCE) continue;
-        tg_status st = make_kernel(b, id, &s->kernels[s->n_kernels]);
+    for (int i = 0; i < n; i++) {
+        tg_status st = make_kernel(b, &s->part->kernels[order[i]], &s->kernels[s->n_kernels]);
         if (st != TG_OK) return st;
         s->n_kernels++;
     }
@@ -660,7 +785,7 @@ static tg_status upload_constants(builder *b) {
         if (!img) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
         for (int id = 0; id < s->g->n_nodes; id++) {
             const tg_node *n = &s->g->nodes[id];
-            if (!b->e->needed[id] || n->op != TG_OP_CONSTANT || s->locs[id].buf != c) continue;
+            if (!s->needed[id] || n->op != TG_OP_CONSTANT || s->locs[id].buf != c) continue;
             tg_exec_to_storage(n->dtype, tg_storage_dtype(b->caps, n->dtype), n->data,
                                img + s->locs[id].offset, node_count(n));
         }
@@ -687,6 +812,236 @@ static tg_status create_staging(builder *b) {
         if (st != TG_OK) return st;
     }
     return TG_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Passes, schedule and memory plan                                    */
+/* ------------------------------------------------------------------ */
+
+static void dump_ir(void *user, const char *pass, const char *ir) {
+    (void)user;
+    fprintf(stderr, "# tg_compile: IR after %s\n%s", pass, ir);
+}
+
+/* One kernel per computing node: the partition when fusion is disabled. */
+static tg_status single_partition(const tg_graph *g, const bool *needed, tg_partition **out) {
+    tg_partition *p = calloc(1, sizeof *p);
+    if (!p) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    *out = p;
+    size_t n = (size_t)g->n_nodes + 1;
+    p->n_nodes = g->n_nodes;
+    p->kernel_of = malloc(n * sizeof *p->kernel_of);
+    p->kernels = calloc(n, sizeof *p->kernels);
+    if (!p->kernel_of || !p->kernels) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    for (int id = 0; id < g->n_nodes; id++) {
+        const tg_node *nd = &g->nodes[id];
+        p->kernel_of[id] = -1;
+        if (!needed[id] || is_alias(nd) || tg_ops[nd->op].klass == TG_CLASS_SOURCE) continue;
+        tg_part_kernel *k = &p->kernels[p->n_kernels];
+        k->nodes = malloc(sizeof *k->nodes);
+        k->outputs = malloc(sizeof *k->outputs);
+        k->inputs = malloc(((size_t)nd->n_inputs + 1) * sizeof *k->inputs);
+        if (!k->nodes || !k->outputs || !k->inputs) {
+            free(k->nodes);
+            free(k->outputs);
+            free(k->inputs);
+            return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+        }
+        k->root = k->nodes[0] = k->outputs[0] = id;
+        k->n_nodes = k->n_outputs = 1;
+        k->kind = tg_ops[nd->op].klass;
+        for (int i = 0; i < nd->n_inputs; i++) {
+            bool seen = false;
+            for (int j = 0; j < k->n_inputs; j++) seen |= k->inputs[j] == nd->inputs[i];
+            if (!seen) k->inputs[k->n_inputs++] = nd->inputs[i];
+        }
+        p->kernel_of[id] = p->n_kernels++;
+    }
+    p->unfused = p->n_kernels;
+    return TG_OK;
+}
+
+/* Runs the passes on the specialised graph: s->g becomes the optimised
+ * graph, with the targets, placeholders and target ops mapped into it, and
+ * s->part its kernels. Placeholders go in as targets, so that feeds keep
+ * their place even where a pass would have no use for them. */
+static tg_status optimise(tg_executable *e, spec *s) {
+    int n = e->n_targets + e->n_ph;
+    int32_t *ids = malloc((size_t)(n ? n : 1) * sizeof *ids);
+    s->ph = malloc((size_t)(e->n_ph ? e->n_ph : 1) * sizeof *s->ph);
+    if (!ids || !s->ph) {
+        free(ids);
+        return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    }
+    memcpy(ids, e->targets, (size_t)e->n_targets * sizeof *ids);
+    memcpy(ids + e->n_targets, e->ph, (size_t)e->n_ph * sizeof *ids);
+    tg_pass_options o = {.disable = e->disable_passes};
+    if (env_is_1("TG_DUMP_IR")) {
+        o.dump = dump_ir;
+        o.dump_all = true;
+    }
+    tg_pass_result r;
+    memset(&r, 0, sizeof r);
+    tg_status st = tg_passes_run(s->g, n, ids, e->n_target_ops, e->target_ops, &o, &r);
+    free(ids);
+    if (st != TG_OK) return tg_exec_wrap_error(st, "tg_compile: passes");
+    tg_graph_free(s->g);
+    s->g = r.g;
+    s->tgt = r.targets;
+    s->tops = r.target_ops;
+    s->part = r.partition;
+    memcpy(s->ph, r.targets + e->n_targets, (size_t)e->n_ph * sizeof *s->ph);
+    s->needed = tg_needed_nodes(s->g, n, r.targets, e->n_target_ops, r.target_ops);
+    if (!s->needed) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    if (!s->part) return single_partition(s->g, s->needed, &s->part);
+    return TG_OK;
+}
+
+/* The arena buffer (request index) a loc refers to, or -1. */
+static int req_of(const loc *l) {
+    return l->kind == LOC_ARENA ? l->buf : -1;
+}
+
+/* Adds kernel `x` to deps (once). */
+static void add_dep(tg_plan_kernel *k, int *deps, int x) {
+    for (int i = 0; i < k->n_deps; i++)
+        if (deps[i] == x) return;
+    deps[k->n_deps++] = x;
+}
+
+/* The planner's view of kernel kk: the arena buffers it reads and writes,
+ * and the kernels before it: producers of its inputs and, for a state op
+ * writing a variable in place, every kernel reading that variable. */
+static void describe_kernel(const spec *s, int kk, tg_plan_kernel *k, int *reads, int *writes,
+                            int *deps) {
+    const tg_partition *p = s->part;
+    const tg_part_kernel *pk = &p->kernels[kk];
+    const tg_graph *g = s->g;
+    memset(k, 0, sizeof *k);
+    for (int i = 0; i < pk->n_inputs; i++) {
+        int32_t r = s->root[pk->inputs[i]];
+        if (req_of(&s->locs[r]) >= 0) reads[k->n_reads++] = req_of(&s->locs[r]);
+        if (p->kernel_of[r] >= 0) add_dep(k, deps, p->kernel_of[r]);
+    }
+    for (int j = 0; j < pk->n_outputs; j++)
+        if (req_of(&s->locs[pk->outputs[j]]) >= 0)
+            writes[k->n_writes++] = req_of(&s->locs[pk->outputs[j]]);
+    k->in_place_ok = pk->kind == TG_CLASS_ELEMENTWISE;
+    const tg_node *n = &g->nodes[pk->root];
+    if (!is_state(n)) goto done;
+    /* the variables it writes, where (input 0: the node's own location) */
+    for (int i = 0; i < n->n_inputs; i++) {
+        if (!(written_inputs(n) >> i & 1u)) continue;
+        const loc *at = i == 0 ? &s->locs[pk->root] : NULL;
+        for (int o = 0; !at && o < s->n_outs; o++)
+            if (s->outs[o].node == pk->root && s->outs[o].input == i) at = &s->outs[o].at;
+        if (!at) continue;
+        if (i > 0 && req_of(at) >= 0) writes[k->n_writes++] = req_of(at);
+        if (at->kind != LOC_VAR) continue;
+        int32_t var = n->inputs[i];
+        for (int other = 0; other < p->n_kernels; other++) {
+            const tg_part_kernel *ok = &p->kernels[other];
+            for (int m = 0; other != kk && m < ok->n_nodes; m++) {
+                const tg_node *mn = &g->nodes[ok->nodes[m]];
+                for (int q = 0; q < mn->n_inputs; q++)
+                    if (s->root[mn->inputs[q]] == var) add_dep(k, deps, other);
+            }
+        }
+    }
+done:
+    k->reads = reads;
+    k->writes = writes;
+    k->deps = deps;
+}
+
+/* Replaces a request index by its planned chunk and offset. */
+static void place_loc(const tg_plan_buf *reqs, loc *l) {
+    if (l->kind != LOC_ARENA) return;
+    const tg_plan_buf *r = &reqs[l->buf];
+    l->buf = r->chunk;
+    l->offset = r->offset;
+}
+
+/* Orders the kernels (order[i]: partition index of the i-th to run) and
+ * plans the arena: the memory-aware schedule or the partition's order,
+ * whichever needs the smaller arena. Then every arena loc gets its place. */
+static tg_status plan_arena(builder *b, int *order) {
+    spec *s = b->s;
+    int nk = s->part->n_kernels, nr = b->n_reqs;
+    size_t per = 2 * TG_KERNEL_MAX_IO + (size_t)nk + 1;
+    for (int i = 0; i < nk; i++) per += (size_t)s->part->kernels[i].n_inputs;
+    tg_plan_kernel *pk = calloc((size_t)nk + 1, sizeof *pk);
+    int *pool = malloc(((size_t)nk + 1) * 3 * per * sizeof *pool);
+    int *alt = malloc(((size_t)nk + 1) * sizeof *alt);
+    tg_plan_buf *copy = malloc(((size_t)nr + 1) * sizeof *copy);
+    uint64_t *chunks = NULL, *chunks_alt = NULL;
+    int n_chunks = 0, n_alt = 0;
+    tg_plan_stats alt_stats;
+    tg_status st = pk && pool && alt && copy ? TG_OK
+                                             : tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    for (int i = 0; st == TG_OK && i < nk; i++)
+        describe_kernel(s, i, &pk[i], pool + (size_t)i * 3 * per, pool + (size_t)i * 3 * per + per,
+                        pool + (size_t)i * 3 * per + 2 * per);
+    if (st == TG_OK) st = tg_plan_schedule(nk, pk, nr, b->reqs, order);
+    if (st == TG_OK) {
+        memcpy(copy, b->reqs, (size_t)nr * sizeof *copy);
+        tg_plan_lifetimes(nk, pk, order, nr, b->reqs);
+        st = tg_plan_offsets(nr, b->reqs, b->arena.align, b->arena.max_bytes, &chunks, &n_chunks,
+                             &s->mem);
+    }
+    if (st == TG_OK) {
+        /* the partition's own order (a topological order of the data flow;
+         * kept only if it also satisfies the state ops' constraints) */
+        bool ok = true;
+        for (int i = 0; i < nk; i++) alt[i] = i;
+        for (int i = 0; i < nk && ok; i++)
+            for (int d = 0; d < pk[i].n_deps; d++) ok = ok && pk[i].deps[d] < i;
+        if (ok) {
+            tg_plan_lifetimes(nk, pk, alt, nr, copy);
+            st = tg_plan_offsets(nr, copy, b->arena.align, b->arena.max_bytes, &chunks_alt, &n_alt,
+                                 &alt_stats);
+            if (st == TG_OK && alt_stats.arena < s->mem.arena) {
+                memcpy(order, alt, (size_t)nk * sizeof *order);
+                memcpy(b->reqs, copy, (size_t)nr * sizeof *copy);
+                free(chunks);
+                chunks = chunks_alt;
+                chunks_alt = NULL;
+                n_chunks = n_alt;
+                s->mem = alt_stats;
+            }
+        }
+    }
+    if (st == TG_OK) {
+        free(b->arena.used);
+        b->arena.used = chunks;
+        b->arena.n_chunks = b->arena.cap = n_chunks;
+        chunks = NULL;
+        for (int id = 0; id < s->g->n_nodes; id++) place_loc(b->reqs, &s->locs[id]);
+        for (int i = 0; i < s->n_outs; i++) place_loc(b->reqs, &s->outs[i].at);
+        for (int i = 0; i < s->n_writeback; i++) {
+            place_loc(b->reqs, &s->writeback[i].src);
+            place_loc(b->reqs, &s->writeback[i].dst);
+        }
+        for (int i = 0; i < s->n_preload; i++) {
+            place_loc(b->reqs, &s->preload[i].src);
+            place_loc(b->reqs, &s->preload[i].dst);
+        }
+        for (int i = 0; i < s->n_feeds; i++) {
+            place_loc(b->reqs, &s->feeds[i].at);
+            place_loc(b->reqs, &s->feeds[i].src);
+        }
+        for (int i = 0; i < s->n_targets; i++) {
+            place_loc(b->reqs, &s->targets[i].at);
+            place_loc(b->reqs, &s->targets[i].src);
+        }
+    }
+    free(chunks);
+    free(chunks_alt);
+    free(pk);
+    free(pool);
+    free(alt);
+    free(copy);
+    return st;
 }
 
 static tg_status check_static(const tg_executable *e, const tg_graph *g) {
@@ -738,6 +1093,7 @@ static tg_status build_spec(tg_executable *e, const int64_t (*shapes)[TG_MAX_RAN
         if (st == TG_OK && !s->g) st = TG_ERR_SHAPE; /* message set by the specialisation */
     }
     if (st == TG_OK) st = check_static(e, s->g);
+    if (st == TG_OK) st = optimise(e, s);
     if (st == TG_OK) {
         int n = s->g->n_nodes;
         s->root = malloc((size_t)(n ? n : 1) * sizeof *s->root);
@@ -748,13 +1104,19 @@ static tg_status build_spec(tg_executable *e, const int64_t (*shapes)[TG_MAX_RAN
             s->root[id] = is_alias(nd) ? s->root[nd->inputs[0]] : id;
         }
     }
+    int *order = NULL;
+    if (st == TG_OK && !(order = malloc(((size_t)s->part->n_kernels + 1) * sizeof *order)))
+        st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
     if (st == TG_OK) st = place_nodes(&b);
     if (st == TG_OK) st = place_io(&b);
+    if (st == TG_OK) st = plan_arena(&b, order);
     /* the arena exists before the kernels so that a bad size fails early */
     if (st == TG_OK) st = create_chunks(e->dev, &b.arena, &s->arena, &s->n_arena);
     if (st == TG_OK) st = upload_constants(&b);
     if (st == TG_OK) st = create_staging(&b);
-    if (st == TG_OK) st = make_kernels(&b);
+    if (st == TG_OK) st = make_kernels(&b, order);
+    free(order);
+    free(b.reqs);
     free(b.arena.used);
     free(b.consts.used);
     if (st != TG_OK) {
@@ -1028,6 +1390,14 @@ tg_status tg_compile(tg_device *dev, const tg_graph *g, tg_store *store, int n_t
     e->max_specs =
         opts && opts->max_specializations > 0 ? opts->max_specializations : DEFAULT_MAX_SPECS;
     e->profile = (opts && opts->profile) || env_is_1("TG_PROFILE");
+    const char *dis = opts ? opts->disable_passes : NULL, *env = getenv("TG_DISABLE_PASSES");
+    if ((dis && dis[0]) || (env && env[0])) {
+        size_t len = (dis ? strlen(dis) : 0) + (env ? strlen(env) : 0) + 2;
+        e->disable_passes = malloc(len);
+        if (e->disable_passes)
+            snprintf(e->disable_passes, len, "%s%s%s", dis ? dis : "",
+                     dis && dis[0] && env && env[0] ? "," : "", env ? env : "");
+    }
     e->specs = calloc((size_t)e->max_specs, sizeof *e->specs);
     tg_status st = e->specs ? TG_OK : tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
     if (st == TG_OK) st = setup(e, g, n_targets, targets, n_target_ops, target_ops);
@@ -1296,6 +1666,17 @@ int tg_executable_specializations(const tg_executable *e) {
 
 int tg_executable_cached(const tg_executable *e) {
     return e ? e->n_specs : 0;
+}
+
+tg_status tg_executable_memory_stats(const tg_executable *e, uint64_t *arena, uint64_t *naive,
+                                     uint64_t *lower_bound) {
+    if (!e || !e->last)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                            "tg_executable_memory_stats: nothing compiled yet");
+    if (arena) *arena = e->last->mem.arena;
+    if (naive) *naive = e->last->mem.naive;
+    if (lower_bound) *lower_bound = e->last->mem.lower_bound;
+    return TG_OK;
 }
 
 int tg_executable_dispatches(const tg_executable *e) {

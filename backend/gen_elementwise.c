@@ -214,3 +214,64 @@ tg_status tg_gen_elementwise(const tg_vk_caps *caps, const tg_kernel *k, tg_kern
     tg_sb_printf(b, "}\n");
     return tg_gen_finish(&g, ((uint64_t)count + wg - 1) / wg);
 }
+
+tg_status tg_gen_member_fn(tg_sb *b, const tg_kernel *k, int n, const int32_t *ms, int r,
+                           const int64_t *it, int32_t result, const char *fn, const char *params,
+                           int n_given, const int32_t *given, const char *const *given_names) {
+    char name[96];
+    /* what each operand is: a given name, a member, or a kernel input */
+    for (int mi = 0; mi < n && ms[mi] <= result; mi++) {
+        const tg_node *m = &k->g->nodes[ms[mi]];
+        if (tg_ops[m->op].klass != TG_CLASS_ELEMENTWISE || m->op == TG_OP_IOTA ||
+            m->op == TG_OP_ONE_HOT)
+            return tg_set_error(TG_ERR_UNSUPPORTED, "fused member %d: %s is not computed per element",
+                                (int)ms[mi], tg_ops[m->op].name);
+        for (int p = 0; p < m->n_inputs; p++) {
+            int32_t x = m->inputs[p];
+            bool inner = false;
+            for (int j = 0; j < n_given; j++) inner |= given[j] == x;
+            for (int j = 0; j < n; j++) inner |= ms[j] == x;
+            if (inner) continue;
+            if (tg_gen_input_index(k, x) < 0)
+                return tg_set_error(TG_ERR_UNSUPPORTED, "fused member %d reads node %d, which is "
+                                    "neither a member nor a kernel input", (int)ms[mi], (int)x);
+            const tg_node *xn = &k->g->nodes[x];
+            int64_t sm[TG_MAX_RANK], so[TG_MAX_RANK];
+            tg_gen_bcast_strides(xn->rank, xn->shape, m->rank, m->shape, sm);
+            project_strides(m, sm, r, it, so);
+            snprintf(name, sizeof name, "%s_%d_%d", fn, (int)ms[mi], p);
+            tg_gen_offset_fn(b, name, r, it, so, 0);
+        }
+    }
+    tg_sb_printf(b, "%s %s(uint i%s) {\n", tg_gen_ctype(k->g->nodes[result].dtype), fn, params);
+    for (int mi = 0; mi < n && ms[mi] <= result; mi++) {
+        int32_t id = ms[mi];
+        const tg_node *m = &k->g->nodes[id];
+        char opnd[3][64] = {"", "", ""}, expr[512];
+        for (int p = 0; p < m->n_inputs && p < 3; p++) {
+            int32_t x = m->inputs[p];
+            int gi = -1, j;
+            for (j = 0; j < n_given; j++)
+                if (given[j] == x) gi = j;
+            if (gi >= 0) {
+                snprintf(opnd[p], sizeof opnd[p], "%s", given_names[gi]);
+                continue;
+            }
+            bool member = false;
+            for (j = 0; j < n; j++) member |= ms[j] == x;
+            if (member) {
+                snprintf(opnd[p], sizeof opnd[p], "v%d", (int)x);
+                continue;
+            }
+            snprintf(opnd[p], sizeof opnd[p], "ld%d(%s_%d_%d(i))", tg_gen_input_index(k, x), fn,
+                     (int)id, p);
+        }
+        tg_dtype in = k->g->nodes[m->inputs[m->op == TG_OP_WHERE ? 1 : 0]].dtype;
+        tg_status st = op_expr(m, in, opnd[0], opnd[1], opnd[2], expr, sizeof expr);
+        if (st != TG_OK) return st;
+        tg_sb_printf(b, "    %s v%d = %s(%s);\n", tg_gen_ctype(m->dtype), (int)id,
+                     tg_gen_round_fn(m->dtype), expr);
+    }
+    tg_sb_printf(b, "    return v%d;\n}\n", (int)result);
+    return TG_OK;
+}

@@ -10,7 +10,11 @@
  * shared-memory tree). Smaller extents get one invocation per output
  * element, which keeps every lane busy when there are many short rows.
  * Floats accumulate in f32, integers in int (wrapping where the
- * interpreter's f64 sum would saturate). */
+ * interpreter's f64 sum would saturate).
+ *
+ * Fused members: an elementwise prologue is evaluated at each input
+ * element as it is read (ldx), an elementwise epilogue at each output
+ * element from the reduced value (epi<j> for output j). */
 #include "backend/gen_common.h"
 
 #include <math.h>
@@ -18,14 +22,23 @@
 
 #define SERIAL_MAX 64
 
+/* The reduction member of a kernel; the members before it are its
+ * prologue (computing its input), those after it its epilogue. */
+static int root_index(const tg_kernel *k) {
+    for (int i = 0; i < k->n_nodes; i++)
+        if (tg_ops[k->g->nodes[k->nodes[i]].op].klass == TG_CLASS_REDUCTION) return i;
+    return -1;
+}
+
 tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
     const tg_graph *gr = k->g;
-    int32_t id = k->nodes[k->n_nodes - 1];
+    int ri = root_index(k);
+    if (ri < 0) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "reduction generator: no reduction");
+    int32_t id = k->nodes[ri];
     const tg_node *n = &gr->nodes[id];
-    if (k->n_nodes != 1 || k->n_inputs != 1 || k->inputs[0] != n->inputs[0])
-        return tg_set_error(TG_ERR_UNSUPPORTED,
-                            "reduction generator: %s %d must be alone in its kernel (fused "
-                            "prologues are not implemented)",
+    int n_epi = k->n_nodes - ri - 1;
+    if (n_epi == 0 && (k->n_outputs != 1 || k->outputs[0] != id))
+        return tg_set_error(TG_ERR_UNSUPPORTED, "reduction generator: %s %d must be the output",
                             tg_ops[n->op].name, (int)id);
     const tg_node *x = &gr->nodes[n->inputs[0]];
     bool reduced[TG_MAX_RANK] = {false};
@@ -65,6 +78,33 @@ tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
     tg_sb *b = &g.b;
     tg_gen_offset_fn(b, "kept_off", nk, ke, ks, 0);
     tg_gen_offset_fn(b, "red_off", nr, re, rs, 0);
+    /* the input: loaded, or computed by the prologue at its element */
+    int xi = tg_gen_input_index(k, n->inputs[0]);
+    if (xi < 0)
+        st = tg_gen_member_fn(b, k, ri, k->nodes, x->rank, x->shape, n->inputs[0], "ldx", "", 0,
+                              NULL, NULL);
+    else
+        tg_sb_printf(b, "%s ldx(uint i) { return ld%d(i); }\n", tg_gen_ctype(x->dtype), xi);
+    /* the outputs: the root's value, or epilogue members computed from it
+     * at the output element */
+    const char *rv_name = "rv";
+    int32_t root_id = id;
+    for (int j = 0; st == TG_OK && j < k->n_outputs; j++) {
+        char fn[16];
+        snprintf(fn, sizeof fn, "epi%d", j);
+        const char *rt = tg_gen_ctype(n->dtype);
+        char params[16];
+        snprintf(params, sizeof params, ", %s rv", rt);
+        if (k->outputs[j] == id)
+            tg_sb_printf(b, "%s %s(uint i%s) { return rv; }\n", rt, fn, params);
+        else
+            st = tg_gen_member_fn(b, k, n_epi, k->nodes + ri + 1, n->rank, n->shape,
+                                  k->outputs[j], fn, params, 1, &root_id, &rv_name);
+    }
+    if (st != TG_OK) {
+        tg_gen_abort(&g);
+        return st;
+    }
 
     bool iv = tg_gen_dtype_is_int(x->dtype);
     const char *ct = tg_gen_ctype(x->dtype);
@@ -106,28 +146,33 @@ tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
                      "    float best = 0.0;\n"
                      "    int bi = -1;\n"
                      "    for (uint r = l; r < %lluu; r += step) {\n"
-                     "        float v = float(ld0(base + red_off(r)));\n"
+                     "        float v = float(ldx(base + red_off(r)));\n"
                      "        if (bi < 0 || v > best) { best = v; bi = int(r); }\n"
                      "    }\n",
                      (unsigned long long)n_red);
         if (!serial) tg_sb_printf(b, "    bi = tg_wg_argmax(best, bi);\n");
-        tg_sb_printf(b, "    if (l == 0u) st0(o, max(bi, 0));\n}\n");
+        tg_sb_printf(b, "    int rv = max(bi, 0);\n");
     } else {
         tg_sb_printf(b,
                      "    %s acc = %s;\n"
                      "    for (uint r = l; r < %lluu; r += step) {\n"
-                     "        %s v = ld0(base + red_off(r));\n"
+                     "        %s v = ldx(base + red_off(r));\n"
                      "        acc = %s;\n"
                      "    }\n",
                      ct, init, (unsigned long long)n_red, ct, comb);
         if (!serial) tg_sb_printf(b, "    acc = %s(acc);\n", wg_fn);
         if (n->op == TG_OP_MEAN)
-            tg_sb_printf(b, "    if (l == 0u) st0(o, acc / %s);\n}\n",
+            tg_sb_printf(b, "    %s rv = acc / %s;\n", ct,
                          n_red ? tg_gen_flit((double)n_red, init, sizeof init)
                                : "uintBitsToFloat(0x7fc00000u)");
         else
-            tg_sb_printf(b, "    if (l == 0u) st0(o, acc);\n}\n");
+            tg_sb_printf(b, "    %s rv = acc;\n", ct);
     }
+    /* the root's value as stored (rounded to its dtype), then the outputs */
+    tg_sb_printf(b, "    rv = %s(rv);\n    if (l == 0u) {\n", tg_gen_round_fn(n->dtype));
+    for (int j = 0; j < k->n_outputs; j++)
+        tg_sb_printf(b, "        st%d(o, epi%d(o, rv));\n", j, j);
+    tg_sb_printf(b, "    }\n}\n");
     uint64_t groups = serial ? ((uint64_t)n_out + wg - 1) / wg : (uint64_t)n_out;
     return tg_gen_finish(&g, groups);
 }

@@ -618,6 +618,12 @@ typedef struct tg_compile_options {
     int max_specializations;
     /** Timestamps per dispatch (also on with TG_PROFILE=1). */
     bool profile;
+    /** Comma-separated names of passes to skip ("fusion,cse"; tg_pass_name);
+     *  NULL: none. The environment variable TG_DISABLE_PASSES adds to it.
+     *  The passes run on each specialisation; with TG_DUMP_IR=1 the IR
+     *  after every pass is written to stderr (the only time the library
+     *  prints). */
+    const char *disable_passes;
 } tg_compile_options;
 
 /** Compiles `g` for `dev`. Variables live in `store` (their device copies
@@ -657,6 +663,14 @@ int tg_executable_specializations(const tg_executable *e);
 int tg_executable_cached(const tg_executable *e);
 /** Dispatches recorded in the most recently used specialisation. */
 int tg_executable_dispatches(const tg_executable *e);
+/** Memory of the intermediates (kernel results, feeds, temporaries) of the
+ *  most recently used specialisation, in bytes: the arena as planned (all
+ *  its buffers), the naive sum of every intermediate without reuse, and
+ *  the lower bound of any plan for its kernel order (the most bytes alive
+ *  at one point). Any pointer may be NULL. TG_ERR_INVALID_ARGUMENT when
+ *  nothing is compiled yet. */
+tg_status tg_executable_memory_stats(const tg_executable *e, uint64_t *arena, uint64_t *naive,
+                                     uint64_t *lower_bound);
 
 /** After a run with profiling: writes a per-kernel table (name,
  *  dispatches, total and mean microseconds, share; sorted by total; summed

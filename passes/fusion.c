@@ -4,14 +4,15 @@
  * such as reshape) starts as its own kernel. Walking the nodes in order,
  * each node tries to merge its kernel with the kernel of each input; a
  * merge happens when it is one of
- *  - a chain: two kernels of elementwise and movement ops (no root);
+ *  - a chain: two kernels of elementwise ops (no root);
  *  - an epilogue: elementwise ops of the root's shape after a matmul,
  *    conv1d or reduction whose result is then used only inside the kernel;
- *  - a prologue: elementwise (and, for reductions, movement) ops before a
- *    reduction or an opaque op (softmax, layer_norm, ...), used only by
- *    it, feeding the root directly;
+ *  - a prologue: elementwise ops before a reduction, used only by it,
+ *    feeding the root directly;
  * and the merged kernel stays within the input/output limits and the
- * kernels stay acyclic. The graph is not changed. */
+ * kernels stay acyclic. The graph is not changed. These are exactly the
+ * kernels the backend's generators take (backend/gen_dispatch.c): movement
+ * and opaque ops read their inputs from memory. */
 #include "passes/passes.h"
 
 #include <stdlib.h>
@@ -120,34 +121,62 @@ static bool makes_cycle(fuser *f, int32_t a, int32_t b) {
     return false;
 }
 
-/* Every member of kernel rep is of class c. */
-static bool all_of_class(fuser *f, int32_t rep, tg_op_class c) {
-    FOR_MEMBERS(f, rep, m) if (klass(f, m) != c) return false;
-    return true;
+/* Elementwise ops the epilogue/prologue code of the generators evaluates
+ * per element (iota and one_hot index by the kernel's own coordinates). */
+static bool per_element(fuser *f, int32_t m) {
+    tg_op op = f->g->nodes[m].op;
+    return klass(f, m) == TG_CLASS_ELEMENTWISE && op != TG_OP_IOTA && op != TG_OP_ONE_HOT;
+}
+
+/* The distinct nodes outside p and c that the epilogue members (p and c
+ * without the root r) read; *all_float: all of them are floats (a matmul
+ * epilogue reads its extra inputs as floats). */
+static int epilogue_extras(fuser *f, int32_t p, int32_t c, int32_t r, bool *all_float) {
+    int n = 0;
+    *all_float = true;
+    f->stamp++;
+    int32_t reps[2] = {p, c};
+    for (int i = 0; i < 2; i++) FOR_MEMBERS(f, reps[i], m) {
+            if (m == r) continue;
+            const tg_node *nd = &f->g->nodes[m];
+            for (int k = 0; k < nd->n_inputs; k++) {
+                int32_t x = nd->inputs[k], gx = find(f, x);
+                if (gx == p || gx == c || f->seen[x] == f->stamp) continue;
+                f->seen[x] = f->stamp;
+                *all_float = *all_float && tg_dtype_is_float(f->g->nodes[x].dtype);
+                n++;
+            }
+        }
+    return n;
 }
 
 /* Epilogue after root r (matmul-like or a reduction): elementwise ops of
- * r's shape, and r's result stays inside. */
+ * r's shape, and r's result stays inside. A matmul epilogue is evaluated
+ * on floats in the product's store, with at most TG_FUSION_MAX_EXTRA inputs
+ * besides the epilogue members of p (backend/gen_matmul.h's extras), and
+ * every output stored like the product. */
 static bool legal_epilogue(fuser *f, int32_t p, int32_t c) {
     int32_t r = f->root[p];
     tg_op_class k = klass(f, r);
     if (k != TG_CLASS_MATMUL && k != TG_CLASS_REDUCTION) return false;
     FOR_MEMBERS(f, c, m) {
-        if (klass(f, m) != TG_CLASS_ELEMENTWISE || !same_shape(&f->g->nodes[m], &f->g->nodes[r]))
-            return false;
+        if (!per_element(f, m) || !same_shape(&f->g->nodes[m], &f->g->nodes[r])) return false;
+        if (k == TG_CLASS_MATMUL && f->g->nodes[m].dtype != f->g->nodes[r].dtype) return false;
     }
+    bool floats;
+    if (k == TG_CLASS_MATMUL &&
+        (epilogue_extras(f, p, c, r, &floats) > TG_FUSION_MAX_EXTRA || !floats))
+        return false;
     return !escapes(f, r, p, c);
 }
 
-/* Prologue of root r (a reduction or an opaque op): kernel p feeds only
- * r, directly. */
+/* Prologue of a reduction root r: elementwise kernel p feeds only r,
+ * directly (opaque ops read their inputs from memory). */
 static bool legal_prologue(fuser *f, int32_t p, int32_t c) {
     int32_t r = f->root[c];
-    tg_op_class k = klass(f, r);
-    if (k != TG_CLASS_REDUCTION && k != TG_CLASS_OPAQUE) return false;
-    if (k == TG_CLASS_OPAQUE && !all_of_class(f, p, TG_CLASS_ELEMENTWISE)) return false;
+    if (klass(f, r) != TG_CLASS_REDUCTION) return false;
     FOR_MEMBERS(f, p, m) {
-        if (escapes(f, m, p, c)) return false;
+        if (!per_element(f, m) || escapes(f, m, p, c)) return false;
         for (int32_t i = f->users.start[m]; i < f->users.start[m + 1]; i++) {
             int32_t u = f->users.list[i];
             if (f->needed[u] && find(f, u) == c && u != r) return false;
@@ -156,16 +185,21 @@ static bool legal_prologue(fuser *f, int32_t p, int32_t c) {
     return true;
 }
 
-/* A chain of elementwise/movement ops: its outputs share one shape (the
- * index space the kernel runs over). */
+/* A chain of elementwise ops: its outputs share one shape (the index
+ * space the kernel runs over), and one_hot reads its indices from memory
+ * (its output has one more axis than its input). Movement ops are kernels
+ * of their own. */
 static bool legal_chain(fuser *f, int32_t a, int32_t b) {
     const tg_node *shape = NULL;
     int32_t reps[2] = {a, b};
     for (int r = 0; r < 2; r++) {
         FOR_MEMBERS(f, reps[r], m) {
+            const tg_node *nd = &f->g->nodes[m];
+            if (klass(f, m) != TG_CLASS_ELEMENTWISE) return false;
+            if (nd->op == TG_OP_ONE_HOT && find(f, nd->inputs[0]) == reps[1 - r]) return false;
             if (!escapes(f, m, a, b)) continue;
-            if (shape && !same_shape(shape, &f->g->nodes[m])) return false;
-            shape = &f->g->nodes[m];
+            if (shape && !same_shape(shape, nd)) return false;
+            shape = nd;
         }
     }
     return true;

@@ -14,6 +14,9 @@
 #define TG_FOLD_MAX_ELEMENTS 65536
 #define TG_FUSION_MAX_INPUTS 16 /* = TG_KERNEL_MAX_IO of backend/kernel.h */
 #define TG_FUSION_MAX_OUTPUTS 16
+/* extra inputs of a matmul/conv1d epilogue (= TG_MM_MAX_EXTRA of
+ * backend/gen_matmul.h) */
+#define TG_FUSION_MAX_EXTRA 4
 
 /* ------------------------------------------------------------------ */
 /* The fusion partition                                                */
