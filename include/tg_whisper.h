@@ -43,6 +43,11 @@ typedef struct tg_whisper_config {
     int vocab_size;
     char activation_function[16]; /* "gelu" */
     bool scale_embedding;
+    /** The dtype of the weight variables the graph builders declare
+     *  (TG_F32, the zero value, or TG_F16 / TG_BF16: read into f32 by a
+     *  cast, so activations and accumulation stay f32). Not read from
+     *  files: set it to match the dtype given to tg_whisper_load_weights. */
+    tg_dtype weight_dtype;
     /* special tokens */
     int32_t decoder_start_token_id, eos_token_id, pad_token_id, bos_token_id;
 
@@ -235,6 +240,146 @@ int tg_whisper_decoder_step_compiles(const tg_whisper_decoder *d);
  *  included); rows that ended are padded with eos. */
 tg_status tg_whisper_greedy(tg_whisper_decoder *d, const int32_t *prompt, int n_prompt, int32_t eos,
                             int32_t *out, int *lengths);
+
+/** Rows of the step (n_audio * beam_size for tg_whisper_decode), its
+ *  cache length, and the config it was built for. */
+int tg_whisper_decoder_batch(const tg_whisper_decoder *d);
+int tg_whisper_decoder_max_len(const tg_whisper_decoder *d);
+const tg_whisper_config *tg_whisper_decoder_config(const tg_whisper_decoder *d);
+/** Reorders the self-attention caches for beam search: row b becomes the
+ *  old row source[b] (rows may repeat). A gather executable compiled at
+ *  the first call; an identity source does nothing. */
+tg_status tg_whisper_decoder_reorder(tg_whisper_decoder *d, const int32_t *source);
+
+/* Search: language, logit filters, greedy and beam search (whisper_search.c) */
+
+/** Options of one window's decoding: openai-whisper's DecodingOptions at
+ *  temperature 0. Fill with tg_whisper_decode_options_default. */
+typedef struct tg_whisper_decode_options {
+    int beam_size;    /* 1: greedy; N: beam search with N beams */
+    int32_t language; /* a language token id; -1: detect (multilingual models) */
+    bool translate;   /* the task token: <|translate|> instead of <|transcribe|> */
+    bool timestamps;  /* sample timestamp tokens (else <|notimestamps|>) */
+    /** Most tokens sampled per window; 0: max_target_positions / 2. Also
+     *  bounded by the decoder's max_len minus the prompt. */
+    int sample_len;
+    /** The first timestamp is at most this many seconds (1.0); < 0: any. */
+    double max_initial_timestamp;
+    bool suppress_blank;  /* begin_suppress_tokens at the first sampled token */
+    bool suppress_tokens; /* suppress_tokens and the task/start/nospeech tokens */
+} tg_whisper_decode_options;
+
+/** beam 1, language -1, transcribe, no timestamps, max initial timestamp
+ *  1 s, both suppressions on. */
+void tg_whisper_decode_options_default(tg_whisper_decode_options *o);
+
+/** The result of one audio's window. */
+typedef struct tg_whisper_decoding {
+    int32_t language;     /* the language token used; -1 for English-only models */
+    double language_prob; /* its probability when detected, else 1 */
+    int n_tokens;         /* sampled tokens, <|endoftext|> not included */
+    int32_t *tokens;      /* malloc'ed */
+    double sum_logprob;   /* of the tokens and the final <|endoftext|> */
+    double avg_logprob;   /* sum_logprob / (n_tokens + 1) */
+} tg_whisper_decoding;
+void tg_whisper_decoding_free(tg_whisper_decoding *r);
+
+/** Decodes one window per audio: encoder_out f32 [n_audio, S, d], with
+ *  the decoder built for n_audio * beam_size rows. The cross caches are
+ *  set here (each audio repeated for its beams). languages[a] >= 0 fixes
+ *  audio a's language (NULL: o->language for all); otherwise multilingual
+ *  models detect it. results[0 .. n_audio) receive the tokens. */
+tg_status tg_whisper_decode(tg_whisper_decoder *d, const tg_array *encoder_out,
+                            const tg_whisper_decode_options *o, const int32_t *languages,
+                            tg_whisper_decoding *results);
+/** After set_audio: one step of <|startoftranscript|> per row, the argmax
+ *  over the language tokens (ids[row]) and its probability among them
+ *  (probs may be NULL). */
+tg_status tg_whisper_detect_language(tg_whisper_decoder *d, int32_t *ids, double *probs);
+/** The logit filters of one row, in place, in openai-whisper's order:
+ *  begin_suppress_tokens when n_tokens == sample_begin; suppress_tokens
+ *  and <|startoftranscript|>, the task tokens, <|startofprev|>,
+ *  <|startoflm|>, <|nospeech|>; with timestamps, its rules (timestamps in
+ *  pairs, never decreasing, segments of nonzero length, the first token a
+ *  timestamp <= max_initial_timestamp, and a timestamp forced when the
+ *  timestamps' total probability exceeds every text token's). tokens holds
+ *  the prompt (sample_begin tokens) and what was sampled. Timestamps follow
+ *  <|notimestamps|> (no_timestamps_token_id + 1 = <|0.00|>), 0.02 s each. */
+void tg_whisper_filter_logits(const tg_whisper_config *cfg, const tg_whisper_decode_options *o,
+                              const int32_t *tokens, int n_tokens, int sample_begin,
+                              float *logits);
+
+/* Transcription: segments, windows, files (whisper_search.c, whisper_transcribe.c) */
+
+/** A segment of a transcript: times in seconds from the file's start. */
+typedef struct tg_whisper_segment {
+    double start, end;
+    int n_tokens;
+    int32_t *tokens; /* in a transcript: malloc'ed, timestamps included */
+    int first;       /* tg_whisper_split_segments: the first token's index */
+    double avg_logprob; /* of the window it came from */
+} tg_whisper_segment;
+
+/** openai-whisper's transcribe() step after a window: the window's
+ *  sampled tokens are cut into segments after every pair of consecutive
+ *  timestamps (and at the end when it is a lone timestamp); without a
+ *  pair the whole window is one segment. *seek_advance receives the Mel
+ *  frames to move: to the last pair's timestamp, else the whole window
+ *  (segment_frames). *segments is malloc'ed; their tokens are given by
+ *  first and n_tokens (tokens is NULL). */
+tg_status tg_whisper_split_segments(const tg_whisper_config *cfg, const int32_t *tokens,
+                                    int n_tokens, double time_offset, int segment_frames,
+                                    tg_whisper_segment **segments, int *n_segments,
+                                    int *seek_advance);
+
+/** The transcript of one file. */
+typedef struct tg_whisper_transcript {
+    int32_t language;     /* detected on the first window, or given; -1: none */
+    double language_prob;
+    int n_windows;
+    int n_segments;
+    tg_whisper_segment *segments;
+    int64_t n_sampled; /* tokens sampled over all windows */
+} tg_whisper_transcript;
+void tg_whisper_transcript_free(tg_whisper_transcript *t);
+
+/** What a progress callback is told after each batch of windows. */
+typedef struct tg_whisper_progress {
+    int file;           /* index into the files of tg_whisper_transcribe */
+    int window;         /* 0-based window of that file */
+    double seconds;     /* where the window starts */
+    int tokens;         /* tokens sampled in the window */
+    double encode_seconds, decode_seconds; /* of the batch it was part of */
+} tg_whisper_progress;
+typedef void (*tg_whisper_progress_fn)(void *user, const tg_whisper_progress *p);
+
+/** Encoder, log-Mel and decoder executables for batches of `batch_size`
+ *  files decoded with `beam_size` beams and a cache of max_len tokens,
+ *  compiled once for `dev` (NULL: the interpreter). */
+typedef struct tg_whisper_transcriber tg_whisper_transcriber;
+tg_status tg_whisper_transcriber_new(const tg_whisper_config *cfg, tg_store *store, tg_device *dev,
+                                     int batch_size, int beam_size, int max_len,
+                                     tg_whisper_transcriber **out);
+void tg_whisper_transcriber_free(tg_whisper_transcriber *t);
+/** Mel frames per window (2 * max_source_positions: 3000) and samples. */
+int tg_whisper_window_frames(const tg_whisper_config *cfg);
+/** The log-Mel of a whole file of n samples (16 kHz mono): f32 [n_mels,
+ *  frames] with one window of padding after the content (as openai-whisper
+ *  pads 30 s of zeros), computed window by window on the log-Mel graph and
+ *  clamped to (global max - 8) as one spectrogram; *content_frames =
+ *  n / 160. */
+tg_status tg_whisper_transcriber_mel(tg_whisper_transcriber *t, const float *samples, int64_t n,
+                                     tg_array *mel, int64_t *content_frames);
+/** Transcribes files given as log-Mel f32 [n_mels, frames] (frames past
+ *  content_frames[i] are padding), batch_size at a time, window after
+ *  window: a window starts at the file's seek, is decoded, cut into
+ *  segments, and the seek moves (tg_whisper_split_segments). Without a
+ *  fixed language, each file's language is detected on its first window.
+ *  progress may be NULL. out[0 .. n_files) receive the transcripts. */
+tg_status tg_whisper_transcribe(tg_whisper_transcriber *t, int n_files, const tg_array *mels,
+                                const int64_t *content_frames, const tg_whisper_decode_options *o,
+                                tg_whisper_progress_fn progress, void *user,
+                                tg_whisper_transcript *out);
 
 /* Log-Mel front end ------------------------------------------------- */
 

@@ -57,6 +57,10 @@ tg_status tg_whisper_check_config(const tg_whisper_config *cfg) {
     if (cfg->decoder_layers > TG_WHISPER_MAX_LAYERS || cfg->encoder_layers > 1000)
         return tg_set_error(TG_ERR_UNSUPPORTED, "whisper: %d decoder layers (at most %d)",
                             cfg->decoder_layers, TG_WHISPER_MAX_LAYERS);
+    if (!tg_dtype_is_float(cfg->weight_dtype))
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                            "whisper: weight_dtype %s is not a float type",
+                            tg_dtype_name(cfg->weight_dtype));
     if (strcmp(cfg->activation_function, "gelu") != 0)
         return tg_set_error(TG_ERR_UNSUPPORTED,
                             "whisper: activation_function \"%s\" (only \"gelu\" is built)",
@@ -395,25 +399,28 @@ tg_status tg_whisper_sinusoids(int length, int channels, float *out) {
 /* Graph building blocks                                               */
 /* ------------------------------------------------------------------ */
 
-static tg_tensor var(tg_graph *g, const char *prefix, const char *suffix, int rank, int64_t d0,
+static tg_tensor var(tg_graph *g, tg_dtype wt, const char *prefix, const char *suffix, int rank, int64_t d0,
                      int64_t d1, int64_t d2) {
     char name[TG_WHISPER_NAME_MAX];
     fmt_name(name, sizeof name, "%s%s", prefix, suffix);
     int64_t shape[3] = {d0, d1, d2};
-    return tg_variable(g, name, TG_F32, rank, shape, true);
+    tg_tensor v = tg_variable(g, name, wt, rank, shape, true);
+    /* Weights stored as f16/bf16 are read into f32: activations and
+     * accumulation stay f32. */
+    return wt == TG_F32 ? v : tg_cast(g, v, TG_F32);
 }
 
 /* x [..., in] @ W^T (+ b): W is "<p>.weight" [out, in], b "<p>.bias". */
-static tg_tensor linear(tg_graph *g, tg_tensor x, const char *p, int64_t in, int64_t out,
+static tg_tensor linear(tg_graph *g, tg_dtype wt, tg_tensor x, const char *p, int64_t in, int64_t out,
                         bool bias) {
-    tg_tensor w = var(g, p, ".weight", 2, out, in, 0);
+    tg_tensor w = var(g, wt, p, ".weight", 2, out, in, 0);
     tg_tensor y = tg_matmul(g, x, w, false, true);
-    if (bias) y = tg_add(g, y, var(g, p, ".bias", 1, out, 0, 0));
+    if (bias) y = tg_add(g, y, var(g, wt, p, ".bias", 1, out, 0, 0));
     return y;
 }
 
-static tg_tensor layer_norm(tg_graph *g, tg_tensor x, const char *p, int64_t d) {
-    return tg_layer_norm(g, x, var(g, p, ".weight", 1, d, 0, 0), var(g, p, ".bias", 1, d, 0, 0),
+static tg_tensor layer_norm(tg_graph *g, tg_dtype wt, tg_tensor x, const char *p, int64_t d) {
+    return tg_layer_norm(g, x, var(g, wt, p, ".weight", 1, d, 0, 0), var(g, wt, p, ".bias", 1, d, 0, 0),
                          LN_EPS);
 }
 
@@ -434,27 +441,27 @@ static tg_tensor merge_heads(tg_graph *g, tg_tensor x, int64_t d) {
 
 /* Multi-head attention of x against kv (the same tensor for self-attention):
  * q_proj, k_proj (no bias), v_proj, softmax(q k^T / sqrt(hd)) v, out_proj. */
-static tg_tensor attention(tg_graph *g, tg_tensor x, tg_tensor kv, const char *p, int64_t d,
+static tg_tensor attention(tg_graph *g, tg_dtype wt, tg_tensor x, tg_tensor kv, const char *p, int64_t d,
                            int64_t heads, bool causal) {
     char n[TG_WHISPER_NAME_MAX];
     int64_t hd = d / heads;
     fmt_name(n, sizeof n, "%s.q_proj", p);
-    tg_tensor q = split_heads(g, linear(g, x, n, d, d, true), heads, hd);
+    tg_tensor q = split_heads(g, linear(g, wt, x, n, d, d, true), heads, hd);
     fmt_name(n, sizeof n, "%s.k_proj", p);
-    tg_tensor k = split_heads(g, linear(g, kv, n, d, d, false), heads, hd);
+    tg_tensor k = split_heads(g, linear(g, wt, kv, n, d, d, false), heads, hd);
     fmt_name(n, sizeof n, "%s.v_proj", p);
-    tg_tensor v = split_heads(g, linear(g, kv, n, d, d, true), heads, hd);
+    tg_tensor v = split_heads(g, linear(g, wt, kv, n, d, d, true), heads, hd);
     tg_tensor o = tg_attention(g, q, k, v, TG_INVALID, causal, 1.0 / sqrt((double)hd));
     fmt_name(n, sizeof n, "%s.out_proj", p);
-    return linear(g, merge_heads(g, o, d), n, d, d, true);
+    return linear(g, wt, merge_heads(g, o, d), n, d, d, true);
 }
 
-static tg_tensor ffn(tg_graph *g, tg_tensor x, const char *p, int64_t d, int64_t ffn_dim) {
+static tg_tensor ffn(tg_graph *g, tg_dtype wt, tg_tensor x, const char *p, int64_t d, int64_t ffn_dim) {
     char n[TG_WHISPER_NAME_MAX];
     fmt_name(n, sizeof n, "%sfc1", p);
-    tg_tensor h = tg_gelu(g, linear(g, x, n, d, ffn_dim, true));
+    tg_tensor h = tg_gelu(g, linear(g, wt, x, n, d, ffn_dim, true));
     fmt_name(n, sizeof n, "%sfc2", p);
-    return linear(g, h, n, ffn_dim, d, true);
+    return linear(g, wt, h, n, ffn_dim, d, true);
 }
 
 /* ------------------------------------------------------------------ */
@@ -473,6 +480,7 @@ tg_tensor tg_whisper_build_encoder(tg_graph *g, const tg_whisper_config *cfg, tg
         fail(g, st, "tg_whisper_build_encoder");
         return TG_INVALID;
     }
+    tg_dtype wt = cfg->weight_dtype;
     if (!tg_tensor_valid(g, mel)) return TG_INVALID;
     int64_t d = cfg->d_model, n_ctx = cfg->max_source_positions;
     int64_t shape[TG_MAX_RANK];
@@ -487,29 +495,29 @@ tg_tensor tg_whisper_build_encoder(tg_graph *g, const tg_whisper_config *cfg, tg
         return TG_INVALID;
     }
     const char *e = "model.encoder.";
-    tg_tensor x = tg_conv1d(g, mel, var(g, e, "conv1.weight", 3, d, cfg->num_mel_bins, 3), 1, 1, 1);
+    tg_tensor x = tg_conv1d(g, mel, var(g, wt, e, "conv1.weight", 3, d, cfg->num_mel_bins, 3), 1, 1, 1);
     int64_t bshape[2] = {d, 1};
-    x = tg_add(g, x, tg_reshape(g, var(g, e, "conv1.bias", 1, d, 0, 0), 2, bshape));
+    x = tg_add(g, x, tg_reshape(g, var(g, wt, e, "conv1.bias", 1, d, 0, 0), 2, bshape));
     x = tg_gelu(g, x);
-    x = tg_conv1d(g, x, var(g, e, "conv2.weight", 3, d, d, 3), 2, 1, 1);
-    x = tg_add(g, x, tg_reshape(g, var(g, e, "conv2.bias", 1, d, 0, 0), 2, bshape));
+    x = tg_conv1d(g, x, var(g, wt, e, "conv2.weight", 3, d, d, 3), 2, 1, 1);
+    x = tg_add(g, x, tg_reshape(g, var(g, wt, e, "conv2.bias", 1, d, 0, 0), 2, bshape));
     x = tg_gelu(g, x);
     int perm[3] = {0, 2, 1};
     x = tg_permute(g, x, 3, perm); /* [B, n_ctx, d] */
-    x = tg_add(g, x, var(g, e, "embed_positions.weight", 2, n_ctx, d, 0));
+    x = tg_add(g, x, var(g, wt, e, "embed_positions.weight", 2, n_ctx, d, 0));
 
     char p[TG_WHISPER_NAME_MAX], q[TG_WHISPER_NAME_MAX];
     for (int i = 0; i < cfg->encoder_layers; i++) {
         fmt_name(p, sizeof p, "model.encoder.layers.%d.", i);
         fmt_name(q, sizeof q, "%sself_attn_layer_norm", p);
-        tg_tensor h = layer_norm(g, x, q, d);
+        tg_tensor h = layer_norm(g, wt, x, q, d);
         fmt_name(q, sizeof q, "%sself_attn", p);
-        x = tg_add(g, x, attention(g, h, h, q, d, cfg->encoder_attention_heads, false));
+        x = tg_add(g, x, attention(g, wt, h, h, q, d, cfg->encoder_attention_heads, false));
         fmt_name(q, sizeof q, "%sfinal_layer_norm", p);
-        h = layer_norm(g, x, q, d);
-        x = tg_add(g, x, ffn(g, h, p, d, cfg->encoder_ffn_dim));
+        h = layer_norm(g, wt, x, q, d);
+        x = tg_add(g, x, ffn(g, wt, h, p, d, cfg->encoder_ffn_dim));
     }
-    return layer_norm(g, x, "model.encoder.layer_norm", d);
+    return layer_norm(g, wt, x, "model.encoder.layer_norm", d);
 }
 
 /* ------------------------------------------------------------------ */
@@ -524,6 +532,7 @@ tg_tensor tg_whisper_build_decoder(tg_graph *g, const tg_whisper_config *cfg, tg
         fail(g, st, "tg_whisper_build_decoder");
         return TG_INVALID;
     }
+    tg_dtype wt = cfg->weight_dtype;
     if (!tg_tensor_valid(g, tokens) || !tg_tensor_valid(g, encoder_out)) return TG_INVALID;
     int64_t d = cfg->d_model;
     int64_t shape[TG_MAX_RANK];
@@ -540,8 +549,8 @@ tg_tensor tg_whisper_build_decoder(tg_graph *g, const tg_whisper_config *cfg, tg
     }
     int64_t t = shape[1];
     const char *dd = "model.decoder.";
-    tg_tensor embed = var(g, dd, "embed_tokens.weight", 2, cfg->vocab_size, d, 0);
-    tg_tensor pos = var(g, dd, "embed_positions.weight", 2, cfg->max_target_positions, d, 0);
+    tg_tensor embed = var(g, wt, dd, "embed_tokens.weight", 2, cfg->vocab_size, d, 0);
+    tg_tensor pos = var(g, wt, dd, "embed_positions.weight", 2, cfg->max_target_positions, d, 0);
     int64_t b0[2] = {0, 0}, e0[2] = {t, d}, s1[2] = {1, 1};
     tg_tensor x = tg_add(g, tg_gather(g, embed, tokens, 0), tg_slice(g, pos, b0, e0, s1));
 
@@ -550,18 +559,18 @@ tg_tensor tg_whisper_build_decoder(tg_graph *g, const tg_whisper_config *cfg, tg
     for (int i = 0; i < cfg->decoder_layers; i++) {
         fmt_name(p, sizeof p, "model.decoder.layers.%d.", i);
         fmt_name(q, sizeof q, "%sself_attn_layer_norm", p);
-        tg_tensor h = layer_norm(g, x, q, d);
+        tg_tensor h = layer_norm(g, wt, x, q, d);
         fmt_name(q, sizeof q, "%sself_attn", p);
-        x = tg_add(g, x, attention(g, h, h, q, d, heads, true));
+        x = tg_add(g, x, attention(g, wt, h, h, q, d, heads, true));
         fmt_name(q, sizeof q, "%sencoder_attn_layer_norm", p);
-        h = layer_norm(g, x, q, d);
+        h = layer_norm(g, wt, x, q, d);
         fmt_name(q, sizeof q, "%sencoder_attn", p);
-        x = tg_add(g, x, attention(g, h, encoder_out, q, d, heads, false));
+        x = tg_add(g, x, attention(g, wt, h, encoder_out, q, d, heads, false));
         fmt_name(q, sizeof q, "%sfinal_layer_norm", p);
-        h = layer_norm(g, x, q, d);
-        x = tg_add(g, x, ffn(g, h, p, d, cfg->decoder_ffn_dim));
+        h = layer_norm(g, wt, x, q, d);
+        x = tg_add(g, x, ffn(g, wt, h, p, d, cfg->decoder_ffn_dim));
     }
-    x = layer_norm(g, x, "model.decoder.layer_norm", d);
+    x = layer_norm(g, wt, x, "model.decoder.layer_norm", d);
     return tg_matmul(g, x, embed, false, true);
 }
 
@@ -587,6 +596,7 @@ tg_status tg_whisper_build_cross_kv(tg_graph *g, const tg_whisper_config *cfg,
         return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_whisper_build_cross_kv: NULL argument");
     tg_status st = tg_whisper_check_config(cfg);
     if (st != TG_OK) return st;
+    tg_dtype wt = cfg->weight_dtype;
     int64_t shape[TG_MAX_RANK];
     int rank = tg_tensor_shape(g, encoder_out, shape);
     int64_t d = cfg->d_model, heads = cfg->decoder_attention_heads, hd = d / heads;
@@ -601,9 +611,9 @@ tg_status tg_whisper_build_cross_kv(tg_graph *g, const tg_whisper_config *cfg,
     char p[TG_WHISPER_NAME_MAX];
     for (int i = 0; i < cfg->decoder_layers; i++) {
         fmt_name(p, sizeof p, "model.decoder.layers.%d.encoder_attn.k_proj", i);
-        tg_tensor k = split_heads(g, linear(g, encoder_out, p, d, d, false), heads, hd);
+        tg_tensor k = split_heads(g, linear(g, wt, encoder_out, p, d, d, false), heads, hd);
         fmt_name(p, sizeof p, "model.decoder.layers.%d.encoder_attn.v_proj", i);
-        tg_tensor v = split_heads(g, linear(g, encoder_out, p, d, d, true), heads, hd);
+        tg_tensor v = split_heads(g, linear(g, wt, encoder_out, p, d, d, true), heads, hd);
         assigns[2 * i] = tg_assign(g, cache_var(g, true, i, 'k', shape[0], heads, shape[1], hd), k);
         assigns[2 * i + 1] =
             tg_assign(g, cache_var(g, true, i, 'v', shape[0], heads, shape[1], hd), v);
@@ -619,6 +629,7 @@ tg_status tg_whisper_build_step(tg_graph *g, const tg_whisper_config *cfg, int b
         return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_whisper_build_step: NULL argument");
     tg_status st = tg_whisper_check_config(cfg);
     if (st != TG_OK) return st;
+    tg_dtype wt = cfg->weight_dtype;
     if (batch < 1 || max_len < 1 || max_len > cfg->max_target_positions)
         return tg_set_error(TG_ERR_INVALID_ARGUMENT,
                             "tg_whisper_build_step: batch %d, max_len %d (need batch >= 1, "
@@ -633,8 +644,8 @@ tg_status tg_whisper_build_step(tg_graph *g, const tg_whisper_config *cfg, int b
     out->position = tg_placeholder(g, "position", TG_I32, 1, pshape);
 
     const char *dd = "model.decoder.";
-    tg_tensor embed = var(g, dd, "embed_tokens.weight", 2, cfg->vocab_size, d, 0);
-    tg_tensor pos_table = var(g, dd, "embed_positions.weight", 2, cfg->max_target_positions, d, 0);
+    tg_tensor embed = var(g, wt, dd, "embed_tokens.weight", 2, cfg->vocab_size, d, 0);
+    tg_tensor pos_table = var(g, wt, dd, "embed_positions.weight", 2, cfg->max_target_positions, d, 0);
     int64_t p3[3] = {1, 1, d};
     tg_tensor x = tg_add(g, tg_gather(g, embed, out->tokens, 0),
                          tg_reshape(g, tg_gather(g, pos_table, out->position, 0), 3, p3));
@@ -657,13 +668,13 @@ tg_status tg_whisper_build_step(tg_graph *g, const tg_whisper_config *cfg, int b
         fmt_name(p, sizeof p, "model.decoder.layers.%d.", i);
         /* causal self-attention against the cache */
         fmt_name(q, sizeof q, "%sself_attn_layer_norm", p);
-        tg_tensor h = layer_norm(g, x, q, d);
+        tg_tensor h = layer_norm(g, wt, x, q, d);
         fmt_name(q, sizeof q, "%sself_attn.q_proj", p);
-        tg_tensor qh = split_heads(g, linear(g, h, q, d, d, true), heads, hd);
+        tg_tensor qh = split_heads(g, linear(g, wt, h, q, d, d, true), heads, hd);
         fmt_name(q, sizeof q, "%sself_attn.k_proj", p);
-        tg_tensor kh = split_heads(g, linear(g, h, q, d, d, false), heads, hd);
+        tg_tensor kh = split_heads(g, linear(g, wt, h, q, d, d, false), heads, hd);
         fmt_name(q, sizeof q, "%sself_attn.v_proj", p);
-        tg_tensor vh = split_heads(g, linear(g, h, q, d, d, true), heads, hd);
+        tg_tensor vh = split_heads(g, linear(g, wt, h, q, d, d, true), heads, hd);
         tg_tensor kc =
             tg_slice_update(g, cache_var(g, false, i, 'k', b, heads, len, hd), kh, start);
         tg_tensor vc =
@@ -672,23 +683,23 @@ tg_status tg_whisper_build_step(tg_graph *g, const tg_whisper_config *cfg, int b
         out->updates[2 * i + 1] = vc;
         tg_tensor o = tg_attention(g, qh, kc, vc, mask, false, scale);
         fmt_name(q, sizeof q, "%sself_attn.out_proj", p);
-        x = tg_add(g, x, linear(g, merge_heads(g, o, d), q, d, d, true));
+        x = tg_add(g, x, linear(g, wt, merge_heads(g, o, d), q, d, d, true));
 
         /* cross-attention against the cached encoder keys and values */
         fmt_name(q, sizeof q, "%sencoder_attn_layer_norm", p);
-        h = layer_norm(g, x, q, d);
+        h = layer_norm(g, wt, x, q, d);
         fmt_name(q, sizeof q, "%sencoder_attn.q_proj", p);
-        qh = split_heads(g, linear(g, h, q, d, d, true), heads, hd);
+        qh = split_heads(g, linear(g, wt, h, q, d, d, true), heads, hd);
         o = tg_attention(g, qh, cache_var(g, true, i, 'k', b, heads, n_ctx, hd),
                          cache_var(g, true, i, 'v', b, heads, n_ctx, hd), TG_INVALID, false, scale);
         fmt_name(q, sizeof q, "%sencoder_attn.out_proj", p);
-        x = tg_add(g, x, linear(g, merge_heads(g, o, d), q, d, d, true));
+        x = tg_add(g, x, linear(g, wt, merge_heads(g, o, d), q, d, d, true));
 
         fmt_name(q, sizeof q, "%sfinal_layer_norm", p);
-        h = layer_norm(g, x, q, d);
-        x = tg_add(g, x, ffn(g, h, p, d, cfg->decoder_ffn_dim));
+        h = layer_norm(g, wt, x, q, d);
+        x = tg_add(g, x, ffn(g, wt, h, p, d, cfg->decoder_ffn_dim));
     }
-    x = layer_norm(g, x, "model.decoder.layer_norm", d);
+    x = layer_norm(g, wt, x, "model.decoder.layer_norm", d);
     int64_t lshape[2] = {b, cfg->vocab_size};
     out->logits = tg_reshape(g, tg_matmul(g, x, embed, false, true), 2, lshape);
     out->n_updates = 2 * cfg->decoder_layers;

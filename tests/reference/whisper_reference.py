@@ -28,6 +28,14 @@ Writes tests/data/whisper/:
   tiny_logits.npy     f32 [2, 6, 100]       decoder logits for that prefix
   tiny_prompt.npy     i32 [2, 3]            the greedy prompt
   tiny_greedy.npy     i32 [2, 32]           prompt + 29 greedy tokens (no EOS stop)
+  tiny/tokenizer.json, tiny/generation_config.json
+                      a byte-level BPE tokenizer and generation config for the
+                      tiny vocabulary (Whisper's layout scaled to 100 ids)
+  tiny_long_mel.npy   f32 [2, 80, 330]      log-Mel "files" of 150 and 230 frames
+                                            (+ padding) for long-form decoding
+  tiny_decode.json    decoding references: greedy, beam search (3, 5 with
+                      translate), timestamps, language detection, and
+                      transcribe()'s seeking over the long inputs
 
 The real whisper-tiny shapes (d 384, 4+4 layers, vocab 51865: 37.8M parameters,
 151 MB in f32) are not written: that checkpoint would exceed the size budget
@@ -62,10 +70,10 @@ CONFIG = {
     "vocab_size": 100,
     "activation_function": "gelu",
     "scale_embedding": False,
-    "decoder_start_token_id": 97,
-    "eos_token_id": 98,
-    "pad_token_id": 98,
-    "bos_token_id": 98,
+    "decoder_start_token_id": 20,
+    "eos_token_id": 19,
+    "pad_token_id": 19,
+    "bos_token_id": 19,
     "torch_dtype": "float32",
 }
 
@@ -190,6 +198,277 @@ def decoder(ids, enc, w, cfg):
     return x @ w[dd + "embed_tokens.weight"].T
 
 
+# ---------------------------------------------------------------------------
+# Decoding: an independent port of openai-whisper's DecodingTask (temperature
+# 0: greedy or beam search, MaximumLikelihoodRanker without length penalty),
+# its logit filters (SuppressBlank, SuppressTokens, ApplyTimestampRules) and
+# transcribe()'s seeking, on the full decoder recomputed every step in f64.
+# ---------------------------------------------------------------------------
+
+# The tiny vocabulary (100 ids, the layout of Whisper's, scaled down):
+# 19 text tokens, <|endoftext|>, <|startoftranscript|>, three languages, the
+# task and other specials, <|notimestamps|>, then 70 timestamps 0.00..1.38.
+TEXT_BYTES = b" etaoinshrdlucm.,wy"
+EOT = len(TEXT_BYTES)  # 19
+SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|de|>", "<|fr|>",
+            "<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>",
+            "<|nospeech|>", "<|notimestamps|>"]
+SOT, EN, TRANSLATE, TRANSCRIBE = EOT + 1, EOT + 2, EOT + 5, EOT + 6
+SOT_LM, SOT_PREV, NO_SPEECH, NO_TIMESTAMPS = EOT + 7, EOT + 8, EOT + 9, EOT + 10
+LANGUAGES = [EOT + 2, EOT + 3, EOT + 4]
+TIMESTAMP_BEGIN = NO_TIMESTAMPS + 1  # 30
+SUPPRESS = [3, 11]  # "a", "l": never sampled when suppress_tokens apply
+BEGIN_SUPPRESS = [0, EOT]  # " " and <|endoftext|> at the first sampled token
+
+GENERATION_CONFIG = {
+    "decoder_start_token_id": SOT, "eos_token_id": EOT, "pad_token_id": EOT,
+    "bos_token_id": EOT, "no_timestamps_token_id": NO_TIMESTAMPS,
+    "is_multilingual": True,
+    "lang_to_id": {"<|en|>": EN, "<|de|>": EN + 1, "<|fr|>": EN + 2},
+    "task_to_id": {"translate": TRANSLATE, "transcribe": TRANSCRIBE},
+    "suppress_tokens": SUPPRESS, "begin_suppress_tokens": BEGIN_SUPPRESS,
+}
+
+
+def bytes_to_unicode():
+    """GPT-2's byte-level alphabet."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
+        list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def write_tokenizer(directory):
+    """tokenizer.json: ids 0..18 the text bytes the model can emit, the
+    specials and timestamps as added tokens, every other byte (and three
+    merges) above the model's vocabulary (encodable, never sampled)."""
+    b2u = bytes_to_unicode()
+    vocab = {}
+    for i, b in enumerate(TEXT_BYTES):
+        vocab[b2u[b]] = i
+    next_id = 100
+    for b in range(256):
+        if b2u[b] not in vocab:
+            vocab[b2u[b]] = next_id
+            next_id += 1
+    merges = [(b2u[ord("t")], b2u[ord("h")]), (b2u[ord(" ")], b2u[ord("t")]),
+              (b2u[ord("t")] + b2u[ord("h")], b2u[ord("e")])]
+    for a, b in merges:
+        vocab[a + b] = next_id
+        next_id += 1
+    added = [{"id": EOT + i, "content": t, "special": True} for i, t in enumerate(SPECIALS)]
+    for i in range(100 - TIMESTAMP_BEGIN):
+        added.append({"id": TIMESTAMP_BEGIN + i, "content": "<|%.2f|>" % (i * 0.02),
+                      "special": False})
+    tok = {"version": "1.0", "added_tokens": added,
+           "model": {"type": "BPE", "vocab": vocab, "merges": ["%s %s" % m for m in merges]}}
+    with open(os.path.join(directory, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(tok, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+
+
+def step_logits(tokens, enc, w, cfg):
+    """Logits of the last position of every row: the full decoder."""
+    return decoder(torch.tensor(tokens), enc, w, cfg)[:, -1].double()
+
+
+def apply_filters(logits, tokens, sample_begin, opts):
+    """openai-whisper's logit filters, in its order, row by row."""
+    n = logits.shape[0]
+    if len(tokens[0]) == sample_begin:  # SuppressBlank
+        logits[:, BEGIN_SUPPRESS] = -math.inf
+    logits[:, SUPPRESS + [TRANSCRIBE, TRANSLATE, SOT, SOT_PREV, SOT_LM, NO_SPEECH]] = -math.inf
+    if not opts["timestamps"]:
+        return
+    logits[:, NO_TIMESTAMPS] = -math.inf
+    for k in range(n):
+        seq = tokens[k][sample_begin:]
+        last_ts = len(seq) >= 1 and seq[-1] >= TIMESTAMP_BEGIN
+        penult_ts = len(seq) < 2 or seq[-2] >= TIMESTAMP_BEGIN
+        if last_ts:
+            if penult_ts:
+                logits[k, TIMESTAMP_BEGIN:] = -math.inf
+            else:
+                logits[k, :EOT] = -math.inf
+        stamps = [t for t in seq if t >= TIMESTAMP_BEGIN]
+        if stamps:
+            floor = stamps[-1] if last_ts and not penult_ts else stamps[-1] + 1
+            logits[k, TIMESTAMP_BEGIN:floor] = -math.inf
+    if len(tokens[0]) == sample_begin:
+        logits[:, :TIMESTAMP_BEGIN] = -math.inf
+        logits[:, TIMESTAMP_BEGIN + opts["max_initial_timestamp_index"] + 1:] = -math.inf
+    logprobs = torch.log_softmax(logits, dim=-1)
+    for k in range(n):
+        ts = torch.logsumexp(logprobs[k, TIMESTAMP_BEGIN:], dim=-1)
+        if ts > logprobs[k, :TIMESTAMP_BEGIN].max():
+            logits[k, :TIMESTAMP_BEGIN] = -math.inf
+
+
+def detect_language(enc, w, cfg):
+    logits = step_logits([[SOT]] * enc.shape[0], enc, w, cfg)
+    mask = torch.full_like(logits, -math.inf)
+    mask[:, LANGUAGES] = 0
+    logits = logits + mask
+    return logits.argmax(-1).tolist(), logits.softmax(-1).max(-1).values.tolist()
+
+
+def decode(enc, w, cfg, opts):
+    """One window per row of enc: returns (tokens, sum_logprob) per row."""
+    n_audio, beam = enc.shape[0], opts["beam_size"]
+    langs = opts.get("languages") or [EN] * n_audio
+    prompt = [[SOT, langs[i], TRANSLATE if opts["translate"] else TRANSCRIBE] +
+              ([] if opts["timestamps"] else [NO_TIMESTAMPS]) for i in range(n_audio)]
+    sample_begin = len(prompt[0])
+    sample_len = cfg["max_target_positions"] // 2
+    enc = enc.repeat_interleave(beam, dim=0)
+    tokens = [list(prompt[i // beam]) for i in range(n_audio * beam)]
+    sum_lp = [0.0] * (n_audio * beam)
+    finished = [dict() for _ in range(n_audio)]
+    margins = []
+    for _ in range(sample_len):
+        logits = step_logits(tokens, enc, w, cfg)
+        apply_filters(logits, tokens, sample_begin, opts)
+        logprobs = torch.log_softmax(logits, dim=-1)
+        if beam == 1:
+            for k in range(n_audio):
+                top2 = torch.topk(logits[k], 2).values
+                margins.append((top2[0] - top2[1]).item())
+                if tokens[k][-1] == EOT:
+                    tokens[k].append(EOT)
+                    continue
+                t = int(logits[k].argmax())
+                sum_lp[k] += logprobs[k, t].item()
+                tokens[k].append(t)
+            if all(t[-1] == EOT for t in tokens):
+                break
+            continue
+        new_tokens, new_lp, sources = [], [], []
+        for i in range(n_audio):
+            scores, srcs = {}, {}
+            for j in range(beam):
+                idx = i * beam + j
+                lp, ids = logprobs[idx].topk(beam + 1)
+                for l, t in zip(lp.tolist(), ids.tolist()):
+                    seq = tuple(tokens[idx] + [t])
+                    scores[seq] = sum_lp[idx] + l
+                    srcs[seq] = idx
+            ranked = sorted(scores, key=scores.get, reverse=True)
+            margins += [scores[a] - scores[b] for a, b in zip(ranked, ranked[1:])
+                        if scores[a] > -math.inf][:beam + 1]
+            saved, newly = 0, {}
+            for seq in ranked:
+                if seq[-1] == EOT:
+                    newly[seq] = scores[seq]
+                else:
+                    new_tokens.append(list(seq))
+                    new_lp.append(scores[seq])
+                    sources.append(srcs[seq])
+                    saved += 1
+                    if saved == beam:
+                        break
+            for seq in sorted(newly, key=newly.get, reverse=True):
+                if len(finished[i]) >= beam:
+                    break
+                finished[i][seq] = newly[seq]
+        tokens, sum_lp = new_tokens, new_lp
+        if all(len(f) >= beam for f in finished):
+            break
+    results = []
+    for i in range(n_audio):
+        if beam == 1:
+            cands = {tuple(tokens[i]): sum_lp[i]}
+        else:
+            cands = finished[i]
+            if len(cands) < beam:
+                order = sorted(range(beam), key=lambda j: sum_lp[i * beam + j], reverse=True)
+                for j in order:
+                    cands[tuple(tokens[i * beam + j] + [EOT])] = sum_lp[i * beam + j]
+                    if len(cands) >= beam:
+                        break
+        best, best_score = None, -math.inf
+        for seq, lp in cands.items():
+            text = list(seq[sample_begin:])
+            text = text[:text.index(EOT)] if EOT in text else text
+            score = lp / max(len(text), 1)
+            if score > best_score:
+                best, best_score = (text, lp), score
+        results.append(best)
+    small = min(margins) if margins else 1.0
+    if small < 1e-4:
+        print("warning: decoding margin %.2e" % small)
+    return results
+
+
+def transcribe(mel, content, w, cfg, opts):
+    """openai-whisper's transcribe() seeking over one file's log-Mel."""
+    n_frames = 2 * cfg["max_source_positions"]
+    stride = n_frames // cfg["max_source_positions"]
+    precision = stride * 160 / 16000
+    seek, segments, windows = 0, [], 0
+    while seek < content:
+        offset = seek * 160 / 16000
+        seg_size = min(n_frames, content - seek)
+        enc = encoder(mel[None, :, seek:seek + n_frames], w, cfg)
+        tokens = decode(enc, w, cfg, opts)[0][0]
+        windows += 1
+        is_ts = [t >= TIMESTAMP_BEGIN for t in tokens]
+        single_end = is_ts[-2:] == [False, True]
+        consecutive = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
+        if consecutive:
+            slices = consecutive + ([len(tokens)] if single_end else [])
+            last = 0
+            for cur in slices:
+                part = tokens[last:cur]
+                segments.append({"start": offset + (part[0] - TIMESTAMP_BEGIN) * precision,
+                                 "end": offset + (part[-1] - TIMESTAMP_BEGIN) * precision,
+                                 "tokens": part})
+                last = cur
+            if single_end:
+                seek += seg_size
+            else:
+                seek += (tokens[last - 1] - TIMESTAMP_BEGIN) * stride
+        else:
+            duration = seg_size * 160 / 16000
+            stamps = [t for t in tokens if t >= TIMESTAMP_BEGIN]
+            if stamps and stamps[-1] != TIMESTAMP_BEGIN:
+                duration = (stamps[-1] - TIMESTAMP_BEGIN) * precision
+            segments.append({"start": offset, "end": offset + duration, "tokens": tokens})
+            seek += seg_size
+    return {"windows": windows, "segments": segments}
+
+
+def decoding_cases(w, cfg, mel, long_mel, contents):
+    enc = encoder(mel, w, cfg)
+    base = {"beam_size": 1, "translate": False, "timestamps": False,
+            "max_initial_timestamp_index": 50}
+    cases = {}
+    for name, changes in [("greedy", {}), ("beam3", {"beam_size": 3}),
+                          ("beam5_translate", {"beam_size": 5, "translate": True}),
+                          ("greedy_timestamps", {"timestamps": True}),
+                          ("beam3_timestamps", {"beam_size": 3, "timestamps": True})]:
+        opts = dict(base, **changes)
+        res = decode(enc, w, cfg, opts)
+        cases[name] = {"options": opts, "tokens": [r[0] for r in res],
+                       "sum_logprob": [r[1] for r in res]}
+        print(name, [r[0] for r in res])
+    langs, probs = detect_language(enc, w, cfg)
+    cases["language"] = {"ids": langs, "probs": probs}
+    print("languages", langs, probs)
+    long = {}
+    for name, changes in [("greedy", {}), ("greedy_timestamps", {"timestamps": True})]:
+        opts = dict(base, **changes)
+        long[name] = [transcribe(long_mel[i], contents[i], w, cfg, opts) for i in range(2)]
+        print("long", name, long[name])
+    return {"eot": EOT, "sot": SOT, "timestamp_begin": TIMESTAMP_BEGIN, "cases": cases,
+            "long_contents": contents, "long": long}
+
+
 def save_safetensors(path, tensors):
     """The safetensors format by hand: u64 LE header size, JSON header, data."""
     header, blobs, offset = {}, [], 0
@@ -253,6 +532,21 @@ def main():
     save("tiny_prompt.npy", prompt, np.int32)
     save("tiny_greedy.npy", tokens, np.int32)
     print("greedy:", tokens.tolist())
+
+    write_tokenizer(os.path.join(OUT, "tiny"))
+    with open(os.path.join(OUT, "tiny", "generation_config.json"), "w") as f:
+        json.dump(GENERATION_CONFIG, f, indent=2)
+        f.write("\n")
+    # Long-form inputs: two log-Mel "files" of 150 and 230 content frames
+    # (1.5 and 2.3 windows), each followed by one window of padding frames
+    # as openai-whisper's log_mel_spectrogram(padding=N_SAMPLES) leaves.
+    long_mel = torch.randn(2, cfg["num_mel_bins"], 230 + frames, generator=gen)
+    save("tiny_long_mel.npy", long_mel, np.float32)
+    with torch.no_grad():
+        expected = decoding_cases(w64, cfg, mel.double(), long_mel.double(), [150, 230])
+    with open(os.path.join(OUT, "tiny_decode.json"), "w") as f:
+        json.dump(expected, f, indent=1)
+        f.write("\n")
 
 
 if __name__ == "__main__":
