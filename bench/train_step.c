@@ -1,0 +1,271 @@
+/* bench/train_step.c — what the passes (fusion, scheduling, the arena plan)
+ * do to two training graphs, measured in one run and printed as JSON:
+ *
+ *  - "charlm": the training step of a 2-layer d=64 character transformer
+ *    shaped like examples/charlm.c (B=16, T=64, 4 heads, vocab 96): forward,
+ *    cross-entropy, tg_gradients, one AdamW per parameter;
+ *  - "whisper_layer": one encoder layer of Whisper-tiny's shape (the conv
+ *    stem, 1 layer of d_model 384 with 6 heads at T=1500, batch 1) forward
+ *    and backward (gradients of every weight for the mean square of the
+ *    output).
+ *
+ * For each: dispatches with the passes on, with fusion off, and with every
+ * pass off; the arena with the passes on against its lower bound and the
+ * naive sum of its intermediates (and the naive sum with every pass off).
+ * For charlm also the step time with the passes on and off, alternating
+ * runs of both executables so machine noise hits both alike.
+ *
+ *   train_step [steps]   (default 10 timed steps each) */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tg.h"
+#include "tg_whisper.h"
+
+#define T 64
+#define B 16
+#define D 64
+#define H 4
+#define LAYERS 2
+#define VOCAB 96
+#define ALL_PASSES "dce,cse,fold,algebra,permute_matmul,fusion"
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int fail(const char *what) {
+    fprintf(stderr, "train_step: %s: %s\n", what, tg_last_error());
+    return 1;
+}
+
+typedef struct model {
+    tg_graph *g;
+    tg_tensor tokens, targets, lr, step, loss;
+    int n_params;
+    tg_tensor params[64], updates[64];
+} model;
+
+static tg_tensor param(model *m, const char *name, int rank, int64_t d0, int64_t d1) {
+    int64_t shape[2] = {d0, d1};
+    tg_tensor p = tg_variable(m->g, name, TG_F32, rank, shape, true);
+    m->params[m->n_params++] = p;
+    return p;
+}
+
+static tg_tensor linear(model *m, tg_tensor x, const char *name, int64_t in, int64_t out,
+                        bool bias) {
+    char n[64];
+    snprintf(n, sizeof n, "%s.weight", name);
+    tg_tensor y = tg_matmul(m->g, x, param(m, n, 2, in, out), false, false);
+    if (!bias) return y;
+    snprintf(n, sizeof n, "%s.bias", name);
+    return tg_add(m->g, y, param(m, n, 1, out, 0));
+}
+
+static tg_tensor norm(model *m, tg_tensor x, const char *name) {
+    char w[64], b[64];
+    snprintf(w, sizeof w, "%s.weight", name);
+    snprintf(b, sizeof b, "%s.bias", name);
+    tg_tensor wt = param(m, w, 1, D, 0);
+    return tg_layer_norm(m->g, x, wt, param(m, b, 1, D, 0), 1e-5);
+}
+
+static tg_tensor heads(tg_graph *g, tg_tensor x) {
+    x = tg_reshape(g, x, 4, (int64_t[]){B, T, H, D / H});
+    return tg_permute(g, x, 4, (int[]){0, 2, 1, 3});
+}
+
+static tg_tensor merge(tg_graph *g, tg_tensor x) {
+    x = tg_permute(g, x, 4, (int[]){0, 2, 1, 3});
+    return tg_reshape(g, x, 3, (int64_t[]){B, T, D});
+}
+
+/* examples/charlm.c's model and training step, with static shapes. */
+static tg_status build_charlm(model *m) {
+    memset(m, 0, sizeof *m);
+    tg_graph *g = m->g = tg_graph_new();
+    m->tokens = tg_placeholder(g, "tokens", TG_I32, 2, (int64_t[]){B, T});
+    m->targets = tg_placeholder(g, "targets", TG_I32, 2, (int64_t[]){B, T});
+    tg_tensor wte = param(m, "wte", 2, VOCAB, D), wpe = param(m, "wpe", 2, T, D);
+    tg_tensor x = tg_add(g, tg_gather(g, wte, m->tokens, 0), wpe);
+    for (int l = 0; l < LAYERS; l++) {
+        char n[64];
+        snprintf(n, sizeof n, "h%d.ln1", l);
+        tg_tensor h = norm(m, x, n);
+        snprintf(n, sizeof n, "h%d.q", l);
+        tg_tensor q = heads(g, linear(m, h, n, D, D, false));
+        snprintf(n, sizeof n, "h%d.k", l);
+        tg_tensor k = heads(g, linear(m, h, n, D, D, false));
+        snprintf(n, sizeof n, "h%d.v", l);
+        tg_tensor v = heads(g, linear(m, h, n, D, D, false));
+        tg_tensor a = merge(g, tg_attention(g, q, k, v, TG_INVALID, true, 0));
+        snprintf(n, sizeof n, "h%d.proj", l);
+        x = tg_add(g, x, linear(m, a, n, D, D, true));
+        snprintf(n, sizeof n, "h%d.ln2", l);
+        h = norm(m, x, n);
+        snprintf(n, sizeof n, "h%d.fc", l);
+        h = tg_gelu(g, linear(m, h, n, D, 4 * D, true));
+        snprintf(n, sizeof n, "h%d.fc2", l);
+        x = tg_add(g, x, linear(m, h, n, 4 * D, D, true));
+    }
+    tg_tensor logits = tg_matmul(g, norm(m, x, "ln_f"), wte, false, true);
+    m->loss = tg_cross_entropy(g, logits, m->targets, -1);
+    tg_tensor grads[64];
+    tg_status st = tg_gradients(g, m->loss, m->n_params, m->params, grads);
+    if (st != TG_OK) return st;
+    m->lr = tg_placeholder(g, "lr", TG_F32, 0, NULL);
+    m->step = tg_placeholder(g, "step", TG_I32, 0, NULL);
+    for (int i = 0; i < m->n_params; i++) {
+        double wd = tg_tensor_rank(g, m->params[i]) == 2 ? 0.01 : 0.0;
+        m->updates[i] = tg_adamw(g, m->params[i], grads[i], m->lr, m->step, 0.9, 0.99, 1e-8, wd);
+    }
+    return tg_graph_status(g);
+}
+
+/* One Whisper-tiny encoder layer (with the conv stem) and its backward:
+ * targets the loss and the gradient of every variable. */
+static tg_status build_whisper_layer(model *m, tg_tensor *grads) {
+    memset(m, 0, sizeof *m);
+    tg_whisper_config cfg;
+    tg_status st = tg_whisper_config_preset("tiny", &cfg);
+    if (st != TG_OK) return st;
+    cfg.encoder_layers = 1;
+    tg_graph *g = m->g = tg_graph_new();
+    int64_t ms[] = {1, cfg.num_mel_bins, 2 * cfg.max_source_positions};
+    tg_tensor mel = tg_placeholder(g, "mel", TG_F32, 3, ms);
+    m->tokens = mel;
+    tg_tensor out = tg_whisper_build_encoder(g, &cfg, mel);
+    m->loss = tg_mean(g, tg_square(g, out), 0, NULL, false);
+    for (int id = 0; id < tg_graph_node_count(g) && m->n_params < 64; id++)
+        if (strcmp(tg_tensor_op(g, (tg_tensor){id}), "variable") == 0)
+            m->params[m->n_params++] = (tg_tensor){id};
+    if (tg_graph_status(g) != TG_OK) return tg_graph_status(g);
+    return tg_gradients(g, m->loss, m->n_params, m->params, grads);
+}
+
+typedef struct figures {
+    int dispatches_on, dispatches_nofusion, dispatches_off;
+    uint64_t arena, naive, lower_bound, naive_off, arena_off;
+} figures;
+
+static tg_status compile(tg_device *dev, const model *m, tg_store *store, int n_targets,
+                         const tg_tensor *targets, int n_ops, const tg_tensor *ops,
+                         const char *disable, tg_executable **e) {
+    tg_compile_options o = {.disable_passes = disable};
+    return tg_compile(dev, m->g, store, n_targets, targets, n_ops, ops, &o, e);
+}
+
+/* Dispatches and memory of the three configurations; *on / *off receive
+ * the executables with every pass on and off (may be NULL: freed). */
+static int measure(tg_device *dev, const model *m, tg_store *store, int n_targets,
+                   const tg_tensor *targets, int n_ops, const tg_tensor *ops, figures *f,
+                   tg_executable **on, tg_executable **off) {
+    tg_executable *e[3] = {NULL, NULL, NULL};
+    const char *disable[3] = {NULL, "fusion", ALL_PASSES};
+    for (int i = 0; i < 3; i++)
+        if (compile(dev, m, store, n_targets, targets, n_ops, ops, disable[i], &e[i]) != TG_OK)
+            return fail("tg_compile");
+    f->dispatches_on = tg_executable_dispatches(e[0]);
+    f->dispatches_nofusion = tg_executable_dispatches(e[1]);
+    f->dispatches_off = tg_executable_dispatches(e[2]);
+    if (tg_executable_memory_stats(e[0], &f->arena, &f->naive, &f->lower_bound) != TG_OK ||
+        tg_executable_memory_stats(e[2], &f->arena_off, &f->naive_off, NULL) != TG_OK)
+        return fail("tg_executable_memory_stats");
+    tg_executable_free(e[1]);
+    if (on) *on = e[0];
+    else tg_executable_free(e[0]);
+    if (off) *off = e[2];
+    else tg_executable_free(e[2]);
+    return 0;
+}
+
+static void print_figures(const char *name, const figures *f, const char *extra) {
+    printf("  \"%s\": {\n"
+           "    \"dispatches\": {\"passes_on\": %d, \"fusion_off\": %d, \"passes_off\": %d, "
+           "\"ratio_on_off\": %.3f},\n"
+           "    \"arena_bytes\": %llu, \"lower_bound_bytes\": %llu, \"naive_bytes\": %llu,\n"
+           "    \"arena_over_lower_bound\": %.3f, \"arena_over_naive\": %.3f,\n"
+           "    \"passes_off\": {\"arena_bytes\": %llu, \"naive_bytes\": %llu},\n"
+           "    \"arena_over_naive_passes_off\": %.3f%s\n  }",
+           name, f->dispatches_on, f->dispatches_nofusion, f->dispatches_off,
+           (double)f->dispatches_on / f->dispatches_off, (unsigned long long)f->arena,
+           (unsigned long long)f->lower_bound, (unsigned long long)f->naive,
+           (double)f->arena / (double)f->lower_bound, (double)f->arena / (double)f->naive,
+           (unsigned long long)f->arena_off, (unsigned long long)f->naive_off,
+           (double)f->arena / (double)f->naive_off, extra);
+}
+
+int main(int argc, char **argv) {
+    int steps = argc > 1 ? atoi(argv[1]) : 10;
+    if (steps < 1) steps = 1;
+    tg_device *dev = NULL;
+    if (tg_device_open(-1, &dev) != TG_OK) return fail("tg_device_open");
+
+    /* charlm: figures, then step times alternating on/off */
+    model m;
+    if (build_charlm(&m) != TG_OK) return fail("build charlm");
+    tg_store *store = tg_store_new();
+    if (tg_store_init_missing(store, m.g, 1234, 0.06) != TG_OK) return fail("init");
+    figures fc;
+    tg_executable *on = NULL, *off = NULL;
+    if (measure(dev, &m, store, 1, &m.loss, m.n_params, m.updates, &fc, &on, &off)) return 1;
+    static int32_t tok[B * T], tgt[B * T];
+    for (int i = 0; i < B * T; i++) {
+        tok[i] = (i * 7 + 3) % VOCAB;
+        tgt[i] = (i * 5 + 1) % VOCAB;
+    }
+    float lr = 1e-3f;
+    int32_t step = 1;
+    tg_array ta = {TG_I32, 2, {B, T}, tok}, ya = {TG_I32, 2, {B, T}, tgt};
+    tg_array lra = {TG_F32, 0, {0}, &lr}, sa = {TG_I32, 0, {0}, &step};
+    tg_feed feeds[] = {{m.tokens, &ta}, {m.targets, &ya}, {m.lr, &lra}, {m.step, &sa}};
+    double t_on = 0, t_off = 0;
+    for (int i = -2; i < steps; i++) { /* two warm-up steps each (driver JIT) */
+        tg_executable *e[2] = {on, off};
+        double *acc[2] = {&t_on, &t_off};
+        for (int j = 0; j < 2; j++) {
+            tg_array loss;
+            double t0 = now();
+            if (tg_run(e[j], 4, feeds, &loss) != TG_OK) return fail("tg_run");
+            if (i >= 0) *acc[j] += now() - t0;
+            tg_array_free(&loss);
+        }
+    }
+    tg_executable_free(on);
+    tg_executable_free(off);
+    tg_store_free(store);
+    tg_graph_free(m.g);
+    char extra[256];
+    snprintf(extra, sizeof extra,
+             ",\n    \"step_ms\": {\"passes_on\": %.2f, \"passes_off\": %.2f, \"speedup\": %.2f, "
+             "\"steps\": %d}",
+             1e3 * t_on / steps, 1e3 * t_off / steps, t_off / t_on, steps);
+    printf("{\n  \"lp_num_threads\": \"%s\",\n", getenv("LP_NUM_THREADS") ? getenv("LP_NUM_THREADS")
+                                                                         : "unset");
+    print_figures("charlm_train_step", &fc, extra);
+    printf(",\n");
+    fflush(stdout);
+
+    /* one Whisper-tiny encoder layer, forward and backward: compiled only */
+    tg_tensor grads[64];
+    if (build_whisper_layer(&m, grads) != TG_OK) return fail("build the whisper layer");
+    tg_tensor targets[65];
+    targets[0] = m.loss;
+    memcpy(targets + 1, grads, (size_t)m.n_params * sizeof *grads);
+    store = tg_store_new();
+    if (tg_store_init_missing(store, m.g, 1234, 0.02) != TG_OK) return fail("init");
+    figures fw;
+    if (measure(dev, &m, store, 1 + m.n_params, targets, 0, NULL, &fw, NULL, NULL)) return 1;
+    print_figures("whisper_tiny_encoder_layer_fwd_bwd", &fw, "");
+    printf("\n}\n");
+    tg_store_free(store);
+    tg_graph_free(m.g);
+    tg_device_free(dev);
+    return 0;
+}

@@ -1,0 +1,327 @@
+/* test_vk_fusion.c — fused kernels and the arena plan on the device: every
+ * graph gives the same results with the passes on (fused, planned, reused)
+ * as with every pass off (one kernel per node), with the dispatch counts
+ * the partition promises; a plan that reuses memory gets the
+ * write-after-read barrier it needs (synchronization validation reports
+ * nothing). */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "backend/vk.h"
+#include "tg.h"
+
+#define ALL_PASSES "dce,cse,fold,algebra,permute_matmul,fusion"
+
+static tg_device *dev;
+static char cache_dir[256];
+
+#define OK(call)                                                                                   \
+    do {                                                                                           \
+        tg_status st_ = (call);                                                                    \
+        if (st_ != TG_OK) fail_msg("%s: %s", #call, tg_last_error());                              \
+    } while (0)
+
+static void check_validation(void) {
+    if (tg_vk_validation_message_count() != 0)
+        fail_msg("validation: %s", tg_vk_validation_first_message());
+}
+
+static tg_array make_f32(int rank, const int64_t *shape, float start, float step, int mod) {
+    tg_array a = {0};
+    OK(tg_array_alloc(&a, TG_F32, rank, shape));
+    for (int64_t i = 0; i < tg_array_count(&a); i++)
+        ((float *)a.data)[i] = start + step * (float)(i % mod);
+    return a;
+}
+
+static void assert_close(const tg_array *got, const tg_array *want, double atol, double rtol) {
+    assert_int_equal(tg_array_count(got), tg_array_count(want));
+    for (int64_t i = 0; i < tg_array_count(got); i++) {
+        double g = tg_array_get(got, i), w = tg_array_get(want, i);
+        if (!(fabs(g - w) <= atol + rtol * fabs(w)))
+            fail_msg("element %lld: got %.9g, want %.9g", (long long)i, g, w);
+    }
+}
+
+/* Runs g (targets, target ops, feeds) with every pass off and with the
+ * passes on, each on a fresh store initialised alike; compares the targets
+ * and the variables named in `vars` after the run. Returns the dispatches
+ * in *on / *off. */
+static void compare(const tg_graph *g, int n_targets, const tg_tensor *targets, int n_ops,
+                    const tg_tensor *ops, int n_feeds, const tg_feed *feeds, int n_vars,
+                    const char *const *vars, double tol, int *on, int *off) {
+    tg_array res[2][8];
+    tg_store *st[2];
+    int disp[2];
+    assert_true(n_targets <= 8);
+    for (int pass = 0; pass < 2; pass++) {
+        st[pass] = tg_store_new();
+        OK(tg_store_init_missing(st[pass], g, 99, 0.2));
+        tg_compile_options o = {.disable_passes = pass ? NULL : ALL_PASSES};
+        tg_executable *e = NULL;
+        OK(tg_compile(dev, g, st[pass], n_targets, targets, n_ops, ops, &o, &e));
+        OK(tg_run(e, n_feeds, feeds, res[pass]));
+        disp[pass] = tg_executable_dispatches(e);
+        tg_executable_free(e);
+        check_validation();
+    }
+    for (int i = 0; i < n_targets; i++) {
+        assert_close(&res[1][i], &res[0][i], tol, tol);
+        tg_array_free(&res[0][i]);
+        tg_array_free(&res[1][i]);
+    }
+    for (int i = 0; i < n_vars; i++) {
+        tg_array a = {0}, b = {0};
+        OK(tg_store_get(st[0], vars[i], &a));
+        OK(tg_store_get(st[1], vars[i], &b));
+        assert_close(&b, &a, tol, tol);
+        tg_array_free(&a);
+        tg_array_free(&b);
+    }
+    tg_store_free(st[0]);
+    tg_store_free(st[1]);
+    *off = disp[0];
+    *on = disp[1];
+}
+
+static tg_tensor var(tg_graph *g, const char *name, int rank, int64_t d0, int64_t d1) {
+    int64_t s[2] = {d0, d1};
+    return tg_variable(g, name, TG_F32, rank, s, true);
+}
+
+/* x W1 + b1 -> gelu -> W2 + b2 + x (residual) -> softmax: two matmul
+ * kernels with epilogues (bias+gelu; bias+residual) and the softmax. */
+static void test_mlp(void **state) {
+    (void)state;
+    tg_graph *g = tg_graph_new();
+    int64_t xs[] = {8, 16};
+    tg_tensor x = tg_placeholder(g, "x", TG_F32, 2, xs);
+    tg_tensor h = tg_gelu(g, tg_add(g, tg_matmul(g, x, var(g, "w1", 2, 16, 32), false, false),
+                                    var(g, "b1", 1, 32, 0)));
+    tg_tensor y = tg_add(g, tg_add(g, tg_matmul(g, h, var(g, "w2", 2, 32, 16), false, false),
+                                   var(g, "b2", 1, 16, 0)),
+                         x);
+    tg_tensor p = tg_softmax(g, y, -1);
+    OK(tg_graph_status(g));
+    tg_array xv = make_f32(2, xs, -1, 0.013f, 157);
+    tg_feed f = {x, &xv};
+    int on, off;
+    compare(g, 1, &p, 0, NULL, 1, &f, 0, NULL, 1e-5, &on, &off);
+    assert_int_equal(off, 7);
+    assert_int_equal(on, 3);
+    tg_array_free(&xv);
+    tg_graph_free(g);
+}
+
+/* A reduction with a prologue and an epilogue: rsqrt(mean(x*x) + eps)
+ * (layer-norm statistics) and sum(exp(x - m)) per row. */
+static void test_reduction_prologue_epilogue(void **state) {
+    (void)state;
+    tg_graph *g = tg_graph_new();
+    int64_t xs[] = {6, 100};
+    tg_tensor x = tg_placeholder(g, "x", TG_F32, 2, xs);
+    int ax[] = {1};
+    tg_tensor ms = tg_mean(g, tg_mul(g, x, x), 1, ax, true);
+    tg_tensor r = tg_rsqrt(g, tg_add(g, ms, tg_scalar(g, TG_F32, 1e-5)));
+    tg_tensor m = tg_max(g, x, 1, ax, true);
+    tg_tensor s = tg_sum(g, tg_exp(g, tg_sub(g, x, m)), 1, ax, false);
+    tg_tensor targets[] = {r, s};
+    OK(tg_graph_status(g));
+    tg_array xv = make_f32(2, xs, -2, 0.03f, 137);
+    tg_feed f = {x, &xv};
+    int on, off;
+    compare(g, 2, targets, 0, NULL, 1, &f, 0, NULL, 1e-5, &on, &off);
+    assert_int_equal(off, 8);
+    assert_int_equal(on, 3); /* mul+mean+add+rsqrt, max, sub+exp+sum */
+    tg_array_free(&xv);
+    tg_graph_free(g);
+}
+
+/* A pre-norm transformer block (attention with heads, GELU MLP,
+ * residuals) and, with `train`, its training step: cross-entropy of a
+ * projection, gradients, AdamW on every parameter. */
+typedef struct block {
+    tg_graph *g;
+    tg_tensor x, labels, lr, step, out, loss;
+    int n;
+    tg_tensor params[16], updates[16];
+    const char *names[16];
+} block;
+
+static tg_tensor bparam(block *b, const char *name, int rank, int64_t d0, int64_t d1) {
+    b->names[b->n] = name;
+    return b->params[b->n++] = var(b->g, name, rank, d0, d1);
+}
+
+static void make_block(block *b, bool train) {
+    enum { Bt = 2, Tt = 16, Dm = 32, Hh = 4 };
+    memset(b, 0, sizeof *b);
+    tg_graph *g = b->g = tg_graph_new();
+    int64_t xs[] = {Bt, Tt, Dm};
+    b->x = tg_placeholder(g, "x", TG_F32, 3, xs);
+    tg_tensor h = tg_layer_norm(g, b->x, bparam(b, "ln.w", 1, Dm, 0), bparam(b, "ln.b", 1, Dm, 0),
+                                1e-5);
+    tg_tensor qkv[3];
+    const char *n3[] = {"q", "k", "v"};
+    for (int i = 0; i < 3; i++) {
+        tg_tensor t = tg_matmul(g, h, bparam(b, n3[i], 2, Dm, Dm), false, false);
+        t = tg_reshape(g, t, 4, (int64_t[]){Bt, Tt, Hh, Dm / Hh});
+        qkv[i] = tg_permute(g, t, 4, (int[]){0, 2, 1, 3});
+    }
+    tg_tensor a = tg_attention(g, qkv[0], qkv[1], qkv[2], TG_INVALID, true, 0);
+    a = tg_reshape(g, tg_permute(g, a, 4, (int[]){0, 2, 1, 3}), 3, xs);
+    tg_tensor x = tg_add(g, b->x, tg_add(g, tg_matmul(g, a, bparam(b, "o", 2, Dm, Dm), false, false),
+                                        bparam(b, "o.b", 1, Dm, 0)));
+    h = tg_gelu(g, tg_add(g, tg_matmul(g, x, bparam(b, "fc", 2, Dm, 2 * Dm), false, false),
+                          bparam(b, "fc.b", 1, 2 * Dm, 0)));
+    b->out = tg_add(g, x, tg_matmul(g, h, bparam(b, "fc2", 2, 2 * Dm, Dm), false, false));
+    if (!train) return;
+    int64_t ls[] = {Bt, Tt};
+    b->labels = tg_placeholder(g, "labels", TG_I32, 2, ls);
+    tg_tensor logits = tg_matmul(g, b->out, bparam(b, "head", 2, Dm, 11), false, false);
+    b->loss = tg_cross_entropy(g, logits, b->labels, -1);
+    tg_tensor grads[16];
+    OK(tg_gradients(g, b->loss, b->n, b->params, grads));
+    b->lr = tg_placeholder(g, "lr", TG_F32, 0, NULL);
+    b->step = tg_placeholder(g, "step", TG_I32, 0, NULL);
+    for (int i = 0; i < b->n; i++)
+        b->updates[i] = tg_adamw(g, b->params[i], grads[i], b->lr, b->step, 0.9, 0.99, 1e-8, 0.01);
+    OK(tg_graph_status(g));
+}
+
+static void test_transformer_block(void **state) {
+    (void)state;
+    block b;
+    make_block(&b, false);
+    OK(tg_graph_status(b.g));
+    int64_t xs[] = {2, 16, 32};
+    tg_array xv = make_f32(3, xs, -1, 0.01f, 211);
+    tg_feed f = {b.x, &xv};
+    int on, off;
+    compare(b.g, 1, &b.out, 0, NULL, 1, &f, 0, NULL, 1e-4, &on, &off);
+    /* layer_norm, 3 matmuls, 4 permutes, attention, then 3 matmuls with
+     * bias, residual, bias + gelu, residual: 17 nodes */
+    assert_int_equal(off, 17);
+    assert_int_equal(on, 12);
+    tg_array_free(&xv);
+    tg_graph_free(b.g);
+}
+
+static void test_training_step(void **state) {
+    (void)state;
+    block b;
+    make_block(&b, true);
+    int64_t xs[] = {2, 16, 32}, ls[] = {2, 16};
+    tg_array xv = make_f32(3, xs, -1, 0.01f, 211), lv = {0};
+    OK(tg_array_alloc(&lv, TG_I32, 2, ls));
+    for (int i = 0; i < 32; i++) ((int32_t *)lv.data)[i] = (i * 7) % 11;
+    float lr = 0.01f;
+    int32_t step = 1;
+    tg_array lra = {TG_F32, 0, {0}, &lr}, sa = {TG_I32, 0, {0}, &step};
+    tg_feed f[] = {{b.x, &xv}, {b.labels, &lv}, {b.lr, &lra}, {b.step, &sa}};
+    int on, off;
+    compare(b.g, 1, &b.loss, b.n, b.updates, 4, f, b.n, b.names, 1e-4, &on, &off);
+    assert_true(on < off);
+    tg_array_free(&xv);
+    tg_array_free(&lv);
+    tg_graph_free(b.g);
+}
+
+/* Reuse that needs a write-after-read barrier: sum(p) is p's last read;
+ * the permute of y does not depend on it and is planned into p's memory
+ * (same size, p dead), so it must wait for the sum to finish reading. The
+ * synchronization validation reports a WRITE_AFTER_READ hazard without
+ * that barrier (backend/executor.c needs_barrier: "writes something
+ * touched"). */
+static void test_reuse_needs_war_barrier(void **state) {
+    (void)state;
+    tg_graph *g = tg_graph_new();
+    int64_t ps[] = {64 * 48}, ys[] = {64, 48};
+    tg_tensor p = tg_placeholder(g, "p", TG_F32, 1, ps);
+    tg_tensor y = tg_placeholder(g, "y", TG_F32, 2, ys);
+    tg_tensor s = tg_sum(g, p, 0, NULL, false);
+    tg_tensor q = tg_permute(g, y, 2, (int[]){1, 0});
+    tg_tensor r = tg_add(g, q, s);
+    OK(tg_graph_status(g));
+    tg_array pv = make_f32(1, ps, 0.5f, 0.001f, 97), yv = make_f32(2, ys, -1, 0.01f, 301);
+    tg_feed f[] = {{p, &pv}, {y, &yv}};
+    tg_executable *e = NULL;
+    OK(tg_compile(dev, g, NULL, 1, &r, 0, NULL, NULL, &e));
+    tg_array got = {0}, want = {0};
+    OK(tg_run(e, 2, f, &got));
+    check_validation();
+    OK(tg_interpret(g, NULL, 2, f, 1, &r, &want, 0, NULL, 0));
+    assert_close(&got, &want, 1e-4, 1e-5);
+    assert_int_equal(tg_executable_dispatches(e), 3);
+    uint64_t arena, naive, lb;
+    OK(tg_executable_memory_stats(e, &arena, &naive, &lb));
+    /* p, y, q, r of 12 KiB and s: q takes p's place, r takes q's (in place) */
+    assert_true(naive >= 4 * 64 * 48 * 4);
+    assert_true(arena <= 2 * 64 * 48 * 4 + 4096);
+    assert_true(arena >= lb);
+    tg_array_free(&got);
+    tg_array_free(&want);
+    tg_array_free(&pv);
+    tg_array_free(&yv);
+    tg_executable_free(e);
+    tg_graph_free(g);
+}
+
+/* An unknown pass name in disable_passes is a compile error naming it. */
+static void test_disable_unknown_pass(void **state) {
+    (void)state;
+    tg_graph *g = tg_graph_new();
+    int64_t s[] = {4};
+    tg_tensor x = tg_placeholder(g, "x", TG_F32, 1, s);
+    tg_tensor y = tg_exp(g, x);
+    tg_compile_options o = {.disable_passes = "fusion,nonsense"};
+    tg_executable *e = NULL;
+    assert_int_equal(tg_compile(dev, g, NULL, 1, &y, 0, NULL, &o, &e), TG_ERR_INVALID_ARGUMENT);
+    assert_null(e);
+    assert_non_null(strstr(tg_last_error(), "nonsense"));
+    tg_graph_free(g);
+}
+
+static int setup(void **state) {
+    (void)state;
+    return tg_device_open(-1, &dev) == TG_OK ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    tg_device_free(dev);
+    return 0;
+}
+
+int main(void) {
+    setenv("TG_VALIDATION", "1", 1);
+    setenv("VK_LAYER_ENABLES", "VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT", 0);
+    unsetenv("TG_DISABLE_PASSES");
+    unsetenv("TG_DUMP_IR");
+    snprintf(cache_dir, sizeof cache_dir, "/tmp/tg_test_vk_fusion_XXXXXX");
+    if (!mkdtemp(cache_dir)) return 1;
+    setenv("TG_CACHE_DIR", cache_dir, 1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mlp),
+        cmocka_unit_test(test_reduction_prologue_epilogue),
+        cmocka_unit_test(test_transformer_block),
+        cmocka_unit_test(test_training_step),
+        cmocka_unit_test(test_reuse_needs_war_barrier),
+        cmocka_unit_test(test_disable_unknown_pass),
+    };
+    int rc = cmocka_run_group_tests(tests, setup, teardown);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache_dir);
+    if (system(cmd) != 0) rc = rc ? rc : 1;
+    return rc;
+}
