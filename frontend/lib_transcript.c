@@ -33,25 +33,6 @@ void tg_transcript_timestamp(double seconds, char sep, char *buf, size_t size) {
              ms / 1000 % 60, sep, ms % 1000);
 }
 
-tg_status tg_transcript_segment_text(const tg_whisper_segment *s, const tg_tokenizer *tok,
-                                     int32_t eot, char **text) {
-    int32_t *ids = malloc((size_t)(s->n_tokens > 0 ? s->n_tokens : 1) * sizeof *ids);
-    if (!ids) return tg_set_error(TG_ERR_NO_MEMORY, "transcript: out of memory");
-    int n = 0;
-    for (int i = 0; i < s->n_tokens; i++)
-        if (s->tokens[i] >= 0 && s->tokens[i] < eot) ids[n++] = s->tokens[i];
-    size_t len = 0;
-    tg_status st = tg_tokenizer_decode(tok, ids, n, TG_DECODE_SKIP_SPECIAL, text, &len);
-    free(ids);
-    if (st != TG_OK) return st;
-    size_t a = 0;
-    while (a < len && (*text)[a] == ' ') a++;
-    while (len > a && ((*text)[len - 1] == ' ' || (*text)[len - 1] == '\n')) len--;
-    memmove(*text, *text + a, len - a);
-    (*text)[len - a] = '\0';
-    return TG_OK;
-}
-
 /* A growing string. */
 typedef struct sbuf {
     char *s;
@@ -84,6 +65,38 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
     vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
     va_end(ap);
     b->len += (size_t)n;
+}
+
+tg_status tg_transcript_segment_text(const tg_whisper_segment *s, const tg_tokenizer *tok,
+                                     int32_t eot, char **text) {
+    if (!tok) { /* no tokenizer (random weights): the text tokens' ids */
+        sbuf b = {0};
+        for (int i = 0; i < s->n_tokens; i++)
+            if (s->tokens[i] >= 0 && s->tokens[i] < eot)
+                sb_printf(&b, "%s%d", b.len ? " " : "", (int)s->tokens[i]);
+        if (!b.s && !b.failed) b.s = calloc(1, 1);
+        if (b.failed || !b.s) {
+            free(b.s);
+            return tg_set_error(TG_ERR_NO_MEMORY, "transcript: out of memory");
+        }
+        *text = b.s;
+        return TG_OK;
+    }
+    int32_t *ids = malloc((size_t)(s->n_tokens > 0 ? s->n_tokens : 1) * sizeof *ids);
+    if (!ids) return tg_set_error(TG_ERR_NO_MEMORY, "transcript: out of memory");
+    int n = 0;
+    for (int i = 0; i < s->n_tokens; i++)
+        if (s->tokens[i] >= 0 && s->tokens[i] < eot) ids[n++] = s->tokens[i];
+    size_t len = 0;
+    tg_status st = tg_tokenizer_decode(tok, ids, n, TG_DECODE_SKIP_SPECIAL, text, &len);
+    free(ids);
+    if (st != TG_OK) return st;
+    size_t a = 0;
+    while (a < len && (*text)[a] == ' ') a++;
+    while (len > a && ((*text)[len - 1] == ' ' || (*text)[len - 1] == '\n')) len--;
+    memmove(*text, *text + a, len - a);
+    (*text)[len - a] = '\0';
+    return TG_OK;
 }
 
 /* "-->" inside a cue would end it early (openai-whisper writes "->"). */
@@ -159,7 +172,7 @@ static tg_status render_json(const tg_whisper_transcript *t, char **texts,
 tg_status tg_transcript_render(const tg_whisper_transcript *t, const tg_tokenizer *tok,
                                const tg_whisper_config *cfg, const char *source,
                                tg_transcript_format f, char **text) {
-    if (!t || !tok || !cfg || !text)
+    if (!t || !cfg || !text)
         return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_transcript_render: NULL argument");
     *text = NULL;
     char **texts = calloc((size_t)(t->n_segments ? t->n_segments : 1), sizeof *texts);

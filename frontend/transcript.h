@@ -29,7 +29,8 @@ const char *tg_transcript_format_name(tg_transcript_format f);
 void tg_transcript_timestamp(double seconds, char sep, char *buf, size_t size);
 
 /** The text of one segment (malloc'ed, NUL-terminated): its text tokens
- *  decoded, leading and trailing spaces removed. */
+ *  decoded, leading and trailing spaces removed; without a tokenizer (tok
+ *  NULL) their ids separated by spaces. */
 tg_status tg_transcript_segment_text(const tg_whisper_segment *s, const tg_tokenizer *tok,
                                      int32_t eot, char **text);
 
