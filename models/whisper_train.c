@@ -1,0 +1,393 @@
+/* whisper_train.c — the Whisper training step as one compiled graph, weight
+ * initialisation and the learning-rate schedule (models/whisper_train.h).
+ *
+ * The graph:
+ *
+ *   mel [B, mels, 2S] -> encoder -> [B, S, d] --+
+ *   tokens [B, T] --------------------------> decoder -> logits [B, T, V]
+ *   loss = cross_entropy(logits, labels, ignore -100)     (mean over labels)
+ *   grads = tg_gradients(loss, trainable weights)
+ *   clipped, norm = tg_clip_by_global_norm(grads, max_grad_norm)
+ *   one adamw op per weight (lr, step fed)                (target operations)
+ *
+ * transformers' semantics: the encoder's sinusoidal positions are not
+ * trained; the loss is the mean over every non-ignored label of the batch.
+ * The padding row of the token embedding gets no gradient from the lookup
+ * because padded positions come after the last label, and with a causal
+ * decoder nothing after a position changes its logits: their only way to
+ * the loss would be their own (ignored) labels. The tied output projection
+ * sends the row its gradient as in transformers. */
+#define _POSIX_C_SOURCE 200809L
+#include "models/whisper_train.h"
+#include "graph/graph_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PI 3.14159265358979323846
+
+struct tg_whisper_trainer {
+    tg_whisper_config cfg;
+    tg_whisper_train_options opt;
+    tg_store *store;
+    tg_device *dev;
+    tg_graph *g;
+    tg_tensor mel, tokens, labels, lr, step; /* placeholders */
+    tg_tensor encoder_out, logits, loss, grad_norm;
+    int n_params;
+    char **names;          /* [n_params] */
+    tg_tensor *updates;    /* [n_params] adamw ops */
+    tg_executable *train;  /* NULL on the interpreter */
+    tg_executable *forward; /* loss only; built lazily */
+    tg_executable *encode;  /* encoder only; built lazily */
+};
+
+void tg_whisper_train_options_default(tg_whisper_train_options *o) {
+    memset(o, 0, sizeof *o);
+    o->batch = 8;
+    o->n_tokens = 64;
+    o->beta1 = 0.9;
+    o->beta2 = 0.999;
+    o->eps = 1e-8;
+    o->weight_decay = 0.01;
+    o->max_grad_norm = 1.0;
+    o->freeze_encoder = false;
+}
+
+void tg_whisper_trainer_free(tg_whisper_trainer *t) {
+    if (!t) return;
+    tg_executable_free(t->train);
+    tg_executable_free(t->forward);
+    tg_executable_free(t->encode);
+    for (int i = 0; i < t->n_params; i++) free(t->names[i]);
+    free(t->names);
+    free(t->updates);
+    tg_graph_free(t->g);
+    free(t);
+}
+
+static bool is_trainable(const tg_whisper_trainer *t, const char *name) {
+    if (strcmp(name, "model.encoder.embed_positions.weight") == 0) return false;
+    if (t->opt.freeze_encoder && strncmp(name, "model.encoder.", 14) == 0) return false;
+    return true;
+}
+
+/* Collects the trainable weights of the graph by name, builds the
+ * gradients, the clipping and the AdamW ops. A weight that appears as
+ * several variable nodes of one name gets the sum of their gradients. */
+static tg_status build_optimizer(tg_whisper_trainer *t) {
+    tg_graph *g = t->g;
+    int n_nodes = tg_graph_node_count(g);
+    tg_tensor *wrt = malloc((size_t)n_nodes * sizeof *wrt);
+    int *owner = malloc((size_t)n_nodes * sizeof *owner); /* wrt index -> param index */
+    t->names = calloc((size_t)n_nodes, sizeof *t->names);
+    tg_tensor *first = malloc((size_t)n_nodes * sizeof *first);
+    if (!wrt || !owner || !t->names || !first) {
+        free(wrt);
+        free(owner);
+        free(first);
+        return tg_set_error(TG_ERR_NO_MEMORY, "whisper trainer: out of memory");
+    }
+    int n_wrt = 0;
+    for (int i = 0; i < n_nodes; i++) {
+        tg_tensor v = {i};
+        if (strcmp(tg_tensor_op(g, v), "variable") != 0) continue;
+        const char *name = tg_tensor_name(g, v);
+        if (!name || !is_trainable(t, name)) continue;
+        int p = 0;
+        while (p < t->n_params && strcmp(t->names[p], name) != 0) p++;
+        if (p == t->n_params) {
+            t->names[p] = strdup(name);
+            if (!t->names[p]) break;
+            first[p] = v;
+            t->n_params++;
+        }
+        owner[n_wrt] = p;
+        wrt[n_wrt++] = v;
+    }
+    tg_status st = TG_OK;
+    tg_tensor *grads = malloc((size_t)(n_wrt + 1) * sizeof *grads);
+    tg_tensor *sum = malloc((size_t)(t->n_params + 1) * sizeof *sum);
+    tg_tensor *clipped = malloc((size_t)(t->n_params + 1) * sizeof *clipped);
+    t->updates = malloc((size_t)(t->n_params + 1) * sizeof *t->updates);
+    if (!grads || !sum || !clipped || !t->updates) st = TG_ERR_NO_MEMORY;
+    if (st == TG_OK) st = tg_gradients(g, t->loss, n_wrt, wrt, grads);
+    if (st == TG_OK) {
+        for (int p = 0; p < t->n_params; p++) sum[p] = TG_INVALID;
+        for (int i = 0; i < n_wrt; i++) {
+            int p = owner[i];
+            sum[p] = sum[p].id < 0 ? grads[i] : tg_add(g, sum[p], grads[i]);
+        }
+        if (t->opt.max_grad_norm > 0) {
+            st = tg_clip_by_global_norm(g, t->n_params, sum, t->opt.max_grad_norm, clipped,
+                                        &t->grad_norm);
+        } else {
+            /* the norm is still reported */
+            memcpy(clipped, sum, (size_t)t->n_params * sizeof *sum);
+            tg_tensor total = tg_scalar(g, TG_F32, 0.0);
+            for (int p = 0; p < t->n_params; p++)
+                total = tg_add(g, total, tg_sum(g, tg_square(g, sum[p]), 0, NULL, false));
+            t->grad_norm = tg_sqrt(g, total);
+        }
+    }
+    if (st == TG_OK) {
+        for (int p = 0; p < t->n_params; p++) {
+            /* no weight decay on biases and LayerNorm parameters (1-D) */
+            double wd = tg_tensor_rank(g, first[p]) >= 2 ? t->opt.weight_decay : 0.0;
+            t->updates[p] = tg_adamw(g, first[p], clipped[p], t->lr, t->step, t->opt.beta1,
+                                     t->opt.beta2, t->opt.eps, wd);
+        }
+        st = tg_graph_status(g);
+        if (st != TG_OK) tg_set_error(st, "whisper trainer: %s", tg_graph_error(g));
+    } else if (st == TG_ERR_NO_MEMORY) {
+        tg_set_error(st, "whisper trainer: out of memory");
+    }
+    free(wrt);
+    free(owner);
+    free(first);
+    free(grads);
+    free(sum);
+    free(clipped);
+    return st;
+}
+
+tg_status tg_whisper_trainer_new(const tg_whisper_config *cfg, const tg_whisper_train_options *o,
+                                 tg_store *store, tg_device *dev, tg_whisper_trainer **out) {
+    if (!cfg || !o || !store || !out)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_whisper_trainer_new: NULL argument");
+    *out = NULL;
+    if (o->batch < 1 || o->n_tokens < 2 || o->n_tokens > cfg->max_target_positions)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                            "tg_whisper_trainer_new: batch %d, n_tokens %d (need batch >= 1 and "
+                            "2 <= n_tokens <= max_target_positions %d)",
+                            o->batch, o->n_tokens, cfg->max_target_positions);
+    if (cfg->weight_dtype != TG_F32)
+        return tg_set_error(TG_ERR_UNSUPPORTED, "tg_whisper_trainer_new: weights must be f32");
+    tg_whisper_trainer *t = calloc(1, sizeof *t);
+    if (!t) return tg_set_error(TG_ERR_NO_MEMORY, "tg_whisper_trainer_new: out of memory");
+    t->cfg = *cfg;
+    t->opt = *o;
+    t->store = store;
+    t->dev = dev;
+    tg_graph *g = t->g = tg_graph_new();
+    if (!g) {
+        free(t);
+        return tg_set_error(TG_ERR_NO_MEMORY, "tg_whisper_trainer_new: out of memory");
+    }
+    int64_t B = o->batch, T = o->n_tokens;
+    int64_t mshape[3] = {B, cfg->num_mel_bins, 2 * (int64_t)cfg->max_source_positions};
+    int64_t tshape[2] = {B, T};
+    t->mel = tg_placeholder(g, "mel", TG_F32, 3, mshape);
+    t->tokens = tg_placeholder(g, "tokens", TG_I32, 2, tshape);
+    t->labels = tg_placeholder(g, "labels", TG_I32, 2, tshape);
+    t->lr = tg_placeholder(g, "lr", TG_F32, 0, NULL);
+    t->step = tg_placeholder(g, "step", TG_I32, 0, NULL);
+    t->encoder_out = tg_whisper_build_encoder(g, cfg, t->mel);
+    t->logits = tg_whisper_build_decoder(g, cfg, t->tokens, t->encoder_out);
+    t->loss = tg_cross_entropy(g, t->logits, t->labels, TG_WHISPER_IGNORE);
+    tg_status st = tg_graph_status(g);
+    if (st != TG_OK) {
+        tg_set_error(st, "whisper trainer: %s", tg_graph_error(g));
+        tg_whisper_trainer_free(t);
+        return st;
+    }
+    st = build_optimizer(t);
+    if (st == TG_OK) st = tg_store_init_missing(store, g, 0, 0.0); /* the moments: zeros */
+    if (st == TG_OK && dev) {
+        tg_tensor targets[2] = {t->loss, t->grad_norm};
+        st = tg_compile(dev, g, store, 2, targets, t->n_params, t->updates, NULL, &t->train);
+    }
+    if (st != TG_OK) {
+        tg_whisper_trainer_free(t);
+        return st;
+    }
+    *out = t;
+    return TG_OK;
+}
+
+/* Feeds of a batch; arrays point at the caller's data. */
+typedef struct batch_feeds {
+    tg_array mel, tokens, labels, lr, step;
+    float lr_value;
+    int32_t step_value;
+    tg_feed feeds[5];
+} batch_feeds;
+
+static void make_feeds(const tg_whisper_trainer *t, batch_feeds *f, const float *mel,
+                       const int32_t *tokens, const int32_t *labels, float lr, int step) {
+    int64_t B = t->opt.batch, T = t->opt.n_tokens;
+    f->lr_value = lr;
+    f->step_value = step;
+    f->mel = (tg_array){TG_F32, 3, {B, t->cfg.num_mel_bins, 2 * (int64_t)t->cfg.max_source_positions},
+                        (void *)mel};
+    f->tokens = (tg_array){TG_I32, 2, {B, T}, (void *)tokens};
+    f->labels = (tg_array){TG_I32, 2, {B, T}, (void *)labels};
+    f->lr = (tg_array){TG_F32, 0, {0}, &f->lr_value};
+    f->step = (tg_array){TG_I32, 0, {0}, &f->step_value};
+    f->feeds[0] = (tg_feed){t->mel, &f->mel};
+    f->feeds[1] = (tg_feed){t->tokens, &f->tokens};
+    f->feeds[2] = (tg_feed){t->labels, &f->labels};
+    f->feeds[3] = (tg_feed){t->lr, &f->lr};
+    f->feeds[4] = (tg_feed){t->step, &f->step};
+}
+
+static tg_status check_batch(const tg_whisper_trainer *t, const float *mel, const int32_t *tokens,
+                             const int32_t *labels) {
+    if (!t || !mel || !tokens || !labels)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "whisper trainer: NULL argument");
+    int64_t n = (int64_t)t->opt.batch * t->opt.n_tokens;
+    for (int64_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= t->cfg.vocab_size)
+            return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                                "whisper trainer: token %d at %lld is outside the vocabulary (%d)",
+                                tokens[i], (long long)i, t->cfg.vocab_size);
+        if (labels[i] != TG_WHISPER_IGNORE && (labels[i] < 0 || labels[i] >= t->cfg.vocab_size))
+            return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                                "whisper trainer: label %d at %lld is outside the vocabulary (%d)",
+                                labels[i], (long long)i, t->cfg.vocab_size);
+    }
+    return TG_OK;
+}
+
+tg_status tg_whisper_trainer_step(tg_whisper_trainer *t, const float *mel, const int32_t *tokens,
+                                  const int32_t *labels, float lr, int step, double *loss,
+                                  double *grad_norm) {
+    tg_status st = check_batch(t, mel, tokens, labels);
+    if (st != TG_OK) return st;
+    if (step < 1)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "whisper trainer: step %d (1-based)", step);
+    batch_feeds f;
+    make_feeds(t, &f, mel, tokens, labels, lr, step);
+    tg_array res[2] = {{0}, {0}};
+    tg_tensor targets[2] = {t->loss, t->grad_norm};
+    if (t->train)
+        st = tg_run(t->train, 5, f.feeds, res);
+    else
+        st = tg_interpret(t->g, t->store, 5, f.feeds, 2, targets, res, t->n_params, t->updates, 0);
+    if (st != TG_OK) return st;
+    if (loss) *loss = tg_array_get(&res[0], 0);
+    if (grad_norm) *grad_norm = tg_array_get(&res[1], 0);
+    tg_array_free(&res[0]);
+    tg_array_free(&res[1]);
+    return TG_OK;
+}
+
+tg_status tg_whisper_trainer_loss(tg_whisper_trainer *t, const float *mel, const int32_t *tokens,
+                                  const int32_t *labels, double *loss) {
+    tg_status st = check_batch(t, mel, tokens, labels);
+    if (st != TG_OK) return st;
+    batch_feeds f;
+    make_feeds(t, &f, mel, tokens, labels, 0.0f, 1);
+    if (t->dev && !t->forward) {
+        st = tg_compile(t->dev, t->g, t->store, 1, &t->loss, 0, NULL, NULL, &t->forward);
+        if (st != TG_OK) return st;
+    }
+    tg_array res = {0};
+    if (t->forward)
+        st = tg_run(t->forward, 3, f.feeds, &res);
+    else
+        st = tg_interpret(t->g, t->store, 3, f.feeds, 1, &t->loss, &res, 0, NULL, 0);
+    if (st != TG_OK) return st;
+    if (loss) *loss = tg_array_get(&res, 0);
+    tg_array_free(&res);
+    return TG_OK;
+}
+
+tg_status tg_whisper_trainer_encode(tg_whisper_trainer *t, const float *mel, tg_array *out) {
+    if (!t || !mel || !out)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "whisper trainer: NULL argument");
+    batch_feeds f;
+    make_feeds(t, &f, mel, NULL, NULL, 0.0f, 1);
+    tg_status st;
+    if (t->dev && !t->encode) {
+        st = tg_compile(t->dev, t->g, t->store, 1, &t->encoder_out, 0, NULL, NULL, &t->encode);
+        if (st != TG_OK) return st;
+    }
+    if (t->encode) return tg_run(t->encode, 1, f.feeds, out);
+    return tg_interpret(t->g, t->store, 1, f.feeds, 1, &t->encoder_out, out, 0, NULL, 0);
+}
+
+int tg_whisper_trainer_param_count(const tg_whisper_trainer *t) { return t ? t->n_params : 0; }
+
+const char *tg_whisper_trainer_param_name(const tg_whisper_trainer *t, int i) {
+    return t && i >= 0 && i < t->n_params ? t->names[i] : NULL;
+}
+
+int tg_whisper_trainer_dispatches(const tg_whisper_trainer *t) {
+    return t && t->train ? tg_executable_dispatches(t->train) : 0;
+}
+
+tg_status tg_whisper_trainer_profile(tg_whisper_trainer *t, char **table) {
+    if (!t || !t->train)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "whisper trainer: no device executable");
+    return tg_executable_profile(t->train, table, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Initialisation and schedule                                         */
+/* ------------------------------------------------------------------ */
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* Standard normal by Box-Muller. */
+static double normal(uint64_t *s) {
+    double u1 = ((double)(splitmix64(s) >> 11) + 1.0) / 9007199254740993.0; /* (0, 1] */
+    double u2 = (double)(splitmix64(s) >> 11) / 9007199254740992.0;
+    return sqrt(-2.0 * log(u1)) * cos(2.0 * PI * u2);
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+tg_status tg_whisper_init_weights(tg_store *store, const tg_whisper_config *cfg, uint64_t seed) {
+    if (!store || !cfg)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_whisper_init_weights: NULL argument");
+    int n = tg_whisper_weight_count(cfg);
+    if (n <= 0) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_whisper_init_weights: bad config");
+    uint64_t s = seed;
+    for (int i = 0; i < n; i++) {
+        char name[128];
+        int rank;
+        int64_t shape[TG_MAX_RANK];
+        tg_status st = tg_whisper_weight_info(cfg, i, name, sizeof name, &rank, shape);
+        if (st != TG_OK) return st;
+        tg_array a;
+        st = tg_array_alloc(&a, TG_F32, rank, shape);
+        if (st != TG_OK) return st;
+        float *x = a.data;
+        int64_t count = tg_array_count(&a);
+        bool is_norm = strstr(name, "layer_norm") != NULL;
+        if (strcmp(name, "model.encoder.embed_positions.weight") == 0) {
+            st = tg_whisper_sinusoids((int)shape[0], (int)shape[1], x);
+        } else if (ends_with(name, ".bias")) {
+            /* zeros */
+        } else if (is_norm) {
+            for (int64_t j = 0; j < count; j++) x[j] = 1.0f;
+        } else {
+            for (int64_t j = 0; j < count; j++) x[j] = (float)(0.02 * normal(&s));
+        }
+        if (st == TG_OK) st = tg_store_set(store, name, &a);
+        tg_array_free(&a);
+        if (st != TG_OK) return st;
+    }
+    return TG_OK;
+}
+
+double tg_whisper_lr_schedule(int step, int total, int warmup, double peak, bool cosine) {
+    if (step < 1) step = 1;
+    if (warmup > 0 && step <= warmup) return peak * (double)step / (double)warmup;
+    int span = total - warmup;
+    if (span <= 0) return peak;
+    double p = (double)(step - warmup) / (double)span; /* (0, 1] */
+    if (p > 1) p = 1;
+    return cosine ? peak * 0.5 * (1.0 + cos(PI * p)) : peak * (1.0 - p);
+}

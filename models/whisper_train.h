@@ -1,0 +1,89 @@
+/* whisper_train.h — the Whisper training step (models/whisper_train.c).
+ *
+ * One graph holds the whole step: the encoder on a batch of log-Mel
+ * windows, the decoder with teacher forcing, the mean cross-entropy over
+ * the labels that are not -100, tg_gradients with respect to every
+ * trainable weight (the encoder's sinusoidal position table is frozen, and
+ * with freeze_encoder the whole encoder), global-norm clipping and one
+ * AdamW op per weight. It is compiled once for one batch shape and
+ * replayed; the learning rate and the step number are fed, so a schedule
+ * on the host never recompiles anything. Built on the public API only
+ * (include/tg.h, include/tg_whisper.h). */
+#ifndef TG_MODELS_WHISPER_TRAIN_H
+#define TG_MODELS_WHISPER_TRAIN_H
+
+#include "tg_whisper.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** The label that the loss ignores (transformers' -100). */
+#define TG_WHISPER_IGNORE (-100)
+
+typedef struct tg_whisper_train_options {
+    int batch;           /* rows per step */
+    int n_tokens;        /* decoder positions per row (static T) */
+    double beta1, beta2, eps, weight_decay;
+    double max_grad_norm; /* <= 0: no clipping */
+    bool freeze_encoder;
+} tg_whisper_train_options;
+
+/** batch 8, n_tokens 64, AdamW (0.9, 0.999, 1e-8, weight decay 0.01),
+ *  clipping at 1.0, encoder trained. */
+void tg_whisper_train_options_default(tg_whisper_train_options *o);
+
+typedef struct tg_whisper_trainer tg_whisper_trainer;
+
+/** Builds the training graph for `cfg` (f32 weights) and compiles it for
+ *  `dev` (NULL: every step runs on the reference interpreter). Weights and
+ *  AdamW moments live in `store`; the moments missing from it are set to
+ *  zero here, the weights must be there already (tg_whisper_init_weights
+ *  or a loaded checkpoint). */
+tg_status tg_whisper_trainer_new(const tg_whisper_config *cfg, const tg_whisper_train_options *o,
+                                 tg_store *store, tg_device *dev, tg_whisper_trainer **out);
+void tg_whisper_trainer_free(tg_whisper_trainer *t);
+
+/** One step: mel f32 [B, n_mels, 2 * max_source_positions], tokens and
+ *  labels i32 [B, T] (labels TG_WHISPER_IGNORE where there is nothing to
+ *  predict), lr, and the 1-based AdamW step. *loss receives the mean
+ *  cross-entropy before the update, *grad_norm the global gradient norm
+ *  before clipping (either may be NULL). */
+tg_status tg_whisper_trainer_step(tg_whisper_trainer *t, const float *mel, const int32_t *tokens,
+                                  const int32_t *labels, float lr, int step, double *loss,
+                                  double *grad_norm);
+/** The loss of a batch without updating anything (a forward-only
+ *  executable, compiled at the first call). */
+tg_status tg_whisper_trainer_loss(tg_whisper_trainer *t, const float *mel, const int32_t *tokens,
+                                  const int32_t *labels, double *loss);
+/** The encoder's output f32 [B, S, d] for a batch of B mels (an
+ *  encoder-only executable compiled at the first call; B = the batch). */
+tg_status tg_whisper_trainer_encode(tg_whisper_trainer *t, const float *mel, tg_array *out);
+
+/** Trainable tensors (the ones the optimizer updates) and their names;
+ *  the optimizer's state is "<name>.adam_m" / "<name>.adam_v". */
+int tg_whisper_trainer_param_count(const tg_whisper_trainer *t);
+const char *tg_whisper_trainer_param_name(const tg_whisper_trainer *t, int i);
+/** Dispatches per training step (after the first step on a device). */
+int tg_whisper_trainer_dispatches(const tg_whisper_trainer *t);
+
+/** The per-kernel profile table of the training executable (compiled
+ *  with profiling when TG_PROFILE=1 is set); malloc'ed text. */
+tg_status tg_whisper_trainer_profile(tg_whisper_trainer *t, char **table);
+
+/** Gives every weight of `cfg` a fresh value in `store` as transformers'
+ *  WhisperPreTrainedModel._init_weights does: linear, convolution and
+ *  embedding weights normal(0, 0.02) (from a generator seeded with
+ *  `seed`), biases 0, LayerNorm weights 1, the encoder positions the
+ *  sinusoid table. */
+tg_status tg_whisper_init_weights(tg_store *store, const tg_whisper_config *cfg, uint64_t seed);
+
+/** The learning rate at 1-based `step` of `total`: linear warm-up from 0
+ *  over `warmup` steps to `peak`, then linear (cosine = false) or cosine
+ *  decay to 0 at `total`. */
+double tg_whisper_lr_schedule(int step, int total, int warmup, double peak, bool cosine);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TG_MODELS_WHISPER_TRAIN_H */
