@@ -27,6 +27,7 @@ int cli_run(int argc, char **argv);
 int cli_compare(int argc, char **argv);
 int cli_devices(int argc, char **argv);
 int cli_mel(int argc, char **argv);
+int cli_train(int argc, char **argv);
 int cli_transcribe(int argc, char **argv);
 
 extern const char cli_dump_help[];
@@ -34,6 +35,7 @@ extern const char cli_run_help[];
 extern const char cli_compare_help[];
 extern const char cli_devices_help[];
 extern const char cli_mel_help[];
+extern const char cli_train_help[];
 extern const char cli_transcribe_help[];
 
 /* ---- helpers (frontend/cli_util.c) ---- */

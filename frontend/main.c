@@ -19,6 +19,7 @@ static const cli_command commands[] = {
     {"compare", "compare two .npy files within a tolerance", cli_compare_help, cli_compare},
     {"devices", "list the Vulkan devices and their limits", cli_devices_help, cli_devices},
     {"mel", "write the Whisper log-Mel spectrogram of an audio file", cli_mel_help, cli_mel},
+    {"train", "train Whisper on a manifest of audio and transcripts", cli_train_help, cli_train},
     {"transcribe", "transcribe audio files with Whisper", cli_transcribe_help, cli_transcribe},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
