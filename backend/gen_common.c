@@ -240,6 +240,10 @@ static const char *math_glsl =
     "int tg_maxi(int a, int b) { return max(a, b); }\n"
     "int tg_mini(int a, int b) { return min(a, b); }\n";
 
+const char *tg_gen_math_glsl(void) {
+    return math_glsl;
+}
+
 /* ------------------------------------------------------------------ */
 /* Workgroup reductions                                                */
 /* ------------------------------------------------------------------ */

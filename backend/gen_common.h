@@ -119,6 +119,23 @@ uint64_t tg_gen_row_groups(const tg_gen *g, bool serial, int64_t rows);
  * row from q at offset qo instead. Causal visibility is the caller's. */
 void tg_gen_attention_score(tg_gen *g, const tg_node *n);
 
+/* ---- fused members (gen_elementwise.c), for epilogues and prologues ---- */
+
+/* Emits `<type> fn(uint i<params>)`: the value of member `result`, from
+ * the elementwise members ms[0..n) (ascending ids; those after `result`
+ * are skipped) evaluated at flat index i of the iteration shape `it` (rank
+ * r; every member's shape broadcasts to it). An operand is, in turn, one of
+ * `given` (named given_names[j] in the function: a parameter), a member
+ * (computed), or a kernel input, loaded at its broadcast offset (offset
+ * functions named fn_<id>_<p> are emitted first). iota and one_hot are not
+ * supported. */
+tg_status tg_gen_member_fn(tg_sb *b, const tg_kernel *k, int n, const int32_t *ms, int r,
+                           const int64_t *it, int32_t result, const char *fn, const char *params,
+                           int n_given, const int32_t *given, const char *const *given_names);
+/* The math library every tg_gen_begin shader has (tg_erf, tg_rnd_*, ...),
+ * for generators with their own header (matmul epilogues). */
+const char *tg_gen_math_glsl(void);
+
 /* The kernel input index of node `id`, or -1. */
 int tg_gen_input_index(const tg_kernel *k, int32_t id);
 

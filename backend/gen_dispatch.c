@@ -80,30 +80,118 @@ static tg_status swap_conv_bindings(tg_mm_kernel *mk, const char *name) {
     return TG_OK;
 }
 
-static tg_status gen_matmul_kernel(const tg_vk_caps *caps, const tg_kernel *k,
+/* The epilogue of a fused matmul/conv1d kernel (members after the root):
+ * one GLSL function per output computing it from acc and the extras
+ * e0.. (kernel inputs 2..), and tg_epilogue(), which stores the outputs
+ * after the first into their own bindings (after C's) and returns the
+ * first, which the generator stores as C. Outputs are dense with C's
+ * shape: element (bz, row, col) is at bz*M*N + row*N + col. */
+static tg_status matmul_epilogue(const tg_kernel *k, int ri, int64_t M, int64_t N,
+                                 tg_sb *fns, char *call, size_t call_size) {
+    int n_extra = k->n_inputs - 2;
+    int32_t given[1 + TG_MM_MAX_EXTRA];
+    const char *names[1 + TG_MM_MAX_EXTRA] = {"acc", "e0", "e1", "e2", "e3"};
+    char params[96] = ", float acc";
+    given[0] = k->nodes[ri];
+    for (int j = 0; j < n_extra; j++) {
+        given[1 + j] = k->inputs[2 + j];
+        size_t len = strlen(params);
+        snprintf(params + len, sizeof params - len, ", float e%d", j);
+    }
+    tg_sb_printf(fns, "%s", tg_gen_math_glsl());
+    int n_epi = k->n_nodes - ri - 1;
+    for (int j = 0; j < k->n_outputs; j++) {
+        char fn[16];
+        snprintf(fn, sizeof fn, "epi%d", j);
+        tg_status st = tg_gen_member_fn(fns, k, n_epi, k->nodes + ri + 1, k->g->nodes[k->nodes[ri]].rank,
+                                        k->g->nodes[k->nodes[ri]].shape, k->outputs[j], fn,
+                                        params, 1 + n_extra, given, names);
+        if (st != TG_OK) return st;
+    }
+    const char *args = params + 2; /* "float acc, float e0, ..." */
+    char pass[64] = "acc";
+    for (int j = 0; j < n_extra; j++) {
+        size_t len = strlen(pass);
+        snprintf(pass + len, sizeof pass - len, ", e%d", j);
+    }
+    for (int j = 1; j < k->n_outputs; j++)
+        tg_sb_printf(fns, "layout(std430, binding = %d) writeonly buffer BufO%d { %s o%d_data[]; };\n",
+                     k->n_inputs + j, j, k->output_storage[j] == TG_F16 ? "float16_t" : "float", j);
+    tg_sb_printf(fns, "float tg_epilogue(int bz, int row, int col, %s) {\n", args);
+    tg_sb_printf(fns, "    uint i = uint(bz) * %lluu + uint(row) * %lluu + uint(col);\n",
+                 (unsigned long long)(M * N), (unsigned long long)N);
+    for (int j = 1; j < k->n_outputs; j++)
+        tg_sb_printf(fns, "    o%d_data[i] = %s(epi%d(i, %s));\n", j,
+                     k->output_storage[j] == TG_F16 ? "float16_t" : "float", j, pass);
+    tg_sb_printf(fns, "    return epi0(i, %s);\n}\n", pass);
+    snprintf(call, call_size, "tg_epilogue(bz, row, col, %s)", pass);
+    return fns->oom ? tg_set_error(TG_ERR_NO_MEMORY, "out of memory") : TG_OK;
+}
+
+/* Strides of extra input x read at the elements of `out` (broadcast):
+ * per batch dim, and along rows and columns. */
+static void extra_strides(const tg_node *x, const tg_node *out, tg_mm_extra *e, int n_batch,
+                          tg_mm_batch_dim *dims, int which) {
+    int64_t s[TG_MAX_RANK];
+    tg_gen_bcast_strides(x->rank, x->shape, out->rank, out->shape, s);
+    e->dtype = TG_F32;
+    e->stride_row = s[out->rank - 2];
+    e->stride_col = s[out->rank - 1];
+    e->stride_batch = out->rank > 2 ? s[0] : 0;
+    for (int d = 0; d < n_batch; d++) dims[d].stride_extra[which] = s[d];
+}
+
+/* A matmul or conv1d, with its fused elementwise epilogue: the kernel's
+ * inputs are the two operands (conv1d: x, w), then the epilogue's extra
+ * inputs; output 0 is stored as C, the others by the epilogue. */
+static tg_status gen_matmul_kernel(const tg_vk_caps *caps, const tg_kernel *k, int ri,
                                    tg_kernel_code *out) {
     const tg_graph *gr = k->g;
-    const tg_node *n = &gr->nodes[k->nodes[k->n_nodes - 1]];
-    if (k->n_nodes != 1 || k->n_inputs != 2 || k->n_outputs != 1 || k->inputs[0] != n->inputs[0] ||
-        k->inputs[1] != n->inputs[1])
+    int32_t id = k->nodes[ri];
+    const tg_node *n = &gr->nodes[id];
+    int n_extra = k->n_inputs - 2;
+    if (k->n_inputs < 2 || k->inputs[0] != n->inputs[0] || k->inputs[1] != n->inputs[1] ||
+        n_extra > TG_MM_MAX_EXTRA || (ri != k->n_nodes - 1 && ri != 0) ||
+        (k->n_nodes == 1 && (k->n_outputs != 1 || n_extra)))
         return tg_set_error(TG_ERR_UNSUPPORTED,
-                            "%s %d: only a single matmul/conv1d node per kernel is supported",
-                            tg_ops[n->op].name, (int)k->nodes[k->n_nodes - 1]);
+                            "%s %d: a matmul/conv1d kernel is the product, then its epilogue, "
+                            "with at most %d extra inputs",
+                            tg_ops[n->op].name, (int)id, TG_MM_MAX_EXTRA);
+    for (int j = 0; j < n_extra; j++)
+        if (k->input_storage[2 + j] != TG_F32 && k->input_storage[2 + j] != TG_F16)
+            return tg_set_error(TG_ERR_UNSUPPORTED, "%s %d: epilogue input %d is not a float",
+                                tg_ops[n->op].name, (int)id, (int)k->inputs[2 + j]);
+    for (int j = 1; j < k->n_outputs; j++)
+        if (k->output_storage[j] != k->output_storage[0])
+            return tg_set_error(TG_ERR_UNSUPPORTED, "%s %d: epilogue outputs stored differently",
+                                tg_ops[n->op].name, (int)id);
     const tg_node *a = &gr->nodes[n->inputs[0]], *bn = &gr->nodes[n->inputs[1]];
     char name[64];
     snprintf(name, sizeof name, "%s_%d", tg_ops[n->op].name, (int)k->nodes[k->n_nodes - 1]);
     tg_mm_kernel mk;
     memset(&mk, 0, sizeof mk);
-    tg_status st;
+    tg_sb fns;
+    memset(&fns, 0, sizeof fns);
+    char call[128] = "";
+    tg_status st = TG_OK;
     if (k->input_storage[0] != k->input_storage[1])
         return tg_set_error(TG_ERR_UNSUPPORTED, "%s: operands stored as %s and %s", name,
                             tg_dtype_name(k->input_storage[0]), tg_dtype_name(k->input_storage[1]));
+    int64_t M, N;
     if (n->op == TG_OP_MATMUL) {
+        M = n->shape[n->rank - 2];
+        N = n->shape[n->rank - 1];
+    } else {
+        M = n->shape[1];
+        N = n->shape[2];
+    }
+    if (k->n_nodes > 1) st = matmul_epilogue(k, ri, M, N, &fns, call, sizeof call);
+    if (st == TG_OK && n->op == TG_OP_MATMUL) {
         tg_mm_params p;
         memset(&p, 0, sizeof p);
         bool ta = n->attrs.transpose_a, tb = n->attrs.transpose_b;
-        p.M = n->shape[n->rank - 2];
-        p.N = n->shape[n->rank - 1];
+        p.M = M;
+        p.N = N;
         p.K = ta ? a->shape[a->rank - 2] : a->shape[a->rank - 1];
         p.batch = 1;
         p.n_batch_dims = matmul_batch_dims(a, bn, n, p.batch_dims);
@@ -112,8 +200,17 @@ static tg_status gen_matmul_kernel(const tg_vk_caps *caps, const tg_kernel *k,
         p.dtype = k->input_storage[0];
         p.out_dtype = k->output_storage[0];
         p.name = name;
+        p.n_extra = n_extra;
+        for (int j = 0; j < n_extra; j++) {
+            extra_strides(&gr->nodes[k->inputs[2 + j]], n, &p.extra[j], p.n_batch_dims,
+                          p.batch_dims, j);
+            p.extra[j].dtype = k->input_storage[2 + j];
+        }
+        if (n_extra && p.n_batch_dims == 0) p.batch = 1;
+        p.epilogue = call[0] ? call : NULL;
+        p.epilogue_functions = call[0] ? fns.s : NULL;
         st = tg_gen_matmul(caps, &p, &mk);
-    } else {
+    } else if (st == TG_OK) {
         tg_conv1d_params p;
         memset(&p, 0, sizeof p);
         p.batch = a->shape[0];
@@ -127,20 +224,41 @@ static tg_status gen_matmul_kernel(const tg_vk_caps *caps, const tg_kernel *k,
         p.dtype = k->input_storage[0];
         p.out_dtype = k->output_storage[0];
         p.name = name;
+        p.n_extra = n_extra;
+        tg_mm_batch_dim unused[1];
+        for (int j = 0; j < n_extra; j++) {
+            extra_strides(&gr->nodes[k->inputs[2 + j]], n, &p.extra[j], 0, unused, j);
+            p.extra[j].dtype = k->input_storage[2 + j];
+        }
+        p.epilogue = call[0] ? call : NULL;
+        p.epilogue_functions = call[0] ? fns.s : NULL;
         st = tg_gen_conv1d(caps, &p, &mk);
         if (st == TG_OK) st = swap_conv_bindings(&mk, name);
     }
+    free(fns.s);
     if (st != TG_OK) return st;
     st = from_mm_kernel(&mk, k, out);
     tg_mm_kernel_free(&mk);
+    /* the epilogue's own outputs, after C */
+    for (int j = 1; st == TG_OK && j < k->n_outputs; j++)
+        out->kinds[out->n_bindings++] = TG_VK_BIND_STORAGE;
     return st;
+}
+
+/* The member that gives a kernel its kind: its one non-elementwise node,
+ * else (an elementwise chain) its last. */
+static int kernel_root(const tg_kernel *k) {
+    for (int i = 0; i < k->n_nodes; i++)
+        if (tg_ops[k->g->nodes[k->nodes[i]].op].klass != TG_CLASS_ELEMENTWISE) return i;
+    return k->n_nodes - 1;
 }
 
 tg_status tg_gen_kernel(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
     if (!caps || !k || !out || !k->g || k->n_nodes < 1 || !k->nodes)
         return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_gen_kernel: bad arguments");
     memset(out, 0, sizeof *out);
-    const tg_node *n = &k->g->nodes[k->nodes[k->n_nodes - 1]];
+    int ri = kernel_root(k);
+    const tg_node *n = &k->g->nodes[k->nodes[ri]];
     switch (tg_ops[n->op].klass) {
     case TG_CLASS_ELEMENTWISE: return tg_gen_elementwise(caps, k, out);
     case TG_CLASS_REDUCTION: return tg_gen_reduce(caps, k, out);
@@ -149,7 +267,7 @@ tg_status tg_gen_kernel(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
         if (n->op == TG_OP_ADAMW_UPDATE || n->op == TG_OP_SGD_UPDATE)
             return tg_gen_optim(caps, k, out);
         return tg_gen_movement(caps, k, out);
-    case TG_CLASS_MATMUL: return gen_matmul_kernel(caps, k, out);
+    case TG_CLASS_MATMUL: return gen_matmul_kernel(caps, k, ri, out);
     case TG_CLASS_OPAQUE:
         if (n->op == TG_OP_SCATTER_ADD) return tg_gen_movement(caps, k, out);
         if (tg_gen_grad_handles(n->op)) return tg_gen_grad(caps, k, out);
