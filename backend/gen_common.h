@@ -100,6 +100,14 @@ tg_status tg_gen_optim(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_cod
 
 /* ---- pieces of gen_nn.c that gen_grad.c shares ---- */
 
+/* cross_entropy rows: emits GLSL ce_row_max(base, j0, js) and
+ * ce_row_sumexp(base, j0, js, m) over the logits ld0(base + j), j = j0,
+ * j0 + js, ... < C, four elements a loop iteration; tg_gen_ce_row_iters
+ * is the loop iterations of one of them (lavapipe ends a shader's loops
+ * after 65535 iterations in all: gen_nn.c). */
+void tg_gen_ce_row_fns(tg_gen *g, int64_t C);
+int64_t tg_gen_ce_row_iters(int64_t C, int64_t step);
+
 /* Rows of at most this many elements take one invocation per row; on CPU
  * devices (lavapipe) rows up to TG_GEN_ROW_SERIAL_MAX_CPU do, since
  * barriers and workgroup reductions cost more there than a serial loop. */

@@ -3,16 +3,18 @@
  * generator). Each computes what its interpreter kernel (graph/interp.c)
  * computes, in f32.
  *
- * softmax_grad, log_softmax_grad, layer_norm_grad_x, cross_entropy_grad:
+ * softmax_grad, log_softmax_grad, layer_norm_grad_x:
  *   row ops like their forwards (gen_nn.c's row head: one workgroup per
  *   row, or one invocation per row for short rows).
  * layer_norm_grad_wb: sums over rows, one workgroup per block of columns;
  *   the workgroup walks the rows, recomputing each row's mean and
  *   1/sqrt(var + eps) together (a kernel has no scratch for them).
- * cross_entropy_grad: every row also counts the labels that are counted
- *   (not the ignore_index, inside [0, C)) over all rows — the forward's
- *   rule; a label outside [0, C) gives a zero row (the interpreter
- *   reports an error).
+ * cross_entropy_grad: a row op too, each workgroup owning a block of rows
+ *   (serial: one per invocation; else walked together). The workgroup
+ *   first counts, together, the labels that are counted (not the
+ *   ignore_index, inside [0, C)) over all rows — the forward's rule —
+ *   once per workgroup, not once per row; a label outside [0, C) gives a
+ *   zero row (the interpreter reports an error).
  * attention_grad_q/k/v: one workgroup per batch. Its invocations first
  *   compute, per query row, the softmax statistics over the visible keys
  *   (max M, sum L of exp(s - M), and P = sum_j p_j dP_j with dP_j =
@@ -40,6 +42,9 @@ static int64_t prod(const int64_t *s, int from, int to) {
 }
 
 typedef unsigned long long ull;
+
+/* lavapipe's loop limit, with a margin (gen_nn.c) */
+#define CPU_LOOP_LIMIT 60000
 
 bool tg_gen_grad_handles(tg_op op) {
     switch (op) {
@@ -164,11 +169,33 @@ static tg_status gen_layer_norm_grad_wb(tg_gen *g, const tg_node *n) {
 }
 
 /* (logits = ld0, labels = ld1, dloss = ld2): (softmax(row) - onehot) *
- * dloss / count for counted rows, zeros otherwise. */
+ * dloss / count for counted rows, zeros otherwise. Each workgroup owns a
+ * block of rows: serial, one row per invocation (WG rows); else
+ * `per_group` rows that the workgroup walks together. It first counts
+ * the counted labels of all rows, together (each invocation every WG-th
+ * label, then one workgroup sum): the labels are read once per
+ * workgroup, not once per row. */
 static tg_status gen_cross_entropy_grad(tg_gen *g, const tg_node *n, bool serial) {
     const tg_node *y = tg_gen_node(g, n->inputs[1]);
     int64_t C = n->shape[n->rank - 1], rows = tg_shape_count(y->rank, y->shape);
-    int64_t ig = n->attrs.ignore_index;
+    int64_t ig = n->attrs.ignore_index, wg = g->wg;
+    /* walked together: at most 256 workgroups, so the label reads (rows
+     * per workgroup) stay small next to the logits; on CPU devices few
+     * enough rows per workgroup for lavapipe's loop limit (gen_nn.c) */
+    int64_t per_group = serial ? wg : (rows + 255) / 256;
+    int64_t count_iters = (rows + wg - 1) / wg + 2 * wg;
+    int64_t row_iters = 1 + 2 * tg_gen_ce_row_iters(C, serial ? 1 : wg) + (C + wg - 1) / wg +
+                        (serial ? 0 : 2 * wg);
+    bool cpu = g->caps->device_class == TG_VK_CLASS_CPU;
+    if (cpu && !serial && count_iters + per_group * row_iters > CPU_LOOP_LIMIT)
+        per_group = (CPU_LOOP_LIMIT - count_iters) / row_iters;
+    if (per_group < 1) per_group = 1;
+    if (cpu && count_iters + (serial ? 1 : per_group) * row_iters > CPU_LOOP_LIMIT)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "cross_entropy_grad of %lld rows x %lld classes: over the %d loop "
+                            "iterations an invocation may run on this CPU device",
+                            (long long)rows, (long long)C, CPU_LOOP_LIMIT);
+    uint64_t groups = (uint64_t)((rows + per_group - 1) / per_group);
     char skip[96];
     if (ig >= INT32_MIN && ig <= INT32_MAX)
         snprintf(skip, sizeof skip, "(lb == %lld || lb < 0 || lb >= %lld)", (long long)ig,
@@ -176,33 +203,48 @@ static tg_status gen_cross_entropy_grad(tg_gen *g, const tg_node *n, bool serial
     else
         snprintf(skip, sizeof skip, "(lb < 0 || lb >= %lld)", (long long)C);
     tg_sb *b = &g->b;
-    tg_gen_row_head(g, serial, rows);
+    tg_gen_ce_row_fns(g, C);
     tg_sb_printf(b,
+                 "#define ROW_SUM(x) %s\n#define ROW_MAX(x) %s\n"
+                 "void main() {\n"
+                 "    uint grp = tg_group();\n"
+                 "    if (grp >= %lluu) return;\n" /* uniform over the workgroup */
+                 "    uint l = gl_LocalInvocationID.x;\n"
                  "    float cnt = 0.0;\n"
-                 "    for (uint q = l; q < %lluu; q += step) {\n"
+                 "    for (uint q = l; q < %lluu; q += %uu) {\n"
                  "        int lb = ld1(q);\n"
                  "        cnt += %s ? 0.0 : 1.0;\n"
                  "    }\n"
-                 "    cnt = WG_SUM(cnt);\n"
-                 "    int lb = ld1(r);\n"
-                 "    uint base = r * %lluu;\n"
-                 "    if (%s) {\n" /* uniform: one label per row */
-                 "        for (uint j = l; j < %lluu; j += step) st0(base + j, 0.0);\n"
-                 "        return;\n"
+                 "    float scale = ld2(0u) / tg_wg_sum(cnt);\n",
+                 serial ? "(x)" : "tg_wg_sum(x)", serial ? "(x)" : "tg_wg_max(x)", (ull)groups,
+                 (ull)rows, g->wg, skip);
+    if (serial)
+        tg_sb_printf(b,
+                     "    const uint j0 = 0u, step = 1u;\n"
+                     "    uint r0 = grp * %uu + l, r1 = min(%lluu, r0 + 1u);\n",
+                     g->wg, (ull)rows);
+    else
+        tg_sb_printf(b,
+                     "    uint j0 = l, step = %uu;\n"
+                     "    uint r0 = grp * %lluu, r1 = min(%lluu, r0 + %lluu);\n",
+                     g->wg, (ull)per_group, (ull)rows, (ull)per_group);
+    tg_sb_printf(b,
+                 "    for (uint r = r0; r < r1; r++) {\n"
+                 "        int lb = ld1(r);\n"
+                 "        uint base = r * %lluu;\n"
+                 "        if (%s) {\n" /* uniform when the workgroup walks the row */
+                 "            for (uint j = j0; j < %lluu; j += step) st0(base + j, 0.0);\n"
+                 "            continue;\n"
+                 "        }\n"
+                 "        float m = ROW_MAX(ce_row_max(base, j0, step));\n"
+                 "        float f = scale / ROW_SUM(ce_row_sumexp(base, j0, step, m));\n"
+                 "        for (uint j = j0; j < %lluu; j += step)\n"
+                 "            st0(base + j, exp(ld0(base + j) - m) * f - (int(j) == lb ? scale : "
+                 "0.0));\n"
                  "    }\n"
-                 "    float m = uintBitsToFloat(0xff800000u);\n"
-                 "    for (uint j = l; j < %lluu; j += step) m = tg_maxf(m, ld0(base + j));\n"
-                 "    m = WG_MAX(m);\n"
-                 "    float s = 0.0;\n"
-                 "    for (uint j = l; j < %lluu; j += step) s += exp(ld0(base + j) - m);\n"
-                 "    s = WG_SUM(s);\n"
-                 "    float scale = ld2(0u) / cnt;\n"
-                 "    for (uint j = l; j < %lluu; j += step)\n"
-                 "        st0(base + j, (exp(ld0(base + j) - m) / s - (int(j) == lb ? 1.0 : 0.0)) "
-                 "* scale);\n"
                  "}\n",
-                 (ull)rows, skip, (ull)C, skip, (ull)C, (ull)C, (ull)C, (ull)C);
-    return tg_gen_finish(g, tg_gen_row_groups(g, serial, rows));
+                 (ull)C, skip, (ull)C, (ull)C);
+    return tg_gen_finish(g, groups);
 }
 
 /* attention_grad_q/k/v (q, k, v, [mask], dout): one workgroup per batch. */
@@ -432,16 +474,16 @@ tg_status tg_gen_grad(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code
     case TG_OP_CROSS_ENTROPY_GRAD: row_len = n->rank ? n->shape[n->rank - 1] : 1; break;
     default: break;
     }
-    /* cross_entropy_grad's rows each count the labels of all rows: serial
-     * only for short rows on any device */
-    bool rows = row_len > 0,
-         serial = rows && (n->op == TG_OP_CROSS_ENTROPY_GRAD ? row_len <= TG_GEN_ROW_SERIAL_MAX
-                                                             : tg_gen_row_serial(caps, row_len));
+    bool rows = row_len > 0, serial = rows && tg_gen_row_serial(caps, row_len);
     bool elementwise = n->op == TG_OP_CONV1D_GRAD_INPUT || n->op == TG_OP_CONV1D_GRAD_WEIGHT ||
                        n->op == TG_OP_SLICE_GRAD;
+    /* cross_entropy_grad sums its label count over the workgroup, serial or not */
+    bool ce = n->op == TG_OP_CROSS_ENTROPY_GRAD;
     uint32_t wg = tg_gen_wg_size(caps, serial || elementwise ? 128 : 64);
+    /* every workgroup reads all labels: fewer, larger ones on CPU devices */
+    if (ce && serial && caps->device_class == TG_VK_CLASS_CPU) wg = tg_gen_wg_size(caps, 512);
     tg_gen g;
-    tg_status st = tg_gen_begin(&g, caps, k, out, wg, !serial && !elementwise);
+    tg_status st = tg_gen_begin(&g, caps, k, out, wg, ce || (!serial && !elementwise));
     if (st != TG_OK) {
         tg_gen_abort(&g);
         return st;

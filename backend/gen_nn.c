@@ -13,11 +13,12 @@
  * accumulators by exp(old max - new max) per chunk. Invocation t owns
  * output columns t, t + WG, ... A row that sees no key gives zeros.
  *
- * cross_entropy: a single workgroup walks the rows (the result is one
- * number and a kernel has no scratch for partial sums), each row's
- * logsumexp over the workgroup. Labels equal to ignore_index are skipped;
- * labels outside [0, C) are skipped too (the interpreter reports an
- * error): they add nothing to the sum or the count. No counted row
+ * cross_entropy: one workgroup (the result is one number and a kernel
+ * has no scratch for partial sums); on CPU devices or for short rows
+ * each invocation owns every WG-th row, else the workgroup walks the rows
+ * together (see gen_cross_entropy). Labels equal to ignore_index are
+ * skipped; labels outside [0, C) are skipped too (the interpreter reports
+ * an error): they add nothing to the sum or the count. No counted row
  * gives 0. */
 #include "backend/gen_common.h"
 
@@ -115,38 +116,112 @@ static tg_status gen_layer_norm(tg_gen *g, const tg_node *n) {
     return tg_gen_finish(g, tg_gen_row_groups(g, serial, rows));
 }
 
-static tg_status gen_cross_entropy(tg_gen *g, const tg_node *n) {
+/* lavapipe (llvmpipe 22.3) ends every loop of a shader invocation once
+ * 65535 iterations of all its loops together have run (gallivm's loop
+ * limiter), silently: kernels that loop long on CPU devices must stay
+ * under it. The cross_entropy kernels check their count against this. */
+#define CPU_LOOP_LIMIT 60000
+
+int64_t tg_gen_ce_row_iters(int64_t C, int64_t step) {
+    int64_t per = (C + step - 1) / step;
+    return (per + 3) / 4 + 3;
+}
+
+/* GLSL ce_row_max(base, j0, js) and ce_row_sumexp(base, j0, js, m): the
+ * max, and the sum of exp(x - m), of the logits (ld0) base + j for j = j0,
+ * j0 + js, ... < C, four elements an iteration (fewer loop iterations:
+ * lavapipe's limit above), the sum in element order. */
+void tg_gen_ce_row_fns(tg_gen *g, int64_t C) {
+    unsigned long long c = (unsigned long long)C;
+    tg_sb_printf(&g->b,
+                 "float ce_row_max(uint base, uint j0, uint js) {\n"
+                 "    float m = uintBitsToFloat(0xff800000u);\n"
+                 "    uint j = j0;\n"
+                 "    for (; j + 3u * js < %lluu; j += 4u * js)\n"
+                 "        m = tg_maxf(tg_maxf(m, tg_maxf(ld0(base + j), ld0(base + j + js))),\n"
+                 "                    tg_maxf(ld0(base + j + 2u * js), ld0(base + j + 3u * js)));\n"
+                 "    for (; j < %lluu; j += js) m = tg_maxf(m, ld0(base + j));\n"
+                 "    return m;\n"
+                 "}\n"
+                 "float ce_row_sumexp(uint base, uint j0, uint js, float m) {\n"
+                 "    float s = 0.0;\n"
+                 "    uint j = j0;\n"
+                 "    for (; j + 3u * js < %lluu; j += 4u * js) {\n"
+                 "        s += exp(ld0(base + j) - m);\n"
+                 "        s += exp(ld0(base + j + js) - m);\n"
+                 "        s += exp(ld0(base + j + 2u * js) - m);\n"
+                 "        s += exp(ld0(base + j + 3u * js) - m);\n"
+                 "    }\n"
+                 "    for (; j < %lluu; j += js) s += exp(ld0(base + j) - m);\n"
+                 "    return s;\n"
+                 "}\n",
+                 c, c, c, c);
+}
+
+/* Loop iterations of one invocation of the cross_entropy kernel: rows
+ * per invocation (serial) or all rows, each two row passes (and, walked
+ * together, two workgroup reductions of at most wg iterations). */
+static int64_t ce_iters(bool serial, int64_t rows, int64_t C, uint32_t wg) {
+    if (serial)
+        return (rows + wg - 1) / wg * (1 + 2 * tg_gen_ce_row_iters(C, 1)) + 2 * (int64_t)wg;
+    return rows * (1 + 2 * tg_gen_ce_row_iters(C, wg) + 2 * (int64_t)wg);
+}
+
+/* cross_entropy (logits = ld0, labels = ld1) -> the mean over counted
+ * rows of logsumexp(row) - row[label]. One workgroup: the result is one
+ * number, and a kernel is one dispatch with no scratch buffer for partial
+ * sums, so only one workgroup can combine all rows, deterministically.
+ * Serial (CPU devices, where a workgroup runs on one thread anyway and
+ * barriers are dear, or short rows): invocation l owns rows l, l + WG,
+ * ... and walks each row alone; the workgroup sums the invocations'
+ * totals and counts once at the end. Otherwise the workgroup walks the
+ * rows together (coalesced reads, two reductions per row). Either way the
+ * order of the sum is fixed. */
+static tg_status gen_cross_entropy(tg_gen *g, const tg_node *n, bool serial) {
     const tg_graph *gr = g->k->g;
     const tg_node *x = &gr->nodes[n->inputs[0]], *y = &gr->nodes[n->inputs[1]];
     int64_t C = x->shape[x->rank - 1], rows = tg_shape_count(y->rank, y->shape);
     int64_t ig = n->attrs.ignore_index;
+    if (g->caps->device_class == TG_VK_CLASS_CPU && ce_iters(serial, rows, C, g->wg) > CPU_LOOP_LIMIT)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "cross_entropy of %lld rows x %lld classes: over the %d loop "
+                            "iterations an invocation may run on this CPU device",
+                            (long long)rows, (long long)C, CPU_LOOP_LIMIT);
     char ign[64];
     if (ig >= INT32_MIN && ig <= INT32_MAX)
         snprintf(ign, sizeof ign, "lab == %lld", (long long)ig);
     else
         snprintf(ign, sizeof ign, "false");
     tg_sb *b = &g->b;
+    tg_gen_ce_row_fns(g, C);
+    if (serial)
+        tg_sb_printf(b,
+                     "#define ROW_MAX(x) (x)\n#define ROW_SUM(x) (x)\n"
+                     "void main() {\n"
+                     "    uint l = gl_LocalInvocationID.x;\n"
+                     "    const uint r0 = l, rstep = %uu, j0 = 0u, jstep = 1u;\n",
+                     g->wg);
+    else
+        tg_sb_printf(b,
+                     "#define ROW_MAX(x) tg_wg_max(x)\n#define ROW_SUM(x) tg_wg_sum(x)\n"
+                     "void main() {\n"
+                     "    uint l = gl_LocalInvocationID.x;\n"
+                     "    const uint r0 = 0u, rstep = 1u, j0 = l, jstep = %uu;\n",
+                     g->wg);
     tg_sb_printf(b,
-                 "void main() {\n"
-                 "    uint l = gl_LocalInvocationID.x;\n"
-                 "    float total = 0.0;\n"
-                 "    uint cnt = 0u;\n"
-                 "    for (uint r = 0u; r < %lluu; r++) {\n"
-                 "        int lab = ld1(r);\n" /* uniform: the loop has the same trip for all */
+                 "    float total = 0.0, cnt = 0.0;\n"
+                 "    for (uint r = r0; r < %lluu; r += rstep) {\n"
+                 "        int lab = ld1(r);\n" /* uniform when the workgroup walks the row */
                  "        if (%s || lab < 0 || lab >= %lld) continue;\n"
                  "        uint base = r * %lluu;\n"
-                 "        float m = uintBitsToFloat(0xff800000u);\n"
-                 "        for (uint j = l; j < %lluu; j += %uu) m = tg_maxf(m, ld0(base + j));\n"
-                 "        m = tg_wg_max(m);\n"
-                 "        float s = 0.0;\n"
-                 "        for (uint j = l; j < %lluu; j += %uu) s += exp(ld0(base + j) - m);\n"
-                 "        s = tg_wg_sum(s);\n"
+                 "        float m = ROW_MAX(ce_row_max(base, j0, jstep));\n"
+                 "        float s = ROW_SUM(ce_row_sumexp(base, j0, jstep, m));\n"
                  "        total += m + log(s) - ld0(base + uint(lab));\n"
-                 "        cnt++;\n"
-                 "    }\n"
-                 "    if (l == 0u) st0(0u, cnt > 0u ? total / float(cnt) : 0.0);\n}\n",
-                 (unsigned long long)rows, ign, (long long)C, (unsigned long long)C,
-                 (unsigned long long)C, g->wg, (unsigned long long)C, g->wg);
+                 "        cnt += 1.0;\n"
+                 "    }\n",
+                 (unsigned long long)rows, ign, (long long)C, (unsigned long long)C);
+    if (serial) tg_sb_printf(b, "    total = tg_wg_sum(total);\n    cnt = tg_wg_sum(cnt);\n");
+    tg_sb_printf(b, "    if (l == 0u) st0(0u, cnt > 0.0 ? total / cnt : 0.0);\n}\n");
     return tg_gen_finish(g, 1);
 }
 
@@ -302,9 +377,21 @@ tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *
                       : n->op == TG_OP_LAYER_NORM ? (n->rank ? n->shape[n->rank - 1] : 1)
                                                   : INT64_MAX;
     bool serial = tg_gen_row_serial(caps, row_len);
+    /* cross_entropy: serial rows on CPU devices whatever their length (one
+     * workgroup: barriers per row would cost more than they save) */
+    bool ce = n->op == TG_OP_CROSS_ENTROPY;
     uint32_t wg = tg_gen_wg_size(caps, serial ? 128 : 64);
+    if (ce) { /* the largest workgroup: it is the only one */
+        const tg_node *x = &gr->nodes[n->inputs[0]];
+        const tg_node *y = &gr->nodes[n->inputs[1]];
+        int64_t C = x->shape[x->rank - 1], rows = tg_shape_count(y->rank, y->shape);
+        wg = tg_gen_wg_size(caps, caps->device_class == TG_VK_CLASS_CPU ? 1024 : 256);
+        serial = C <= TG_GEN_ROW_SERIAL_MAX ||
+                 (caps->device_class == TG_VK_CLASS_CPU &&
+                  ce_iters(true, rows, C, wg) <= ce_iters(false, rows, C, wg));
+    }
     tg_gen g;
-    tg_status st = tg_gen_begin(&g, caps, k, out, wg, !serial);
+    tg_status st = tg_gen_begin(&g, caps, k, out, wg, !serial || ce);
     if (st != TG_OK) {
         tg_gen_abort(&g);
         return st;
@@ -313,7 +400,7 @@ tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *
     case TG_OP_SOFTMAX:
     case TG_OP_LOG_SOFTMAX: st = gen_softmax(&g, n); break;
     case TG_OP_LAYER_NORM: st = gen_layer_norm(&g, n); break;
-    case TG_OP_CROSS_ENTROPY: st = gen_cross_entropy(&g, n); break;
+    case TG_OP_CROSS_ENTROPY: st = gen_cross_entropy(&g, n, serial); break;
     case TG_OP_ATTENTION: st = gen_attention(&g, n); break;
     default:
         st = tg_set_error(TG_ERR_UNSUPPORTED, "nn generator: no kernel for %s", tg_ops[n->op].name);

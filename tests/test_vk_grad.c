@@ -440,6 +440,18 @@ static void test_cross_entropy_grads(void **state) {
     check_grads(&f, "cross_entropy [2,3,40] + bias",
                 tg_cross_entropy(f.g, tg_add(f.g, x, bias), y, -1), 2, wrt, 2e-5);
     fixture_free(&f);
+    /* rows over several workgroups: short rows (one per invocation) and
+     * long ones (walked by a workgroup), every 7th row ignored */
+    static const int64_t big[][2] = {{300, 50}, {1024, 4000}};
+    for (int c = 0; c < 2; c++) {
+        f.g = tg_graph_new();
+        x = ph(&f, TG_F32, 2, big[c], -5, 5);
+        y = ph(&f, TG_I32, 1, big[c], 0, (double)big[c][1] - 1);
+        for (int64_t r = 0; r < big[c][0]; r += 7) tg_array_set(&f.vals[1], r, -100);
+        check_grads(&f, c ? "cross_entropy [1024,4000] ignore" : "cross_entropy [300,50] ignore",
+                    tg_cross_entropy(f.g, x, y, -100), 1, &x, 2e-5);
+        fixture_free(&f);
+    }
 }
 
 /* ---- optimizers ---- */

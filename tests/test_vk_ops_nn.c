@@ -113,6 +113,16 @@ static void test_cross_entropy(void **state) {
             check(g, tg_cross_entropy(g, x, y, cases[c].ignore), 1e-5, 1e-6);
         }
     }
+    /* a large case: 1024 rows of 4000 classes, every 7th row ignored */
+    for (int h = 0; h < 2; h++) {
+        if (h && !have_f16()) continue;
+        tg_graph *g = tg_graph_new();
+        int64_t s[] = {1024, 4000};
+        tg_tensor x = ph(g, h ? TG_F16 : TG_F32, 2, s, -5, 5);
+        tg_tensor y = ph(g, TG_I32, 1, s, 0, 3999);
+        for (int64_t r = 0; r < 1024; r += 7) tg_array_set(last_feed(), r, -100);
+        check(g, tg_cross_entropy(g, x, y, -100), 1e-5, 1e-6);
+    }
     /* labels out of range (not ignored) count as ignored on the device:
      * compare with the interpreter on the same labels with that row ignored */
     tg_graph *g = tg_graph_new();
