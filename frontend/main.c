@@ -15,7 +15,7 @@ typedef struct cli_command {
 /* One row per subcommand. */
 static const cli_command commands[] = {
     {"dump", "print a graph's IR or Graphviz DOT", cli_dump_help, cli_dump},
-    {"run", "run a graph on the reference interpreter", cli_run_help, cli_run},
+    {"run", "run a graph on Vulkan (or --interp: the reference interpreter)", cli_run_help, cli_run},
     {"compare", "compare two .npy files within a tolerance", cli_compare_help, cli_compare},
     {"devices", "list the Vulkan devices and their limits", cli_devices_help, cli_devices},
     {"mel", "write the Whisper log-Mel spectrogram of an audio file", cli_mel_help, cli_mel},
