@@ -1,10 +1,13 @@
 /* backend/gen_optim.c — the optimizer updates adamw_update and sgd_update:
- * one invocation per element, one dispatch per variable, PyTorch's rules
- * as the interpreter has them (graph/interp.c), in f32.
+ * one invocation per element, PyTorch's rules as the interpreter has them
+ * (graph/interp.c), in f32. sgd: one dispatch per variable; adamw: one
+ * dispatch for all the updates the fusion pass grouped (the multi-tensor
+ * optimizer: passes/fusion.c), each update's gradient read from a kernel
+ * input or through a fused slice of one.
  *
  * These kernels have one output per variable the op writes (the op
  * table's `writes` mask, in input order; backend/kernel.h): adamw writes
- * st0 = w, st1 = m, st2 = v; sgd with momentum st0 = w, st1 = the
+ * w (the node), m and v (found by node id); sgd with momentum st0 = w, st1 = the
  * momentum buffer. The executor may bind an output to the very buffer its
  * input reads (an in-place update): every element is read, then written,
  * by the same invocation, so that is safe.
@@ -43,10 +46,136 @@ static int written_count(const tg_node *n) {
     return c;
 }
 
+/* The kernel output index of node id, or -1. */
+static int output_index(const tg_kernel *k, int32_t id) {
+    for (int j = 0; j < k->n_outputs; j++)
+        if (k->outputs[j] == id) return j;
+    return -1;
+}
+
+/* Emits `uint <name>(uint i)` reading operand x (a kernel input, or a
+ * slice member, through aliases) at its element i; *input: the kernel
+ * input it loads. */
+static tg_status operand_fn(tg_sb *b, const tg_kernel *k, int32_t x, const char *name,
+                            int *input) {
+    const tg_graph *gr = k->g;
+    *input = tg_gen_input_index(k, x);
+    if (*input >= 0) {
+        tg_sb_printf(b, "uint %s(uint i) { return i; }\n", name);
+        return TG_OK;
+    }
+    while (gr->nodes[x].op == TG_OP_RESHAPE || gr->nodes[x].op == TG_OP_STOP_GRADIENT)
+        x = gr->nodes[x].inputs[0];
+    const tg_node *s = &gr->nodes[x];
+    *input = s->op == TG_OP_SLICE ? tg_gen_input_index(k, s->inputs[0]) : -1;
+    if (*input < 0)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "optimizer generator: operand %d is neither a kernel input nor a "
+                            "fused slice of one",
+                            (int)x);
+    const tg_node *in = &gr->nodes[s->inputs[0]];
+    int64_t xs[TG_MAX_RANK], strides[TG_MAX_RANK], base = 0;
+    tg_gen_row_strides(in->rank, in->shape, xs);
+    for (int d = 0; d < s->rank; d++) {
+        base += s->attrs.begin[d] * xs[d];
+        strides[d] = s->attrs.step[d] * xs[d];
+    }
+    tg_gen_offset_fn(b, name, s->rank, s->shape, strides, base);
+    return TG_OK;
+}
+
+/* adamw_update members (w, m, v, grad, lr, step), all with the
+ * hyperparameters, lr and step of the first: one invocation per element of
+ * all of them, member j's elements after those of members before it. Each
+ * element is computed exactly as the single-variable kernel does. */
+static tg_status gen_adamw(tg_gen *g, const tg_kernel *k, uint32_t wg, uint64_t *total) {
+    tg_sb *b = &g->b;
+    const tg_graph *gr = k->g;
+    const tg_node *first = NULL;
+    char l[8][64], name[32];
+    tg_sb_printf(b, "%s", expm1_glsl);
+    *total = 0;
+    for (int mi = 0; mi < k->n_nodes; mi++) {
+        const tg_node *n = &gr->nodes[k->nodes[mi]];
+        if (n->op != TG_OP_ADAMW_UPDATE) continue;
+        if (!first) first = n;
+        int in[4];
+        for (int p = 0; p < 4; p++) {
+            snprintf(name, sizeof name, "off%d_%d", (int)k->nodes[mi], p);
+            tg_status st = operand_fn(b, k, n->inputs[p], name, &in[p]);
+            if (st != TG_OK) return st;
+        }
+        int out[3] = {output_index(k, k->nodes[mi]), output_index(k, n->inputs[1]),
+                      output_index(k, n->inputs[2])};
+        if (out[0] < 0 || out[1] < 0 || out[2] < 0 || n->inputs[4] != first->inputs[4] ||
+            n->inputs[5] != first->inputs[5] || n->attrs.beta1 != first->attrs.beta1 ||
+            n->attrs.beta2 != first->attrs.beta2 || n->attrs.eps != first->attrs.eps ||
+            n->attrs.weight_decay != first->attrs.weight_decay)
+            return tg_set_error(TG_ERR_UNSUPPORTED,
+                                "optimizer generator: adamw_update %d needs its w, m and v as "
+                                "outputs and the hyperparameters, lr and step of %d",
+                                (int)k->nodes[mi], (int)(first - gr->nodes));
+        const tg_attrs *a = &n->attrs;
+        tg_sb_printf(b,
+                     "void adamw%d(uint i, float lr, float t) {\n"
+                     "    float bc1 = -tg_expm1(t * %s), bc2 = -tg_expm1(t * %s);\n"
+                     "    float w = ld%d(off%d_0(i)), g = ld%d(off%d_3(i));\n"
+                     "    w -= lr * %s * w;\n"
+                     "    float m = %s * ld%d(off%d_1(i)) + %s * g;\n"
+                     "    float v = %s * ld%d(off%d_2(i)) + %s * g * g;\n"
+                     "    w -= lr * (m / bc1) / (sqrt(v / bc2) + %s);\n"
+                     "    st%d(i, w);\n"
+                     "    st%d(i, m);\n"
+                     "    st%d(i, v);\n"
+                     "}\n",
+                     mi, tg_gen_flit(log(a->beta1), l[0], sizeof l[0]),
+                     tg_gen_flit(log(a->beta2), l[1], sizeof l[1]), in[0], (int)k->nodes[mi],
+                     in[3], (int)k->nodes[mi], tg_gen_flit(a->weight_decay, l[2], sizeof l[2]),
+                     tg_gen_flit(a->beta1, l[3], sizeof l[3]), in[1], (int)k->nodes[mi],
+                     tg_gen_flit(1 - a->beta1, l[4], sizeof l[4]),
+                     tg_gen_flit(a->beta2, l[5], sizeof l[5]), in[2], (int)k->nodes[mi],
+                     tg_gen_flit(1 - a->beta2, l[6], sizeof l[6]),
+                     tg_gen_flit(a->eps, l[7], sizeof l[7]), out[0], out[1], out[2]);
+    }
+    if (!first) return tg_set_error(TG_ERR_UNSUPPORTED, "optimizer generator: no adamw_update");
+    int lr_in = tg_gen_input_index(k, first->inputs[4]);
+    int t_in = tg_gen_input_index(k, first->inputs[5]);
+    tg_sb_printf(b,
+                 "void main() {\n"
+                 "    uint i = tg_group() * %uu + gl_LocalInvocationID.x;\n"
+                 "    float lr = ld%d(0u), t = float(ld%d(0u));\n",
+                 wg, lr_in, t_in);
+    for (int mi = 0; mi < k->n_nodes; mi++) {
+        const tg_node *n = &gr->nodes[k->nodes[mi]];
+        if (n->op != TG_OP_ADAMW_UPDATE) continue;
+        uint64_t count = (uint64_t)tg_shape_count(n->rank, n->shape);
+        tg_sb_printf(b, "    if (i < %lluu) { adamw%d(i, lr, t); return; }\n    i -= %lluu;\n",
+                     (unsigned long long)count, mi, (unsigned long long)count);
+        *total += count;
+    }
+    tg_sb_printf(b, "}\n");
+    return TG_OK;
+}
+
 tg_status tg_gen_optim(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
     const tg_graph *gr = k->g;
     int32_t id = k->nodes[k->n_nodes - 1];
     const tg_node *n = &gr->nodes[id];
+    uint32_t wg = tg_gen_wg_size(caps, 128);
+    tg_gen g;
+    if (n->op == TG_OP_ADAMW_UPDATE) {
+        uint64_t total = 0;
+        tg_status st = tg_gen_begin(&g, caps, k, out, wg, false);
+        if (st == TG_OK) st = gen_adamw(&g, k, wg, &total);
+        if (st == TG_OK && total > UINT32_MAX)
+            st = tg_set_error(TG_ERR_UNSUPPORTED, "adamw_update of %llu elements",
+                              (unsigned long long)total);
+        if (st != TG_OK) {
+            tg_gen_abort(&g);
+            return st;
+        }
+        return tg_gen_finish(&g, (total + wg - 1) / wg);
+    }
     int64_t count = tg_shape_count(n->rank, n->shape);
     if (k->n_nodes != 1 || k->n_inputs != n->n_inputs || k->n_outputs != written_count(n))
         return tg_set_error(TG_ERR_UNSUPPORTED,
@@ -62,8 +191,6 @@ tg_status tg_gen_optim(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_cod
     if (count > (int64_t)UINT32_MAX)
         return tg_set_error(TG_ERR_UNSUPPORTED, "%s of %lld elements", tg_ops[n->op].name,
                             (long long)count);
-    uint32_t wg = tg_gen_wg_size(caps, 128);
-    tg_gen g;
     tg_status st = tg_gen_begin(&g, caps, k, out, wg, false);
     if (st != TG_OK) {
         tg_gen_abort(&g);
@@ -71,32 +198,8 @@ tg_status tg_gen_optim(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_cod
     }
     tg_sb *b = &g.b;
     const tg_attrs *a = &n->attrs;
-    char l1[64], l2[64], l3[64], l4[64], l5[64], l6[64], l7[64], l8[64];
-    if (n->op == TG_OP_ADAMW_UPDATE) {
-        /* (w, m, v, grad, lr, step) */
-        tg_sb_printf(b, "%s", expm1_glsl);
-        tg_sb_printf(b,
-                     "void main() {\n"
-                     "    uint i = tg_group() * %uu + gl_LocalInvocationID.x;\n"
-                     "    if (i >= %lluu) return;\n"
-                     "    float lr = ld4(0u), t = float(ld5(0u));\n"
-                     "    float bc1 = -tg_expm1(t * %s), bc2 = -tg_expm1(t * %s);\n"
-                     "    float w = ld0(i), g = ld3(i);\n"
-                     "    w -= lr * %s * w;\n"
-                     "    float m = %s * ld1(i) + %s * g;\n"
-                     "    float v = %s * ld2(i) + %s * g * g;\n"
-                     "    w -= lr * (m / bc1) / (sqrt(v / bc2) + %s);\n"
-                     "    st0(i, w);\n"
-                     "    st1(i, m);\n"
-                     "    st2(i, v);\n"
-                     "}\n",
-                     wg, (unsigned long long)count, tg_gen_flit(log(a->beta1), l1, sizeof l1),
-                     tg_gen_flit(log(a->beta2), l2, sizeof l2),
-                     tg_gen_flit(a->weight_decay, l3, sizeof l3),
-                     tg_gen_flit(a->beta1, l4, sizeof l4), tg_gen_flit(1 - a->beta1, l5, sizeof l5),
-                     tg_gen_flit(a->beta2, l6, sizeof l6), tg_gen_flit(1 - a->beta2, l7, sizeof l7),
-                     tg_gen_flit(a->eps, l8, sizeof l8));
-    } else if (n->op == TG_OP_SGD_UPDATE) {
+    char l1[64], l2[64], l3[64], l4[64];
+    if (n->op == TG_OP_SGD_UPDATE) {
         /* (w, grad, lr, [step, buf]) */
         bool mom = a->momentum != 0;
         tg_sb_printf(b,

@@ -10,9 +10,13 @@
  *  - a prologue: elementwise ops before a reduction, used only by it,
  *    feeding the root directly;
  * and the merged kernel stays within the input/output limits and the
- * kernels stay acyclic. The graph is not changed. These are exactly the
- * kernels the backend's generators take (backend/gen_dispatch.c): movement
- * and opaque ops read their inputs from memory. */
+ * kernels stay acyclic. Then the optimizer updates are grouped: adamw
+ * updates with equal hyperparameters whose results nothing reads share a
+ * kernel (one dispatch for several variables, within the limits), each
+ * taking the slice that produces its gradient (layer_norm_grad_wb's rows)
+ * when nothing else reads it. The graph is not changed. These are exactly
+ * the kernels the backend's generators take (backend/gen_dispatch.c):
+ * other movement and opaque ops read their inputs from memory. */
 #include "passes/passes.h"
 
 #include <stdlib.h>
@@ -51,16 +55,40 @@ static bool same_shape(const tg_node *a, const tg_node *b) {
 
 #define FOR_MEMBERS(f, rep, m) for (int32_t m = (f)->head[rep]; m >= 0; m = (f)->next[m])
 
-/* A member is an output when a needed node outside {a, b} uses it, it is a
- * target, or it writes state. */
-static bool escapes(fuser *f, int32_t m, int32_t a, int32_t b) {
-    if (f->is_target[m] || klass(f, m) == TG_CLASS_STATE) return true;
-    for (int32_t i = f->users.start[m]; i < f->users.start[m + 1]; i++) {
+/* The kernel (representative) that produces node x's memory: through
+ * aliases to the node they view; -1 for sources. */
+static int32_t producer(fuser *f, int32_t x) {
+    while (tg_node_is_alias(&f->g->nodes[x])) x = f->g->nodes[x].inputs[0];
+    return find(f, x);
+}
+
+/* A needed node outside kernels a and b reads x, directly or through
+ * aliases (an alias that is a target counts). */
+static bool used_outside(fuser *f, int32_t x, int32_t a, int32_t b) {
+    for (int32_t i = f->users.start[x]; i < f->users.start[x + 1]; i++) {
         int32_t u = f->users.list[i];
-        int32_t gu = find(f, u);
-        if (f->needed[u] && gu != a && gu != b) return true;
+        if (!f->needed[u]) continue;
+        if (tg_node_is_alias(&f->g->nodes[u]) ? f->is_target[u] || used_outside(f, u, a, b)
+                                               : find(f, u) != a && find(f, u) != b)
+            return true;
     }
     return false;
+}
+
+/* A member is an output when a needed node outside {a, b} uses it, it is
+ * a target, or it writes state. */
+static bool escapes(fuser *f, int32_t m, int32_t a, int32_t b) {
+    return f->is_target[m] || klass(f, m) == TG_CLASS_STATE || used_outside(f, m, a, b);
+}
+
+/* The memory outputs of member m if it escapes: one per variable a state
+ * op writes (backend/kernel.h), else one. */
+static int output_count(fuser *f, int32_t m) {
+    const tg_node *n = &f->g->nodes[m];
+    if (klass(f, m) != TG_CLASS_STATE) return 1;
+    int c = 0;
+    for (int i = 0; i < n->n_inputs; i++) c += (int)(tg_ops[n->op].writes >> i & 1u);
+    return c;
 }
 
 /* Would kernels a and b together stay within the limits? */
@@ -72,12 +100,12 @@ static bool within_limits(fuser *f, int32_t a, int32_t b) {
         FOR_MEMBERS(f, reps[r], m) {
             const tg_node *n = &f->g->nodes[m];
             for (int k = 0; k < n->n_inputs; k++) {
-                int32_t x = n->inputs[k], gx = find(f, x);
+                int32_t x = n->inputs[k], gx = producer(f, x);
                 if (gx == a || gx == b || f->seen[x] == f->stamp) continue;
                 f->seen[x] = f->stamp;
                 n_in++;
             }
-            n_out += escapes(f, m, a, b);
+            if (escapes(f, m, a, b)) n_out += output_count(f, m);
         }
     }
     return n_in <= f->lim->max_inputs && n_out <= f->lim->max_outputs;
@@ -205,6 +233,16 @@ static bool legal_chain(fuser *f, int32_t a, int32_t b) {
     return true;
 }
 
+/* Kernel c joins kernel p: p becomes the representative, c's members
+ * follow p's. */
+static void merge(fuser *f, int32_t p, int32_t c) {
+    FOR_MEMBERS(f, c, m) f->parent[m] = p;
+    f->parent[c] = p;
+    f->next[f->tail[p]] = f->head[c];
+    f->tail[p] = f->tail[c];
+    if (f->root[p] < 0) f->root[p] = f->root[c];
+}
+
 /* Tries to merge producer kernel p into consumer kernel c. */
 static void try_merge(fuser *f, int32_t p, int32_t c) {
     if (p < 0 || c < 0 || p == c) return;
@@ -218,12 +256,85 @@ static void try_merge(fuser *f, int32_t p, int32_t c) {
     else
         ok = legal_chain(f, p, c);
     if (!ok || !within_limits(f, p, c) || makes_cycle(f, p, c)) return;
-    /* p becomes the representative; c's members follow p's */
-    FOR_MEMBERS(f, c, m) f->parent[m] = p;
-    f->parent[c] = p;
-    f->next[f->tail[p]] = f->head[c];
-    f->tail[p] = f->tail[c];
-    if (f->root[p] < 0) f->root[p] = f->root[c];
+    merge(f, p, c);
+}
+
+/* Node x is needed only by node `user`, directly or through aliases. */
+static bool feeds_only(fuser *f, int32_t x, int32_t user) {
+    if (f->is_target[x]) return false;
+    for (int32_t i = f->users.start[x]; i < f->users.start[x + 1]; i++) {
+        int32_t u = f->users.list[i];
+        if (!f->needed[u] || u == user) continue;
+        if (!tg_node_is_alias(&f->g->nodes[u]) || !feeds_only(f, u, user)) return false;
+    }
+    return true;
+}
+
+/* Nothing outside kernel rep reads its members: merging it with another
+ * kernel of that kind cannot make a cycle. */
+static bool is_sink(fuser *f, int32_t rep) {
+    FOR_MEMBERS(f, rep, m) if (f->is_target[m] || used_outside(f, m, rep, rep)) return false;
+    return true;
+}
+
+/* A member of kernel a reads a variable that a state member of kernel b
+ * writes (in place, other invocations would race with the read). */
+static bool reads_written(fuser *f, int32_t a, int32_t b) {
+    FOR_MEMBERS(f, b, w) {
+        const tg_node *wn = &f->g->nodes[w];
+        if (klass(f, w) != TG_CLASS_STATE) continue;
+        for (int i = 0; i < wn->n_inputs; i++) {
+            if (!(tg_ops[wn->op].writes >> i & 1u)) continue;
+            FOR_MEMBERS(f, a, m) {
+                const tg_node *mn = &f->g->nodes[m];
+                for (int k = 0; k < mn->n_inputs; k++) {
+                    int32_t x = mn->inputs[k];
+                    while (tg_node_is_alias(&f->g->nodes[x])) x = f->g->nodes[x].inputs[0];
+                    if (x == wn->inputs[i] && !(m == w && k == i)) return true;
+                }
+            }
+        }
+    }
+    return false;
+}
+
+static bool same_adamw(const tg_node *a, const tg_node *b) {
+    return a->attrs.beta1 == b->attrs.beta1 && a->attrs.beta2 == b->attrs.beta2 &&
+           a->attrs.eps == b->attrs.eps && a->attrs.weight_decay == b->attrs.weight_decay &&
+           a->inputs[4] == b->inputs[4] && a->inputs[5] == b->inputs[5];
+}
+
+/* The multi-tensor optimizer: each adamw update (w, m, v, grad, lr, step)
+ * takes the slice its gradient is (through aliases) when nothing else
+ * reads it; then each update whose results nothing reads joins the first
+ * earlier group with equal hyperparameters, lr and step that stays within
+ * the limits, or starts a group. */
+static void group_optimizer(fuser *f) {
+    int32_t *groups = f->queue, n_groups = 0;
+    for (int32_t id = 0; id < f->g->n_nodes; id++) {
+        const tg_node *n = &f->g->nodes[id];
+        int32_t c = find(f, id);
+        if (c < 0 || n->op != TG_OP_ADAMW_UPDATE || f->head[c] != id || f->tail[c] != id) continue;
+        int32_t x = n->inputs[3];
+        while (tg_node_is_alias(&f->g->nodes[x])) x = f->g->nodes[x].inputs[0];
+        int32_t s = find(f, x);
+        if (s >= 0 && f->g->nodes[x].op == TG_OP_SLICE && f->head[s] == x && f->tail[s] == x &&
+            feeds_only(f, x, id) && within_limits(f, s, c)) {
+            merge(f, s, c);
+            c = s;
+        }
+        if (!is_sink(f, c)) continue;
+        int j = 0;
+        while (j < n_groups &&
+               (!same_adamw(&f->g->nodes[f->root[groups[j]]], n) ||
+                !within_limits(f, groups[j], c) || reads_written(f, groups[j], c) ||
+                reads_written(f, c, groups[j])))
+            j++;
+        if (j < n_groups)
+            merge(f, groups[j], c);
+        else
+            groups[n_groups++] = c;
+    }
 }
 
 static bool kernel_node(const tg_node *n) {
@@ -316,7 +427,7 @@ static tg_status describe_kernel(fuser *f, int32_t rep, tg_part_kernel *k) {
         movement_only = movement_only && klass(f, m) == TG_CLASS_MOVEMENT;
         for (int j = 0; j < nd->n_inputs; j++) {
             int32_t x = nd->inputs[j];
-            if (find(f, x) == rep || f->seen[x] == f->stamp) continue;
+            if (producer(f, x) == rep || f->seen[x] == f->stamp) continue;
             f->seen[x] = f->stamp;
             k->inputs[k->n_inputs++] = x;
         }
@@ -328,13 +439,6 @@ static tg_status describe_kernel(fuser *f, int32_t rep, tg_part_kernel *k) {
               : movement_only   ? TG_CLASS_MOVEMENT
                                 : TG_CLASS_ELEMENTWISE;
     return TG_OK;
-}
-
-/* The kernel (representative) that produces node x's memory: through
- * aliases to the node they view; -1 for sources. */
-static int32_t producer(fuser *f, int32_t x) {
-    while (tg_node_is_alias(&f->g->nodes[x])) x = f->g->nodes[x].inputs[0];
-    return find(f, x);
 }
 
 typedef struct order_state {
@@ -445,6 +549,7 @@ tg_status tg_partition_graph(const tg_graph *g, int n_targets, const int32_t *ta
         if (find(&f, id) < 0) continue;
         for (int k = 0; k < n->n_inputs; k++) try_merge(&f, find(&f, n->inputs[k]), find(&f, id));
     }
+    if (st == TG_OK) group_optimizer(&f);
     tg_partition *p = st == TG_OK ? calloc(1, sizeof *p) : NULL;
     if (st == TG_OK &&
         (!p || !(p->kernel_of = malloc(((size_t)g->n_nodes + 1) * sizeof *p->kernel_of)))) {

@@ -237,6 +237,55 @@ static void test_training_step(void **state) {
     tg_graph_free(b.g);
 }
 
+/* The multi-tensor optimizer: five adamw updates, two weight decays, one
+ * gradient a row slice (through a reshape) of a fed [2, 6]: one dispatch
+ * per weight decay, the slice inside; weights and moments equal the
+ * per-tensor kernels' bit for bit. */
+static void test_multi_tensor_adamw(void **state) {
+    (void)state;
+    tg_graph *g = tg_graph_new();
+    int64_t shapes[5][2] = {{5, 7}, {3, 0}, {4, 4}, {2, 3}, {6, 0}};
+    int ranks[5] = {2, 1, 2, 2, 1};
+    double wd[5] = {0.01, 0, 0.01, 0.01, 0};
+    const char *names[] = {"w0", "w1", "w2", "w3", "w4", "w0.adam_m", "w1.adam_m", "w2.adam_m",
+                           "w3.adam_m", "w4.adam_m", "w0.adam_v", "w1.adam_v", "w2.adam_v",
+                           "w3.adam_v", "w4.adam_v"};
+    tg_tensor lr = tg_placeholder(g, "lr", TG_F32, 0, NULL);
+    tg_tensor step = tg_placeholder(g, "step", TG_I32, 0, NULL);
+    int64_t gs[] = {2, 6};
+    tg_tensor big = tg_placeholder(g, "big", TG_F32, 2, gs);
+    tg_tensor grads[5], updates[5];
+    tg_array gv[5];
+    tg_feed f[7];
+    for (int i = 0; i < 4; i++) {
+        char n[8];
+        snprintf(n, sizeof n, "g%d", i);
+        grads[i] = tg_placeholder(g, n, TG_F32, ranks[i], shapes[i]);
+        gv[i] = make_f32(ranks[i], shapes[i], -0.5f + 0.1f * (float)i, 0.037f, 29);
+        f[i] = (tg_feed){grads[i], &gv[i]};
+    }
+    grads[4] = tg_reshape(g, tg_slice(g, big, (int64_t[]){1, 0}, (int64_t[]){2, 6}, (int64_t[]){1, 1}),
+                          1,
+                          shapes[4]);
+    gv[4] = make_f32(2, gs, 0.3f, -0.041f, 12);
+    f[4] = (tg_feed){big, &gv[4]};
+    for (int i = 0; i < 5; i++)
+        updates[i] = tg_adamw(g, var(g, names[i], ranks[i], shapes[i][0], shapes[i][1]), grads[i],
+                              lr, step, 0.9, 0.99, 1e-8, wd[i]);
+    OK(tg_graph_status(g));
+    float lrv = 0.05f;
+    int32_t stepv = 3;
+    tg_array lra = {TG_F32, 0, {0}, &lrv}, sa = {TG_I32, 0, {0}, &stepv};
+    f[5] = (tg_feed){lr, &lra};
+    f[6] = (tg_feed){step, &sa};
+    int on, off;
+    compare(g, 0, NULL, 5, updates, 7, f, 15, names, 0, &on, &off);
+    assert_int_equal(off, 6); /* five updates and the slice */
+    assert_int_equal(on, 2);
+    for (int i = 0; i < 5; i++) tg_array_free(&gv[i]);
+    tg_graph_free(g);
+}
+
 /* Reuse that needs a write-after-read barrier: sum(p) is p's last read;
  * the permute of y does not depend on it and is planned into p's memory
  * (same size, p dead), so it must wait for the sum to finish reading. The
@@ -316,6 +365,7 @@ int main(void) {
         cmocka_unit_test(test_reduction_prologue_epilogue),
         cmocka_unit_test(test_transformer_block),
         cmocka_unit_test(test_training_step),
+        cmocka_unit_test(test_multi_tensor_adamw),
         cmocka_unit_test(test_reuse_needs_war_barrier),
         cmocka_unit_test(test_disable_unknown_pass),
     };
