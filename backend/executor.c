@@ -638,14 +638,18 @@ static tg_status add_pipeline(builder *b, const tg_kernel_code *code, int *index
 }
 
 /* The member giving a kernel its kind (as backend/gen_dispatch.c finds it):
- * its non-elementwise node, else its last. */
+ * its first node that is neither elementwise nor movement, else its last. */
 static int32_t kernel_root(const tg_graph *g, const tg_part_kernel *pk) {
-    for (int i = 0; i < pk->n_nodes; i++)
-        if (tg_ops[g->nodes[pk->nodes[i]].op].klass != TG_CLASS_ELEMENTWISE) return pk->nodes[i];
+    for (int i = 0; i < pk->n_nodes; i++) {
+        tg_op_class c = tg_ops[g->nodes[pk->nodes[i]].op].klass;
+        if (c != TG_CLASS_ELEMENTWISE && c != TG_CLASS_MOVEMENT) return pk->nodes[i];
+    }
     return pk->nodes[pk->n_nodes - 1];
 }
 
-static bool is_member(const tg_part_kernel *pk, int32_t id) {
+/* id, or the node it views through aliases, is a member of the kernel. */
+static bool is_member(const tg_graph *g, const tg_part_kernel *pk, int32_t id) {
+    while (is_alias(&g->nodes[id])) id = g->nodes[id].inputs[0];
     for (int i = 0; i < pk->n_nodes; i++)
         if (pk->nodes[i] == id) return true;
     return false;
@@ -661,7 +665,7 @@ static tg_status kernel_io(const tg_graph *g, const tg_part_kernel *pk, int32_t 
     const tg_node *r = &g->nodes[root];
     kern->n_inputs = 0;
     for (int i = 0; i < r->n_inputs; i++)
-        if (!is_member(pk, r->inputs[i])) {
+        if (!is_member(g, pk, r->inputs[i])) {
             if (kern->n_inputs == TG_KERNEL_MAX_IO) goto too_many;
             kern->inputs[kern->n_inputs++] = r->inputs[i];
         }
@@ -718,12 +722,17 @@ static tg_status make_kernel(builder *b, const tg_part_kernel *pk, exec_kernel *
     for (int j = 0; j < kern.n_outputs; j++)
         kern.output_storage[j] = tg_storage_dtype(b->caps, g->nodes[kern.outputs[j]].dtype);
     /* a state op writing several variables: one output per written input
-     * after the first (whose new value is the node's), in input order */
+     * after the first (whose new value is the node's), in input order; for
+     * every state member (the multi-tensor optimizer) */
     loc out_at[TG_KERNEL_MAX_IO];
     for (int j = 0; j < kern.n_outputs; j++) out_at[j] = s->locs[kern.outputs[j]];
-    for (int o = 0; is_state(n) && o < s->n_outs; o++) {
-        if (s->outs[o].node != id) continue;
-        int32_t var = n->inputs[s->outs[o].input];
+    for (int o = 0; o < s->n_outs; o++) {
+        const tg_node *sn = &g->nodes[s->outs[o].node];
+        if (!is_state(sn) || !is_member(g, pk, s->outs[o].node)) continue;
+        if (kern.n_outputs == TG_KERNEL_MAX_IO)
+            return tg_set_error(TG_ERR_UNSUPPORTED, "tg_compile: the kernel of %s has more than "
+                                "%d outputs", lab, TG_KERNEL_MAX_IO);
+        int32_t var = sn->inputs[s->outs[o].input];
         kern.outputs[kern.n_outputs] = var;
         kern.output_storage[kern.n_outputs] = tg_storage_dtype(b->caps, g->nodes[var].dtype);
         out_at[kern.n_outputs++] = s->outs[o].at;
@@ -909,32 +918,20 @@ static void add_dep(tg_plan_kernel *k, int *deps, int x) {
     deps[k->n_deps++] = x;
 }
 
-/* The planner's view of kernel kk: the arena buffers it reads and writes,
- * and the kernels before it: producers of its inputs and, for a state op
- * writing a variable in place, every kernel reading that variable. */
-static void describe_kernel(const spec *s, int kk, tg_plan_kernel *k, int *reads, int *writes,
-                            int *deps) {
+/* The variables state member sid of kernel kk writes: their arena
+ * buffers (input 0's is the node's own location, among the outputs
+ * already) and, where it writes a variable in place, every other kernel
+ * reading that variable comes first. */
+static void state_writes(const spec *s, int kk, int32_t sid, tg_plan_kernel *k, int *writes,
+                         int *deps) {
     const tg_partition *p = s->part;
-    const tg_part_kernel *pk = &p->kernels[kk];
     const tg_graph *g = s->g;
-    memset(k, 0, sizeof *k);
-    for (int i = 0; i < pk->n_inputs; i++) {
-        int32_t r = s->root[pk->inputs[i]];
-        if (req_of(&s->locs[r]) >= 0) reads[k->n_reads++] = req_of(&s->locs[r]);
-        if (p->kernel_of[r] >= 0) add_dep(k, deps, p->kernel_of[r]);
-    }
-    for (int j = 0; j < pk->n_outputs; j++)
-        if (req_of(&s->locs[pk->outputs[j]]) >= 0)
-            writes[k->n_writes++] = req_of(&s->locs[pk->outputs[j]]);
-    k->in_place_ok = pk->kind == TG_CLASS_ELEMENTWISE;
-    const tg_node *n = &g->nodes[pk->root];
-    if (!is_state(n)) goto done;
-    /* the variables it writes, where (input 0: the node's own location) */
+    const tg_node *n = &g->nodes[sid];
     for (int i = 0; i < n->n_inputs; i++) {
         if (!(written_inputs(n) >> i & 1u)) continue;
-        const loc *at = i == 0 ? &s->locs[pk->root] : NULL;
+        const loc *at = i == 0 ? &s->locs[sid] : NULL;
         for (int o = 0; !at && o < s->n_outs; o++)
-            if (s->outs[o].node == pk->root && s->outs[o].input == i) at = &s->outs[o].at;
+            if (s->outs[o].node == sid && s->outs[o].input == i) at = &s->outs[o].at;
         if (!at) continue;
         if (i > 0 && req_of(at) >= 0) writes[k->n_writes++] = req_of(at);
         if (at->kind != LOC_VAR) continue;
@@ -948,7 +945,27 @@ static void describe_kernel(const spec *s, int kk, tg_plan_kernel *k, int *reads
             }
         }
     }
-done:
+}
+
+/* The planner's view of kernel kk: the arena buffers it reads and writes,
+ * and the kernels before it: producers of its inputs and, for a state op
+ * writing a variable in place, every kernel reading that variable. */
+static void describe_kernel(const spec *s, int kk, tg_plan_kernel *k, int *reads, int *writes,
+                            int *deps) {
+    const tg_partition *p = s->part;
+    const tg_part_kernel *pk = &p->kernels[kk];
+    memset(k, 0, sizeof *k);
+    for (int i = 0; i < pk->n_inputs; i++) {
+        int32_t r = s->root[pk->inputs[i]];
+        if (req_of(&s->locs[r]) >= 0) reads[k->n_reads++] = req_of(&s->locs[r]);
+        if (p->kernel_of[r] >= 0) add_dep(k, deps, p->kernel_of[r]);
+    }
+    for (int j = 0; j < pk->n_outputs; j++)
+        if (req_of(&s->locs[pk->outputs[j]]) >= 0)
+            writes[k->n_writes++] = req_of(&s->locs[pk->outputs[j]]);
+    k->in_place_ok = pk->kind == TG_CLASS_ELEMENTWISE;
+    for (int m = 0; m < pk->n_nodes; m++)
+        if (is_state(&s->g->nodes[pk->nodes[m]])) state_writes(s, kk, pk->nodes[m], k, writes, deps);
     k->reads = reads;
     k->writes = writes;
     k->deps = deps;

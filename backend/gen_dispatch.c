@@ -245,11 +245,15 @@ static tg_status gen_matmul_kernel(const tg_vk_caps *caps, const tg_kernel *k, i
     return st;
 }
 
-/* The member that gives a kernel its kind: its one non-elementwise node,
- * else (an elementwise chain) its last. */
+/* The member that gives a kernel its kind: its first node that is
+ * neither elementwise nor movement (movement members read a fused
+ * operand: the slices of a multi-tensor optimizer's gradients), else (an
+ * elementwise chain, a movement op) its last. */
 static int kernel_root(const tg_kernel *k) {
-    for (int i = 0; i < k->n_nodes; i++)
-        if (tg_ops[k->g->nodes[k->nodes[i]].op].klass != TG_CLASS_ELEMENTWISE) return i;
+    for (int i = 0; i < k->n_nodes; i++) {
+        tg_op_class c = tg_ops[k->g->nodes[k->nodes[i]].op].klass;
+        if (c != TG_CLASS_ELEMENTWISE && c != TG_CLASS_MOVEMENT) return i;
+    }
     return k->n_nodes - 1;
 }
 
