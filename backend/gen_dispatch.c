@@ -177,6 +177,15 @@ static tg_status gen_matmul_kernel(const tg_vk_caps *caps, const tg_kernel *k, i
     if (k->input_storage[0] != k->input_storage[1])
         return tg_set_error(TG_ERR_UNSUPPORTED, "%s: operands stored as %s and %s", name,
                             tg_dtype_name(k->input_storage[0]), tg_dtype_name(k->input_storage[1]));
+    /* a matmul and the sum over its batch axes (passes/fusion.c, "batch
+     * sum"): one product with the batch folded into K, stored as the sum */
+    const tg_node *last = &gr->nodes[k->nodes[k->n_nodes - 1]];
+    bool batch_sum = k->n_nodes == 2 && ri == 0 && last->op == TG_OP_SUM;
+    if (batch_sum && (n->op != TG_OP_MATMUL || !n->attrs.transpose_a || n->attrs.transpose_b ||
+                      last->inputs[0] != id || n_extra || k->n_outputs != 1 ||
+                      a->rank != n->rank || bn->rank != n->rank))
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "%s: a batch sum needs a^T b over dense operands of its batch", name);
     int64_t M, N;
     if (n->op == TG_OP_MATMUL) {
         M = n->shape[n->rank - 2];
@@ -185,7 +194,7 @@ static tg_status gen_matmul_kernel(const tg_vk_caps *caps, const tg_kernel *k, i
         M = n->shape[1];
         N = n->shape[2];
     }
-    if (k->n_nodes > 1) st = matmul_epilogue(k, ri, M, N, &fns, call, sizeof call);
+    if (k->n_nodes > 1 && !batch_sum) st = matmul_epilogue(k, ri, M, N, &fns, call, sizeof call);
     if (st == TG_OK && n->op == TG_OP_MATMUL) {
         tg_mm_params p;
         memset(&p, 0, sizeof p);
@@ -207,6 +216,10 @@ static tg_status gen_matmul_kernel(const tg_vk_caps *caps, const tg_kernel *k, i
             p.extra[j].dtype = k->input_storage[2 + j];
         }
         if (n_extra && p.n_batch_dims == 0) p.batch = 1;
+        if (batch_sum) {
+            p.K *= tg_shape_count(n->rank - 2, n->shape);
+            p.n_batch_dims = 0;
+        }
         p.epilogue = call[0] ? call : NULL;
         p.epilogue_functions = call[0] ? fns.s : NULL;
         st = tg_gen_matmul(caps, &p, &mk);

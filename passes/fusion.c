@@ -9,6 +9,8 @@
  *    conv1d or reduction whose result is then used only inside the kernel;
  *  - a prologue: elementwise ops before a reduction, used only by it,
  *    feeding the root directly;
+ *  - a batch sum: a sum over the batch axes of a matmul A^T B whose batch
+ *    folds into K (weight gradients), one product;
  * and the merged kernel stays within the input/output limits and the
  * kernels stay acyclic. Then the optimizer updates are grouped: adamw
  * updates with equal hyperparameters whose results nothing reads share a
@@ -243,12 +245,34 @@ static void merge(fuser *f, int32_t p, int32_t c) {
     if (f->root[p] < 0) f->root[p] = f->root[c];
 }
 
+/* A sum over the batch axes of a matmul that only it reads, where the
+ * batch folds into K: A^T B per batch with both operands dense and of the
+ * full batch (a weight gradient: x^T dy summed over the batch is one
+ * product with K = batch * rows). p and c are the lone matmul and sum. */
+static bool legal_batch_sum(fuser *f, int32_t p, int32_t c) {
+    if (f->head[p] != f->tail[p] || f->head[c] != f->tail[c]) return false;
+    const tg_node *mm = &f->g->nodes[p], *s = &f->g->nodes[c];
+    if (mm->op != TG_OP_MATMUL || s->op != TG_OP_SUM || s->inputs[0] != p ||
+        !mm->attrs.transpose_a || mm->attrs.transpose_b || mm->rank < 3 || s->attrs.keepdims ||
+        s->attrs.n_axes != mm->rank - 2 || escapes(f, p, p, c))
+        return false;
+    for (int d = 0; d < s->attrs.n_axes; d++)
+        if (s->attrs.axes[d] != d) return false;
+    for (int k = 0; k < 2; k++) {
+        const tg_node *x = &f->g->nodes[mm->inputs[k]];
+        if (x->rank != mm->rank ||
+            memcmp(x->shape, mm->shape, (size_t)(mm->rank - 2) * sizeof x->shape[0]) != 0)
+            return false;
+    }
+    return true;
+}
+
 /* Tries to merge producer kernel p into consumer kernel c. */
 static void try_merge(fuser *f, int32_t p, int32_t c) {
     if (p < 0 || c < 0 || p == c) return;
     bool ok;
     if (f->root[p] >= 0 && f->root[c] >= 0)
-        ok = false;
+        ok = legal_batch_sum(f, p, c);
     else if (f->root[p] >= 0)
         ok = legal_epilogue(f, p, c);
     else if (f->root[c] >= 0)

@@ -286,6 +286,27 @@ static void test_multi_tensor_adamw(void **state) {
     tg_graph_free(g);
 }
 
+/* A weight gradient: x^T dy per batch element summed over the batch
+ * (two batch axes) is one product with the batch folded into K. */
+static void test_matmul_batch_sum(void **state) {
+    (void)state;
+    tg_graph *g = tg_graph_new();
+    int64_t xs[] = {3, 2, 8, 16}, ys[] = {3, 2, 8, 12};
+    tg_tensor x = tg_placeholder(g, "x", TG_F32, 4, xs);
+    tg_tensor dy = tg_placeholder(g, "dy", TG_F32, 4, ys);
+    tg_tensor gw = tg_sum(g, tg_matmul(g, x, dy, true, false), 2, (int[]){0, 1}, false);
+    OK(tg_graph_status(g));
+    tg_array xv = make_f32(4, xs, -1, 0.013f, 157), yv = make_f32(4, ys, 0.7f, -0.021f, 61);
+    tg_feed f[] = {{x, &xv}, {dy, &yv}};
+    int on, off;
+    compare(g, 1, &gw, 0, NULL, 2, f, 0, NULL, 1e-5, &on, &off);
+    assert_int_equal(off, 2);
+    assert_int_equal(on, 1);
+    tg_array_free(&xv);
+    tg_array_free(&yv);
+    tg_graph_free(g);
+}
+
 /* Reuse that needs a write-after-read barrier: sum(p) is p's last read;
  * the permute of y does not depend on it and is planned into p's memory
  * (same size, p dead), so it must wait for the sum to finish reading. The
@@ -366,6 +387,7 @@ int main(void) {
         cmocka_unit_test(test_transformer_block),
         cmocka_unit_test(test_training_step),
         cmocka_unit_test(test_multi_tensor_adamw),
+        cmocka_unit_test(test_matmul_batch_sum),
         cmocka_unit_test(test_reuse_needs_war_barrier),
         cmocka_unit_test(test_disable_unknown_pass),
     };
