@@ -22,6 +22,7 @@
 #include "graph/graph_internal.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,7 @@ void tg_whisper_train_options_default(tg_whisper_train_options *o) {
     o->weight_decay = 0.01;
     o->max_grad_norm = 1.0;
     o->freeze_encoder = false;
+    o->primitive_ops = true;
 }
 
 void tg_whisper_trainer_free(tg_whisper_trainer *t) {
@@ -153,6 +155,156 @@ static tg_status build_optimizer(tg_whisper_trainer *t) {
     return st;
 }
 
+/* ------------------------------------------------------------------ */
+/* The model from primitives                                           */
+/* ------------------------------------------------------------------ */
+
+/* The same encoder and decoder as tg_whisper_build_encoder/_decoder (same
+ * variables, same arithmetic), with the two composites whose kernels are
+ * slow on CPU devices written as primitives: conv1d as im2col (three
+ * strided slices) and one matmul, attention as matmul, softmax, matmul.
+ * tests/test_train_step.c checks both give the same loss. */
+
+/* snprintf through vsnprintf for names built from parts (bounded; gcc's
+ * truncation warning does not apply). */
+static void nm(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void nm(char *buf, size_t size, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, size, fmt, ap);
+    va_end(ap);
+}
+
+static tg_tensor wvar(tg_graph *g, const char *name, int rank, int64_t d0, int64_t d1, int64_t d2) {
+    int64_t shape[3] = {d0, d1, d2};
+    tg_tensor v = tg_graph_find(g, name);
+    if (v.id >= 0 && strcmp(tg_tensor_op(g, v), "variable") == 0) return v;
+    return tg_variable(g, name, TG_F32, rank, shape, true);
+}
+
+static tg_tensor wlinear(tg_graph *g, tg_tensor x, const char *p, int64_t in, int64_t out, bool bias) {
+    char n[160];
+    nm(n, sizeof n, "%s.weight", p);
+    tg_tensor y = tg_matmul(g, x, wvar(g, n, 2, out, in, 0), false, true);
+    if (bias) {
+        nm(n, sizeof n, "%s.bias", p);
+        y = tg_add(g, y, wvar(g, n, 1, out, 0, 0));
+    }
+    return y;
+}
+
+static tg_tensor wnorm(tg_graph *g, tg_tensor x, const char *p, int64_t d) {
+    char w[160], b[160];
+    nm(w, sizeof w, "%s.weight", p);
+    nm(b, sizeof b, "%s.bias", p);
+    return tg_layer_norm(g, x, wvar(g, w, 1, d, 0, 0), wvar(g, b, 1, d, 0, 0), 1e-5);
+}
+
+/* x [B, W, Cin] -> [B, Wout, Cout]: kernel 3, padding 1, `stride`; the
+ * weight [Cout, Cin, 3] read as [Cout, Cin*3] (index ci*3 + k). */
+static tg_tensor conv3(tg_graph *g, tg_tensor x, const char *p, int64_t w_in, int64_t cin,
+                       int64_t cout, int stride) {
+    int64_t lo[3] = {0, 1, 0}, hi[3] = {0, 1, 0};
+    tg_tensor xp = tg_pad(g, x, lo, hi, 0.0);
+    int64_t wout = (w_in + 2 - 3) / stride + 1;
+    tg_tensor cols[3];
+    for (int k = 0; k < 3; k++) {
+        int64_t b[3] = {0, k, 0}, e[3] = {INT64_MAX, k + stride * (wout - 1) + 1, INT64_MAX},
+                st[3] = {1, stride, 1}, s4[4] = {0, 0, 0, 1};
+        cols[k] = tg_reshape(g, tg_slice(g, xp, b, e, st), 4, s4);
+    }
+    int64_t s3[3] = {0, 0, cin * 3}, w2[2] = {cout, cin * 3};
+    tg_tensor c = tg_reshape(g, tg_concat(g, 3, cols, 3), 3, s3);
+    char n[160];
+    nm(n, sizeof n, "%s.weight", p);
+    tg_tensor w = tg_reshape(g, wvar(g, n, 3, cout, cin, 3), 2, w2);
+    nm(n, sizeof n, "%s.bias", p);
+    return tg_add(g, tg_matmul(g, c, w, false, true), wvar(g, n, 1, cout, 0, 0));
+}
+
+static tg_tensor heads(tg_graph *g, tg_tensor x, int64_t h, int64_t hd) {
+    int64_t shape[4] = {0, 0, h, hd};
+    int perm[4] = {0, 2, 1, 3};
+    return tg_permute(g, tg_reshape(g, x, 4, shape), 4, perm);
+}
+
+static tg_tensor wattention(tg_graph *g, tg_tensor x, tg_tensor kv, const char *p, int64_t d,
+                            int64_t h, int64_t tq, int64_t tk, bool causal) {
+    char n[160];
+    int64_t hd = d / h;
+    nm(n, sizeof n, "%s.q_proj", p);
+    tg_tensor q = heads(g, wlinear(g, x, n, d, d, true), h, hd);
+    nm(n, sizeof n, "%s.k_proj", p);
+    tg_tensor k = heads(g, wlinear(g, kv, n, d, d, false), h, hd);
+    nm(n, sizeof n, "%s.v_proj", p);
+    tg_tensor v = heads(g, wlinear(g, kv, n, d, d, true), h, hd);
+    tg_tensor sc = tg_mul(g, tg_matmul(g, q, k, false, true), tg_scalar(g, TG_F32, 1.0 / sqrt((double)hd)));
+    if (causal) {
+        int64_t ms[2] = {tq, tk};
+        tg_tensor later = tg_gt(g, tg_iota(g, TG_I32, 2, ms, 1), tg_iota(g, TG_I32, 2, ms, 0));
+        sc = tg_add(g, sc, tg_where(g, later, tg_scalar(g, TG_F32, -1e30), tg_scalar(g, TG_F32, 0)));
+    }
+    tg_tensor o = tg_matmul(g, tg_softmax(g, sc, -1), v, false, false);
+    int perm[4] = {0, 2, 1, 3};
+    int64_t s3[3] = {0, 0, d};
+    o = tg_reshape(g, tg_permute(g, o, 4, perm), 3, s3);
+    nm(n, sizeof n, "%s.out_proj", p);
+    return wlinear(g, o, n, d, d, true);
+}
+
+static tg_tensor wffn(tg_graph *g, tg_tensor x, const char *p, int64_t d, int64_t f) {
+    char n[160];
+    nm(n, sizeof n, "%sfc1", p);
+    tg_tensor h = tg_gelu(g, wlinear(g, x, n, d, f, true));
+    nm(n, sizeof n, "%sfc2", p);
+    return wlinear(g, h, n, f, d, true);
+}
+
+static tg_tensor build_encoder_primitive(tg_graph *g, const tg_whisper_config *c, tg_tensor mel) {
+    int64_t d = c->d_model, S = c->max_source_positions;
+    int perm[3] = {0, 2, 1};
+    tg_tensor x = tg_permute(g, mel, 3, perm); /* [B, 2S, mels] */
+    x = tg_gelu(g, conv3(g, x, "model.encoder.conv1", 2 * S, c->num_mel_bins, d, 1));
+    x = tg_gelu(g, conv3(g, x, "model.encoder.conv2", 2 * S, d, d, 2));
+    x = tg_add(g, x, wvar(g, "model.encoder.embed_positions.weight", 2, S, d, 0));
+    char p[128], q[160];
+    for (int i = 0; i < c->encoder_layers; i++) {
+        nm(p, sizeof p, "model.encoder.layers.%d.", i);
+        nm(q, sizeof q, "%sself_attn_layer_norm", p);
+        tg_tensor h = wnorm(g, x, q, d);
+        nm(q, sizeof q, "%sself_attn", p);
+        x = tg_add(g, x, wattention(g, h, h, q, d, c->encoder_attention_heads, S, S, false));
+        nm(q, sizeof q, "%sfinal_layer_norm", p);
+        x = tg_add(g, x, wffn(g, wnorm(g, x, q, d), p, d, c->encoder_ffn_dim));
+    }
+    return wnorm(g, x, "model.encoder.layer_norm", d);
+}
+
+static tg_tensor build_decoder_primitive(tg_graph *g, const tg_whisper_config *c, tg_tensor tokens,
+                                         tg_tensor enc, int64_t T) {
+    int64_t d = c->d_model, S = c->max_source_positions, h = c->decoder_attention_heads;
+    tg_tensor embed = wvar(g, "model.decoder.embed_tokens.weight", 2, c->vocab_size, d, 0);
+    tg_tensor pos = wvar(g, "model.decoder.embed_positions.weight", 2, c->max_target_positions, d, 0);
+    int64_t b0[2] = {0, 0}, e0[2] = {T, d}, s1[2] = {1, 1};
+    tg_tensor x = tg_add(g, tg_gather(g, embed, tokens, 0), tg_slice(g, pos, b0, e0, s1));
+    char p[128], q[160];
+    for (int i = 0; i < c->decoder_layers; i++) {
+        nm(p, sizeof p, "model.decoder.layers.%d.", i);
+        nm(q, sizeof q, "%sself_attn_layer_norm", p);
+        tg_tensor hh = wnorm(g, x, q, d);
+        nm(q, sizeof q, "%sself_attn", p);
+        x = tg_add(g, x, wattention(g, hh, hh, q, d, h, T, T, true));
+        nm(q, sizeof q, "%sencoder_attn_layer_norm", p);
+        hh = wnorm(g, x, q, d);
+        nm(q, sizeof q, "%sencoder_attn", p);
+        x = tg_add(g, x, wattention(g, hh, enc, q, d, h, T, S, false));
+        nm(q, sizeof q, "%sfinal_layer_norm", p);
+        x = tg_add(g, x, wffn(g, wnorm(g, x, q, d), p, d, c->decoder_ffn_dim));
+    }
+    x = wnorm(g, x, "model.decoder.layer_norm", d);
+    return tg_matmul(g, x, embed, false, true);
+}
+
 tg_status tg_whisper_trainer_new(const tg_whisper_config *cfg, const tg_whisper_train_options *o,
                                  tg_store *store, tg_device *dev, tg_whisper_trainer **out) {
     if (!cfg || !o || !store || !out)
@@ -184,8 +336,13 @@ tg_status tg_whisper_trainer_new(const tg_whisper_config *cfg, const tg_whisper_
     t->labels = tg_placeholder(g, "labels", TG_I32, 2, tshape);
     t->lr = tg_placeholder(g, "lr", TG_F32, 0, NULL);
     t->step = tg_placeholder(g, "step", TG_I32, 0, NULL);
-    t->encoder_out = tg_whisper_build_encoder(g, cfg, t->mel);
-    t->logits = tg_whisper_build_decoder(g, cfg, t->tokens, t->encoder_out);
+    if (o->primitive_ops) {
+        t->encoder_out = build_encoder_primitive(g, cfg, t->mel);
+        t->logits = build_decoder_primitive(g, cfg, t->tokens, t->encoder_out, T);
+    } else {
+        t->encoder_out = tg_whisper_build_encoder(g, cfg, t->mel);
+        t->logits = tg_whisper_build_decoder(g, cfg, t->tokens, t->encoder_out);
+    }
     t->loss = tg_cross_entropy(g, t->logits, t->labels, TG_WHISPER_IGNORE);
     tg_status st = tg_graph_status(g);
     if (st != TG_OK) {

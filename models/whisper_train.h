@@ -27,10 +27,14 @@ typedef struct tg_whisper_train_options {
     double beta1, beta2, eps, weight_decay;
     double max_grad_norm; /* <= 0: no clipping */
     bool freeze_encoder;
+    /** Build conv1d and attention from primitives (im2col + matmul;
+     *  matmul + softmax + matmul) instead of tg_conv1d / tg_attention:
+     *  the same function, faster where those kernels are slow (CPU). */
+    bool primitive_ops;
 } tg_whisper_train_options;
 
 /** batch 8, n_tokens 64, AdamW (0.9, 0.999, 1e-8, weight decay 0.01),
- *  clipping at 1.0, encoder trained. */
+ *  clipping at 1.0, encoder trained, primitive ops. */
 void tg_whisper_train_options_default(tg_whisper_train_options *o);
 
 typedef struct tg_whisper_trainer tg_whisper_trainer;

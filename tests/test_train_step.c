@@ -140,6 +140,39 @@ static void test_device_matches_interpreter(void **state) {
     tg_store_free(orig);
 }
 
+/* The model from primitives (the default) and from tg_whisper_build_encoder
+ * / _decoder give the same loss and gradient norm, on the interpreter. */
+static void test_primitive_equals_composite(void **state) {
+    (void)state;
+    tg_whisper_train_options o;
+    tg_whisper_train_options_default(&o);
+    o.batch = B;
+    o.n_tokens = T;
+    assert_true(o.primitive_ops);
+    tg_store *s = load_tiny();
+    tg_whisper_trainer *tp, *tc;
+    OK(tg_whisper_trainer_new(&cfg, &o, s, NULL, &tp));
+    o.primitive_ops = false;
+    OK(tg_whisper_trainer_new(&cfg, &o, s, NULL, &tc));
+    assert_int_equal(tg_whisper_trainer_param_count(tp), tg_whisper_trainer_param_count(tc));
+    double lp, lc;
+    OK(tg_whisper_trainer_loss(tp, mel, tokens, labels, &lp));
+    OK(tg_whisper_trainer_loss(tc, mel, tokens, labels, &lc));
+    assert_float_equal(lp, lc, 1e-5 * lc);
+    tg_array ep = {0}, ec = {0};
+    OK(tg_whisper_trainer_encode(tp, mel, &ep));
+    OK(tg_whisper_trainer_encode(tc, mel, &ec));
+    for (int64_t i = 0; i < tg_array_count(&ec); i++)
+        if (fabs(tg_array_get(&ep, i) - tg_array_get(&ec, i)) > 1e-4)
+            fail_msg("encoder output %lld: %.6f vs %.6f", (long long)i, tg_array_get(&ep, i),
+                     tg_array_get(&ec, i));
+    tg_array_free(&ep);
+    tg_array_free(&ec);
+    tg_whisper_trainer_free(tp);
+    tg_whisper_trainer_free(tc);
+    tg_store_free(s);
+}
+
 static void test_training_lowers_the_loss(void **state) {
     (void)state;
     tg_whisper_train_options o;
@@ -217,6 +250,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schedule),
         cmocka_unit_test(test_init_weights),
+        cmocka_unit_test(test_primitive_equals_composite),
         cmocka_unit_test(test_device_matches_interpreter),
         cmocka_unit_test(test_training_lowers_the_loss),
     };
