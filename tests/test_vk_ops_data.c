@@ -188,6 +188,13 @@ static void test_gather_scatter(void **state) {
                   h ? 1e-2 : 1e-5);
         }
     }
+    /* an embedding gradient's size: 20000 indices (about 7 per row, a few
+     * out of range) into a [3000, 96] table, several row blocks */
+    tg_graph *g = tg_graph_new();
+    tg_tensor t = ph(g, TG_F32, 2, (int64_t[]){3000, 96}, -9, 9);
+    tg_tensor idx = ph(g, TG_I32, 1, (int64_t[]){20000}, -1, 3000);
+    tg_tensor u = ph(g, TG_F32, 2, (int64_t[]){20000, 96}, -9, 9);
+    check(g, tg_scatter_add(g, t, idx, u, 0), 1e-6, 1e-5);
 }
 
 /* Runs the state op y (writing variable "v") on the device and on the
