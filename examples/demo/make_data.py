@@ -50,7 +50,7 @@ def synth(job):
     raw = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
                          check=True, capture_output=True).stdout
     # 16 kHz mono, leading/trailing silence trimmed
-    subprocess.run(["sox", "-q", "-t", "wav", "-", "-r", "16000", "-c", "1", "-b", "16", tmp,
+    subprocess.run(["sox", "-q", "-v", "0.8", "-t", "wav", "-", "-r", "16000", "-c", "1", "-b", "16", tmp,
                     "silence", "1", "0.02", "0.5%", "reverse", "silence", "1", "0.02", "0.5%",
                     "reverse"], input=raw, check=True)
     os.replace(tmp, path)
