@@ -963,7 +963,11 @@ static void describe_kernel(const spec *s, int kk, tg_plan_kernel *k, int *reads
     for (int j = 0; j < pk->n_outputs; j++)
         if (req_of(&s->locs[pk->outputs[j]]) >= 0)
             writes[k->n_writes++] = req_of(&s->locs[pk->outputs[j]]);
+    /* in place: each element is read and written by one invocation, not
+     * so through a movement member (a permuted or sliced read) */
     k->in_place_ok = pk->kind == TG_CLASS_ELEMENTWISE;
+    for (int m = 0; m < pk->n_nodes; m++)
+        if (tg_ops[s->g->nodes[pk->nodes[m]].op].klass == TG_CLASS_MOVEMENT) k->in_place_ok = false;
     for (int m = 0; m < pk->n_nodes; m++)
         if (is_state(&s->g->nodes[pk->nodes[m]])) state_writes(s, kk, pk->nodes[m], k, writes, deps);
     k->reads = reads;

@@ -25,6 +25,28 @@ static void project_strides(const tg_node *m, const int64_t *sm, int r, const in
     }
 }
 
+/* A member that is a read of a kernel input through a permute,
+ * broadcast_to or slice (passes/fusion.c): the strides and base that read
+ * the input at the member's coordinates. False for other members. */
+static bool remapped(const tg_kernel *k, const tg_node *n, int64_t *strides, int64_t *base) {
+    if (n->op != TG_OP_PERMUTE && n->op != TG_OP_BROADCAST_TO && n->op != TG_OP_SLICE)
+        return false;
+    const tg_node *x = &k->g->nodes[n->inputs[0]];
+    int64_t xs[TG_MAX_RANK];
+    tg_gen_row_strides(x->rank, x->shape, xs);
+    *base = 0;
+    if (n->op == TG_OP_PERMUTE)
+        for (int d = 0; d < n->rank; d++) strides[d] = xs[n->attrs.axes[d]];
+    else if (n->op == TG_OP_BROADCAST_TO)
+        tg_gen_bcast_strides(x->rank, x->shape, n->rank, n->shape, strides);
+    else
+        for (int d = 0; d < n->rank; d++) {
+            *base += n->attrs.begin[d] * xs[d];
+            strides[d] = n->attrs.step[d] * xs[d];
+        }
+    return true;
+}
+
 /* The scalar expression of op over operand names a, b, c, in the compute
  * type of the operands (`in` is the first operand's dtype). */
 static tg_status op_expr(const tg_node *n, tg_dtype in, const char *a, const char *b, const char *c,
@@ -106,9 +128,14 @@ tg_status tg_gen_elementwise(const tg_vk_caps *caps, const tg_kernel *k, tg_kern
                             (long long)count);
     for (int mi = 0; mi < k->n_nodes; mi++) {
         const tg_node *m = &k->g->nodes[k->nodes[mi]];
-        if (tg_ops[m->op].klass != TG_CLASS_ELEMENTWISE)
+        int64_t rs[TG_MAX_RANK], rb;
+        bool remap = remapped(k, m, rs, &rb);
+        if (tg_ops[m->op].klass != TG_CLASS_ELEMENTWISE &&
+            !(remap && tg_gen_input_index(k, m->inputs[0]) >= 0 &&
+              tg_gen_input_index(k, k->nodes[mi]) < 0))
             return tg_set_error(TG_ERR_UNSUPPORTED,
-                                "elementwise generator: member %d is a %s, not elementwise",
+                                "elementwise generator: member %d is a %s, neither elementwise "
+                                "nor a remapped read of a kernel input",
                                 (int)k->nodes[mi], tg_ops[m->op].name);
     }
     uint32_t wg = tg_gen_wg_size(caps, 128);
@@ -124,8 +151,22 @@ tg_status tg_gen_elementwise(const tg_vk_caps *caps, const tg_kernel *k, tg_kern
     for (int mi = 0; mi < k->n_nodes; mi++) {
         int32_t id = k->nodes[mi];
         const tg_node *m = &k->g->nodes[id];
+        int64_t rs[TG_MAX_RANK], rb = 0;
+        if (remapped(k, m, rs, &rb)) continue; /* read by its users */
         for (int p = 0; p < m->n_inputs; p++) {
             const tg_node *x = &k->g->nodes[m->inputs[p]];
+            if (tg_gen_input_index(k, m->inputs[p]) < 0 && remapped(k, x, rs, &rb)) {
+                /* a remapped member: the input it reads, at m's coordinates */
+                int64_t sm[TG_MAX_RANK], so[TG_MAX_RANK];
+                for (int d = 0; d < m->rank; d++) {
+                    int e = d - (m->rank - x->rank);
+                    sm[d] = e < 0 || x->shape[e] == 1 ? 0 : rs[e];
+                }
+                project_strides(m, sm, r, it, so);
+                snprintf(name, sizeof name, "off_%d_%d", (int)id, p);
+                tg_gen_offset_fn(b, name, r, it, so, rb);
+                continue;
+            }
             if (tg_gen_input_index(k, m->inputs[p]) < 0) {
                 if (m->op == TG_OP_ONE_HOT) {
                     tg_gen_abort(&g);
@@ -166,8 +207,12 @@ tg_status tg_gen_elementwise(const tg_vk_caps *caps, const tg_kernel *k, tg_kern
         int32_t id = k->nodes[mi];
         const tg_node *m = &k->g->nodes[id];
         char opnd[3][32] = {"", "", ""}, expr[512];
+        int64_t rs[TG_MAX_RANK], rb;
+        if (remapped(k, m, rs, &rb)) continue; /* read by its users */
         for (int p = 0; p < m->n_inputs && p < 3; p++) {
             int32_t xid = m->inputs[p];
+            if (tg_gen_input_index(k, xid) < 0 && remapped(k, &k->g->nodes[xid], rs, &rb))
+                xid = k->g->nodes[xid].inputs[0];
             int j = tg_gen_input_index(k, xid);
             if (j < 0) {
                 snprintf(opnd[p], sizeof opnd[p], "v%d", (int)xid);

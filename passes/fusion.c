@@ -215,24 +215,37 @@ static bool legal_prologue(fuser *f, int32_t p, int32_t c) {
     return true;
 }
 
+/* A movement op a chain reads its input through (index remapping): it
+ * reads memory, outside kernels a and b, and only the chain reads it. */
+static bool remapped_read(fuser *f, int32_t m, int32_t a, int32_t b) {
+    tg_op op = f->g->nodes[m].op;
+    int32_t px = producer(f, f->g->nodes[m].inputs[0]);
+    return (op == TG_OP_PERMUTE || op == TG_OP_BROADCAST_TO || op == TG_OP_SLICE) && px != a &&
+           px != b && !escapes(f, m, a, b);
+}
+
 /* A chain of elementwise ops: its outputs share one shape (the index
  * space the kernel runs over), and one_hot reads its indices from memory
- * (its output has one more axis than its input). Movement ops are kernels
- * of their own. */
+ * (its output has one more axis than its input). Permute, broadcast_to
+ * and slice join as remapped reads of a kernel input (backend/
+ * gen_elementwise.c); other movement ops are kernels of their own. */
 static bool legal_chain(fuser *f, int32_t a, int32_t b) {
     const tg_node *shape = NULL;
     int32_t reps[2] = {a, b};
+    int n_elementwise = 0;
     for (int r = 0; r < 2; r++) {
         FOR_MEMBERS(f, reps[r], m) {
             const tg_node *nd = &f->g->nodes[m];
+            if (klass(f, m) == TG_CLASS_MOVEMENT && remapped_read(f, m, a, b)) continue;
             if (klass(f, m) != TG_CLASS_ELEMENTWISE) return false;
+            n_elementwise++;
             if (nd->op == TG_OP_ONE_HOT && find(f, nd->inputs[0]) == reps[1 - r]) return false;
             if (!escapes(f, m, a, b)) continue;
             if (shape && !same_shape(shape, nd)) return false;
             shape = nd;
         }
     }
-    return true;
+    return n_elementwise > 0;
 }
 
 /* Kernel c joins kernel p: p becomes the representative, c's members
