@@ -39,4 +39,22 @@ typedef struct tg_mm_tiling {
 tg_status tg_mm_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int64_t M, int64_t N,
                               int64_t K, tg_mm_tiling *out);
 
+/* Flash attention (gen_attention.c): REGISTER reads K/V from texel
+ * buffers, SHARED stages tiles of keys in shared memory. */
+typedef struct tg_attn_tiling {
+    tg_mm_strategy strategy; /* never AUTO once chosen */
+    uint32_t wg;             /* invocations per workgroup */
+    uint32_t rows;           /* query rows per invocation */
+    uint32_t keys;           /* keys per online-softmax step */
+    uint32_t tile;           /* SHARED: keys per shared-memory tile (a multiple of keys) */
+} tg_attn_tiling;
+
+/* Chooses the attention strategy and tile for Tq query rows and head dims
+ * of d4 and v4 texels of `texel_bytes` each. `forced` as for matmul
+ * ($TG_ATTN_STRATEGY = "register" / "shared" overrides AUTO; $TG_ATTN_TILE
+ * = "wg,rows,keys[,tile]" replaces the table's tile, for tuning). */
+tg_status tg_attn_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int64_t Tq,
+                                int64_t d4, int64_t v4, uint32_t texel_bytes,
+                                tg_attn_tiling *out);
+
 #endif /* TG_BACKEND_DEVICE_CLASS_H */

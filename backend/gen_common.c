@@ -367,6 +367,12 @@ static bool use_texel(const tg_vk_caps *caps, tg_dtype storage, int64_t count,
 
 tg_status tg_gen_begin(tg_gen *g, const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out,
                        uint32_t wg, bool reductions) {
+    return tg_gen_begin_texel(g, caps, k, out, wg, reductions, 0, false);
+}
+
+tg_status tg_gen_begin_texel(tg_gen *g, const tg_vk_caps *caps, const tg_kernel *k,
+                             tg_kernel_code *out, uint32_t wg, bool reductions,
+                             uint32_t texel_inputs, bool vec4) {
     memset(out, 0, sizeof *out);
     g->caps = caps;
     g->k = k;
@@ -408,7 +414,15 @@ tg_status tg_gen_begin(tg_gen *g, const tg_vk_caps *caps, const tg_kernel *k, tg
         tg_dtype st = k->input_storage[i];
         tg_vk_texel_format fmt;
         g->input_is_int[i] = tg_gen_dtype_is_int(n->dtype);
-        if (!g->input_is_int[i] && use_texel(caps, st, node_count(n), &fmt)) {
+        if (texel_inputs >> i & 1u) { /* the caller checked the format */
+            out->kinds[nb] = TG_VK_BIND_TEXEL;
+            out->texel_formats[nb] = st == TG_F16 ? (vec4 ? TG_VK_TEXEL_RGBA16F : TG_VK_TEXEL_R16F)
+                                                  : (vec4 ? TG_VK_TEXEL_RGBA32F : TG_VK_TEXEL_R32F);
+            tg_sb_printf(b,
+                         "layout(binding = %d) uniform samplerBuffer t%d;\n"
+                         "float ld%d(uint i) { return texelFetch(t%d, int(i%s))%s; }\n",
+                         nb, i, i, i, vec4 ? " >> 2" : "", vec4 ? "[i & 3u]" : ".r");
+        } else if (!g->input_is_int[i] && use_texel(caps, st, node_count(n), &fmt)) {
             out->kinds[nb] = TG_VK_BIND_TEXEL;
             out->texel_formats[nb] = fmt;
             tg_sb_printf(b,

@@ -53,6 +53,14 @@ uint32_t tg_gen_wg_size(const tg_vk_caps *caps, uint32_t want);
  * it). `op` names the kernel ("<op>_<node id>"). */
 tg_status tg_gen_begin(tg_gen *g, const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out,
                        uint32_t wg, bool reductions);
+/* tg_gen_begin, with the inputs of bit mask `texel_inputs` read through
+ * texel buffers `t<i>` whatever the device class: vec4 texels (RGBA32F,
+ * RGBA16F for f16 storage) when `vec4`, else scalar ones. The caller checks
+ * that the device supports the format and that the tensor fits
+ * maxTexelBufferElements. ld<i> still reads one element. */
+tg_status tg_gen_begin_texel(tg_gen *g, const tg_vk_caps *caps, const tg_kernel *k,
+                             tg_kernel_code *out, uint32_t wg, bool reductions,
+                             uint32_t texel_inputs, bool vec4);
 /* Sets the grid for `n_groups` workgroups (split over x, y, z when over
  * maxComputeWorkGroupCount[0]; tg_group() gives the linear id, and ids at
  * or over n_groups must do nothing) and hands the source to `out`. */
@@ -89,6 +97,8 @@ tg_status tg_gen_elementwise(const tg_vk_caps *caps, const tg_kernel *k, tg_kern
 tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out);
 tg_status tg_gen_movement(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out);
 tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out);
+/* attention (gen_attention.c): flash attention, strategy per device class. */
+tg_status tg_gen_attention(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out);
 
 /* Gradients of the composite ops (gen_grad.c): the backward ops that are
  * not elementwise (softmax_grad ... slice_grad); true if it has a kernel. */

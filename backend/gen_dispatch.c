@@ -288,6 +288,7 @@ tg_status tg_gen_kernel(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
     case TG_CLASS_OPAQUE:
         if (n->op == TG_OP_SCATTER_ADD) return tg_gen_movement(caps, k, out);
         if (tg_gen_grad_handles(n->op)) return tg_gen_grad(caps, k, out);
+        if (n->op == TG_OP_ATTENTION) return tg_gen_attention(caps, k, out);
         return tg_gen_nn(caps, k, out);
     default:
         return tg_set_error(TG_ERR_UNSUPPORTED, "tg_gen_kernel: no kernel for a %s node",

@@ -1,0 +1,316 @@
+/* backend/gen_attention.c — flash attention: softmax(q k^T * scale + mask) v
+ * in one kernel that never materialises the [Tq, Tk] scores.
+ *
+ * Every invocation owns R query rows of one (batch) index and keeps, per
+ * row, the scaled query (q * scale), a running maximum m, a running sum l
+ * and the output accumulators, all in registers (vec4 when D and Dv are
+ * multiples of 4). Keys are visited in blocks of B: the block's R x B
+ * scores, then one online-softmax step per row (new max, one rescale of l
+ * and the accumulators by exp(m_old - m_new), p = exp(s - m_new)), then
+ * acc += p v for the B keys. Everything is unrolled; q, k and v are read
+ * through texel buffers (RGBA32F/RGBA16F texels, or scalar ones when a head
+ * dim is not a multiple of 4).
+ *
+ * The rows of a workgroup (rows i0 + r * WG + lane) share the key loop,
+ * whose bound is uniform over the workgroup (causal: the visible keys of
+ * its last row), so K/V loads are the same for every lane and barriers are
+ * legal. Per row, keys beyond its causal limit (bottom-right aligned:
+ * query i sees keys j <= i + Tk - Tq) score -inf; a row that sees no key
+ * (or only -inf masks) writes zeros, as the interpreter does.
+ *
+ * Two strategies (backend/device_class.c picks one per device class):
+ *  - REGISTER (CPU devices, lavapipe): K/V straight from texel buffers, no
+ *    shared memory or barriers; several rows per invocation amortise each
+ *    K/V load over R rows.
+ *  - SHARED (GPUs, as FlashAttention-2): the workgroup stages a tile of BC
+ *    keys of K and V in shared memory, then every invocation walks the tile
+ *    from there.
+ * Shapes this cannot unroll (head dims over 256, or no texel format) go to
+ * gen_nn.c's chunked kernel. */
+#include "backend/device_class.h"
+#include "backend/gen_common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef unsigned long long ull;
+
+static int64_t prod(const int64_t *s, int from, int to) {
+    int64_t p = 1;
+    for (int d = from; d < to; d++) p *= s[d];
+    return p;
+}
+
+/* The parts of one attention node the generators need. */
+typedef struct fa_shape {
+    const tg_node *n, *q, *k, *v;
+    bool has_mask;
+    int64_t Tq, Tk, D, Dv, batches;
+    int W;          /* elements per texel: 4 (vec4) or 1 */
+    int64_t D4, V4; /* texels per q/k row and per v row */
+    const char *vt; /* "vec4" or "float" */
+} fa_shape;
+
+static void fa_describe(const tg_graph *gr, const tg_node *n, fa_shape *s) {
+    memset(s, 0, sizeof *s);
+    s->n = n;
+    s->q = &gr->nodes[n->inputs[0]];
+    s->k = &gr->nodes[n->inputs[1]];
+    s->v = &gr->nodes[n->inputs[2]];
+    s->has_mask = n->attrs.has_mask && n->n_inputs > 3;
+    s->Tq = s->q->shape[s->q->rank - 2];
+    s->D = s->q->shape[s->q->rank - 1];
+    s->Tk = s->k->shape[s->k->rank - 2];
+    s->Dv = s->v->shape[s->v->rank - 1];
+    s->batches = prod(n->shape, 0, n->rank - 2);
+    s->W = (s->D % 4 == 0 && s->Dv % 4 == 0) ? 4 : 1;
+    s->D4 = s->D / s->W;
+    s->V4 = s->Dv / s->W;
+    s->vt = s->W == 4 ? "vec4" : "float";
+}
+
+/* q_off/k_off/v_off(batch): element offsets of a batch index's matrices
+ * (0 strides along broadcast dims); mask_off(row * Tk + j) for the mask
+ * broadcast to [batch..., Tq, Tk]. */
+static void fa_offsets(tg_sb *b, const fa_shape *s) {
+    const tg_node *n = s->n;
+    int br = n->rank - 2;
+    const tg_node *ops[3] = {s->q, s->k, s->v};
+    const char *names[3] = {"q_off", "k_off", "v_off"};
+    for (int t = 0; t < 3; t++) {
+        int64_t st[TG_MAX_RANK];
+        const tg_node *x = ops[t];
+        tg_gen_bcast_strides(x->rank - 2, x->shape, br, n->shape, st);
+        for (int d = 0; d < br; d++) st[d] *= x->shape[x->rank - 2] * x->shape[x->rank - 1];
+        tg_gen_offset_fn(b, names[t], br, n->shape, st, 0);
+    }
+}
+
+static void fa_mask_offset(tg_sb *b, const tg_graph *gr, const fa_shape *s) {
+    const tg_node *n = s->n, *m = &gr->nodes[n->inputs[3]];
+    int br = n->rank - 2;
+    int64_t full[TG_MAX_RANK], st[TG_MAX_RANK];
+    for (int d = 0; d < br; d++) full[d] = n->shape[d];
+    full[br] = s->Tq;
+    full[br + 1] = s->Tk;
+    tg_gen_bcast_strides(m->rank, m->shape, br + 2, full, st);
+    tg_gen_offset_fn(b, "mask_off", br + 2, full, st, 0);
+}
+
+/* Can the flash kernel take this node on this device? */
+static bool fa_supported(const tg_vk_caps *caps, const tg_kernel *k, const fa_shape *s) {
+    if (s->D < 1 || s->Dv < 1 || s->D4 > 64 || s->V4 > 64) return false;
+    for (int i = 0; i < 3; i++) {
+        bool h = k->input_storage[i] == TG_F16;
+        bool ok = s->W == 4 ? (h ? caps->texel_rgba16f : caps->texel_rgba32f)
+                            : (h ? caps->texel_r16f : caps->texel_r32f);
+        const tg_node *x = &k->g->nodes[k->inputs[i]];
+        int64_t texels = tg_shape_count(x->rank, x->shape) / s->W;
+        if (!ok || texels < 1 || (uint64_t)texels > caps->max_texel_buffer_elements) return false;
+        if (k->input_storage[i] != k->input_storage[0]) return false;
+    }
+    return true;
+}
+
+/* Where a block's K/V texels come from. */
+typedef enum fa_src {
+    SRC_TEXEL,  /* a texel fetch per use (the same texel in every lane) */
+    SRC_SHARED, /* the tile in shared memory (Ks/Vs) */
+} fa_src;
+
+/* The expression of texel d of key kb of the block, of K (v false) or V. */
+static void fa_texel(char *buf, size_t n, const fa_shape *s, fa_src src, bool v, uint32_t kb,
+                     int64_t d) {
+    int64_t per = v ? s->V4 : s->D4;
+    const char *sel = s->W == 4 ? "" : ".r";
+    if (src == SRC_TEXEL)
+        snprintf(buf, n, "texelFetch(t%d, int(%s + kr%u * %lluu + %lldu))%s", v ? 2 : 1,
+                 v ? "vo" : "ko", kb, (ull)per, (long long)d, sel);
+    else
+        snprintf(buf, n, "%cs[(jj + %uu) * %lluu + %lldu]", v ? 'V' : 'K', kb, (ull)per,
+                 (long long)d);
+}
+
+/* The body of one block of B keys starting at key j0 (a uint in scope):
+ * scores, the online-softmax step, the accumulation. */
+static void fa_block(tg_sb *b, const fa_shape *s, const tg_attn_tiling *t, fa_src src) {
+    char tx[160];
+    uint32_t R = t->rows, B = t->keys;
+    for (uint32_t kb = 0; kb < B; kb++) {
+        for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, "        float s%u_%u = 0.0;\n", r, kb);
+        for (int64_t d = 0; d < s->D4; d++) {
+            fa_texel(tx, sizeof tx, s, src, false, kb, d);
+            tg_sb_printf(b, "        { %s kv = %s;", s->vt, tx);
+            for (uint32_t r = 0; r < R; r++)
+                if (s->W == 4)
+                    tg_sb_printf(b, " s%u_%u += dot(q%u_%d, kv);", r, kb, r, (int)d);
+                else
+                    tg_sb_printf(b, " s%u_%u += q%u_%d * kv;", r, kb, r, (int)d);
+            tg_sb_printf(b, " }\n");
+        }
+    }
+    /* visibility (causal limit, the K tail) and the mask */
+    for (uint32_t r = 0; r < R; r++)
+        for (uint32_t kb = 0; kb < B; kb++) {
+            if (s->has_mask)
+                tg_sb_printf(b,
+                             "        s%u_%u = int(j0 + %uu) < lim%u ? s%u_%u + ld3(mask_off(mrow%u "
+                             "+ j0 + %uu)) : NEG_INF;\n",
+                             r, kb, kb, r, r, kb, r, kb);
+            else
+                tg_sb_printf(b, "        s%u_%u = int(j0 + %uu) < lim%u ? s%u_%u : NEG_INF;\n", r,
+                             kb, kb, r, r, kb);
+        }
+    for (uint32_t r = 0; r < R; r++) {
+        tg_sb_printf(b, "        {\n            float mx = m%u;\n", r);
+        for (uint32_t kb = 0; kb < B; kb++) tg_sb_printf(b, "            mx = max(mx, s%u_%u);\n", r, kb);
+        tg_sb_printf(b,
+                     "            bool none = mx == NEG_INF;\n"
+                     "            float c = none ? 1.0 : exp(m%u - mx);\n"
+                     "            m%u = mx;\n",
+                     r, r);
+        for (uint32_t kb = 0; kb < B; kb++)
+            tg_sb_printf(b, "            p%u_%u = none ? 0.0 : exp(s%u_%u - mx);\n", r, kb, r, kb);
+        tg_sb_printf(b, "            l%u = l%u * c", r, r);
+        for (uint32_t kb = 0; kb < B; kb++) tg_sb_printf(b, " + p%u_%u", r, kb);
+        tg_sb_printf(b, ";\n");
+        for (int64_t d = 0; d < s->V4; d++) tg_sb_printf(b, "            a%u_%d *= c;\n", r, (int)d);
+        tg_sb_printf(b, "        }\n");
+    }
+    for (uint32_t kb = 0; kb < B; kb++)
+        for (int64_t d = 0; d < s->V4; d++) {
+            fa_texel(tx, sizeof tx, s, src, true, kb, d);
+            tg_sb_printf(b, "        { %s vv = %s;", s->vt, tx);
+            for (uint32_t r = 0; r < R; r++)
+                tg_sb_printf(b, " a%u_%d += p%u_%u * vv;", r, (int)d, r, kb);
+            tg_sb_printf(b, " }\n");
+        }
+}
+
+static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t) {
+    tg_sb *b = &g->b;
+    const tg_node *n = s->n;
+    uint32_t R = t->rows, B = t->keys, WG = g->wg;
+    uint64_t RB = (uint64_t)R * WG; /* rows per workgroup */
+    uint64_t nblk = ((uint64_t)s->Tq + RB - 1) / RB;
+    bool shared = t->strategy == TG_MM_STRATEGY_SHARED;
+    uint32_t BC = t->tile;
+    int W = s->W;
+    const char *sh = W == 4 ? " >> 2" : "";
+    char scale[64];
+    tg_gen_flit(n->attrs.scale > 0 ? n->attrs.scale : 1.0 / sqrt((double)s->D), scale,
+                sizeof scale);
+
+    fa_offsets(b, s);
+    if (s->has_mask) fa_mask_offset(b, g->k->g, s);
+    if (shared)
+        tg_sb_printf(b, "shared %s Ks[%u];\nshared %s Vs[%u];\n", s->vt, (unsigned)(BC * s->D4),
+                     s->vt, (unsigned)(BC * s->V4));
+    tg_sb_printf(b,
+                 "#define NEG_INF uintBitsToFloat(0xff800000u)\n"
+                 "void main() {\n"
+                 "    uint grp = tg_group();\n"
+                 "    if (grp >= %lluu) return;\n" /* uniform over the workgroup */
+                 "    uint lane = gl_LocalInvocationID.x;\n"
+                 "    uint bb = grp / %lluu, i0 = (grp %% %lluu) * %lluu;\n"
+                 "    uint qo = q_off(bb)%s, ko = k_off(bb)%s, vo = v_off(bb)%s;\n",
+                 (ull)(s->batches * nblk), (ull)nblk, (ull)nblk, (ull)RB, sh, sh, sh);
+    /* per row: its index, the clamped row it loads, its key limit */
+    for (uint32_t r = 0; r < R; r++) {
+        tg_sb_printf(b,
+                     "    uint row%u = i0 + %uu + lane;\n"
+                     "    uint rc%u = min(row%u, %lluu);\n",
+                     r, r * WG, r, r, (ull)(s->Tq - 1));
+        if (n->attrs.causal)
+            tg_sb_printf(b, "    int lim%u = row%u < %lluu ? clamp(int(row%u) + %lld, 0, %lld) : 0;\n",
+                         r, r, (ull)s->Tq, r, (long long)(s->Tk - s->Tq + 1), (long long)s->Tk);
+        else
+            tg_sb_printf(b, "    int lim%u = row%u < %lluu ? %lld : 0;\n", r, r, (ull)s->Tq,
+                         (long long)s->Tk);
+        if (s->has_mask)
+            tg_sb_printf(b, "    uint mrow%u = (bb * %lluu + rc%u) * %lluu;\n", r, (ull)s->Tq, r,
+                         (ull)s->Tk);
+        tg_sb_printf(b, "    float m%u = NEG_INF, l%u = 0.0;\n", r, r);
+        for (uint32_t kb = 0; kb < B; kb++) tg_sb_printf(b, "    float p%u_%u;\n", r, kb);
+        for (int64_t d = 0; d < s->D4; d++)
+            tg_sb_printf(b, "    %s q%u_%d = texelFetch(t0, int(qo + rc%u * %lluu + %du))%s * %s;\n",
+                         s->vt, r, (int)d, r, (ull)s->D4, (int)d, W == 4 ? "" : ".r", scale);
+        for (int64_t d = 0; d < s->V4; d++) tg_sb_printf(b, "    %s a%u_%d = %s(0.0);\n", s->vt, r, (int)d, s->vt);
+    }
+    /* the workgroup's key bound: the visible keys of its last row */
+    if (n->attrs.causal)
+        tg_sb_printf(b, "    uint nkw = uint(clamp(int(min(i0 + %lluu, %lluu)) + %lld, 0, %lld));\n",
+                     (ull)(RB - 1), (ull)(s->Tq - 1), (long long)(s->Tk - s->Tq + 1),
+                     (long long)s->Tk);
+    else
+        tg_sb_printf(b, "    uint nkw = %lluu;\n", (ull)s->Tk);
+
+    const char *sel = W == 4 ? "" : ".r";
+    fa_src src = shared ? SRC_SHARED : SRC_TEXEL;
+    if (shared) {
+        /* tiles of BC keys in shared memory; keys past Tk load key Tk-1 */
+        tg_sb_printf(b,
+                     "    for (uint t0 = 0u; t0 < nkw; t0 += %uu) {\n"
+                     "        barrier();\n" /* the previous tile is still read */
+                     "        for (uint e = lane; e < %uu; e += %uu)\n"
+                     "            Ks[e] = texelFetch(t1, int(ko + min(t0 + e / %lluu, %lluu) * %lluu + e %% %lluu))%s;\n"
+                     "        for (uint e = lane; e < %uu; e += %uu)\n"
+                     "            Vs[e] = texelFetch(t2, int(vo + min(t0 + e / %lluu, %lluu) * %lluu + e %% %lluu))%s;\n"
+                     "        barrier();\n"
+                     "        for (uint jj = 0u; jj < %uu && t0 + jj < nkw; jj += %uu) {\n"
+                     "        uint j0 = t0 + jj;\n",
+                     BC, (unsigned)(BC * s->D4), WG, (ull)s->D4, (ull)(s->Tk - 1), (ull)s->D4,
+                     (ull)s->D4, sel, (unsigned)(BC * s->V4), WG, (ull)s->V4, (ull)(s->Tk - 1),
+                     (ull)s->V4, (ull)s->V4, sel, BC, B);
+    } else {
+        tg_sb_printf(b, "    for (uint j0 = 0u; j0 < nkw; j0 += %uu) {\n", B);
+        for (uint32_t kb = 0; kb < B; kb++)
+            tg_sb_printf(b, "        uint kr%u = min(j0 + %uu, %lluu);\n", kb, kb, (ull)(s->Tk - 1));
+    }
+    fa_block(b, s, t, src);
+    tg_sb_printf(b, shared ? "        }\n    }\n" : "    }\n");
+
+    /* outputs: acc / l, zeros for rows that saw nothing */
+    for (uint32_t r = 0; r < R; r++) {
+        tg_sb_printf(b,
+                     "    if (row%u < %lluu) {\n"
+                     "        float inv = l%u > 0.0 ? 1.0 / l%u : 0.0;\n"
+                     "        uint o = (bb * %lluu + row%u) * %lluu;\n",
+                     r, (ull)s->Tq, r, r, (ull)s->Tq, r, (ull)s->Dv);
+        for (int64_t d = 0; d < s->V4; d++)
+            for (int c = 0; c < W; c++)
+                tg_sb_printf(b, "        st0(o + %du, a%u_%d%s * inv);\n", (int)(d * W + c), r,
+                             (int)d, W == 4 ? (const char *[]){"[0]", "[1]", "[2]", "[3]"}[c] : "");
+        tg_sb_printf(b, "    }\n");
+    }
+    tg_sb_printf(b, "}\n");
+    return tg_gen_finish(g, s->batches * nblk);
+}
+
+tg_status tg_gen_attention(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
+    const tg_graph *gr = k->g;
+    int32_t id = k->nodes[k->n_nodes - 1];
+    const tg_node *n = &gr->nodes[id];
+    if (n->op != TG_OP_ATTENTION || k->n_nodes != 1 || k->n_inputs != n->n_inputs ||
+        k->n_outputs != 1)
+        return tg_gen_nn(caps, k, out);
+    for (int i = 0; i < n->n_inputs; i++)
+        if (k->inputs[i] != n->inputs[i]) return tg_gen_nn(caps, k, out);
+    fa_shape s;
+    fa_describe(gr, n, &s);
+    /* $TG_ATTN_STRATEGY=nn: gen_nn.c's kernel (for comparisons) */
+    const char *env = getenv("TG_ATTN_STRATEGY");
+    if (!fa_supported(caps, k, &s) || (env && strcmp(env, "nn") == 0))
+        return tg_gen_nn(caps, k, out);
+    tg_attn_tiling t;
+    tg_status st = tg_attn_choose_tiling(caps, TG_MM_STRATEGY_AUTO, s.Tq, s.D4, s.V4,
+                                         (uint32_t)(s.W * 4), &t);
+    if (st != TG_OK) return st;
+    tg_gen g;
+    st = tg_gen_begin_texel(&g, caps, k, out, t.wg, false, 7u, s.W == 4);
+    if (st == TG_OK) st = gen_flash(&g, &s, &t);
+    if (st != TG_OK) tg_gen_abort(&g);
+    return st;
+}
