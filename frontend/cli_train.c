@@ -789,11 +789,12 @@ static bool setup_tokenizer(run *r) {
     return true;
 }
 
-static void print_warnings(const char *what, char *const *w, int n_kept, int n_skipped) {
+static void print_warnings(const char *what, const char *why, char *const *w, int n_kept,
+                           int n_skipped) {
     for (int i = 0; i < n_kept && i < 10; i++) fprintf(stderr, "warning: %s\n", w[i]);
     if (n_skipped > 0)
-        fprintf(stderr, "warning: %s: %d record%s skipped\n", what, n_skipped,
-                n_skipped == 1 ? "" : "s");
+        fprintf(stderr, "warning: %s: %d record%s skipped (%s)\n", what, n_skipped,
+                n_skipped == 1 ? "" : "s", why);
 }
 
 static tg_dataset *load_data(run *r, const char *manifest) {
@@ -802,7 +803,7 @@ static tg_dataset *load_data(run *r, const char *manifest) {
         cli_error("%s", tg_last_error());
         return NULL;
     }
-    print_warnings(manifest, m->warnings, m->n_warnings, m->n_skipped);
+    print_warnings(manifest, "bad lines", m->warnings, m->n_warnings, m->n_skipped);
     char cache[4096];
     fmt(cache, sizeof cache, "%s/cache", r->out);
     tg_dataset_options o = {.tokenizer = r->tok,
@@ -821,7 +822,7 @@ static tg_dataset *load_data(run *r, const char *manifest) {
         cli_error("%s: %s", manifest, tg_last_error());
         return NULL;
     }
-    print_warnings(manifest, d->warnings, d->n_warnings, d->n_skipped);
+    print_warnings(manifest, "audio or labels", d->warnings, d->n_warnings, d->n_skipped);
     fprintf(stderr, "%s: %d utterances (log-Mel %s, %.1f s)\n", manifest, d->n,
             d->from_cache ? "from the cache" : "computed", now() - t0);
     if (d->n == 0) {
