@@ -311,6 +311,12 @@ tg_status tg_gen_attention(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel
     tg_gen g;
     st = tg_gen_begin_texel(&g, caps, k, out, t.wg, false, 7u, s.W == 4);
     if (st == TG_OK) st = gen_flash(&g, &s, &t);
-    if (st != TG_OK) tg_gen_abort(&g);
-    return st;
+    if (st != TG_OK) {
+        tg_gen_abort(&g);
+        return st;
+    }
+    /* the strategy shows in profiles (and lets tests check which ran) */
+    snprintf(out->name, sizeof out->name, "attention_%d_%s", (int)id,
+             t.strategy == TG_MM_STRATEGY_SHARED ? "shared" : "register");
+    return TG_OK;
 }
