@@ -22,7 +22,7 @@ LONG=0
 if (( LONG )); then
     STEPS=${STEPS:-2000}; TRAIN_SENTENCES=${TRAIN_SENTENCES:-1000}
 else
-    STEPS=${STEPS:-500}; TRAIN_SENTENCES=${TRAIN_SENTENCES:-600}
+    STEPS=${STEPS:-400}; TRAIN_SENTENCES=${TRAIN_SENTENCES:-400}
 fi
 BATCH=${BATCH:-16}
 EVAL_SENTENCES=${EVAL_SENTENCES:-50}
@@ -84,8 +84,8 @@ def lev(a, b):
             cur = min(d[j] + 1, d[j - 1] + 1, prev + (a[i - 1] != b[j - 1]))
             prev, d[j] = d[j], cur
     return d[len(b)]
-refs = [norm(l) for l in open(sys.argv[1])]
-hyps = [norm(l) for l in open(sys.argv[2])]
+refs = [norm(l) for l in open(sys.argv[1], errors="replace")]
+hyps = [norm(l) for l in open(sys.argv[2], errors="replace")]
 e = sum(lev(h, r) for h, r in zip(hyps, refs)); n = sum(len(r) for r in refs)
 print("graph transcribe: CER %.1f%% on %d held-out utterances" % (100.0 * e / max(n, 1), len(refs)))
 PY

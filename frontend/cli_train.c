@@ -294,7 +294,7 @@ typedef struct trainer_state {
     int step;         /* optimizer steps done */
     int64_t position; /* samples consumed of the data order */
     uint64_t seed;
-    double best_wer;
+    double best_wer, best_loss; /* the best checkpoint: lowest WER, then eval loss */
     int best_step;
 } trainer_state;
 
@@ -507,7 +507,8 @@ static bool save_checkpoint(run *r) {
     char seed[32];
     fmt(seed, sizeof seed, "%llu", (unsigned long long)r->state.seed);
     cJSON_AddStringToObject(j, "seed", seed); /* a string: 64-bit exact */
-    cJSON_AddNumberToObject(j, "best_wer", r->state.best_wer);
+    if (isfinite(r->state.best_wer)) cJSON_AddNumberToObject(j, "best_wer", r->state.best_wer);
+    if (isfinite(r->state.best_loss)) cJSON_AddNumberToObject(j, "best_eval_loss", r->state.best_loss);
     cJSON_AddNumberToObject(j, "best_step", r->state.best_step);
     cJSON_AddNumberToObject(j, "total_steps", r->o.steps);
     cJSON_AddNumberToObject(j, "batch_size", r->o.batch);
@@ -592,6 +593,7 @@ static bool load_state(run *r, const char *ckpt, int argc, char **argv) {
     r->state.seed = strtoull(seed->valuestring, NULL, 10);
     const cJSON *v;
     if ((v = jget(j, "best_wer")) && cJSON_IsNumber(v)) r->state.best_wer = v->valuedouble;
+    if ((v = jget(j, "best_eval_loss")) && cJSON_IsNumber(v)) r->state.best_loss = v->valuedouble;
     if ((v = jget(j, "best_step")) && cJSON_IsNumber(v)) r->state.best_step = v->valueint;
     /* options of the original run unless given again */
     {
@@ -883,6 +885,7 @@ int cli_train(int argc, char **argv) {
     int rc = parse_options(argc, argv, &r.o);
     if (rc != CLI_OK) return rc;
     r.state.best_wer = INFINITY;
+    r.state.best_loss = INFINITY;
     r.state.best_step = -1;
     r.state.seed = r.o.seed;
 
@@ -1102,8 +1105,10 @@ int cli_train(int argc, char **argv) {
                          "\"eval_utterances\": %d}",
                          step, er.loss, er.wer, er.cer, er.n);
                 log_metrics(&r, line);
-                if (er.wer < r.state.best_wer) {
+                if (er.wer < r.state.best_wer ||
+                    (er.wer == r.state.best_wer && er.loss < r.state.best_loss)) {
                     r.state.best_wer = er.wer;
+                    r.state.best_loss = er.loss;
                     r.state.best_step = step;
                     do_save = true;
                 }
