@@ -38,8 +38,10 @@ Writes tests/data/whisper/:
                       transcribe()'s seeking over the long inputs
 
 The real whisper-tiny shapes (d 384, 4+4 layers, vocab 51865: 37.8M parameters,
-151 MB in f32) are not written: that checkpoint would exceed the size budget
-for committed test data.
+151 MB in f32) are not written as a checkpoint: that would exceed the size
+budget for committed test data. Instead `--tiny-shapes` defines the weights
+by a formula both sides evaluate (see tiny_shapes_main below) and writes
+slices of the outputs to tests/data/whisper/tiny_shapes/.
 """
 import json
 import math
@@ -549,5 +551,189 @@ def main():
         f.write("\n")
 
 
+# ---------------------------------------------------------------------------
+# --tiny-shapes: the real whisper-tiny shapes (d 384, 4+4 layers, 6 heads,
+# FFN 1536, vocab 51865, 1500 frames, 448 positions) with weights from a
+# formula that tests/test_whisper_tiny_shapes.c evaluates too, so no
+# checkpoint is committed. Exact integer hashing, then a few float64
+# operations rounded once to float32, makes both sides bit-identical:
+#
+#   seed(name) = FNV-1a 64 of the tensor's Hugging Face name (ASCII bytes)
+#   h(name, i) = splitmix64(seed + i) (mod 2^64), i the row-major index
+#   u(name, i) = (h >> 40) * 2^-23 - 1        exact, 24 bits, in [-1, 1)
+#   value      = float32(offset + amp * u)    amp * u and + offset in float64
+#
+#   *layer_norm.weight     offset 1, amp 0.1
+#   *layer_norm.bias       amp 0.05
+#   other *.bias           amp 0.05
+#   decoder.embed_tokens   amp 0.2   (logits of order 2..5)
+#   decoder.embed_positions amp 1
+#   encoder.embed_positions openai's sinusoids, in float64 then float32
+#                          (sin/cos/exp of glibc, as tg_whisper_sinusoids)
+#   other *.weight         amp sqrt(3 / fan_in), fan_in = prod(shape[1:])
+#                          (standard deviation 1/sqrt(fan_in))
+#
+# The input log-Mel [1, 80, 3000] is u("mel", i) (amp 1); the prefix is
+# <|startoftranscript|> <|en|> <|transcribe|> <|notimestamps|>. The
+# reference is computed in float64 from those float32 values. Written to
+# tests/data/whisper/tiny_shapes/ (small: the full outputs are 2.3 MB and
+# 830 KB):
+#   encoder_rows.npy      f32 [8, 384]  encoder output rows 0..3, 1496..1499
+#   encoder_row_sums.npy  f32 [1500]    per-row sums of the encoder output
+#   prefix.npy            i32 [1, 4]
+#   logits_head.npy       f32 [4, 64]   logits of the prefix, vocab 0..63
+#   logits_tail.npy       f32 [4, 64]   vocab 51801..51864
+#   logits_argmax.npy     i32 [4]       full-row argmax
+#   logits_logsumexp.npy  f32 [4]       full-row logsumexp
+#   weights_probe.txt     per tensor: name, elements 0, n/2, n-1 (%.9g) and
+#                         the float64 sum, to check the C generator
+# ---------------------------------------------------------------------------
+
+TINY_SHAPES = dict(CONFIG, d_model=384, encoder_layers=4, decoder_layers=4,
+                   encoder_attention_heads=6, decoder_attention_heads=6,
+                   encoder_ffn_dim=1536, decoder_ffn_dim=1536, max_source_positions=1500,
+                   max_target_positions=448, vocab_size=51865)
+TINY_SHAPES_PREFIX = [50258, 50259, 50359, 50363]
+M64 = (1 << 64) - 1
+
+
+def fnv1a64(name):
+    h = 0xcbf29ce484222325
+    for b in name.encode():
+        h = ((h ^ b) * 0x100000001b3) & M64
+    return h
+
+
+def formula_uniform(name, n):
+    """u(name, i) for i < n: float64 in [-1, 1), exactly 24-bit values."""
+    with np.errstate(over="ignore"):
+        z = np.arange(n, dtype=np.uint64) + np.uint64(fnv1a64(name))
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(40)).astype(np.float64) * 2.0 ** -23 - 1.0
+
+
+def sinusoids64(length, channels):
+    """tg_whisper_sinusoids: float64 with libm, then float32."""
+    half = channels // 2
+    inc = math.log(10000.0) / (half - 1)
+    out = np.empty((length, channels), dtype=np.float32)
+    for i in range(half):
+        e = math.exp(-inc * i)
+        for t in range(length):
+            x = float(t) * e
+            out[t, i] = math.sin(x)
+            out[t, half + i] = math.cos(x)
+    return out
+
+
+def formula_tensor(name, shape):
+    n = int(np.prod(shape))
+    if name == "model.encoder.embed_positions.weight":
+        return sinusoids64(shape[0], shape[1])
+    offset, amp = 0.0, None
+    if "layer_norm." in name:
+        offset, amp = (1.0, 0.1) if name.endswith(".weight") else (0.0, 0.05)
+    elif name.endswith(".bias"):
+        amp = 0.05
+    elif name == "model.decoder.embed_tokens.weight":
+        amp = 0.2
+    elif name == "model.decoder.embed_positions.weight":
+        amp = 1.0
+    else:
+        amp = math.sqrt(3.0 / int(np.prod(shape[1:])))
+    u = formula_uniform(name, n)
+    return (offset + amp * u).astype(np.float32).reshape(shape)
+
+
+def tiny_shapes_names(cfg):
+    """Every weight's name and shape (the order does not matter: the seed
+    is the name)."""
+    d, ffn = cfg["d_model"], cfg["encoder_ffn_dim"]
+    out = []
+
+    def attn(p):
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            out.append((p + "." + proj + ".weight", (d, d)))
+            if proj != "k_proj":
+                out.append((p + "." + proj + ".bias", (d,)))
+
+    def norm(p):
+        out.extend([(p + ".weight", (d,)), (p + ".bias", (d,))])
+
+    def ffn_block(p):
+        out.extend([(p + "fc1.weight", (ffn, d)), (p + "fc1.bias", (ffn,)),
+                    (p + "fc2.weight", (d, ffn)), (p + "fc2.bias", (d,))])
+
+    e = "model.encoder."
+    out.extend([(e + "conv1.weight", (d, cfg["num_mel_bins"], 3)), (e + "conv1.bias", (d,)),
+                (e + "conv2.weight", (d, d, 3)), (e + "conv2.bias", (d,)),
+                (e + "embed_positions.weight", (cfg["max_source_positions"], d))])
+    for i in range(cfg["encoder_layers"]):
+        p = e + "layers.%d." % i
+        attn(p + "self_attn")
+        norm(p + "self_attn_layer_norm")
+        ffn_block(p)
+        norm(p + "final_layer_norm")
+    norm(e + "layer_norm")
+    dd = "model.decoder."
+    out.extend([(dd + "embed_tokens.weight", (cfg["vocab_size"], d)),
+                (dd + "embed_positions.weight", (cfg["max_target_positions"], d))])
+    for i in range(cfg["decoder_layers"]):
+        p = dd + "layers.%d." % i
+        attn(p + "self_attn")
+        norm(p + "self_attn_layer_norm")
+        attn(p + "encoder_attn")
+        norm(p + "encoder_attn_layer_norm")
+        ffn_block(p)
+        norm(p + "final_layer_norm")
+    norm(dd + "layer_norm")
+    return out
+
+
+def tiny_shapes_main():
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    cfg = TINY_SHAPES
+    out_dir = os.path.join(OUT, "tiny_shapes")
+    os.makedirs(out_dir, exist_ok=True)
+    w64, probes = {}, []
+    for name, shape in tiny_shapes_names(cfg):
+        a = formula_tensor(name, shape)
+        flat = a.reshape(-1)
+        probes.append("%s %.9g %.9g %.9g %.17g" % (name, flat[0], flat[flat.size // 2],
+                                                    flat[-1], flat.astype(np.float64).sum()))
+        w64[name] = torch.from_numpy(a).double()
+    frames = 2 * cfg["max_source_positions"]
+    mel = formula_uniform("mel", cfg["num_mel_bins"] * frames).astype(np.float32)
+    mel = torch.from_numpy(mel.reshape(1, cfg["num_mel_bins"], frames)).double()
+    prefix = torch.tensor([TINY_SHAPES_PREFIX])
+    with torch.no_grad():
+        enc = encoder(mel, w64, cfg)[0]
+        logits = decoder(prefix, enc[None], w64, cfg)[0]
+    top2 = torch.topk(logits, 2, dim=-1).values
+    print("encoder max |x| %.3g, logits max |x| %.3g, argmax margins %s" %
+          (enc.abs().max().item(), logits.abs().max().item(),
+           (top2[:, 0] - top2[:, 1]).tolist()))
+
+    def save(name, t, dtype):
+        np.save(os.path.join(out_dir, name), np.ascontiguousarray(t.numpy().astype(dtype)))
+
+    save("encoder_rows.npy", torch.cat([enc[:4], enc[-4:]]), np.float32)
+    save("encoder_row_sums.npy", enc.sum(-1), np.float32)
+    save("prefix.npy", prefix, np.int32)
+    save("logits_head.npy", logits[:, :64], np.float32)
+    save("logits_tail.npy", logits[:, -64:], np.float32)
+    save("logits_argmax.npy", logits.argmax(-1), np.int32)
+    save("logits_logsumexp.npy", torch.logsumexp(logits, -1), np.float32)
+    with open(os.path.join(out_dir, "weights_probe.txt"), "w") as f:
+        f.write("\n".join(sorted(probes)) + "\n")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+    if sys.argv[1:] == ["--tiny-shapes"]:
+        tiny_shapes_main()
+    else:
+        main()
