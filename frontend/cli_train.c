@@ -53,6 +53,7 @@ const char cli_train_help[] =
     "  --weight-decay X       AdamW weight decay of matrices (0.01)\n"
     "  --max-grad-norm X      global-norm clipping, 0 = off (1.0)\n"
     "  --freeze-encoder       train the decoder only\n"
+    "  --grad-accum N         micro-batches per optimizer step (1)\n"
     "  --seed N               initialisation and data order (1)\n"
     "  --language CODE        the language token of the labels (en)\n"
     "  --eval-every N         evaluate every N steps (0: at the end only)\n"
@@ -69,7 +70,7 @@ const char cli_train_help[] =
 typedef struct options {
     const char *train, *eval, *out, *config, *init, *tokenizer, *resume, *language, *schedule;
     int steps, batch, max_tokens, warmup, eval_every, eval_limit, save_every, keep, log_every;
-    int print_eval;
+    int print_eval, grad_accum;
     double window_seconds, lr, weight_decay, max_grad_norm;
     bool freeze_encoder;
     uint64_t seed;
@@ -111,6 +112,7 @@ static int parse_options(int argc, char **argv, options *o) {
     o->keep = 2;
     o->log_every = 10;
     o->eval_limit = -1;
+    o->grad_accum = 1;
     o->lr = 1e-3;
     o->weight_decay = 0.01;
     o->max_grad_norm = 1.0;
@@ -154,6 +156,7 @@ static int parse_options(int argc, char **argv, options *o) {
         NUM("--keep", keep, (int)x)
         NUM("--log-every", log_every, (int)x)
         NUM("--print-eval", print_eval, (int)x)
+        NUM("--grad-accum", grad_accum, (int)x)
         NUM("--window-seconds", window_seconds, x)
         NUM("--lr", lr, x)
         NUM("--weight-decay", weight_decay, x)
@@ -171,7 +174,7 @@ static int parse_options(int argc, char **argv, options *o) {
     if (!o->train && !o->resume) return cli_usage_error("train", "--train MANIFEST is required");
     if (!o->out && !o->resume) return cli_usage_error("train", "--out DIR is required");
     if (o->steps < 1 || o->batch < 1 || o->max_tokens < 8 || o->warmup < 0 || o->keep < 1 ||
-        o->log_every < 1 || o->eval_every < 0 || o->save_every < 0 || !(o->lr > 0) ||
+        o->log_every < 1 || o->grad_accum < 1 || o->eval_every < 0 || o->save_every < 0 || !(o->lr > 0) ||
         o->window_seconds < 0 || o->weight_decay < 0 || o->max_grad_norm < 0)
         return cli_usage_error("train", "a numeric option is out of range");
     if (strcmp(o->schedule, "linear") != 0 && strcmp(o->schedule, "cosine") != 0)
@@ -512,6 +515,7 @@ static bool save_checkpoint(run *r) {
     cJSON_AddNumberToObject(j, "best_step", r->state.best_step);
     cJSON_AddNumberToObject(j, "total_steps", r->o.steps);
     cJSON_AddNumberToObject(j, "batch_size", r->o.batch);
+    cJSON_AddNumberToObject(j, "grad_accum", r->o.grad_accum);
     cJSON_AddNumberToObject(j, "max_tokens", r->o.max_tokens);
     cJSON_AddNumberToObject(j, "lr", r->o.lr);
     cJSON_AddNumberToObject(j, "warmup", r->o.warmup);
@@ -605,6 +609,7 @@ static bool load_state(run *r, const char *ckpt, int argc, char **argv) {
         } map[] = {
             {"--steps", "total_steps", &r->o.steps, NULL, NULL},
             {"--batch-size", "batch_size", &r->o.batch, NULL, NULL},
+            {"--grad-accum", "grad_accum", &r->o.grad_accum, NULL, NULL},
             {"--max-tokens", "max_tokens", &r->o.max_tokens, NULL, NULL},
             {"--warmup", "warmup", &r->o.warmup, NULL, NULL},
             {"--lr", "lr", NULL, &r->o.lr, NULL},
@@ -1003,6 +1008,7 @@ int cli_train(int argc, char **argv) {
     to.weight_decay = r.o.weight_decay;
     to.max_grad_norm = r.o.max_grad_norm;
     to.freeze_encoder = r.o.freeze_encoder;
+    to.accum_steps = r.o.grad_accum;
     double t0 = now();
     fprintf(stderr,
             "model: d_model %d, %d+%d layers, %d heads, %d encoder positions (%.2f s), vocabulary "
@@ -1049,18 +1055,31 @@ int cli_train(int argc, char **argv) {
     while (ok && r.state.step < r.o.steps && !interrupted) {
         const float *mel;
         const int32_t *tokens, *labels;
-        ok = tg_loader_get(loader, r.state.position, &mel, &tokens, &labels) == TG_OK;
         int step = r.state.step + 1;
         double lr = tg_whisper_lr_schedule(step, r.o.steps, r.o.warmup, r.o.lr, cosine);
         double loss = 0, gnorm = 0;
-        ok = ok && tg_whisper_trainer_step(r.trainer, mel, tokens, labels, (float)lr, step, &loss,
-                                           &gnorm) == TG_OK;
+        if (r.o.grad_accum == 1) {
+            ok = tg_loader_get(loader, r.state.position, &mel, &tokens, &labels) == TG_OK;
+            ok = ok && tg_whisper_trainer_step(r.trainer, mel, tokens, labels, (float)lr, step,
+                                               &loss, &gnorm) == TG_OK;
+        } else {
+            /* micro-batches k*B .. of this step, then one update */
+            for (int k = 0; ok && k < r.o.grad_accum; k++) {
+                double l = 0;
+                ok = tg_loader_get(loader, r.state.position + (int64_t)k * r.o.batch, &mel,
+                                   &tokens, &labels) == TG_OK;
+                ok = ok && tg_whisper_trainer_accumulate(r.trainer, mel, tokens, labels, &l) ==
+                               TG_OK;
+                loss += l / r.o.grad_accum;
+            }
+            ok = ok && tg_whisper_trainer_apply(r.trainer, (float)lr, step, &gnorm) == TG_OK;
+        }
         if (!ok) {
             cli_error("step %d: %s", step, tg_last_error());
             break;
         }
         r.state.step = step;
-        r.state.position += r.o.batch;
+        r.state.position += (int64_t)r.o.batch * r.o.grad_accum;
         loss_acc += loss;
         window_steps++;
         char line[512];
@@ -1079,12 +1098,13 @@ int cli_train(int argc, char **argv) {
                     "step %d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.0f ms/step  %.1f "
                     "samples/s  ETA %dm%02ds\n",
                     step, r.o.steps, loss_acc / window_steps, lr, gnorm, ms,
-                    r.o.batch * 1e3 / ms, (int)(eta / 60), (int)fmod(eta, 60));
+                    r.o.batch * r.o.grad_accum * 1e3 / ms, (int)(eta / 60), (int)fmod(eta, 60));
             fmt(line, sizeof line,
                      "{\"step\": %d, \"loss\": %.9g, \"lr\": %.6g, \"grad_norm\": %.6g, "
                      "\"epoch\": %.4f, \"ms_per_step\": %.1f, \"samples_per_s\": %.2f}",
                      step, loss_acc / window_steps, lr, gnorm,
-                     (double)r.state.position / r.train->n, ms, r.o.batch * 1e3 / ms);
+                     (double)r.state.position / r.train->n, ms,
+                     r.o.batch * r.o.grad_accum * 1e3 / ms);
             log_metrics(&r, line);
             window_t = now();
             window_steps = 0;

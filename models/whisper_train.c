@@ -40,7 +40,12 @@ struct tg_whisper_trainer {
     int n_params;
     char **names;          /* [n_params] */
     tg_tensor *updates;    /* [n_params] adamw ops */
-    tg_executable *train;  /* NULL on the interpreter */
+    /* gradient accumulation (accum_steps > 1): the "<name>.grad_acc"
+     * variables, the ops adding a micro-batch's gradients to them, and
+     * the ops zeroing them after the update */
+    tg_tensor *accum_ops, *zero_ops;
+    tg_executable *train;  /* NULL on the interpreter; with accumulation: accumulate */
+    tg_executable *apply;  /* with accumulation: clip + AdamW + zero */
     tg_executable *forward; /* loss only; built lazily */
     tg_executable *encode;  /* encoder only; built lazily */
 };
@@ -66,8 +71,21 @@ void tg_whisper_trainer_free(tg_whisper_trainer *t) {
     for (int i = 0; i < t->n_params; i++) free(t->names[i]);
     free(t->names);
     free(t->updates);
+    free(t->accum_ops);
+    free(t->zero_ops);
+    tg_executable_free(t->apply);
     tg_graph_free(t->g);
     free(t);
+}
+
+/* snprintf through vsnprintf for names built from parts (bounded; gcc's
+ * truncation warning does not apply). */
+static void nm(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void nm(char *buf, size_t size, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, size, fmt, ap);
+    va_end(ap);
 }
 
 static bool is_trainable(const tg_whisper_trainer *t, const char *name) {
@@ -115,12 +133,35 @@ static tg_status build_optimizer(tg_whisper_trainer *t) {
     tg_tensor *clipped = malloc((size_t)(t->n_params + 1) * sizeof *clipped);
     t->updates = malloc((size_t)(t->n_params + 1) * sizeof *t->updates);
     if (!grads || !sum || !clipped || !t->updates) st = TG_ERR_NO_MEMORY;
+    int accum = t->opt.accum_steps > 1 ? t->opt.accum_steps : 1;
+    if (st == TG_OK && accum > 1) {
+        t->accum_ops = malloc((size_t)(t->n_params + 1) * sizeof *t->accum_ops);
+        t->zero_ops = malloc((size_t)(t->n_params + 1) * sizeof *t->zero_ops);
+        if (!t->accum_ops || !t->zero_ops) st = TG_ERR_NO_MEMORY;
+    }
     if (st == TG_OK) st = tg_gradients(g, t->loss, n_wrt, wrt, grads);
     if (st == TG_OK) {
         for (int p = 0; p < t->n_params; p++) sum[p] = TG_INVALID;
         for (int i = 0; i < n_wrt; i++) {
             int p = owner[i];
             sum[p] = sum[p].id < 0 ? grads[i] : tg_add(g, sum[p], grads[i]);
+        }
+        if (accum > 1) {
+            /* acc += grad / accum (each micro-batch's mean loss weighs
+             * 1/accum, as transformers' Trainer divides the loss); the
+             * update then reads the accumulated gradient */
+            for (int p = 0; p < t->n_params; p++) {
+                int64_t shape[TG_MAX_RANK];
+                int rank = tg_tensor_shape(g, first[p], shape);
+                char name[256];
+                nm(name, sizeof name, "%s.grad_acc", t->names[p]);
+                tg_tensor acc = tg_variable(g, name, TG_F32, rank, shape, false);
+                tg_tensor add = tg_mul(g, sum[p], tg_scalar(g, TG_F32, 1.0 / accum));
+                t->accum_ops[p] = tg_assign(g, acc, tg_add(g, acc, add));
+                t->zero_ops[p] =
+                    tg_assign(g, acc, tg_broadcast_to(g, tg_scalar(g, TG_F32, 0.0), rank, shape));
+                sum[p] = acc;
+            }
         }
         if (t->opt.max_grad_norm > 0) {
             st = tg_clip_by_global_norm(g, t->n_params, sum, t->opt.max_grad_norm, clipped,
@@ -164,16 +205,6 @@ static tg_status build_optimizer(tg_whisper_trainer *t) {
  * slow on CPU devices written as primitives: conv1d as im2col (three
  * strided slices) and one matmul, attention as matmul, softmax, matmul.
  * tests/test_train_step.c checks both give the same loss. */
-
-/* snprintf through vsnprintf for names built from parts (bounded; gcc's
- * truncation warning does not apply). */
-static void nm(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void nm(char *buf, size_t size, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, size, fmt, ap);
-    va_end(ap);
-}
 
 static tg_tensor wvar(tg_graph *g, const char *name, int rank, int64_t d0, int64_t d1, int64_t d2) {
     int64_t shape[3] = {d0, d1, d2};
@@ -352,7 +383,17 @@ tg_status tg_whisper_trainer_new(const tg_whisper_config *cfg, const tg_whisper_
     }
     st = build_optimizer(t);
     if (st == TG_OK) st = tg_store_init_missing(store, g, 0, 0.0); /* the moments: zeros */
-    if (st == TG_OK && dev) {
+    if (st == TG_OK && dev && o->accum_steps > 1) {
+        st = tg_compile(dev, g, store, 1, &t->loss, t->n_params, t->accum_ops, NULL, &t->train);
+        tg_tensor *ops = st == TG_OK ? malloc((size_t)(2 * t->n_params) * sizeof *ops) : NULL;
+        if (st == TG_OK && !ops) st = tg_set_error(TG_ERR_NO_MEMORY, "whisper trainer: out of memory");
+        if (st == TG_OK) {
+            memcpy(ops, t->updates, (size_t)t->n_params * sizeof *ops);
+            memcpy(ops + t->n_params, t->zero_ops, (size_t)t->n_params * sizeof *ops);
+            st = tg_compile(dev, g, store, 1, &t->grad_norm, 2 * t->n_params, ops, NULL, &t->apply);
+        }
+        free(ops);
+    } else if (st == TG_OK && dev) {
         tg_tensor targets[2] = {t->loss, t->grad_norm};
         st = tg_compile(dev, g, store, 2, targets, t->n_params, t->updates, NULL, &t->train);
     }
@@ -415,6 +456,9 @@ tg_status tg_whisper_trainer_step(tg_whisper_trainer *t, const float *mel, const
     if (st != TG_OK) return st;
     if (step < 1)
         return tg_set_error(TG_ERR_INVALID_ARGUMENT, "whisper trainer: step %d (1-based)", step);
+    if (t->opt.accum_steps > 1)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                            "whisper trainer: with gradient accumulation, use accumulate and apply");
     batch_feeds f;
     make_feeds(t, &f, mel, tokens, labels, lr, step);
     tg_array res[2] = {{0}, {0}};
@@ -428,6 +472,51 @@ tg_status tg_whisper_trainer_step(tg_whisper_trainer *t, const float *mel, const
     if (grad_norm) *grad_norm = tg_array_get(&res[1], 0);
     tg_array_free(&res[0]);
     tg_array_free(&res[1]);
+    return TG_OK;
+}
+
+tg_status tg_whisper_trainer_accumulate(tg_whisper_trainer *t, const float *mel,
+                                        const int32_t *tokens, const int32_t *labels, double *loss) {
+    tg_status st = check_batch(t, mel, tokens, labels);
+    if (st != TG_OK) return st;
+    if (t->opt.accum_steps < 2)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "whisper trainer: accum_steps is 1");
+    batch_feeds f;
+    make_feeds(t, &f, mel, tokens, labels, 0.0f, 1);
+    tg_array res = {0};
+    if (t->train)
+        st = tg_run(t->train, 3, f.feeds, &res);
+    else
+        st = tg_interpret(t->g, t->store, 3, f.feeds, 1, &t->loss, &res, t->n_params, t->accum_ops,
+                          0);
+    if (st != TG_OK) return st;
+    if (loss) *loss = tg_array_get(&res, 0);
+    tg_array_free(&res);
+    return TG_OK;
+}
+
+tg_status tg_whisper_trainer_apply(tg_whisper_trainer *t, float lr, int step, double *grad_norm) {
+    if (!t || step < 1 || t->opt.accum_steps < 2)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                            "whisper trainer: apply needs accum_steps > 1 and step >= 1");
+    float lr_value = lr;
+    int32_t step_value = step;
+    tg_array la = {TG_F32, 0, {0}, &lr_value}, sa = {TG_I32, 0, {0}, &step_value}, res = {0};
+    tg_feed feeds[2] = {{t->lr, &la}, {t->step, &sa}};
+    tg_status st;
+    if (t->apply) {
+        st = tg_run(t->apply, 2, feeds, &res);
+    } else {
+        tg_tensor *ops = malloc((size_t)(2 * t->n_params) * sizeof *ops);
+        if (!ops) return tg_set_error(TG_ERR_NO_MEMORY, "whisper trainer: out of memory");
+        memcpy(ops, t->updates, (size_t)t->n_params * sizeof *ops);
+        memcpy(ops + t->n_params, t->zero_ops, (size_t)t->n_params * sizeof *ops);
+        st = tg_interpret(t->g, t->store, 2, feeds, 1, &t->grad_norm, &res, 2 * t->n_params, ops, 0);
+        free(ops);
+    }
+    if (st != TG_OK) return st;
+    if (grad_norm) *grad_norm = tg_array_get(&res, 0);
+    tg_array_free(&res);
     return TG_OK;
 }
 

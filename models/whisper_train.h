@@ -31,6 +31,11 @@ typedef struct tg_whisper_train_options {
      *  matmul + softmax + matmul) instead of tg_conv1d / tg_attention:
      *  the same function, faster where those kernels are slow (CPU). */
     bool primitive_ops;
+    /** Gradient accumulation: > 1 gives an optimizer step per accum_steps
+     *  micro-batches (tg_whisper_trainer_accumulate each, then
+     *  tg_whisper_trainer_apply); each micro-batch's gradient weighs
+     *  1/accum_steps. 0 or 1: tg_whisper_trainer_step. */
+    int accum_steps;
 } tg_whisper_train_options;
 
 /** batch 8, n_tokens 64, AdamW (0.9, 0.999, 1e-8, weight decay 0.01),
@@ -56,6 +61,15 @@ void tg_whisper_trainer_free(tg_whisper_trainer *t);
 tg_status tg_whisper_trainer_step(tg_whisper_trainer *t, const float *mel, const int32_t *tokens,
                                   const int32_t *labels, float lr, int step, double *loss,
                                   double *grad_norm);
+/** With accum_steps > 1: adds one micro-batch's gradients (times
+ *  1/accum_steps) to the accumulators; *loss receives its mean loss. */
+tg_status tg_whisper_trainer_accumulate(tg_whisper_trainer *t, const float *mel,
+                                        const int32_t *tokens, const int32_t *labels, double *loss);
+/** With accum_steps > 1: clips the accumulated gradients, runs AdamW with
+ *  them and zeroes the accumulators. *grad_norm: their norm before
+ *  clipping. */
+tg_status tg_whisper_trainer_apply(tg_whisper_trainer *t, float lr, int step, double *grad_norm);
+
 /** The loss of a batch without updating anything (a forward-only
  *  executable, compiled at the first call). */
 tg_status tg_whisper_trainer_loss(tg_whisper_trainer *t, const float *mel, const int32_t *tokens,

@@ -199,6 +199,45 @@ static void test_training_lowers_the_loss(void **state) {
     tg_store_free(orig);
 }
 
+/* Gradient accumulation: the same batch accumulated twice and applied
+ * equals one step on it (on the interpreter). */
+static void test_accumulation(void **state) {
+    (void)state;
+    tg_whisper_train_options o;
+    tg_whisper_train_options_default(&o);
+    o.batch = B;
+    o.n_tokens = T;
+    tg_store *s1 = load_tiny(), *s2 = load_tiny();
+    tg_whisper_trainer *t1, *t2;
+    OK(tg_whisper_trainer_new(&cfg, &o, s1, NULL, &t1));
+    o.accum_steps = 2;
+    OK(tg_whisper_trainer_new(&cfg, &o, s2, NULL, &t2));
+    double l1, g1, la, lb, g2;
+    OK(tg_whisper_trainer_step(t1, mel, tokens, labels, 1e-3f, 1, &l1, &g1));
+    assert_int_equal(tg_whisper_trainer_step(t2, mel, tokens, labels, 1e-3f, 1, NULL, NULL),
+                     TG_ERR_INVALID_ARGUMENT);
+    OK(tg_whisper_trainer_accumulate(t2, mel, tokens, labels, &la));
+    OK(tg_whisper_trainer_accumulate(t2, mel, tokens, labels, &lb));
+    OK(tg_whisper_trainer_apply(t2, 1e-3f, 1, &g2));
+    assert_float_equal(la, l1, 1e-6 * l1);
+    assert_float_equal(lb, l1, 1e-6 * l1);
+    assert_float_equal(g2, g1, 1e-5 * g1);
+    for (int i = 0; i < tg_whisper_trainer_param_count(t1); i++) {
+        const char *name = tg_whisper_trainer_param_name(t1, i);
+        double d = max_rel_diff(s2, s1, name);
+        if (d > 1e-5) fail_msg("%s: accumulated and single step differ by %.3g", name, d);
+    }
+    /* the accumulators are zero again */
+    tg_array a = {0};
+    OK(tg_store_get(s2, "model.decoder.layer_norm.weight.grad_acc", &a));
+    for (int64_t i = 0; i < tg_array_count(&a); i++) assert_float_equal(tg_array_get(&a, i), 0, 0);
+    tg_array_free(&a);
+    tg_whisper_trainer_free(t1);
+    tg_whisper_trainer_free(t2);
+    tg_store_free(s1);
+    tg_store_free(s2);
+}
+
 static void test_schedule(void **state) {
     (void)state;
     /* warm-up 10 to 1e-3, then linear to 0 at 110 */
@@ -250,6 +289,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schedule),
         cmocka_unit_test(test_init_weights),
+        cmocka_unit_test(test_accumulation),
         cmocka_unit_test(test_primitive_equals_composite),
         cmocka_unit_test(test_device_matches_interpreter),
         cmocka_unit_test(test_training_lowers_the_loss),
