@@ -51,8 +51,17 @@ static const char *kind_name(tg_op_class k) {
     }
 }
 
+/* Prints every unprinted alias whose input is printed (chains in order). */
+static void print_ready_aliases(printer *pr, const bool *needed, const char *indent) {
+    for (int id = 0; id < pr->g->n_nodes; id++) {
+        const tg_node *n = &pr->g->nodes[id];
+        if (needed[id] && !pr->printed[id] && tg_node_is_alias(n) && pr->printed[n->inputs[0]])
+            print_node(pr, id, indent);
+    }
+}
+
 /* "# kernel 3 matmul: matmul + add + gelu <- %x, %w -> %5" */
-static void print_kernel(printer *pr, int k) {
+static void print_kernel(printer *pr, int k, const bool *needed) {
     const tg_part_kernel *kr = &pr->p->kernels[k];
     char head[64];
     snprintf(head, sizeof head, "# kernel %d %s:", k, kind_name(kr->kind));
@@ -64,15 +73,12 @@ static void print_kernel(printer *pr, int k) {
     print_list(pr, " <-", kr->n_inputs, kr->inputs);
     print_list(pr, " ->", kr->n_outputs, kr->outputs);
     tg_sb_puts(&pr->out, "\n");
-    for (int i = 0; i < kr->n_nodes; i++) print_node(pr, kr->nodes[i], "  ");
-}
-
-/* Prints every unprinted alias whose input is printed (chains in order). */
-static void print_ready_aliases(printer *pr, const bool *needed) {
-    for (int id = 0; id < pr->g->n_nodes; id++) {
-        const tg_node *n = &pr->g->nodes[id];
-        if (needed[id] && !pr->printed[id] && tg_node_is_alias(n) && pr->printed[n->inputs[0]])
-            print_node(pr, id, "");
+    /* A member may read an alias of an earlier member (a multi-tensor update
+     * reads its gradient slice through a reshape): print such aliases as
+     * soon as what they view is printed, so the text stays valid IR. */
+    for (int i = 0; i < kr->n_nodes; i++) {
+        print_node(pr, kr->nodes[i], "  ");
+        print_ready_aliases(pr, needed, "  ");
     }
 }
 
@@ -124,10 +130,10 @@ char *tg_partition_to_text(const tg_graph *g, const tg_partition *p) {
         tg_sb_puts(&pr.out, summary);
         for (int id = 0; id < g->n_nodes; id++)
             if (tg_ops[g->nodes[id].op].klass == TG_CLASS_SOURCE) print_node(&pr, id, "");
-        print_ready_aliases(&pr, needed);
+        print_ready_aliases(&pr, needed, "");
         for (int k = 0; k < p->n_kernels; k++) {
-            print_kernel(&pr, k);
-            print_ready_aliases(&pr, needed);
+            print_kernel(&pr, k, needed);
+            print_ready_aliases(&pr, needed, "");
         }
         bool header = false;
         for (int id = 0; id < g->n_nodes; id++) {
