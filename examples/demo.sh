@@ -22,7 +22,7 @@ LONG=0
 if (( LONG )); then
     STEPS=${STEPS:-2000}; TRAIN_SENTENCES=${TRAIN_SENTENCES:-1000}
 else
-    STEPS=${STEPS:-400}; TRAIN_SENTENCES=${TRAIN_SENTENCES:-400}
+    STEPS=${STEPS:-400}; TRAIN_SENTENCES=${TRAIN_SENTENCES:-600}
 fi
 BATCH=${BATCH:-16}
 EVAL_SENTENCES=${EVAL_SENTENCES:-50}
@@ -41,8 +41,8 @@ python3 "$here/demo/make_data.py" "$OUT/data" --train-sentences "$TRAIN_SENTENCE
 echo "== 2. graph train: $STEPS steps of $BATCH utterances" >&2
 "$GRAPH" train --train "$OUT/data/train.jsonl" --eval "$OUT/data/eval.jsonl" \
     --config "$here/demo/config.json" --tokenizer bytes --out "$OUT/run" \
-    --steps "$STEPS" --batch-size "$BATCH" --max-tokens 48 --lr 1.5e-3 --warmup 50 \
-    --schedule cosine --weight-decay 0.01 --eval-every $(( STEPS / 4 )) --save-every $(( STEPS / 4 )) \
+    --steps "$STEPS" --batch-size "$BATCH" --max-tokens 48 --lr 1e-3 --warmup 40 \
+    --schedule linear --weight-decay 0.01 --eval-every $(( STEPS / 4 )) --save-every $(( STEPS / 4 )) \
     --keep 1 --log-every 10 --seed 1
 model="$OUT/run/best"
 [[ -e "$model" ]] || model=$(ls -d "$OUT"/run/checkpoint-* | sort -t- -k2 -n | tail -1)
