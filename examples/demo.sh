@@ -9,13 +9,13 @@
 #   examples/demo.sh            the default run
 #   examples/demo.sh --long     more data and steps, for a lower error rate
 #
-# Environment: GRAPH (the graph binary; default build/graph), OUT (default
+# Environment: GRAPH (the graph binary; default build/release/graph, as .ci/setup builds it), OUT (default
 # /tmp/tg-demo), STEPS, BATCH, TRAIN_SENTENCES to override the sizes.
 # Needs espeak-ng, sox and python3.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-GRAPH=${GRAPH:-$root/build/graph}
+GRAPH=${GRAPH:-$root/build/release/graph}
 OUT=${OUT:-/tmp/tg-demo}
 LONG=0
 [[ "${1:-}" == "--long" ]] && LONG=1
