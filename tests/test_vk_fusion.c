@@ -258,7 +258,7 @@ static void test_multi_tensor_adamw(void **state) {
     tg_array gv[5];
     tg_feed f[7];
     for (int i = 0; i < 4; i++) {
-        char n[8];
+        char n[16];
         snprintf(n, sizeof n, "g%d", i);
         grads[i] = tg_placeholder(g, n, TG_F32, ranks[i], shapes[i]);
         gv[i] = make_f32(ranks[i], shapes[i], -0.5f + 0.1f * (float)i, 0.037f, 29);
