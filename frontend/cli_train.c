@@ -133,7 +133,7 @@ static int parse_options(int argc, char **argv, options *o) {
         errno = 0;                                                                                 \
         double x = strtod(v, &end);                                                                \
         if (errno || *end || end == v || !isfinite(x))                                             \
-            return cli_usage_error("train", "%s: '%s' is not a number", name, v);                 \
+            return cli_usage_error("train", "%s: '%s' is not a number", name, v);                  \
         o->field = conv;                                                                           \
         continue;                                                                                  \
     }
@@ -174,8 +174,8 @@ static int parse_options(int argc, char **argv, options *o) {
     if (!o->train && !o->resume) return cli_usage_error("train", "--train MANIFEST is required");
     if (!o->out && !o->resume) return cli_usage_error("train", "--out DIR is required");
     if (o->steps < 1 || o->batch < 1 || o->max_tokens < 8 || o->warmup < 0 || o->keep < 1 ||
-        o->log_every < 1 || o->grad_accum < 1 || o->eval_every < 0 || o->save_every < 0 || !(o->lr > 0) ||
-        o->window_seconds < 0 || o->weight_decay < 0 || o->max_grad_norm < 0)
+        o->log_every < 1 || o->grad_accum < 1 || o->eval_every < 0 || o->save_every < 0 ||
+        !(o->lr > 0) || o->window_seconds < 0 || o->weight_decay < 0 || o->max_grad_norm < 0)
         return cli_usage_error("train", "a numeric option is out of range");
     if (strcmp(o->schedule, "linear") != 0 && strcmp(o->schedule, "cosine") != 0)
         return cli_usage_error("train", "--schedule is linear or cosine, not '%s'", o->schedule);
@@ -247,17 +247,16 @@ static void fsync_dir(const char *dir) {
 /* The byte-level tokenizer                                            */
 /* ------------------------------------------------------------------ */
 
-static const char *const byte_specials[] = {"<|endoftext|>",   "<|startoftranscript|>",
-                                            "<|en|>",          "<|translate|>",
-                                            "<|transcribe|>",  "<|startoflm|>",
-                                            "<|startofprev|>", "<|nospeech|>",
-                                            "<|notimestamps|>"};
+static const char *const byte_specials[] = {
+    "<|endoftext|>", "<|startoftranscript|>", "<|en|>",       "<|translate|>",   "<|transcribe|>",
+    "<|startoflm|>", "<|startofprev|>",       "<|nospeech|>", "<|notimestamps|>"};
 #define N_BYTE_SPECIALS 9
 
 /* tokenizer.json text of the byte-level vocabulary: ids 0..255 are the
  * bytes (in GPT-2's byte-level alphabet), then the special tokens. */
 static char *byte_tokenizer_json(void) {
-    cJSON *root = cJSON_CreateObject(), *model = cJSON_CreateObject(), *vocab = cJSON_CreateObject();
+    cJSON *root = cJSON_CreateObject(), *model = cJSON_CreateObject(),
+          *vocab = cJSON_CreateObject();
     cJSON *added = cJSON_CreateArray();
     cJSON_AddStringToObject(root, "version", "1.0");
     for (int b = 0; b < 256; b++) {
@@ -404,9 +403,13 @@ static bool save_tokenizer(const run *r, const char *dir) {
         fmt(p, sizeof p, "%s/tokenizer.json", dir);
         return write_file(p, r->tokenizer_json);
     }
-    static const char *files[] = {"tokenizer.json", "vocab.json", "merges.txt",
-                                  "added_tokens.json", "special_tokens_map.json",
-                                  "tokenizer_config.json", "normalizer.json"};
+    static const char *files[] = {"tokenizer.json",
+                                  "vocab.json",
+                                  "merges.txt",
+                                  "added_tokens.json",
+                                  "special_tokens_map.json",
+                                  "tokenizer_config.json",
+                                  "normalizer.json"};
     bool any = false;
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         if (is_dir(r->tokenizer_dir))
@@ -465,7 +468,8 @@ static bool save_checkpoint(run *r) {
     if (ok) {
         tg_array *arrays = calloc((size_t)n, sizeof *arrays);
         ok = arrays != NULL;
-        for (int i = 0; ok && i < n; i++) ok = tg_store_get(r->store, names[i], &arrays[i]) == TG_OK;
+        for (int i = 0; ok && i < n; i++)
+            ok = tg_store_get(r->store, names[i], &arrays[i]) == TG_OK;
         fmt(p, sizeof p, "%s/model.safetensors", tmp);
         ok = ok && tg_safetensors_save(p, n, (const char *const *)names, arrays, meta) == TG_OK;
         for (int i = 0; arrays && i < n; i++) tg_array_free(&arrays[i]);
@@ -511,7 +515,8 @@ static bool save_checkpoint(run *r) {
     fmt(seed, sizeof seed, "%llu", (unsigned long long)r->state.seed);
     cJSON_AddStringToObject(j, "seed", seed); /* a string: 64-bit exact */
     if (isfinite(r->state.best_wer)) cJSON_AddNumberToObject(j, "best_wer", r->state.best_wer);
-    if (isfinite(r->state.best_loss)) cJSON_AddNumberToObject(j, "best_eval_loss", r->state.best_loss);
+    if (isfinite(r->state.best_loss))
+        cJSON_AddNumberToObject(j, "best_eval_loss", r->state.best_loss);
     cJSON_AddNumberToObject(j, "best_step", r->state.best_step);
     cJSON_AddNumberToObject(j, "total_steps", r->o.steps);
     cJSON_AddNumberToObject(j, "batch_size", r->o.batch);
@@ -764,7 +769,8 @@ static bool setup_tokenizer(run *r) {
     if (strcmp(t, "bytes") == 0) {
         r->tokenizer_json = byte_tokenizer_json();
         if (!r->tokenizer_json) return false;
-        st = tg_tokenizer_parse_json(r->tokenizer_json, strlen(r->tokenizer_json), "bytes", &r->tok);
+        st =
+            tg_tokenizer_parse_json(r->tokenizer_json, strlen(r->tokenizer_json), "bytes", &r->tok);
     } else {
         /* tokenizer.json is kept in memory: checkpoints copy it even when
          * the directory it came from is pruned */
@@ -906,7 +912,10 @@ int cli_train(int argc, char **argv) {
             static char parent[4096];
             fmt(parent, sizeof parent, "%s", ckpt);
             char *s = strrchr(parent, '/');
-            if (s) *s = '\0'; else fmt(parent, sizeof parent, ".");
+            if (s)
+                *s = '\0';
+            else
+                fmt(parent, sizeof parent, ".");
             r.o.out = parent;
         }
         r.o.config = ckpt;
@@ -936,7 +945,8 @@ int cli_train(int argc, char **argv) {
         r.cfg.vocab_size = tg_tokenizer_vocab_size(r.tok);
         r.cfg.decoder_start_token_id = r.sot;
         r.cfg.eos_token_id = r.cfg.pad_token_id = r.cfg.bos_token_id = r.eot;
-        if (r.cfg.max_target_positions < r.o.max_tokens) r.cfg.max_target_positions = r.o.max_tokens;
+        if (r.cfg.max_target_positions < r.o.max_tokens)
+            r.cfg.max_target_positions = r.o.max_tokens;
     }
     int full_positions = r.cfg.max_source_positions;
     if (r.o.window_seconds > 0) {
@@ -1066,10 +1076,10 @@ int cli_train(int argc, char **argv) {
             /* micro-batches k*B .. of this step, then one update */
             for (int k = 0; ok && k < r.o.grad_accum; k++) {
                 double l = 0;
-                ok = tg_loader_get(loader, r.state.position + (int64_t)k * r.o.batch, &mel,
-                                   &tokens, &labels) == TG_OK;
-                ok = ok && tg_whisper_trainer_accumulate(r.trainer, mel, tokens, labels, &l) ==
-                               TG_OK;
+                ok = tg_loader_get(loader, r.state.position + (int64_t)k * r.o.batch, &mel, &tokens,
+                                   &labels) == TG_OK;
+                ok = ok &&
+                     tg_whisper_trainer_accumulate(r.trainer, mel, tokens, labels, &l) == TG_OK;
                 loss += l / r.o.grad_accum;
             }
             ok = ok && tg_whisper_trainer_apply(r.trainer, (float)lr, step, &gnorm) == TG_OK;
@@ -1084,8 +1094,8 @@ int cli_train(int argc, char **argv) {
         window_steps++;
         char line[512];
         fmt(line, sizeof line,
-                 "{\"step\": %d, \"loss\": %.9g, \"lr\": %.6g, \"grad_norm\": %.6g, \"epoch\": %.4f}",
-                 step, loss, lr, gnorm, (double)r.state.position / r.train->n);
+            "{\"step\": %d, \"loss\": %.9g, \"lr\": %.6g, \"grad_norm\": %.6g, \"epoch\": %.4f}",
+            step, loss, lr, gnorm, (double)r.state.position / r.train->n);
         if (!isfinite(loss)) {
             cli_error("step %d: the loss is %g", step, loss);
             ok = false;
@@ -1100,11 +1110,10 @@ int cli_train(int argc, char **argv) {
                     step, r.o.steps, loss_acc / window_steps, lr, gnorm, ms,
                     r.o.batch * r.o.grad_accum * 1e3 / ms, (int)(eta / 60), (int)fmod(eta, 60));
             fmt(line, sizeof line,
-                     "{\"step\": %d, \"loss\": %.9g, \"lr\": %.6g, \"grad_norm\": %.6g, "
-                     "\"epoch\": %.4f, \"ms_per_step\": %.1f, \"samples_per_s\": %.2f}",
-                     step, loss_acc / window_steps, lr, gnorm,
-                     (double)r.state.position / r.train->n, ms,
-                     r.o.batch * r.o.grad_accum * 1e3 / ms);
+                "{\"step\": %d, \"loss\": %.9g, \"lr\": %.6g, \"grad_norm\": %.6g, "
+                "\"epoch\": %.4f, \"ms_per_step\": %.1f, \"samples_per_s\": %.2f}",
+                step, loss_acc / window_steps, lr, gnorm, (double)r.state.position / r.train->n, ms,
+                r.o.batch * r.o.grad_accum * 1e3 / ms);
             log_metrics(&r, line);
             window_t = now();
             window_steps = 0;
@@ -1118,12 +1127,14 @@ int cli_train(int argc, char **argv) {
             eval_result er;
             ok = evaluate(&r, dec, last ? r.o.print_eval : 0, &er);
             if (ok) {
-                fprintf(stderr, "eval at step %d: loss %.4f  WER %.2f%%  CER %.2f%%  (%d utterances, "
-                        "%.1f s)\n", step, er.loss, 100 * er.wer, 100 * er.cer, er.n, now() - te);
+                fprintf(stderr,
+                        "eval at step %d: loss %.4f  WER %.2f%%  CER %.2f%%  (%d utterances, "
+                        "%.1f s)\n",
+                        step, er.loss, 100 * er.wer, 100 * er.cer, er.n, now() - te);
                 fmt(line, sizeof line,
-                         "{\"step\": %d, \"eval_loss\": %.9g, \"wer\": %.6g, \"cer\": %.6g, "
-                         "\"eval_utterances\": %d}",
-                         step, er.loss, er.wer, er.cer, er.n);
+                    "{\"step\": %d, \"eval_loss\": %.9g, \"wer\": %.6g, \"cer\": %.6g, "
+                    "\"eval_utterances\": %d}",
+                    step, er.loss, er.wer, er.cer, er.n);
                 log_metrics(&r, line);
                 if (er.wer < r.state.best_wer ||
                     (er.wer == r.state.best_wer && er.loss < r.state.best_loss)) {
@@ -1146,6 +1157,12 @@ int cli_train(int argc, char **argv) {
     }
     double total = now() - start_t;
     fprintf(stderr, "%d steps in %.1f s\n", r.state.step - first_step, total);
+    const char *prof = getenv("TG_PROFILE");
+    char *table = NULL;
+    if (prof && strcmp(prof, "1") == 0 && tg_whisper_trainer_profile(r.trainer, &table) == TG_OK) {
+        fprintf(stderr, "training step, per kernel:\n%s", table);
+        free(table);
+    }
     tg_loader_free(loader);
     tg_whisper_decoder_free(dec);
     if (r.metrics) {
