@@ -5,6 +5,8 @@
  *    weights are identical;
  *  - a half-written checkpoint (a crash during a save) is ignored;
  *  - SIGINT saves a checkpoint and exits cleanly;
+ *  - SIGKILL in the middle of a save leaves the previous checkpoint
+ *    loadable, and training resumes from it;
  *  - metrics.jsonl and the SVG plot are written. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -20,6 +22,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <dirent.h>
 
 #include <cmocka.h>
 #include <sndfile.h>
@@ -92,7 +96,7 @@ static int sh(const char *fmt, ...) {
 }
 
 #define COMMON                                                                                     \
-    "--train %s/m.jsonl --config %s/config.json --tokenizer bytes --batch-size 4 "               \
+    "--train %s/m.jsonl --config %s/config.json --tokenizer bytes --batch-size 4 "                 \
     "--max-tokens 12 --warmup 2 --lr 3e-3 --log-every 1 --seed 5"
 
 /* The loss of each step 1..n in metrics.jsonl (NaN where absent). */
@@ -106,8 +110,8 @@ static void read_losses(const char *out, double *loss, int n) {
         int step;
         double l;
         char *s = strstr(line, "\"loss\":");
-        if (sscanf(line, "{\"step\": %d,", &step) == 1 && s && sscanf(s, "\"loss\": %lf", &l) == 1 &&
-            step >= 1 && step <= n)
+        if (sscanf(line, "{\"step\": %d,", &step) == 1 && s &&
+            sscanf(s, "\"loss\": %lf", &l) == 1 && step >= 1 && step <= n)
             loss[step] = l;
     }
     fclose(f);
@@ -180,8 +184,8 @@ static void test_sigint_saves(void **state) {
     snprintf(out, sizeof out, "%s/int", dir);
     snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", out);
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "exec %s train " COMMON " --steps 100000 --out %s", TG_GRAPH_EXE,
-             dir, dir, out);
+    snprintf(cmd, sizeof cmd, "exec %s train " COMMON " --steps 100000 --out %s", TG_GRAPH_EXE, dir,
+             dir, out);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -219,10 +223,80 @@ static void test_sigint_saves(void **state) {
     assert_int_equal(access(p, R_OK), 0);
 }
 
+/* True if directory `out` holds a ".tmp-checkpoint-*" entry: a save in
+ * progress (or one that died). */
+static bool save_in_progress(const char *out) {
+    DIR *d = opendir(out);
+    bool found = false;
+    if (!d) return false;
+    for (struct dirent *e; !found && (e = readdir(d));)
+        found = strncmp(e->d_name, ".tmp-checkpoint-", 16) == 0;
+    closedir(d);
+    return found;
+}
+
+/* The newest complete checkpoint's step in `out`, or -1. */
+static int newest_checkpoint(const char *out) {
+    char p[600];
+    int newest = -1;
+    for (int s = 1; s < 2000; s++) {
+        snprintf(p, sizeof p, "%s/checkpoint-%d/trainer_state.json", out, s);
+        if (access(p, R_OK) == 0) newest = s;
+    }
+    return newest;
+}
+
+static void test_sigkill_during_save(void **state) {
+    (void)state;
+    char out[300];
+    snprintf(out, sizeof out, "%s/kill", dir);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "exec %s train " COMMON " --steps 100000 --save-every 1 --keep 2 --out %s",
+             TG_GRAPH_EXE, dir, dir, out);
+    /* A save takes milliseconds: watch for one to start and kill the
+     * trainer then; retry until a kill lands while the temporary
+     * directory still exists (a save cut short), at most 20 times. */
+    bool cut_short = false;
+    for (int attempt = 0; attempt < 20 && !cut_short; attempt++) {
+        assert_int_equal(sh("rm -rf %s", out), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+            _exit(127);
+        }
+        /* after the first checkpoint, kill as soon as a later save starts
+         * (at most 10 minutes) */
+        bool seen = false;
+        for (int i = 0; i < 600000 && !seen; i++) {
+            seen = newest_checkpoint(out) >= 1 && save_in_progress(out);
+            if (!seen) {
+                struct timespec ts = {0, 1000000};
+                nanosleep(&ts, NULL);
+            }
+        }
+        kill(pid, SIGKILL);
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFSIGNALED(status));
+        cut_short = save_in_progress(out);
+    }
+    assert_true(cut_short);
+    /* the previous checkpoint is complete and training resumes from it */
+    int last = newest_checkpoint(out);
+    assert_true(last >= 1);
+    assert_int_equal(sh("%s train --resume %s --steps %d", TG_GRAPH_EXE, out, last + 1), 0);
+    char p[600];
+    snprintf(p, sizeof p, "%s/checkpoint-%d/model.safetensors", out, last + 1);
+    assert_int_equal(access(p, R_OK), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resume_is_exact),
         cmocka_unit_test(test_sigint_saves),
+        cmocka_unit_test(test_sigkill_during_save),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
