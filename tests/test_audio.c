@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "test_checks.h"
 #include <sndfile.h>
 
 #include "frontend/audio.h"
@@ -25,12 +27,6 @@
 #define PI 3.14159265358979323846
 
 static char dir[256];
-
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        tg_status st_ = (call);                                                                    \
-        if (st_ != TG_OK) fail_msg("%s: %s", #call, tg_last_error());                              \
-    } while (0)
 
 /* Writes interleaved 16-bit samples with libsndfile. */
 static void write_file(const char *path, int format, int rate, int channels, const short *data,

@@ -21,6 +21,8 @@
 
 #include <cmocka.h>
 
+#include "test_checks.h"
+
 #include "backend/vk.h"
 #include "frontend/audio.h"
 #include "frontend/npy.h"
@@ -31,24 +33,10 @@
 
 static tg_device *dev;
 
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        tg_status st_ = (call);                                                                    \
-        if (st_ != TG_OK) fail_msg("%s: %s", #call, tg_last_error());                              \
-    } while (0)
-
-static tg_array load_npy(const char *name) {
-    char path[512];
-    snprintf(path, sizeof path, DATA "%s", name);
-    tg_array a = {0};
-    OK(tg_npy_read(path, &a));
-    return a;
-}
-
 static void check_filters(int n_mels) {
     char name[64];
     snprintf(name, sizeof name, "mel_filters_%d.npy", n_mels);
-    tg_array want = load_npy(name);
+    tg_array want = tg_test_load_npy(DATA, name);
     assert_int_equal(want.shape[0], n_mels);
     assert_int_equal(want.shape[1], 201);
     float *got = malloc((size_t)n_mels * 201 * sizeof *got);
@@ -89,7 +77,7 @@ static tg_array clips(void) {
     assert_int_equal(n, 58700);
     tg_whisper_pad_or_trim(speech, n, a, TG_WHISPER_N_SAMPLES);
     free(speech);
-    tg_array sine = load_npy("sine.npy");
+    tg_array sine = tg_test_load_npy(DATA, "sine.npy");
     tg_whisper_pad_or_trim(sine.data, sine.shape[0], a + TG_WHISPER_N_SAMPLES,
                            TG_WHISPER_N_SAMPLES);
     tg_array_free(&sine);
@@ -101,7 +89,7 @@ static tg_array clips(void) {
  * the constant tail. */
 static void compare_mel(const float *got, int n_mels, const char *ref_name, float tail,
                         const char *what) {
-    tg_array want = load_npy(ref_name);
+    tg_array want = tg_test_load_npy(DATA, ref_name);
     assert_int_equal(want.shape[0], n_mels);
     int64_t kept = want.shape[1];
     const float *w = want.data;
@@ -121,7 +109,7 @@ static void compare_mel(const float *got, int n_mels, const char *ref_name, floa
 }
 
 static void check_log_mel(tg_device *d) {
-    tg_array audio = clips(), tails = load_npy("mel_tails.npy");
+    tg_array audio = clips(), tails = tg_test_load_npy(DATA, "mel_tails.npy");
     const float *tail = tails.data;
     tg_graph *g = tg_graph_new();
     tg_tensor x = tg_placeholder(g, "audio", TG_F32, 2, audio.shape);

@@ -28,26 +28,17 @@
 #include <cJSON.h>
 #include <cmocka.h>
 
+#include "test_checks.h"
+
 #include "backend/vk.h"
 #include "tg.h"
 
 static tg_device *dev;
 static char cache_dir[256];
 
-static void check_validation(void) {
-    if (tg_vk_validation_message_count() != 0)
-        fail_msg("validation: %s", tg_vk_validation_first_message());
-}
-
 /* ---- helpers ---- */
 
 /* Asserts a call succeeded, showing tg_last_error() if not. */
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        tg_status st_ = (call);                                                                    \
-        if (st_ != TG_OK) fail_msg("%s: %s", #call, tg_last_error());                              \
-    } while (0)
-
 static tg_array make_f32(int rank, const int64_t *shape, float start, float step) {
     tg_array a = {0};
     OK(tg_array_alloc(&a, TG_F32, rank, shape));
@@ -146,7 +137,7 @@ static void test_mlp_matches_interpreter(void **state) {
     tg_array_free(&x2);
     tg_executable_free(e);
     free_mlp(&m);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 static void test_spirv_cache(void **state) {
@@ -188,7 +179,7 @@ static void test_spirv_cache(void **state) {
     tg_array_free(&r2);
     tg_array_free(&r3);
     free_mlp(&m);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 static void test_identical_kernels_share_a_pipeline(void **state) {
@@ -220,7 +211,7 @@ static void test_identical_kernels_share_a_pipeline(void **state) {
     tg_array_free(&got);
     tg_executable_free(e);
     tg_graph_free(g);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 /* counter := counter + 1, run 3 times; a second executable reads 3. */
@@ -272,7 +263,7 @@ static void test_variables_persist_across_runs_and_executables(void **state) {
     tg_executable_free(infer);
     tg_store_free(s);
     tg_graph_free(g);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 /* In one run: targets read the variable (old value), the assign (new value)
@@ -320,7 +311,7 @@ static void test_assign_then_read_sees_old_value(void **state) {
     tg_executable_free(e);
     tg_store_free(s);
     tg_graph_free(g);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 /* A KV cache [4,3] written one row per run at a fed position; in-place
@@ -361,7 +352,7 @@ static void test_slice_update_kv_cache(void **state) {
     tg_executable_free(e);
     tg_store_free(s);
     tg_graph_free(g);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 /* slice_update while the old cache is also read: the update goes through a
@@ -394,7 +385,7 @@ static void test_slice_update_with_old_value_read(void **state) {
     tg_executable_free(e);
     tg_store_free(s);
     tg_graph_free(g);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 static void test_encode_wait_equals_run(void **state) {
@@ -417,7 +408,7 @@ static void test_encode_wait_equals_run(void **state) {
     tg_array_free(&b);
     tg_executable_free(e);
     free_mlp(&m);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 static void run_len(tg_executable *e, tg_tensor x, int64_t len) {
@@ -465,7 +456,7 @@ static void test_dynamic_shapes_specialise(void **state) {
     assert_int_equal(tg_executable_specializations(e), 4);
     tg_executable_free(e);
     tg_graph_free(g);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 /* A new specialisation makes pipelines only for kernels whose GLSL
@@ -501,7 +492,7 @@ static void test_specialisations_share_unchanged_kernels(void **state) {
     tg_array_free(&yv);
     tg_executable_free(e);
     tg_graph_free(g);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 static void test_feed_errors(void **state) {
@@ -544,7 +535,7 @@ static void test_feed_errors(void **state) {
     tg_store_free(empty);
     tg_executable_free(e);
     free_mlp(&m);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 static void test_profile_table_and_trace(void **state) {
@@ -599,7 +590,7 @@ static void test_profile_table_and_trace(void **state) {
     cJSON_Delete(root);
     tg_executable_free(e);
     free_mlp(&m);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 /* The staging paths (feeds copied from host buffers, targets copied back)
@@ -633,7 +624,7 @@ static void test_staging_paths(void **state) {
     tg_executable_free(e);
     free_mlp(&m); /* frees the variables' buffers on d2 */
     tg_device_free(d2);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 /* Intermediates split over many buffers (TG_ARENA_MAX_BYTES = 256: each
@@ -669,7 +660,7 @@ static void test_arena_in_many_buffers(void **state) {
     tg_array_free(&xb);
     tg_executable_free(e);
     free_mlp(&m);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 static void test_compile_errors(void **state) {
@@ -706,7 +697,7 @@ static void test_compile_errors(void **state) {
     assert_int_equal(tg_compile(dev, g, s, 1, &bad, 0, NULL, NULL, &e), TG_ERR_INVALID_ARGUMENT);
     tg_store_free(s);
     tg_graph_free(g);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 /* Graph shapes the one-op tests don't make, in one executable: the feed
@@ -760,7 +751,7 @@ static void test_mixed_graph_edges(void **state) {
     tg_store_free(sd);
     tg_store_free(si);
     tg_graph_free(g);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 static int setup(void **state) {

@@ -25,6 +25,8 @@
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 
+#include "test_checks.h"
+
 #include "backend/vk.h"
 #include "frontend/npy.h"
 #include "frontend/safetensors.h"
@@ -39,25 +41,6 @@ static tg_device *dev; /* NULL when there is no Vulkan device */
 static char tmp_dir[256];
 static tg_whisper_config cfg;
 static cJSON *expected; /* tiny_decode.json */
-
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        tg_status st_ = (call);                                                                    \
-        if (st_ != TG_OK) fail_msg("%s: %s", #call, tg_last_error());                              \
-    } while (0)
-
-static void check_validation(void) {
-    if (dev && tg_vk_validation_message_count() != 0)
-        fail_msg("validation: %s", tg_vk_validation_first_message());
-}
-
-static tg_array load_npy(const char *name) {
-    char path[512];
-    snprintf(path, sizeof path, DATA "%s", name);
-    tg_array a = {0};
-    OK(tg_npy_read(path, &a));
-    return a;
-}
 
 static tg_store *load_tiny(tg_dtype dtype) {
     tg_store *s = tg_store_new();
@@ -91,7 +74,7 @@ static void assert_tokens(const int32_t *tokens, int n, const cJSON *want, const
 
 /* The encoder output of tiny_mel.npy (2 audios), computed by tg. */
 static tg_array encode(tg_device *d, tg_store *s, const tg_whisper_config *c) {
-    tg_array mel = load_npy("tiny_mel.npy"), out = {0};
+    tg_array mel = tg_test_load_npy(DATA, "tiny_mel.npy"), out = {0};
     tg_graph *g = tg_graph_new();
     tg_tensor x = tg_placeholder(g, "mel", TG_F32, 3, mel.shape);
     tg_tensor y = tg_whisper_build_encoder(g, c, x);
@@ -177,7 +160,7 @@ static void check_case(tg_device *d, const char *name) {
     tg_whisper_decoder_free(dec);
     tg_array_free(&enc);
     tg_store_free(s);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 static void test_greedy(void **state) {
@@ -229,7 +212,7 @@ static void test_language_detection(void **state) {
     tg_whisper_decoder_free(dec);
     tg_array_free(&enc);
     tg_store_free(s);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 /* beam_size 1 without filters is tg_whisper_greedy with the same prompt. */
@@ -383,7 +366,7 @@ static void test_split_segments(void **state) {
 /* ---- transcribing long inputs, batched ---- */
 
 static tg_array long_mel(int file) {
-    tg_array all = load_npy("tiny_long_mel.npy"), one = {0};
+    tg_array all = tg_test_load_npy(DATA, "tiny_long_mel.npy"), one = {0};
     int64_t shape[2] = {all.shape[1], all.shape[2]};
     OK(tg_array_alloc(&one, TG_F32, 2, shape));
     size_t n = (size_t)(shape[0] * shape[1]);
@@ -476,7 +459,7 @@ static void test_long_form_batched(void **state) {
     tg_array_free(&mels[0]);
     tg_array_free(&mels[1]);
     tg_store_free(s);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 /* ---- f16 weights ---- */
@@ -488,8 +471,9 @@ static void check_f16_logits(tg_device *d) {
     tg_whisper_config c = cfg;
     c.weight_dtype = TG_F16;
     tg_store *s = load_tiny(TG_F16);
-    tg_array enc = load_npy("tiny_encoder.npy"), ids = load_npy("tiny_prefix.npy");
-    tg_array want = load_npy("tiny_logits.npy"), got = {0};
+    tg_array enc = tg_test_load_npy(DATA, "tiny_encoder.npy"),
+             ids = tg_test_load_npy(DATA, "tiny_prefix.npy");
+    tg_array want = tg_test_load_npy(DATA, "tiny_logits.npy"), got = {0};
     tg_graph *g = tg_graph_new();
     tg_tensor e = tg_placeholder(g, "encoder_out", TG_F32, 3, enc.shape);
     tg_tensor t = tg_placeholder(g, "tokens", TG_I32, 2, ids.shape);
@@ -515,7 +499,8 @@ static void check_f16_logits(tg_device *d) {
     assert_true(max_err > 0); /* really f16: not bit-equal to f32 */
     assert_true(max_err <= 1e-2 * max_ref);
     /* greedy tokens of the f16 step equal the f32 reference here */
-    tg_array prompt = load_npy("tiny_prompt.npy"), greedy = load_npy("tiny_greedy.npy");
+    tg_array prompt = tg_test_load_npy(DATA, "tiny_prompt.npy"),
+             greedy = tg_test_load_npy(DATA, "tiny_greedy.npy");
     tg_whisper_decoder *dec = NULL;
     OK(tg_whisper_decoder_new(&c, s, d, 2, 32, &dec));
     OK(tg_whisper_decoder_set_audio(dec, &enc));
@@ -535,7 +520,7 @@ static void check_f16_logits(tg_device *d) {
     tg_array_free(&want);
     tg_graph_free(g);
     tg_store_free(s);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 static void test_f16_weights(void **state) {
@@ -624,7 +609,7 @@ static void test_writers(void **state) {
 static void test_errors(void **state) {
     (void)state;
     tg_store *s = load_tiny(TG_F32);
-    tg_array enc = load_npy("tiny_encoder.npy");
+    tg_array enc = tg_test_load_npy(DATA, "tiny_encoder.npy");
     tg_whisper_decoder *dec = NULL;
     OK(tg_whisper_decoder_new(&cfg, s, NULL, 2, 8, &dec));
     tg_whisper_decode_options o;

@@ -27,6 +27,8 @@
 
 #include <cmocka.h>
 
+#include "test_checks.h"
+
 #include "backend/vk.h"
 #include "frontend/npy.h"
 #include "tg.h"
@@ -38,25 +40,6 @@
 static tg_device *dev; /* NULL when there is no Vulkan device */
 static char tmp_dir[256];
 static tg_whisper_config cfg;
-
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        tg_status st_ = (call);                                                                    \
-        if (st_ != TG_OK) fail_msg("%s: %s", #call, tg_last_error());                              \
-    } while (0)
-
-static void check_validation(void) {
-    if (dev && tg_vk_validation_message_count() != 0)
-        fail_msg("validation: %s", tg_vk_validation_first_message());
-}
-
-static tg_array load_npy(const char *name) {
-    char path[512];
-    snprintf(path, sizeof path, DATA "%s", name);
-    tg_array a = {0};
-    OK(tg_npy_read(path, &a));
-    return a;
-}
 
 /* Max |got - want| <= tol * max |want|; shapes must match. */
 static void assert_rel_close(const tg_array *got, const tg_array *want, double tol,
@@ -144,7 +127,8 @@ static void test_sinusoids_match_checkpoint(void **state) {
 
 static void check_encoder(tg_device *d) {
     tg_store *s = load_tiny();
-    tg_array mel = load_npy("tiny_mel.npy"), want = load_npy("tiny_encoder.npy");
+    tg_array mel = tg_test_load_npy(DATA, "tiny_mel.npy"),
+             want = tg_test_load_npy(DATA, "tiny_encoder.npy");
     tg_graph *g = tg_graph_new();
     tg_tensor x = tg_placeholder(g, "mel", TG_F32, 3, mel.shape);
     tg_tensor y = tg_whisper_build_encoder(g, &cfg, x);
@@ -158,7 +142,7 @@ static void check_encoder(tg_device *d) {
     tg_array_free(&want);
     tg_graph_free(g);
     tg_store_free(s);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 static void test_encoder_interpreter(void **state) {
@@ -174,8 +158,9 @@ static void test_encoder_vulkan(void **state) {
 
 static void check_logits(tg_device *d) {
     tg_store *s = load_tiny();
-    tg_array enc = load_npy("tiny_encoder.npy"), ids = load_npy("tiny_prefix.npy");
-    tg_array want = load_npy("tiny_logits.npy");
+    tg_array enc = tg_test_load_npy(DATA, "tiny_encoder.npy"),
+             ids = tg_test_load_npy(DATA, "tiny_prefix.npy");
+    tg_array want = tg_test_load_npy(DATA, "tiny_logits.npy");
     tg_graph *g = tg_graph_new();
     tg_tensor e = tg_placeholder(g, "encoder_out", TG_F32, 3, enc.shape);
     tg_tensor t = tg_placeholder(g, "tokens", TG_I32, 2, ids.shape);
@@ -191,7 +176,7 @@ static void check_logits(tg_device *d) {
     tg_array_free(&want);
     tg_graph_free(g);
     tg_store_free(s);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 static void test_logits_interpreter(void **state) {
@@ -208,8 +193,9 @@ static void test_logits_vulkan(void **state) {
 /* Greedy decoding with the KV cache gives the reference tokens. */
 static void check_greedy(tg_device *d) {
     tg_store *s = load_tiny();
-    tg_array enc = load_npy("tiny_encoder.npy"), prompt = load_npy("tiny_prompt.npy");
-    tg_array want = load_npy("tiny_greedy.npy");
+    tg_array enc = tg_test_load_npy(DATA, "tiny_encoder.npy"),
+             prompt = tg_test_load_npy(DATA, "tiny_prompt.npy");
+    tg_array want = tg_test_load_npy(DATA, "tiny_greedy.npy");
     int batch = (int)want.shape[0], len = (int)want.shape[1];
     tg_whisper_decoder *dec = NULL;
     OK(tg_whisper_decoder_new(&cfg, s, d, batch, len, &dec));
@@ -241,7 +227,7 @@ static void check_greedy(tg_device *d) {
     tg_array_free(&prompt);
     tg_array_free(&want);
     tg_store_free(s);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 static void test_greedy_kv_cache_interpreter(void **state) {
@@ -262,7 +248,8 @@ static void test_kv_cache_equals_full_recompute(void **state) {
     (void)state;
     tg_device *d = dev; /* the interpreter when there is no device */
     tg_store *s = load_tiny();
-    tg_array enc = load_npy("tiny_encoder.npy"), prompt = load_npy("tiny_prompt.npy");
+    tg_array enc = tg_test_load_npy(DATA, "tiny_encoder.npy"),
+             prompt = tg_test_load_npy(DATA, "tiny_prompt.npy");
     int batch = 2, len = cfg.max_target_positions, n_prompt = (int)prompt.shape[1];
 
     tg_graph *g = tg_graph_new();
@@ -315,7 +302,7 @@ static void test_kv_cache_equals_full_recompute(void **state) {
     }
     if (max_diff > 1e-4) fail_msg("step logits differ from full logits by %g", max_diff);
     /* and both agree with the reference */
-    tg_array want = load_npy("tiny_greedy.npy");
+    tg_array want = tg_test_load_npy(DATA, "tiny_greedy.npy");
     assert_memory_equal(toks.data, want.data, (size_t)batch * len * sizeof(int32_t));
     tg_array_free(&want);
     tg_array_free(&toks);
@@ -325,7 +312,7 @@ static void test_kv_cache_equals_full_recompute(void **state) {
     tg_array_free(&enc);
     tg_array_free(&prompt);
     tg_store_free(s);
-    check_validation();
+    tg_test_check_validation(dev);
 }
 
 /* ---- loader ---- */

@@ -37,6 +37,8 @@
 
 #include <cmocka.h>
 
+#include "test_checks.h"
+
 #include "backend/vk.h"
 #include "frontend/npy.h"
 #include "tg.h"
@@ -48,12 +50,6 @@
 
 static tg_device *dev; /* NULL when there is no Vulkan device */
 static tg_whisper_config cfg;
-
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        tg_status st_ = (call);                                                                    \
-        if (st_ != TG_OK) fail_msg("%s: %s", #call, tg_last_error());                              \
-    } while (0)
 
 /* ---- the weight formula (whisper_reference.py: formula_tensor) ---- */
 
@@ -122,14 +118,6 @@ static tg_store *formula_store(void) {
         tg_array_free(&a);
     }
     return s;
-}
-
-static tg_array load_npy(const char *name) {
-    char path[512];
-    snprintf(path, sizeof path, DATA "%s", name);
-    tg_array a = {0};
-    OK(tg_npy_read(path, &a));
-    return a;
 }
 
 /* Max |got[i] - want[i]| <= tol * max |want|; returns the relative error. */
@@ -213,7 +201,7 @@ static void test_encoder_and_logits_vulkan(void **state) {
     uint64_t seed = fnv1a64("mel");
     float *m = mel.data;
     for (int64_t i = 0; i < tg_array_count(&mel); i++) m[i] = (float)formula_u(seed, (uint64_t)i);
-    tg_array prefix = load_npy("prefix.npy");
+    tg_array prefix = tg_test_load_npy(DATA, "prefix.npy");
 
     tg_graph *g = tg_graph_new();
     tg_tensor x = tg_placeholder(g, "mel", TG_F32, 3, mshape);
@@ -238,7 +226,8 @@ static void test_encoder_and_logits_vulkan(void **state) {
     assert_int_equal(got[0].shape[1], S);
     assert_int_equal(got[0].shape[2], d);
     const float *eo = got[0].data;
-    tg_array want_rows = load_npy("encoder_rows.npy"), want_sums = load_npy("encoder_row_sums.npy");
+    tg_array want_rows = tg_test_load_npy(DATA, "encoder_rows.npy"),
+             want_sums = tg_test_load_npy(DATA, "encoder_row_sums.npy");
     assert_int_equal(tg_array_count(&want_rows), 8 * d);
     assert_int_equal(tg_array_count(&want_sums), S);
     float *rows = malloc((size_t)8 * d * sizeof *rows);
@@ -275,8 +264,10 @@ static void test_encoder_and_logits_vulkan(void **state) {
         arg[r] = best;
         lse[r] = (float)(row[best] + log(acc));
     }
-    tg_array want_head = load_npy("logits_head.npy"), want_tail = load_npy("logits_tail.npy");
-    tg_array want_lse = load_npy("logits_logsumexp.npy"), want_arg = load_npy("logits_argmax.npy");
+    tg_array want_head = tg_test_load_npy(DATA, "logits_head.npy"),
+             want_tail = tg_test_load_npy(DATA, "logits_tail.npy");
+    tg_array want_lse = tg_test_load_npy(DATA, "logits_logsumexp.npy"),
+             want_arg = tg_test_load_npy(DATA, "logits_argmax.npy");
     assert_int_equal(tg_array_count(&want_head), T * 64);
     assert_int_equal(tg_array_count(&want_tail), T * 64);
     assert_int_equal(tg_array_count(&want_lse), T);

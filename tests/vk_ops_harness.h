@@ -26,6 +26,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+#include "test_checks.h"
 #include <dirent.h>
 #include <unistd.h>
 
@@ -82,12 +84,6 @@ static inline void feeds_reset(void) {
 }
 
 /* ---- device vs interpreter ---- */
-
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        tg_status st_ = (call);                                                                    \
-        if (st_ != TG_OK) fail_msg("%s: %s", #call, tg_last_error());                              \
-    } while (0)
 
 static inline bool close_enough(double got, double want, double rtol, double atol) {
     if (isnan(want)) return isnan(got);
