@@ -18,49 +18,12 @@
  */
 #include "backend/gen_matmul.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "graph/graph_internal.h"
-
-/* ---- a growing string ---- */
-
-typedef struct sbuf {
-    char *s;
-    size_t n, cap;
-    bool oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        size_t room = b->cap - b->n;
-        int w = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? room : 0, fmt, ap);
-        va_end(ap);
-        if (w < 0) {
-            b->oom = true;
-            return;
-        }
-        if (b->s && (size_t)w < room) {
-            b->n += (size_t)w;
-            return;
-        }
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        while (cap < b->n + (size_t)w + 1) cap *= 2;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->oom = true;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-}
+#include "graph/strbuf.h"
 
 /* ---- one description for both entry points ---- */
 
@@ -250,86 +213,89 @@ static const char *batch_off(const mm_desc *d, int op, char *buf, size_t n) {
 /* One batch dim: the strides SA, SB, SC. Several: boff_<op>(bz) splits bz
  * into per-dim indices by constant divisions (innermost dim first) and
  * sums their strided offsets; a zero stride costs nothing. */
-static void emit_batch(sbuf *b, const mm_desc *d) {
+static void emit_batch(tg_sb *b, const mm_desc *d) {
     if (d->nb == 1) {
-        sb_printf(b, "const int SA = %lld, SB = %lld, SC = %lld;\n", (long long)d->bd[0].stride_a,
-                  (long long)d->bd[0].stride_b, (long long)d->bd[0].stride_c);
+        tg_sb_printf(b, "const int SA = %lld, SB = %lld, SC = %lld;\n",
+                     (long long)d->bd[0].stride_a, (long long)d->bd[0].stride_b,
+                     (long long)d->bd[0].stride_c);
         return;
     }
     for (int op = 0; op < OP_E0 + d->n_extra; op++) {
         if (op < OP_E0)
-            sb_printf(b, "int boff_%c(int bz) {\n    int o = 0;\n", op_names[op]);
+            tg_sb_printf(b, "int boff_%c(int bz) {\n    int o = 0;\n", op_names[op]);
         else
-            sb_printf(b, "int boff_e%d(int bz) {\n    int o = 0;\n", op - OP_E0);
+            tg_sb_printf(b, "int boff_e%d(int bz) {\n    int o = 0;\n", op - OP_E0);
         for (int i = d->nb - 1; i >= 0; i--) {
             int64_t s = batch_stride(&d->bd[i], op), e = d->bd[i].extent;
             if (i == 0) {
-                if (s) sb_printf(b, "    o += bz * %lld;\n", (long long)s);
+                if (s) tg_sb_printf(b, "    o += bz * %lld;\n", (long long)s);
             } else {
-                if (s) sb_printf(b, "    o += (bz %% %lld) * %lld;\n", (long long)e, (long long)s);
-                sb_printf(b, "    bz /= %lld;\n", (long long)e);
+                if (s)
+                    tg_sb_printf(b, "    o += (bz %% %lld) * %lld;\n", (long long)e, (long long)s);
+                tg_sb_printf(b, "    bz /= %lld;\n", (long long)e);
             }
         }
-        sb_printf(b, "    return o;\n}\n");
+        tg_sb_printf(b, "    return o;\n}\n");
     }
 }
 
-static void emit_bases(sbuf *b, const mm_desc *d) {
+static void emit_bases(tg_sb *b, const mm_desc *d) {
     char bo[32];
-    sb_printf(b, "    int a_base = int(pc.a_off) + %s;\n", batch_off(d, OP_A, bo, sizeof bo));
-    sb_printf(b, "    int b_base = int(pc.b_off) + %s;\n", batch_off(d, OP_B, bo, sizeof bo));
+    tg_sb_printf(b, "    int a_base = int(pc.a_off) + %s;\n", batch_off(d, OP_A, bo, sizeof bo));
+    tg_sb_printf(b, "    int b_base = int(pc.b_off) + %s;\n", batch_off(d, OP_B, bo, sizeof bo));
 }
 
-static void emit_header(sbuf *b, const mm_desc *d, const tg_mm_tiling *t) {
+static void emit_header(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t) {
     char bo[32];
     bool need16 = d->out_dtype == TG_F16;
     for (int i = 0; i < d->n_extra; i++) need16 |= d->extra[i].dtype == TG_F16;
-    sb_printf(b, "#version 450\n");
-    if (need16) sb_printf(b, "#extension GL_EXT_shader_16bit_storage : require\n");
-    sb_printf(b, "layout(local_size_x = %u, local_size_y = %u, local_size_z = 1) in;\n", t->wg_x,
-              t->wg_y);
-    sb_printf(b, "layout(binding = 0) uniform samplerBuffer tA;\n");
-    sb_printf(b, "layout(binding = 1) uniform samplerBuffer tB;\n");
+    tg_sb_printf(b, "#version 450\n");
+    if (need16) tg_sb_printf(b, "#extension GL_EXT_shader_16bit_storage : require\n");
+    tg_sb_printf(b, "layout(local_size_x = %u, local_size_y = %u, local_size_z = 1) in;\n", t->wg_x,
+                 t->wg_y);
+    tg_sb_printf(b, "layout(binding = 0) uniform samplerBuffer tA;\n");
+    tg_sb_printf(b, "layout(binding = 1) uniform samplerBuffer tB;\n");
     for (int i = 0; i < d->n_extra; i++)
-        sb_printf(b, "layout(std430, binding = %d) readonly buffer BufE%d { %s e%d_data[]; };\n",
-                  2 + i, i, store_type(d->extra[i].dtype), i);
-    sb_printf(b, "layout(std430, binding = %d) writeonly buffer BufC { %s c_data[]; };\n",
-              2 + d->n_extra, store_type(d->out_dtype));
-    sb_printf(b, "layout(push_constant) uniform PC { uint a_off; uint b_off;");
-    for (int i = 0; i < d->n_extra; i++) sb_printf(b, " uint e%d_off;", i);
-    sb_printf(b, " uint c_off; } pc;\n");
-    sb_printf(b, "const int M = %lld, N = %lld, K = %lld;\n", (long long)d->M, (long long)d->N,
-              (long long)d->K);
+        tg_sb_printf(b, "layout(std430, binding = %d) readonly buffer BufE%d { %s e%d_data[]; };\n",
+                     2 + i, i, store_type(d->extra[i].dtype), i);
+    tg_sb_printf(b, "layout(std430, binding = %d) writeonly buffer BufC { %s c_data[]; };\n",
+                 2 + d->n_extra, store_type(d->out_dtype));
+    tg_sb_printf(b, "layout(push_constant) uniform PC { uint a_off; uint b_off;");
+    for (int i = 0; i < d->n_extra; i++) tg_sb_printf(b, " uint e%d_off;", i);
+    tg_sb_printf(b, " uint c_off; } pc;\n");
+    tg_sb_printf(b, "const int M = %lld, N = %lld, K = %lld;\n", (long long)d->M, (long long)d->N,
+                 (long long)d->K);
     emit_batch(b, d);
     /* row strides, and M, N rounded up to whole vec4s (a vec4 group may
      * reach into a padded row: those columns are computed, never stored) */
-    sb_printf(b, "const int LDA = %lld, LDB = %lld, LDC = %lld;\n", (long long)d->lda,
-              (long long)d->ldb, (long long)d->ldc);
-    sb_printf(b, "const int M4 = %lld, N4 = %lld;\n", (long long)((d->M + 3) / 4 * 4),
-              (long long)((d->N + 3) / 4 * 4));
-    if (d->functions && d->functions[0]) sb_printf(b, "%s\n", d->functions);
+    tg_sb_printf(b, "const int LDA = %lld, LDB = %lld, LDC = %lld;\n", (long long)d->lda,
+                 (long long)d->ldb, (long long)d->ldc);
+    tg_sb_printf(b, "const int M4 = %lld, N4 = %lld;\n", (long long)((d->M + 3) / 4 * 4),
+                 (long long)((d->N + 3) / 4 * 4));
+    if (d->functions && d->functions[0]) tg_sb_printf(b, "%s\n", d->functions);
 
     /* Masked store with the epilogue: the one place C is written. */
-    sb_printf(b, "void store_c(int bz, int row, int col, float acc) {\n");
-    sb_printf(b, "    if (row >= M || col >= N) return;\n");
+    tg_sb_printf(b, "void store_c(int bz, int row, int col, float acc) {\n");
+    tg_sb_printf(b, "    if (row >= M || col >= N) return;\n");
     for (int i = 0; i < d->n_extra; i++)
-        sb_printf(b,
-                  "    float e%d = float(e%d_data[int(pc.e%d_off) + %s + row * %lld + "
-                  "col * %lld]);\n",
-                  i, i, i, batch_off(d, OP_E0 + i, bo, sizeof bo),
-                  (long long)d->extra[i].stride_row, (long long)d->extra[i].stride_col);
+        tg_sb_printf(b,
+                     "    float e%d = float(e%d_data[int(pc.e%d_off) + %s + row * %lld + "
+                     "col * %lld]);\n",
+                     i, i, i, batch_off(d, OP_E0 + i, bo, sizeof bo),
+                     (long long)d->extra[i].stride_row, (long long)d->extra[i].stride_col);
     const char *expr = d->epilogue && d->epilogue[0] ? d->epilogue : "acc";
-    sb_printf(b, "    c_data[int(pc.c_off) + %s + row * LDC + col] = %s(%s);\n",
-              batch_off(d, OP_C, bo, sizeof bo), store_type(d->out_dtype), expr);
-    sb_printf(b, "}\n");
+    tg_sb_printf(b, "    c_data[int(pc.c_off) + %s + row * LDC + col] = %s(%s);\n",
+                 batch_off(d, OP_C, bo, sizeof bo), store_type(d->out_dtype), expr);
+    tg_sb_printf(b, "}\n");
 
     if (d->conv) {
         /* im2col: B[k][n] = x[ci][n*stride + kw*dilation - padding] with
          * k = ci*ksize + kw; zero outside the input (padding) and the matrix. */
-        sb_printf(b, "const int CW = %lld, CKS = %lld, CS = %lld, CP = %lld, CD = %lld;\n",
-                  (long long)d->width, (long long)d->ksize, (long long)d->stride,
-                  (long long)d->padding, (long long)d->dilation);
-        sb_printf(b, "float load_b(int b_base, int k, int n) {\n"
+        tg_sb_printf(b, "const int CW = %lld, CKS = %lld, CS = %lld, CP = %lld, CD = %lld;\n",
+                     (long long)d->width, (long long)d->ksize, (long long)d->stride,
+                     (long long)d->padding, (long long)d->dilation);
+        tg_sb_printf(b,
+                     "float load_b(int b_base, int k, int n) {\n"
                      "    int kc = min(k, K - 1);\n"
                      "    int ci = kc / CKS;\n"
                      "    int kw = kc - ci * CKS;\n"
@@ -348,35 +314,37 @@ typedef struct reg_layout {
 } reg_layout;
 
 /* One K step of `ku` (1..4) values starting at the int expression `k`. */
-static void emit_reg_step(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_layout L,
+static void emit_reg_step(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg_layout L,
                           const char *k, int ku) {
     int TM = (int)t->tm, TN = (int)t->tn, NJ = TN / 4;
     char aexpr[16][4][40];
-    sb_printf(b, "    {\n");
+    tg_sb_printf(b, "    {\n");
     /* A values a(i, kk) */
     for (int i = 0; i < TM; i++) {
         for (int kk = 0; kk < ku; kk++) {
             if (!d->ta && L.a_vec) {
                 if (kk == 0)
-                    sb_printf(b, "        vec4 va%d = texelFetch(tA, ra%d + ((%s) >> 2));\n", i, i,
-                              k);
+                    tg_sb_printf(b, "        vec4 va%d = texelFetch(tA, ra%d + ((%s) >> 2));\n", i,
+                                 i, k);
                 snprintf(aexpr[i][kk], sizeof aexpr[i][kk], "va%d.%c", i, xyzw[kk]);
             } else if (d->ta && L.a_vec) {
                 if (i % 4 == 0)
-                    sb_printf(b,
-                              "        vec4 va%d_%d = texelFetch(tA, (a_base + (%s + %d) * LDA + "
-                              "ag%d) >> 2);\n",
-                              kk, i / 4, k, kk, i / 4);
+                    tg_sb_printf(
+                        b,
+                        "        vec4 va%d_%d = texelFetch(tA, (a_base + (%s + %d) * LDA + "
+                        "ag%d) >> 2);\n",
+                        kk, i / 4, k, kk, i / 4);
                 snprintf(aexpr[i][kk], sizeof aexpr[i][kk], "va%d_%d.%c", kk, i / 4, xyzw[i % 4]);
             } else {
                 if (!d->ta)
-                    sb_printf(b, "        float va%d_%d = texelFetch(tA, ra%d + %s + %d).r;\n", i,
-                              kk, i, k, kk);
+                    tg_sb_printf(b, "        float va%d_%d = texelFetch(tA, ra%d + %s + %d).r;\n",
+                                 i, kk, i, k, kk);
                 else
-                    sb_printf(b,
-                              "        float va%d_%d = texelFetch(tA, a_base + (%s + %d) * LDA + "
-                              "am%d).r;\n",
-                              i, kk, k, kk, i);
+                    tg_sb_printf(
+                        b,
+                        "        float va%d_%d = texelFetch(tA, a_base + (%s + %d) * LDA + "
+                        "am%d).r;\n",
+                        i, kk, k, kk, i);
                 snprintf(aexpr[i][kk], sizeof aexpr[i][kk], "va%d_%d", i, kk);
             }
         }
@@ -384,16 +352,16 @@ static void emit_reg_step(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_
     /* B values as vec4 over 4 columns: b{kk}_{j} */
     if (d->tb && L.b_vec) {
         for (int c = 0; c < TN; c++)
-            sb_printf(b, "        vec4 vb%d = texelFetch(tB, rb%d + ((%s) >> 2));\n", c, c, k);
+            tg_sb_printf(b, "        vec4 vb%d = texelFetch(tB, rb%d + ((%s) >> 2));\n", c, c, k);
         for (int kk = 0; kk < ku; kk++)
             for (int j = 0; j < NJ; j++)
-                sb_printf(b, "        vec4 b%d_%d = vec4(vb%d.%c, vb%d.%c, vb%d.%c, vb%d.%c);\n",
-                          kk, j, 4 * j, xyzw[kk], 4 * j + 1, xyzw[kk], 4 * j + 2, xyzw[kk],
-                          4 * j + 3, xyzw[kk]);
+                tg_sb_printf(b, "        vec4 b%d_%d = vec4(vb%d.%c, vb%d.%c, vb%d.%c, vb%d.%c);\n",
+                             kk, j, 4 * j, xyzw[kk], 4 * j + 1, xyzw[kk], 4 * j + 2, xyzw[kk],
+                             4 * j + 3, xyzw[kk]);
     } else if (!d->tb && L.b_vec && !d->conv) {
         for (int kk = 0; kk < ku; kk++)
             for (int j = 0; j < NJ; j++)
-                sb_printf(
+                tg_sb_printf(
                     b,
                     "        vec4 b%d_%d = texelFetch(tB, (b_base + (%s + %d) * LDB + bg%d) >> "
                     "2);\n",
@@ -402,66 +370,67 @@ static void emit_reg_step(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_
         for (int kk = 0; kk < ku; kk++) {
             for (int c = 0; c < TN; c++) {
                 if (d->conv)
-                    sb_printf(b, "        float vb%d_%d = load_b(b_base, %s + %d, bn%d);\n", kk, c,
-                              k, kk, c);
+                    tg_sb_printf(b, "        float vb%d_%d = load_b(b_base, %s + %d, bn%d);\n", kk,
+                                 c, k, kk, c);
                 else if (!d->tb)
-                    sb_printf(b,
-                              "        float vb%d_%d = texelFetch(tB, b_base + (%s + %d) * LDB + "
-                              "bn%d).r;\n",
-                              kk, c, k, kk, c);
+                    tg_sb_printf(
+                        b,
+                        "        float vb%d_%d = texelFetch(tB, b_base + (%s + %d) * LDB + "
+                        "bn%d).r;\n",
+                        kk, c, k, kk, c);
                 else
-                    sb_printf(b, "        float vb%d_%d = texelFetch(tB, rb%d + %s + %d).r;\n", kk,
-                              c, c, k, kk);
+                    tg_sb_printf(b, "        float vb%d_%d = texelFetch(tB, rb%d + %s + %d).r;\n",
+                                 kk, c, c, k, kk);
             }
             for (int j = 0; j < NJ; j++)
-                sb_printf(b, "        vec4 b%d_%d = vec4(vb%d_%d, vb%d_%d, vb%d_%d, vb%d_%d);\n",
-                          kk, j, kk, 4 * j, kk, 4 * j + 1, kk, 4 * j + 2, kk, 4 * j + 3);
+                tg_sb_printf(b, "        vec4 b%d_%d = vec4(vb%d_%d, vb%d_%d, vb%d_%d, vb%d_%d);\n",
+                             kk, j, kk, 4 * j, kk, 4 * j + 1, kk, 4 * j + 2, kk, 4 * j + 3);
         }
     }
     for (int kk = 0; kk < ku; kk++)
         for (int i = 0; i < TM; i++)
             for (int j = 0; j < NJ; j++)
-                sb_printf(b, "        acc%d_%d = fma(vec4(%s), b%d_%d, acc%d_%d);\n", i, j,
-                          aexpr[i][kk], kk, j, i, j);
-    sb_printf(b, "    }\n");
+                tg_sb_printf(b, "        acc%d_%d = fma(vec4(%s), b%d_%d, acc%d_%d);\n", i, j,
+                             aexpr[i][kk], kk, j, i, j);
+    tg_sb_printf(b, "    }\n");
 }
 
-static void emit_register(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_layout L) {
+static void emit_register(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg_layout L) {
     int TM = (int)t->tm, TN = (int)t->tn, NJ = TN / 4;
-    sb_printf(b, "void main() {\n");
-    sb_printf(b, "    int bz = int(gl_WorkGroupID.z);\n");
-    sb_printf(b, "    int m0 = int(gl_GlobalInvocationID.y) * %d;\n", TM);
-    sb_printf(b, "    int n0 = int(gl_GlobalInvocationID.x) * %d;\n", TN);
+    tg_sb_printf(b, "void main() {\n");
+    tg_sb_printf(b, "    int bz = int(gl_WorkGroupID.z);\n");
+    tg_sb_printf(b, "    int m0 = int(gl_GlobalInvocationID.y) * %d;\n", TM);
+    tg_sb_printf(b, "    int n0 = int(gl_GlobalInvocationID.x) * %d;\n", TN);
     emit_bases(b, d);
     /* Row and column starts, clamped so edge invocations load valid data
      * (their results are masked in store_c). */
     for (int i = 0; i < TM; i++) {
         if (!d->ta && L.a_vec)
-            sb_printf(b, "    int ra%d = (a_base + min(m0 + %d, M - 1) * LDA) >> 2;\n", i, i);
+            tg_sb_printf(b, "    int ra%d = (a_base + min(m0 + %d, M - 1) * LDA) >> 2;\n", i, i);
         else if (!d->ta)
-            sb_printf(b, "    int ra%d = a_base + min(m0 + %d, M - 1) * LDA;\n", i, i);
+            tg_sb_printf(b, "    int ra%d = a_base + min(m0 + %d, M - 1) * LDA;\n", i, i);
         else if (L.a_vec && i % 4 == 0)
-            sb_printf(b, "    int ag%d = min(m0 + %d, M4 - 4);\n", i / 4, i);
+            tg_sb_printf(b, "    int ag%d = min(m0 + %d, M4 - 4);\n", i / 4, i);
         else if (!L.a_vec)
-            sb_printf(b, "    int am%d = min(m0 + %d, M - 1);\n", i, i);
+            tg_sb_printf(b, "    int am%d = min(m0 + %d, M - 1);\n", i, i);
     }
     for (int c = 0; c < TN; c++) {
         if (d->conv)
-            sb_printf(b, "    int bn%d = n0 + %d;\n", c, c);
+            tg_sb_printf(b, "    int bn%d = n0 + %d;\n", c, c);
         else if (d->tb && L.b_vec)
-            sb_printf(b, "    int rb%d = (b_base + min(n0 + %d, N - 1) * LDB) >> 2;\n", c, c);
+            tg_sb_printf(b, "    int rb%d = (b_base + min(n0 + %d, N - 1) * LDB) >> 2;\n", c, c);
         else if (d->tb)
-            sb_printf(b, "    int rb%d = b_base + min(n0 + %d, N - 1) * LDB;\n", c, c);
+            tg_sb_printf(b, "    int rb%d = b_base + min(n0 + %d, N - 1) * LDB;\n", c, c);
         else if (L.b_vec && c % 4 == 0)
-            sb_printf(b, "    int bg%d = min(n0 + %d, N4 - 4);\n", c / 4, c);
+            tg_sb_printf(b, "    int bg%d = min(n0 + %d, N4 - 4);\n", c / 4, c);
         else if (!L.b_vec)
-            sb_printf(b, "    int bn%d = min(n0 + %d, N - 1);\n", c, c);
+            tg_sb_printf(b, "    int bn%d = min(n0 + %d, N - 1);\n", c, c);
     }
     for (int i = 0; i < TM; i++)
-        for (int j = 0; j < NJ; j++) sb_printf(b, "    vec4 acc%d_%d = vec4(0.0);\n", i, j);
+        for (int j = 0; j < NJ; j++) tg_sb_printf(b, "    vec4 acc%d_%d = vec4(0.0);\n", i, j);
     int64_t kmain = d->K / 4 * 4;
     if (kmain > 0) {
-        sb_printf(b, "    for (int k = 0; k < %lld; k += 4)\n", (long long)kmain);
+        tg_sb_printf(b, "    for (int k = 0; k < %lld; k += 4)\n", (long long)kmain);
         emit_reg_step(b, d, t, L, "k", 4);
     }
     for (int64_t kt = kmain; kt < d->K; kt++) {
@@ -472,116 +441,95 @@ static void emit_register(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_
     for (int i = 0; i < TM; i++)
         for (int j = 0; j < NJ; j++)
             for (int c = 0; c < 4; c++)
-                sb_printf(b, "    store_c(bz, m0 + %d, n0 + %d, acc%d_%d.%c);\n", i, 4 * j + c, i,
-                          j, xyzw[c]);
-    sb_printf(b, "}\n");
+                tg_sb_printf(b, "    store_c(bz, m0 + %d, n0 + %d, acc%d_%d.%c);\n", i, 4 * j + c,
+                             i, j, xyzw[c]);
+    tg_sb_printf(b, "}\n");
 }
 
 /* ---- SHARED strategy ---- */
 
-static void emit_shared(sbuf *b, const mm_desc *d, const tg_mm_tiling *t, reg_layout L) {
+/* The loop that stages one operand's tile in shared memory, S[k][x] for
+ * the BX rows or columns x from bx0 (bm0 or bn0) and BK values of k from
+ * k0, zero outside the matrix. The operand is contiguous along K (A, B
+ * transposed) or along x (A transposed, B); vec4 texels read 4 values
+ * along the contiguous dimension. Consecutive q walk the contiguous
+ * dimension, so neighbouring invocations read neighbouring texels. */
+static void emit_tile_load(tg_sb *b, const char *S, const char *x, int BX, const char *X,
+                           const char *tex, const char *base, const char *LD, bool k_contig,
+                           bool vec, int BK, int NT) {
+    int w = vec ? 4 : 1;
+    int n_inner = k_contig ? BK / w : BX / w; /* q's along the contiguous dimension */
+    tg_sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BX * BK / w, NT);
+    if (k_contig)
+        tg_sb_printf(b, "            int r = q / %d, kk = %d * (q %% %d);\n", n_inner, w, n_inner);
+    else
+        tg_sb_printf(b, "            int kk = q / %d, r = %d * (q %% %d);\n", n_inner, w, n_inner);
+    tg_sb_printf(b, "            int %s = b%s0 + r, k = k0 + kk;\n", x, x);
+    char off[64];
+    if (k_contig)
+        snprintf(off, sizeof off, "%s * %s + k", x, LD);
+    else
+        snprintf(off, sizeof off, "k * %s + %s", LD, x);
+    if (!vec) {
+        tg_sb_printf(b,
+                     "            %s[kk][r] = (%s < %s && k < K) ? texelFetch(%s, %s + %s).r : "
+                     "0.0;\n",
+                     S, x, X, tex, base, off);
+    } else {
+        tg_sb_printf(b,
+                     "            vec4 v = (%s < %s && k < K) ? texelFetch(%s, (%s + %s) >> 2) : "
+                     "vec4(0.0);\n",
+                     x, X, tex, base, off);
+        for (int c = 0; c < 4; c++) /* the 4 values spread along the contiguous dimension */
+            tg_sb_printf(b, "            %s[kk + %d][r + %d] = v.%c;\n", S, k_contig ? c : 0,
+                         k_contig ? 0 : c, xyzw[c]);
+    }
+    tg_sb_printf(b, "        }\n");
+}
+
+static void emit_shared(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg_layout L) {
     int WX = (int)t->wg_x, WY = (int)t->wg_y, TM = (int)t->tm, TN = (int)t->tn, BK = (int)t->bk;
     int BM = WY * TM, BN = WX * TN, NT = WX * WY;
-    sb_printf(b, "shared float As[%d][%d];\n", BK, BM);
-    sb_printf(b, "shared float Bs[%d][%d];\n", BK, BN);
-    sb_printf(b, "void main() {\n");
-    sb_printf(b, "    int bz = int(gl_WorkGroupID.z);\n");
-    sb_printf(b, "    int tx = int(gl_LocalInvocationID.x), ty = int(gl_LocalInvocationID.y);\n");
-    sb_printf(b, "    int tid = ty * %d + tx;\n", WX);
-    sb_printf(b, "    int bm0 = int(gl_WorkGroupID.y) * %d;\n", BM);
-    sb_printf(b, "    int bn0 = int(gl_WorkGroupID.x) * %d;\n", BN);
+    tg_sb_printf(b, "shared float As[%d][%d];\n", BK, BM);
+    tg_sb_printf(b, "shared float Bs[%d][%d];\n", BK, BN);
+    tg_sb_printf(b, "void main() {\n");
+    tg_sb_printf(b, "    int bz = int(gl_WorkGroupID.z);\n");
+    tg_sb_printf(b,
+                 "    int tx = int(gl_LocalInvocationID.x), ty = int(gl_LocalInvocationID.y);\n");
+    tg_sb_printf(b, "    int tid = ty * %d + tx;\n", WX);
+    tg_sb_printf(b, "    int bm0 = int(gl_WorkGroupID.y) * %d;\n", BM);
+    tg_sb_printf(b, "    int bn0 = int(gl_WorkGroupID.x) * %d;\n", BN);
     emit_bases(b, d);
     for (int i = 0; i < TM; i++)
-        for (int j = 0; j < TN; j++) sb_printf(b, "    float acc%d_%d = 0.0;\n", i, j);
-    sb_printf(b, "    for (int k0 = 0; k0 < K; k0 += %d) {\n", BK);
+        for (int j = 0; j < TN; j++) tg_sb_printf(b, "    float acc%d_%d = 0.0;\n", i, j);
+    tg_sb_printf(b, "    for (int k0 = 0; k0 < K; k0 += %d) {\n", BK);
 
-    /* A tile -> As[k][m] */
-    if (!d->ta && L.a_vec) {
-        sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BM * BK / 4, NT);
-        sb_printf(b, "            int r = q / %d, kq = q %% %d;\n", BK / 4, BK / 4);
-        sb_printf(b, "            int m = bm0 + r, k = k0 + 4 * kq;\n");
-        sb_printf(b,
-                  "            vec4 v = (m < M && k < K) ? texelFetch(tA, (a_base + m * LDA + k) "
-                  ">> 2) : vec4(0.0);\n");
-        for (int c = 0; c < 4; c++)
-            sb_printf(b, "            As[4 * kq + %d][r] = v.%c;\n", c, xyzw[c]);
-        sb_printf(b, "        }\n");
-    } else if (d->ta && L.a_vec) {
-        sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BM * BK / 4, NT);
-        sb_printf(b, "            int kk = q / %d, mq = q %% %d;\n", BM / 4, BM / 4);
-        sb_printf(b, "            int m = bm0 + 4 * mq, k = k0 + kk;\n");
-        sb_printf(b,
-                  "            vec4 v = (m < M && k < K) ? texelFetch(tA, (a_base + k * LDA + m) "
-                  ">> 2) : vec4(0.0);\n");
-        for (int c = 0; c < 4; c++)
-            sb_printf(b, "            As[kk][4 * mq + %d] = v.%c;\n", c, xyzw[c]);
-        sb_printf(b, "        }\n");
-    } else {
-        sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BM * BK, NT);
-        sb_printf(b, "            int r = q / %d, kk = q %% %d;\n", BK, BK);
-        sb_printf(b, "            int m = bm0 + r, k = k0 + kk;\n");
-        sb_printf(b,
-                  "            As[kk][r] = (m < M && k < K) ? texelFetch(tA, a_base + %s).r : "
-                  "0.0;\n",
-                  d->ta ? "k * LDA + m" : "m * LDA + k");
-        sb_printf(b, "        }\n");
-    }
-    /* B tile -> Bs[k][n] */
+    emit_tile_load(b, "As", "m", BM, "M", "tA", "a_base", "LDA", !d->ta, L.a_vec, BK, NT);
     if (d->conv) {
-        sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BN * BK, NT);
-        sb_printf(b, "            int kk = q / %d, c = q %% %d;\n", BN, BN);
-        sb_printf(b, "            Bs[kk][c] = load_b(b_base, k0 + kk, bn0 + c);\n");
-        sb_printf(b, "        }\n");
-    } else if (!d->tb && L.b_vec) {
-        sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BN * BK / 4, NT);
-        sb_printf(b, "            int kk = q / %d, nq = q %% %d;\n", BN / 4, BN / 4);
-        sb_printf(b, "            int n = bn0 + 4 * nq, k = k0 + kk;\n");
-        sb_printf(b,
-                  "            vec4 v = (n < N && k < K) ? texelFetch(tB, (b_base + k * LDB + n) "
-                  ">> 2) : vec4(0.0);\n");
-        for (int c = 0; c < 4; c++)
-            sb_printf(b, "            Bs[kk][4 * nq + %d] = v.%c;\n", c, xyzw[c]);
-        sb_printf(b, "        }\n");
-    } else if (d->tb && L.b_vec) {
-        sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BN * BK / 4, NT);
-        sb_printf(b, "            int c = q / %d, kq = q %% %d;\n", BK / 4, BK / 4);
-        sb_printf(b, "            int n = bn0 + c, k = k0 + 4 * kq;\n");
-        sb_printf(b,
-                  "            vec4 v = (n < N && k < K) ? texelFetch(tB, (b_base + n * LDB + k) "
-                  ">> 2) : vec4(0.0);\n");
-        for (int c = 0; c < 4; c++)
-            sb_printf(b, "            Bs[4 * kq + %d][c] = v.%c;\n", c, xyzw[c]);
-        sb_printf(b, "        }\n");
+        tg_sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BN * BK, NT);
+        tg_sb_printf(b, "            int kk = q / %d, c = q %% %d;\n", BN, BN);
+        tg_sb_printf(b, "            Bs[kk][c] = load_b(b_base, k0 + kk, bn0 + c);\n");
+        tg_sb_printf(b, "        }\n");
     } else {
-        sb_printf(b, "        for (int q = tid; q < %d; q += %d) {\n", BN * BK, NT);
-        if (d->tb)
-            sb_printf(b, "            int c = q / %d, kk = q %% %d;\n", BK, BK);
-        else
-            sb_printf(b, "            int kk = q / %d, c = q %% %d;\n", BN, BN);
-        sb_printf(b, "            int n = bn0 + c, k = k0 + kk;\n");
-        sb_printf(b,
-                  "            Bs[kk][c] = (n < N && k < K) ? texelFetch(tB, b_base + %s).r : "
-                  "0.0;\n",
-                  d->tb ? "n * LDB + k" : "k * LDB + n");
-        sb_printf(b, "        }\n");
+        emit_tile_load(b, "Bs", "n", BN, "N", "tB", "b_base", "LDB", d->tb, L.b_vec, BK, NT);
     }
-    sb_printf(b, "        barrier();\n");
-    sb_printf(b, "        for (int kk = 0; kk < %d; kk++) {\n", BK);
+    tg_sb_printf(b, "        barrier();\n");
+    tg_sb_printf(b, "        for (int kk = 0; kk < %d; kk++) {\n", BK);
     for (int i = 0; i < TM; i++)
-        sb_printf(b, "            float a%d = As[kk][ty + %d];\n", i, i * WY);
+        tg_sb_printf(b, "            float a%d = As[kk][ty + %d];\n", i, i * WY);
     for (int j = 0; j < TN; j++)
-        sb_printf(b, "            float b%d = Bs[kk][tx + %d];\n", j, j * WX);
+        tg_sb_printf(b, "            float b%d = Bs[kk][tx + %d];\n", j, j * WX);
     for (int i = 0; i < TM; i++)
         for (int j = 0; j < TN; j++)
-            sb_printf(b, "            acc%d_%d = fma(a%d, b%d, acc%d_%d);\n", i, j, i, j, i, j);
-    sb_printf(b, "        }\n");
-    sb_printf(b, "        barrier();\n");
-    sb_printf(b, "    }\n");
+            tg_sb_printf(b, "            acc%d_%d = fma(a%d, b%d, acc%d_%d);\n", i, j, i, j, i, j);
+    tg_sb_printf(b, "        }\n");
+    tg_sb_printf(b, "        barrier();\n");
+    tg_sb_printf(b, "    }\n");
     for (int i = 0; i < TM; i++)
         for (int j = 0; j < TN; j++)
-            sb_printf(b, "    store_c(bz, bm0 + ty + %d, bn0 + tx + %d, acc%d_%d);\n", i * WY,
-                      j * WX, i, j);
-    sb_printf(b, "}\n");
+            tg_sb_printf(b, "    store_c(bz, bm0 + ty + %d, bn0 + tx + %d, acc%d_%d);\n", i * WY,
+                         j * WX, i, j);
+    tg_sb_printf(b, "}\n");
 }
 
 /* ---- driver ---- */
@@ -615,7 +563,7 @@ static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel
                             "needs scalar ones",
                             d->name ? d->name : "matmul", caps->name, tg_dtype_name(d->dtype));
 
-    sbuf b = {0};
+    tg_sb b = {0};
     emit_header(&b, d, &t);
     if (t.strategy == TG_MM_STRATEGY_SHARED)
         emit_shared(&b, d, &t, L);
