@@ -14,11 +14,15 @@
  *
  * Fused members: an elementwise prologue is evaluated at each input
  * element as it is read (ldx), an elementwise epilogue at each output
- * element from the reduced value (epi<j> for output j). */
+ * element from the reduced value (epi<j> for output j). A prologue member
+ * that is also an output (the shape of the reduction's input: a gradient
+ * both stored and summed for its bias) is stored where it is evaluated:
+ * every input element is read exactly once over the dispatch. */
 #include "backend/gen_common.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #define SERIAL_MAX 64
 
@@ -30,6 +34,14 @@ static int root_index(const tg_kernel *k) {
     return -1;
 }
 
+/* In the loop over input elements: stores each prologue output at the
+ * element just read. */
+static void emit_prologue_stores(tg_sb *b, const tg_kernel *k, const bool *in_prologue) {
+    for (int j = 0; j < k->n_outputs; j++)
+        if (in_prologue[j])
+            tg_sb_printf(b, "        st%d(base + red_off(r), pro%d(base + red_off(r)));\n", j, j);
+}
+
 tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
     const tg_graph *gr = k->g;
     int ri = root_index(k);
@@ -37,10 +49,25 @@ tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
     int32_t id = k->nodes[ri];
     const tg_node *n = &gr->nodes[id];
     int n_epi = k->n_nodes - ri - 1;
-    if (n_epi == 0 && (k->n_outputs != 1 || k->outputs[0] != id))
+    const tg_node *x = &gr->nodes[n->inputs[0]];
+    /* outputs before the root are prologue members stored at input elements */
+    bool in_prologue[TG_KERNEL_MAX_IO] = {false};
+    bool others = false; /* outputs other than the root without an epilogue */
+    for (int j = 0; j < k->n_outputs; j++) {
+        for (int i = 0; i < ri; i++)
+            in_prologue[j] = in_prologue[j] || k->nodes[i] == k->outputs[j];
+        const tg_node *o = &gr->nodes[k->outputs[j]];
+        if (in_prologue[j] && (o->rank != x->rank ||
+                               memcmp(o->shape, x->shape, (size_t)x->rank * sizeof x->shape[0])))
+            return tg_set_error(TG_ERR_UNSUPPORTED,
+                                "reduction generator: prologue output %d is not of the input's "
+                                "shape",
+                                (int)k->outputs[j]);
+        others = others || (!in_prologue[j] && k->outputs[j] != id);
+    }
+    if (n_epi == 0 && others)
         return tg_set_error(TG_ERR_UNSUPPORTED, "reduction generator: %s %d must be the output",
                             tg_ops[n->op].name, (int)id);
-    const tg_node *x = &gr->nodes[n->inputs[0]];
     bool reduced[TG_MAX_RANK] = {false};
     if (n->op == TG_OP_ARGMAX)
         reduced[n->attrs.axis] = true;
@@ -91,15 +118,18 @@ tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
     int32_t root_id = id;
     for (int j = 0; st == TG_OK && j < k->n_outputs; j++) {
         char fn[16];
-        snprintf(fn, sizeof fn, "epi%d", j);
+        snprintf(fn, sizeof fn, in_prologue[j] ? "pro%d" : "epi%d", j);
         const char *rt = tg_gen_ctype(n->dtype);
         char params[16];
         snprintf(params, sizeof params, ", %s rv", rt);
-        if (k->outputs[j] == id)
+        if (in_prologue[j])
+            st = tg_gen_member_fn(b, k, ri, k->nodes, x->rank, x->shape, k->outputs[j], fn, "", 0,
+                                  NULL, NULL);
+        else if (k->outputs[j] == id)
             tg_sb_printf(b, "%s %s(uint i%s) { return rv; }\n", rt, fn, params);
         else
-            st = tg_gen_member_fn(b, k, n_epi, k->nodes + ri + 1, n->rank, n->shape,
-                                  k->outputs[j], fn, params, 1, &root_id, &rv_name);
+            st = tg_gen_member_fn(b, k, n_epi, k->nodes + ri + 1, n->rank, n->shape, k->outputs[j],
+                                  fn, params, 1, &root_id, &rv_name);
     }
     if (st != TG_OK) {
         tg_gen_abort(&g);
@@ -146,20 +176,21 @@ tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
                      "    float best = 0.0;\n"
                      "    int bi = -1;\n"
                      "    for (uint r = l; r < %lluu; r += step) {\n"
-                     "        float v = float(ldx(base + red_off(r)));\n"
-                     "        if (bi < 0 || v > best) { best = v; bi = int(r); }\n"
-                     "    }\n",
+                     "        float v = float(ldx(base + red_off(r)));\n",
                      (unsigned long long)n_red);
+        emit_prologue_stores(b, k, in_prologue);
+        tg_sb_printf(b, "        if (bi < 0 || v > best) { best = v; bi = int(r); }\n"
+                        "    }\n");
         if (!serial) tg_sb_printf(b, "    bi = tg_wg_argmax(best, bi);\n");
         tg_sb_printf(b, "    int rv = max(bi, 0);\n");
     } else {
         tg_sb_printf(b,
                      "    %s acc = %s;\n"
                      "    for (uint r = l; r < %lluu; r += step) {\n"
-                     "        %s v = ldx(base + red_off(r));\n"
-                     "        acc = %s;\n"
-                     "    }\n",
-                     ct, init, (unsigned long long)n_red, ct, comb);
+                     "        %s v = ldx(base + red_off(r));\n",
+                     ct, init, (unsigned long long)n_red, ct);
+        emit_prologue_stores(b, k, in_prologue);
+        tg_sb_printf(b, "        acc = %s;\n    }\n", comb);
         if (!serial) tg_sb_printf(b, "    acc = %s(acc);\n", wg_fn);
         if (n->op == TG_OP_MEAN)
             tg_sb_printf(b, "    %s rv = acc / %s;\n", ct,
@@ -171,7 +202,7 @@ tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
     /* the root's value as stored (rounded to its dtype), then the outputs */
     tg_sb_printf(b, "    rv = %s(rv);\n    if (l == 0u) {\n", tg_gen_round_fn(n->dtype));
     for (int j = 0; j < k->n_outputs; j++)
-        tg_sb_printf(b, "        st%d(o, epi%d(o, rv));\n", j, j);
+        if (!in_prologue[j]) tg_sb_printf(b, "        st%d(o, epi%d(o, rv));\n", j, j);
     tg_sb_printf(b, "    }\n}\n");
     uint64_t groups = serial ? ((uint64_t)n_out + wg - 1) / wg : (uint64_t)n_out;
     return tg_gen_finish(&g, groups);

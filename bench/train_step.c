@@ -178,10 +178,14 @@ static int measure(tg_device *dev, const model *m, tg_store *store, int n_target
         tg_executable_memory_stats(e[2], &f->arena_off, &f->naive_off, NULL) != TG_OK)
         return fail("tg_executable_memory_stats");
     tg_executable_free(e[1]);
-    if (on) *on = e[0];
-    else tg_executable_free(e[0]);
-    if (off) *off = e[2];
-    else tg_executable_free(e[2]);
+    if (on)
+        *on = e[0];
+    else
+        tg_executable_free(e[0]);
+    if (off)
+        *off = e[2];
+    else
+        tg_executable_free(e[2]);
     return 0;
 }
 
@@ -237,6 +241,17 @@ int main(int argc, char **argv) {
             tg_array_free(&loss);
         }
     }
+    if (getenv("TG_PROFILE") && strcmp(getenv("TG_PROFILE"), "1") == 0) {
+        /* per-kernel tables of both executables (TG_PROFILE=1 profiles them) */
+        const char *label[2] = {"passes on", "passes off"};
+        tg_executable *e[2] = {on, off};
+        for (int j = 0; j < 2; j++) {
+            char *table = NULL;
+            if (tg_executable_profile(e[j], &table, NULL) != TG_OK) return fail("profile");
+            fprintf(stderr, "charlm step, %s:\n%s\n", label[j], table);
+            free(table);
+        }
+    }
     tg_executable_free(on);
     tg_executable_free(off);
     tg_store_free(store);
@@ -246,8 +261,8 @@ int main(int argc, char **argv) {
              ",\n    \"step_ms\": {\"passes_on\": %.2f, \"passes_off\": %.2f, \"speedup\": %.2f, "
              "\"steps\": %d}",
              1e3 * t_on / steps, 1e3 * t_off / steps, t_off / t_on, steps);
-    printf("{\n  \"lp_num_threads\": \"%s\",\n", getenv("LP_NUM_THREADS") ? getenv("LP_NUM_THREADS")
-                                                                         : "unset");
+    printf("{\n  \"lp_num_threads\": \"%s\",\n",
+           getenv("LP_NUM_THREADS") ? getenv("LP_NUM_THREADS") : "unset");
     print_figures("charlm_train_step", &fc, extra);
     printf(",\n");
     fflush(stdout);

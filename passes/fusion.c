@@ -7,8 +7,9 @@
  *  - a chain: two kernels of elementwise ops (no root);
  *  - an epilogue: elementwise ops of the root's shape after a matmul,
  *    conv1d or reduction whose result is then used only inside the kernel;
- *  - a prologue: elementwise ops before a reduction, used only by it,
- *    feeding the root directly;
+ *  - a prologue: elementwise ops before a reduction, feeding the root
+ *    directly; members used outside too, of the root input's shape, are
+ *    also stored by the reduction (multi-output);
  *  - a batch sum: a sum over the batch axes of a matmul A^T B whose batch
  *    folds into K (weight gradients), one product;
  * and the merged kernel stays within the input/output limits and the
@@ -71,7 +72,7 @@ static bool used_outside(fuser *f, int32_t x, int32_t a, int32_t b) {
         int32_t u = f->users.list[i];
         if (!f->needed[u]) continue;
         if (tg_node_is_alias(&f->g->nodes[u]) ? f->is_target[u] || used_outside(f, u, a, b)
-                                               : find(f, u) != a && find(f, u) != b)
+                                              : find(f, u) != a && find(f, u) != b)
             return true;
     }
     return false;
@@ -201,12 +202,17 @@ static bool legal_epilogue(fuser *f, int32_t p, int32_t c) {
 }
 
 /* Prologue of a reduction root r: elementwise kernel p feeds only r,
- * directly (opaque ops read their inputs from memory). */
+ * directly (opaque ops read their inputs from memory). A member used
+ * outside too is stored by the reduction where it reads it, when it has
+ * the shape of r's input (each input element is read once): a gradient
+ * stored and summed for its bias is one kernel. */
 static bool legal_prologue(fuser *f, int32_t p, int32_t c) {
     int32_t r = f->root[c];
     if (klass(f, r) != TG_CLASS_REDUCTION) return false;
+    const tg_node *x = &f->g->nodes[f->g->nodes[r].inputs[0]];
     FOR_MEMBERS(f, p, m) {
-        if (!per_element(f, m) || escapes(f, m, p, c)) return false;
+        if (!per_element(f, m)) return false;
+        if (escapes(f, m, p, c) && !same_shape(&f->g->nodes[m], x)) return false;
         for (int32_t i = f->users.start[m]; i < f->users.start[m + 1]; i++) {
             int32_t u = f->users.list[i];
             if (f->needed[u] && find(f, u) == c && u != r) return false;
@@ -362,10 +368,9 @@ static void group_optimizer(fuser *f) {
         }
         if (!is_sink(f, c)) continue;
         int j = 0;
-        while (j < n_groups &&
-               (!same_adamw(&f->g->nodes[f->root[groups[j]]], n) ||
-                !within_limits(f, groups[j], c) || reads_written(f, groups[j], c) ||
-                reads_written(f, c, groups[j])))
+        while (j < n_groups && (!same_adamw(&f->g->nodes[f->root[groups[j]]], n) ||
+                                !within_limits(f, groups[j], c) || reads_written(f, groups[j], c) ||
+                                reads_written(f, c, groups[j])))
             j++;
         if (j < n_groups)
             merge(f, groups[j], c);

@@ -108,9 +108,10 @@ static void test_mlp(void **state) {
     tg_tensor x = tg_placeholder(g, "x", TG_F32, 2, xs);
     tg_tensor h = tg_gelu(g, tg_add(g, tg_matmul(g, x, var(g, "w1", 2, 16, 32), false, false),
                                     var(g, "b1", 1, 32, 0)));
-    tg_tensor y = tg_add(g, tg_add(g, tg_matmul(g, h, var(g, "w2", 2, 32, 16), false, false),
-                                   var(g, "b2", 1, 16, 0)),
-                         x);
+    tg_tensor y = tg_add(
+        g,
+        tg_add(g, tg_matmul(g, h, var(g, "w2", 2, 32, 16), false, false), var(g, "b2", 1, 16, 0)),
+        x);
     tg_tensor p = tg_softmax(g, y, -1);
     OK(tg_graph_status(g));
     tg_array xv = make_f32(2, xs, -1, 0.013f, 157);
@@ -169,8 +170,8 @@ static void make_block(block *b, bool train) {
     tg_graph *g = b->g = tg_graph_new();
     int64_t xs[] = {Bt, Tt, Dm};
     b->x = tg_placeholder(g, "x", TG_F32, 3, xs);
-    tg_tensor h = tg_layer_norm(g, b->x, bparam(b, "ln.w", 1, Dm, 0), bparam(b, "ln.b", 1, Dm, 0),
-                                1e-5);
+    tg_tensor h =
+        tg_layer_norm(g, b->x, bparam(b, "ln.w", 1, Dm, 0), bparam(b, "ln.b", 1, Dm, 0), 1e-5);
     tg_tensor qkv[3];
     const char *n3[] = {"q", "k", "v"};
     for (int i = 0; i < 3; i++) {
@@ -180,8 +181,9 @@ static void make_block(block *b, bool train) {
     }
     tg_tensor a = tg_attention(g, qkv[0], qkv[1], qkv[2], TG_INVALID, true, 0);
     a = tg_reshape(g, tg_permute(g, a, 4, (int[]){0, 2, 1, 3}), 3, xs);
-    tg_tensor x = tg_add(g, b->x, tg_add(g, tg_matmul(g, a, bparam(b, "o", 2, Dm, Dm), false, false),
-                                        bparam(b, "o.b", 1, Dm, 0)));
+    tg_tensor x = tg_add(g, b->x,
+                         tg_add(g, tg_matmul(g, a, bparam(b, "o", 2, Dm, Dm), false, false),
+                                bparam(b, "o.b", 1, Dm, 0)));
     h = tg_gelu(g, tg_add(g, tg_matmul(g, x, bparam(b, "fc", 2, Dm, 2 * Dm), false, false),
                           bparam(b, "fc.b", 1, 2 * Dm, 0)));
     b->out = tg_add(g, x, tg_matmul(g, h, bparam(b, "fc2", 2, 2 * Dm, Dm), false, false));
@@ -247,9 +249,9 @@ static void test_multi_tensor_adamw(void **state) {
     int64_t shapes[5][2] = {{5, 7}, {3, 0}, {4, 4}, {2, 3}, {6, 0}};
     int ranks[5] = {2, 1, 2, 2, 1};
     double wd[5] = {0.01, 0, 0.01, 0.01, 0};
-    const char *names[] = {"w0", "w1", "w2", "w3", "w4", "w0.adam_m", "w1.adam_m", "w2.adam_m",
-                           "w3.adam_m", "w4.adam_m", "w0.adam_v", "w1.adam_v", "w2.adam_v",
-                           "w3.adam_v", "w4.adam_v"};
+    const char *names[] = {"w0",        "w1",        "w2",        "w3",        "w4",
+                           "w0.adam_m", "w1.adam_m", "w2.adam_m", "w3.adam_m", "w4.adam_m",
+                           "w0.adam_v", "w1.adam_v", "w2.adam_v", "w3.adam_v", "w4.adam_v"};
     tg_tensor lr = tg_placeholder(g, "lr", TG_F32, 0, NULL);
     tg_tensor step = tg_placeholder(g, "step", TG_I32, 0, NULL);
     int64_t gs[] = {2, 6};
@@ -264,9 +266,8 @@ static void test_multi_tensor_adamw(void **state) {
         gv[i] = make_f32(ranks[i], shapes[i], -0.5f + 0.1f * (float)i, 0.037f, 29);
         f[i] = (tg_feed){grads[i], &gv[i]};
     }
-    grads[4] = tg_reshape(g, tg_slice(g, big, (int64_t[]){1, 0}, (int64_t[]){2, 6}, (int64_t[]){1, 1}),
-                          1,
-                          shapes[4]);
+    grads[4] = tg_reshape(
+        g, tg_slice(g, big, (int64_t[]){1, 0}, (int64_t[]){2, 6}, (int64_t[]){1, 1}), 1, shapes[4]);
     gv[4] = make_f32(2, gs, 0.3f, -0.041f, 12);
     f[4] = (tg_feed){big, &gv[4]};
     for (int i = 0; i < 5; i++)
@@ -307,6 +308,43 @@ static void test_matmul_batch_sum(void **state) {
     tg_graph_free(g);
 }
 
+/* A multi-output reduction: a gradient g = a * b + c both read by a matmul
+ * and summed over its rows (a bias gradient) is one reduction kernel that
+ * stores g where it reads it; a short reduced extent (one invocation per
+ * output) and a long one (a workgroup per output), and a max. */
+static void test_reduction_stores_prologue(void **state) {
+    (void)state;
+    int64_t rows[2] = {12, 300};
+    for (int t = 0; t < 2; t++) {
+        tg_graph *g = tg_graph_new();
+        int64_t xs[] = {3, rows[t] / 3, 10}, ws[] = {10, 4};
+        tg_tensor a = tg_placeholder(g, "a", TG_F32, 3, xs);
+        tg_tensor b = tg_placeholder(g, "b", TG_F32, 3, xs);
+        tg_tensor c = tg_placeholder(g, "c", TG_F32, 1, (int64_t[]){10});
+        tg_tensor w = tg_placeholder(g, "w", TG_F32, 2, ws);
+        tg_tensor gr = tg_add(g, tg_mul(g, a, b), c);
+        tg_tensor outs[3] = {
+            tg_matmul(g, gr, w, false, false),
+            tg_sum(g, gr, 2, (int[]){0, 1}, false),
+            tg_max(g, tg_exp(g, gr), 1, (int[]){1}, false),
+        };
+        OK(tg_graph_status(g));
+        tg_array av = make_f32(3, xs, -1, 0.013f, 157), bv = make_f32(3, xs, 0.7f, -0.021f, 61);
+        tg_array cv = make_f32(1, (int64_t[]){10}, 0.1f, 0.2f, 10),
+                 wv = make_f32(2, ws, -1, 0.1f, 19);
+        tg_feed f[] = {{a, &av}, {b, &bv}, {c, &cv}, {w, &wv}};
+        int on, off;
+        compare(g, 3, outs, 0, NULL, 4, f, 0, NULL, 1e-5, &on, &off);
+        assert_int_equal(off, 6); /* mul, add, matmul, sum, exp, max */
+        assert_int_equal(on, 3);  /* mul+add+sum (stores the add), matmul, exp+max */
+        tg_array_free(&av);
+        tg_array_free(&bv);
+        tg_array_free(&cv);
+        tg_array_free(&wv);
+        tg_graph_free(g);
+    }
+}
+
 /* Movement ops read through index remapping inside an elementwise chain:
  * (permute(x) + y) * broadcast_to(b) - slice(w, step 2): one kernel. */
 static void test_movement_in_chain(void **state) {
@@ -317,8 +355,8 @@ static void test_movement_in_chain(void **state) {
     tg_tensor y = tg_placeholder(g, "y", TG_F32, 2, ys);
     tg_tensor bb = tg_placeholder(g, "b", TG_F32, 1, bs);
     tg_tensor w = tg_placeholder(g, "w", TG_F32, 2, ws);
-    tg_tensor t = tg_mul(g, tg_add(g, tg_permute(g, x, 2, (int[]){1, 0}), y),
-                         tg_broadcast_to(g, bb, 2, ys));
+    tg_tensor t =
+        tg_mul(g, tg_add(g, tg_permute(g, x, 2, (int[]){1, 0}), y), tg_broadcast_to(g, bb, 2, ys));
     tg_tensor sl = tg_slice(g, w, (int64_t[]){1, 1}, (int64_t[]){12, 5}, (int64_t[]){2, 1});
     tg_tensor out = tg_sub(g, t, sl);
     OK(tg_graph_status(g));
@@ -422,6 +460,7 @@ int main(void) {
         cmocka_unit_test(test_training_step),
         cmocka_unit_test(test_multi_tensor_adamw),
         cmocka_unit_test(test_matmul_batch_sum),
+        cmocka_unit_test(test_reduction_stores_prologue),
         cmocka_unit_test(test_movement_in_chain),
         cmocka_unit_test(test_reuse_needs_war_barrier),
         cmocka_unit_test(test_disable_unknown_pass),
