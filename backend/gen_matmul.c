@@ -43,6 +43,9 @@ typedef struct mm_desc {
     const char *epilogue, *functions;
     int n_extra;
     const tg_mm_extra *extra;
+    /* extras read through scalar texel buffers (else storage buffers):
+     * set by generate() where the device has the format */
+    bool extra_texel[TG_MM_MAX_EXTRA];
     tg_mm_strategy strategy;
     const char *name;
     /* conv1d: B is im2col(x) */
@@ -256,8 +259,12 @@ static void emit_header(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t) {
     tg_sb_printf(b, "layout(binding = 0) uniform samplerBuffer tA;\n");
     tg_sb_printf(b, "layout(binding = 1) uniform samplerBuffer tB;\n");
     for (int i = 0; i < d->n_extra; i++)
-        tg_sb_printf(b, "layout(std430, binding = %d) readonly buffer BufE%d { %s e%d_data[]; };\n",
-                     2 + i, i, store_type(d->extra[i].dtype), i);
+        if (d->extra_texel[i])
+            tg_sb_printf(b, "layout(binding = %d) uniform samplerBuffer tE%d;\n", 2 + i, i);
+        else
+            tg_sb_printf(
+                b, "layout(std430, binding = %d) readonly buffer BufE%d { %s e%d_data[]; };\n",
+                2 + i, i, store_type(d->extra[i].dtype), i);
     tg_sb_printf(b, "layout(std430, binding = %d) writeonly buffer BufC { %s c_data[]; };\n",
                  2 + d->n_extra, store_type(d->out_dtype));
     tg_sb_printf(b, "layout(push_constant) uniform PC { uint a_off; uint b_off;");
@@ -274,19 +281,34 @@ static void emit_header(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t) {
                  (long long)((d->N + 3) / 4 * 4));
     if (d->functions && d->functions[0]) tg_sb_printf(b, "%s\n", d->functions);
 
-    /* Masked store with the epilogue: the one place C is written. */
-    tg_sb_printf(b, "void store_c(int bz, int row, int col, float acc) {\n");
+    /* The extras at (bz, row, col), in range (callers clamp or mask). */
+    for (int i = 0; i < d->n_extra; i++) {
+        tg_sb_printf(b, "float load_e%d(int bz, int row, int col) {\n", i);
+        char idx[160];
+        snprintf(idx, sizeof idx, "int(pc.e%d_off) + %s + row * %lld + col * %lld", i,
+                 batch_off(d, OP_E0 + i, bo, sizeof bo), (long long)d->extra[i].stride_row,
+                 (long long)d->extra[i].stride_col);
+        if (d->extra_texel[i])
+            tg_sb_printf(b, "    return texelFetch(tE%d, %s).r;\n}\n", i, idx);
+        else
+            tg_sb_printf(b, "    return float(e%d_data[%s]);\n}\n", i, idx);
+    }
+    /* Masked store with the epilogue, given the extras: the one place C
+     * is written. */
+    tg_sb_printf(b, "void store_ce(int bz, int row, int col, float acc");
+    for (int i = 0; i < d->n_extra; i++) tg_sb_printf(b, ", float e%d", i);
+    tg_sb_printf(b, ") {\n");
     tg_sb_printf(b, "    if (row >= M || col >= N) return;\n");
-    for (int i = 0; i < d->n_extra; i++)
-        tg_sb_printf(b,
-                     "    float e%d = float(e%d_data[int(pc.e%d_off) + %s + row * %lld + "
-                     "col * %lld]);\n",
-                     i, i, i, batch_off(d, OP_E0 + i, bo, sizeof bo),
-                     (long long)d->extra[i].stride_row, (long long)d->extra[i].stride_col);
     const char *expr = d->epilogue && d->epilogue[0] ? d->epilogue : "acc";
     tg_sb_printf(b, "    c_data[int(pc.c_off) + %s + row * LDC + col] = %s(%s);\n",
                  batch_off(d, OP_C, bo, sizeof bo), store_type(d->out_dtype), expr);
     tg_sb_printf(b, "}\n");
+    /* The same, reading the extras at the element. */
+    tg_sb_printf(b, "void store_c(int bz, int row, int col, float acc) {\n");
+    tg_sb_printf(b, "    if (row >= M || col >= N) return;\n");
+    tg_sb_printf(b, "    store_ce(bz, row, col, acc");
+    for (int i = 0; i < d->n_extra; i++) tg_sb_printf(b, ", load_e%d(bz, row, col)", i);
+    tg_sb_printf(b, ");\n}\n");
 
     if (d->conv) {
         /* im2col: B[k][n] = x[ci][n*stride + kw*dilation - padding] with
@@ -395,6 +417,53 @@ static void emit_reg_step(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg
     tg_sb_printf(b, "    }\n");
 }
 
+/* Stores the TM x TN block. An extra that does not change along rows (a
+ * bias over N) is read once per column of the block, one that does not
+ * change along columns once per row, a broadcast scalar once: the
+ * epilogue of a small-K product costs as much as its K loop otherwise. */
+static void emit_register_store(tg_sb *b, const mm_desc *d, int TM, int TN) {
+    for (int e = 0; e < d->n_extra; e++) {
+        bool by_row = d->extra[e].stride_row != 0, by_col = d->extra[e].stride_col != 0;
+        if (!by_row && !by_col)
+            tg_sb_printf(b, "    float e%d_s = load_e%d(bz, 0, 0);\n", e, e);
+        else if (!by_row)
+            for (int c = 0; c < TN; c++)
+                tg_sb_printf(b, "    float e%d_c%d = load_e%d(bz, 0, min(n0 + %d, N - 1));\n", e, c,
+                             e, c);
+        else if (!by_col)
+            for (int i = 0; i < TM; i++)
+                tg_sb_printf(b, "    float e%d_r%d = load_e%d(bz, min(m0 + %d, M - 1), 0);\n", e, i,
+                             e, i);
+    }
+    for (int i = 0; i < TM; i++)
+        for (int c = 0; c < TN; c++) {
+            if (d->n_extra == 0) {
+                tg_sb_printf(b, "    store_c(bz, m0 + %d, n0 + %d, acc%d_%d.%c);\n", i, c, i, c / 4,
+                             xyzw[c % 4]);
+                continue;
+            }
+            bool per_elem = false;
+            for (int e = 0; e < d->n_extra; e++)
+                per_elem |= d->extra[e].stride_row != 0 && d->extra[e].stride_col != 0;
+            /* a per-element extra is read only where the element exists */
+            if (per_elem) tg_sb_printf(b, "    if (m0 + %d < M && n0 + %d < N)\n    ", i, c);
+            tg_sb_printf(b, "    store_ce(bz, m0 + %d, n0 + %d, acc%d_%d.%c", i, c, i, c / 4,
+                         xyzw[c % 4]);
+            for (int e = 0; e < d->n_extra; e++) {
+                bool by_row = d->extra[e].stride_row != 0, by_col = d->extra[e].stride_col != 0;
+                if (!by_row && !by_col)
+                    tg_sb_printf(b, ", e%d_s", e);
+                else if (!by_row)
+                    tg_sb_printf(b, ", e%d_c%d", e, c);
+                else if (!by_col)
+                    tg_sb_printf(b, ", e%d_r%d", e, i);
+                else
+                    tg_sb_printf(b, ", load_e%d(bz, m0 + %d, n0 + %d)", e, i, c);
+            }
+            tg_sb_printf(b, ");\n");
+        }
+}
+
 static void emit_register(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg_layout L) {
     int TM = (int)t->tm, TN = (int)t->tn, NJ = TN / 4;
     tg_sb_printf(b, "void main() {\n");
@@ -438,11 +507,7 @@ static void emit_register(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg
         snprintf(kexpr, sizeof kexpr, "%lld", (long long)kt);
         emit_reg_step(b, d, t, L, kexpr, 1);
     }
-    for (int i = 0; i < TM; i++)
-        for (int j = 0; j < NJ; j++)
-            for (int c = 0; c < 4; c++)
-                tg_sb_printf(b, "    store_c(bz, m0 + %d, n0 + %d, acc%d_%d.%c);\n", i, 4 * j + c,
-                             i, j, xyzw[c]);
+    emit_register_store(b, d, TM, TN);
     tg_sb_printf(b, "}\n");
 }
 
@@ -563,6 +628,13 @@ static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel
                             "needs scalar ones",
                             d->name ? d->name : "matmul", caps->name, tg_dtype_name(d->dtype));
 
+    /* Extras through scalar texel buffers where the device has the format:
+     * on lavapipe a storage-buffer load is a per-lane loop, a texel fetch
+     * a gather. */
+    mm_desc dt = *d;
+    for (int i = 0; i < d->n_extra; i++)
+        dt.extra_texel[i] = d->extra[i].dtype == TG_F16 ? caps->texel_r16f : caps->texel_r32f;
+    d = &dt;
     tg_sb b = {0};
     emit_header(&b, d, &t);
     if (t.strategy == TG_MM_STRATEGY_SHARED)
@@ -600,8 +672,16 @@ static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel
     bd[0] = (tg_mm_binding){TG_VK_BIND_TEXEL, TG_MM_ROLE_A, 0, fa, L.a_vec ? 4 : 1, d->dtype};
     bd[1] = (tg_mm_binding){TG_VK_BIND_TEXEL, TG_MM_ROLE_B, 0, fb, L.b_vec ? 4 : 1, d->dtype};
     for (int i = 0; i < d->n_extra; i++)
-        bd[2 + i] = (tg_mm_binding){TG_VK_BIND_STORAGE, TG_MM_ROLE_EXTRA, i, TG_VK_TEXEL_R32F, 1,
-                                    d->extra[i].dtype};
+        bd[2 + i] =
+            d->extra_texel[i]
+                ? (tg_mm_binding){TG_VK_BIND_TEXEL,
+                                  TG_MM_ROLE_EXTRA,
+                                  i,
+                                  d->extra[i].dtype == TG_F16 ? TG_VK_TEXEL_R16F : TG_VK_TEXEL_R32F,
+                                  1,
+                                  d->extra[i].dtype}
+                : (tg_mm_binding){TG_VK_BIND_STORAGE, TG_MM_ROLE_EXTRA, i, TG_VK_TEXEL_R32F, 1,
+                                  d->extra[i].dtype};
     bd[2 + d->n_extra] =
         (tg_mm_binding){TG_VK_BIND_STORAGE, TG_MM_ROLE_C, 0, TG_VK_TEXEL_R32F, 1, d->out_dtype};
     out->n_bindings = 3 + d->n_extra;
