@@ -6,9 +6,11 @@
  * softmax_grad, log_softmax_grad, layer_norm_grad_x:
  *   row ops like their forwards (gen_nn.c's row head: one workgroup per
  *   row, or one invocation per row for short rows).
- * layer_norm_grad_wb: sums over rows, one workgroup per block of columns;
- *   the workgroup walks the rows, recomputing each row's mean and
- *   1/sqrt(var + eps) together (a kernel has no scratch for them).
+ * layer_norm_grad_wb: sums over rows, one workgroup per block of columns
+ *   (CPU devices: one for all); rows go in chunks of WG, each invocation
+ *   computing one row's mean and 1/sqrt(var + eps) into shared memory (a
+ *   kernel has no scratch buffer for them), then adding the chunk to its
+ *   columns.
  * cross_entropy_grad: a row op too, each workgroup owning a block of rows
  *   (serial: one per invocation; else walked together). The workgroup
  *   first counts, together, the labels that are counted (not the
@@ -135,36 +137,106 @@ static tg_status gen_layer_norm_grad_x(tg_gen *g, const tg_node *n, bool serial)
     return tg_gen_finish(g, tg_gen_row_groups(g, serial, rows));
 }
 
-/* (dy = ld0, x = ld1) -> [2, D]: sum over rows of dy xhat, and of dy. */
+/* The column sums of layer_norm_grad_wb: how many columns each invocation
+ * owns, and the loop iterations of one invocation (lavapipe's limit). */
+#define WB_MAX_COLS 8
+static int64_t wb_cols_per_inv(int64_t D, uint32_t wg, bool one_group) {
+    int64_t c = one_group ? (D + wg - 1) / wg : 1;
+    return c < 1 ? 1 : c > WB_MAX_COLS ? WB_MAX_COLS : c;
+}
+
+static int64_t wb_iters(int64_t rows, int64_t D, uint32_t wg) {
+    int64_t chunks = (rows + wg - 1) / wg;
+    return chunks * (2 * ((D + 3) / 4 + 3) + (int64_t)wg + 2);
+}
+
+/* (dy = ld0, x = ld1) -> [2, D]: sum over rows of dy xhat, and of dy.
+ * The rows go in chunks of WG: invocation l computes the mean and inv of
+ * chunk row l alone (four elements an iteration) into shared memory; after
+ * a barrier each invocation adds the chunk's rows to its own columns
+ * (j = block * WG * CPI + l + t * WG, t < CPI). Row statistics are thus
+ * computed once per column block, with two barriers per WG rows instead of
+ * two workgroup reductions per row. CPU devices take every column in one
+ * workgroup (one thread runs a dispatch anyway: statistics once); GPUs a
+ * workgroup per WG columns (parallel, statistics recomputed per block). */
 static tg_status gen_layer_norm_grad_wb(tg_gen *g, const tg_node *n) {
     const tg_node *x = tg_gen_node(g, n->inputs[1]);
     int64_t D = n->shape[1], rows = D ? tg_shape_count(x->rank, x->shape) / D : 0;
-    uint64_t blocks = ((uint64_t)D + g->wg - 1) / g->wg;
-    char step[32];
-    snprintf(step, sizeof step, "%uu", g->wg);
+    uint32_t wg = g->wg;
+    bool cpu = g->caps->device_class == TG_VK_CLASS_CPU;
+    int64_t cpi = wb_cols_per_inv(D, wg, cpu), per_block = (int64_t)wg * cpi;
+    uint64_t blocks = (uint64_t)((D + per_block - 1) / per_block);
+    if (cpu && wb_iters(rows, D, wg) > CPU_LOOP_LIMIT)
+        return tg_set_error(
+            TG_ERR_UNSUPPORTED,
+            "layer_norm_grad_wb of %lld rows x %lld: over the %d loop iterations an "
+            "invocation may run on this CPU device",
+            (long long)rows, (long long)D, CPU_LOOP_LIMIT);
+    ull d4 = (ull)(D / 4 * 4);
+    char dl[64], el[64];
+    tg_gen_flit((double)D, dl, sizeof dl);
+    tg_gen_flit(n->attrs.eps, el, sizeof el);
     tg_sb *b = &g->b;
+    tg_sb_printf(
+        b,
+        "shared float s_mean[%u], s_inv[%u];\n"
+        "void main() {\n"
+        "    uint blk = tg_group();\n"
+        "    if (blk >= %lluu) return;\n" /* uniform over the workgroup */
+        "    uint l = gl_LocalInvocationID.x, j0 = blk * %lluu + l;\n"
+        "    float aw[%lld], ab[%lld];\n"
+        "    for (int t = 0; t < %lld; t++) { aw[t] = 0.0; ab[t] = 0.0; }\n"
+        "    for (uint r0 = 0u; r0 < %lluu; r0 += %uu) {\n"
+        "        if (r0 + l < %lluu) {\n"
+        "            uint base = (r0 + l) * %lluu;\n"
+        "            float s = 0.0;\n"
+        "            for (uint c = 0u; c < %lluu; c += 4u)\n"
+        "                s += (ld1(base + c) + ld1(base + c + 1u)) +\n"
+        "                     (ld1(base + c + 2u) + ld1(base + c + 3u));\n"
+        "            for (uint c = %lluu; c < %lluu; c++) s += ld1(base + c);\n"
+        "            float mean = s / %s, q = 0.0;\n"
+        "            for (uint c = 0u; c < %lluu; c += 4u) {\n"
+        "                float d0 = ld1(base + c) - mean, d1 = ld1(base + c + 1u) - mean;\n"
+        "                float d2 = ld1(base + c + 2u) - mean, d3 = ld1(base + c + 3u) - "
+        "mean;\n"
+        "                q += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);\n"
+        "            }\n"
+        "            for (uint c = %lluu; c < %lluu; c++) {\n"
+        "                float d = ld1(base + c) - mean;\n"
+        "                q += d * d;\n"
+        "            }\n"
+        "            s_mean[l] = mean;\n"
+        "            s_inv[l] = 1.0 / sqrt(q / %s + %s);\n"
+        "        }\n"
+        "        barrier();\n"
+        "        uint nr = min(%uu, %lluu - r0);\n"
+        "        for (uint i = 0u; i < nr; i++) {\n"
+        "            uint base = (r0 + i) * %lluu;\n"
+        "            float mean = s_mean[i], inv = s_inv[i];\n",
+        wg, wg, (ull)blocks, (ull)per_block, (long long)cpi, (long long)cpi, (long long)cpi,
+        (ull)rows, wg, (ull)rows, (ull)D, d4, d4, (ull)D, dl, d4, d4, (ull)D, dl, el, wg, (ull)rows,
+        (ull)D);
+    for (int64_t t = 0; t < cpi; t++)
+        tg_sb_printf(b,
+                     "            { uint j = j0 + %lluu;\n"
+                     "              if (j < %lluu) {\n"
+                     "                float dy = ld0(base + j);\n"
+                     "                aw[%lld] += dy * (ld1(base + j) - mean) * inv;\n"
+                     "                ab[%lld] += dy;\n"
+                     "              } }\n",
+                     (ull)(t * wg), (ull)D, (long long)t, (long long)t);
     tg_sb_printf(b,
-                 "void main() {\n"
-                 "    uint blk = tg_group();\n"
-                 "    if (blk >= %lluu) return;\n" /* uniform over the workgroup */
-                 "    uint l = gl_LocalInvocationID.x, j = blk * %uu + l;\n"
-                 "    float aw = 0.0, ab = 0.0;\n"
-                 "    for (uint r = 0u; r < %lluu; r++) {\n"
-                 "    uint base = r * %lluu;\n",
-                 (ull)blocks, g->wg, (ull)rows, (ull)D);
-    emit_row_stats(b, "tg_wg_sum", step, D, n->attrs.eps);
-    tg_sb_printf(b,
-                 "    if (j < %lluu) {\n"
-                 "        float dy = ld0(base + j);\n"
-                 "        aw += dy * (ld1(base + j) - mean) * inv;\n"
-                 "        ab += dy;\n"
+                 "        }\n"
+                 "        barrier();\n" /* the next chunk rewrites s_mean, s_inv */
                  "    }\n"
-                 "    }\n"
-                 "    if (j < %lluu) {\n"
-                 "        st0(j, aw);\n"
-                 "        st0(%lluu + j, ab);\n"
+                 "    for (int t = 0; t < %lld; t++) {\n"
+                 "        uint j = j0 + uint(t) * %uu;\n"
+                 "        if (j < %lluu) {\n"
+                 "            st0(j, aw[t]);\n"
+                 "            st0(%lluu + j, ab[t]);\n"
+                 "        }\n"
                  "    }\n}\n",
-                 (ull)D, (ull)D, (ull)D);
+                 (long long)cpi, wg, (ull)D, (ull)D);
     return tg_gen_finish(g, blocks);
 }
 
@@ -184,8 +256,8 @@ static tg_status gen_cross_entropy_grad(tg_gen *g, const tg_node *n, bool serial
      * enough rows per workgroup for lavapipe's loop limit (gen_nn.c) */
     int64_t per_group = serial ? wg : (rows + 255) / 256;
     int64_t count_iters = (rows + wg - 1) / wg + 2 * wg;
-    int64_t row_iters = 1 + 2 * tg_gen_ce_row_iters(C, serial ? 1 : wg) + (C + wg - 1) / wg +
-                        (serial ? 0 : 2 * wg);
+    int64_t row_iters =
+        1 + 2 * tg_gen_ce_row_iters(C, serial ? 1 : wg) + (C + wg - 1) / wg + (serial ? 0 : 2 * wg);
     bool cpu = g->caps->device_class == TG_VK_CLASS_CPU;
     if (cpu && !serial && count_iters + per_group * row_iters > CPU_LOOP_LIMIT)
         per_group = (CPU_LOOP_LIMIT - count_iters) / row_iters;
@@ -479,11 +551,14 @@ tg_status tg_gen_grad(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code
                        n->op == TG_OP_SLICE_GRAD;
     /* cross_entropy_grad sums its label count over the workgroup, serial or not */
     bool ce = n->op == TG_OP_CROSS_ENTROPY_GRAD;
+    bool wb = n->op == TG_OP_LAYER_NORM_GRAD_WB;
     uint32_t wg = tg_gen_wg_size(caps, serial || elementwise ? 128 : 64);
+    /* fewer, larger row chunks on CPU devices (two barriers per chunk) */
+    if (wb && caps->device_class == TG_VK_CLASS_CPU) wg = tg_gen_wg_size(caps, 128);
     /* every workgroup reads all labels: fewer, larger ones on CPU devices */
     if (ce && serial && caps->device_class == TG_VK_CLASS_CPU) wg = tg_gen_wg_size(caps, 512);
     tg_gen g;
-    tg_status st = tg_gen_begin(&g, caps, k, out, wg, ce || (!serial && !elementwise));
+    tg_status st = tg_gen_begin(&g, caps, k, out, wg, ce || (!serial && !elementwise && !wb));
     if (st != TG_OK) {
         tg_gen_abort(&g);
         return st;

@@ -375,8 +375,11 @@ static void test_softmax_layer_norm_grads(void **state) {
         check_grads(&f, what, fn(f.g, tg_add(f.g, x, bb), 1), 2, wrt, 2e-5);
         fixture_free(&f);
     }
-    static const int64_t shapes[][3] = {{6, 40, 0}, {2, 3, 8}, {1, 5, 130}};
-    for (int i = 0; i < 3; i++) {
+    /* layer_norm_grad_wb walks rows in chunks of its workgroup: more rows
+     * than one chunk, a last partial chunk, D not a multiple of 4 */
+    static const int64_t shapes[][3] = {{6, 40, 0},   {2, 3, 8}, {1, 5, 130},
+                                        {3, 130, 33}, {1, 1, 6}, {300, 1, 129}};
+    for (int i = 0; i < 6; i++) {
         char what[64];
         fixture f = {.g = tg_graph_new()};
         int rank = shapes[i][2] ? 3 : 2;
