@@ -44,6 +44,11 @@ static uint32_t shared_bytes(const tg_mm_tiling *t) {
     return t->bk * (t->wg_y * t->tm + t->wg_x * t->tn) * 4u;
 }
 
+/* extent rounded up to whole blocks */
+static int64_t padded(int64_t extent, uint32_t block) {
+    return (extent + block - 1) / block * block;
+}
+
 tg_status tg_mm_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int64_t M, int64_t N,
                               int64_t K, tg_mm_tiling *out) {
     (void)K;
@@ -62,6 +67,7 @@ tg_status tg_mm_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int
     /* $TG_MM_TILE = "wg_x,wg_y,tm,tn[,bk]" replaces the table's tile (for
      * tuning on a new device; the limits below still apply). */
     const char *tile = getenv("TG_MM_TILE");
+    bool tuned = false;
     if (tile) {
         unsigned v[5] = {0};
         int n = sscanf(tile, "%u,%u,%u,%u,%u", &v[0], &v[1], &v[2], &v[3], &v[4]);
@@ -71,6 +77,7 @@ tg_status tg_mm_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int
             t.tm = v[2];
             t.tn = v[3];
             if (n == 5 && v[4] >= 4 && v[4] % 4 == 0) t.bk = v[4];
+            tuned = true;
         }
     }
 
@@ -92,6 +99,20 @@ tg_status tg_mm_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int
     while (t.wg_x > 1 && (int64_t)(t.tn * (t.wg_x / 2)) >= N &&
            t.strategy == TG_MM_STRATEGY_REGISTER)
         t.wg_x /= 2;
+
+    /* Small matrices (attention's 150 x 150 per head, batched): halve the
+     * workgroup along a dimension while that cuts the padded edge (150
+     * rows in 64-row tiles compute 192, in 32-row tiles 160), keeping at
+     * least a subgroup of invocations so no SIMD lane idles. */
+    if (t.strategy == TG_MM_STRATEGY_REGISTER && !tuned) {
+        uint32_t min_inv = caps->subgroup_size ? caps->subgroup_size : 8;
+        while (t.wg_y > 1 && t.wg_x * t.wg_y / 2 >= min_inv &&
+               padded(M, t.tm * t.wg_y / 2) < padded(M, t.tm * t.wg_y))
+            t.wg_y /= 2;
+        while (t.wg_x > 1 && t.wg_x * t.wg_y / 2 >= min_inv &&
+               padded(N, t.tn * t.wg_x / 2) < padded(N, t.tn * t.wg_x))
+            t.wg_x /= 2;
+    }
 
     /* Device limits: halve the workgroup until it fits, then BK for shared
      * memory. */
@@ -126,8 +147,7 @@ tg_status tg_mm_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int
  * (GPUs): one row per invocation, 64 rows per workgroup sharing tiles of
  * 32 keys in shared memory. Both take one online-softmax step per 4 keys. */
 tg_status tg_attn_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int64_t Tq,
-                                int64_t d4, int64_t v4, uint32_t texel_bytes,
-                                tg_attn_tiling *out) {
+                                int64_t d4, int64_t v4, uint32_t texel_bytes, tg_attn_tiling *out) {
     if (!caps || !out) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "attention tiling: NULL");
     if (forced == TG_MM_STRATEGY_AUTO) {
         const char *env = getenv("TG_ATTN_STRATEGY");
@@ -135,8 +155,8 @@ tg_status tg_attn_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, i
         if (env && strcmp(env, "shared") == 0) forced = TG_MM_STRATEGY_SHARED;
     }
     if (forced == TG_MM_STRATEGY_AUTO)
-        forced = caps->device_class == TG_VK_CLASS_CPU ? TG_MM_STRATEGY_REGISTER
-                                                        : TG_MM_STRATEGY_SHARED;
+        forced =
+            caps->device_class == TG_VK_CLASS_CPU ? TG_MM_STRATEGY_REGISTER : TG_MM_STRATEGY_SHARED;
     tg_attn_tiling t = forced == TG_MM_STRATEGY_REGISTER
                            ? (tg_attn_tiling){TG_MM_STRATEGY_REGISTER, 32, 8, 8, 0}
                            : (tg_attn_tiling){TG_MM_STRATEGY_SHARED, 64, 1, 4, 32};

@@ -48,6 +48,9 @@ typedef struct mm_desc {
     bool extra_texel[TG_MM_MAX_EXTRA];
     tg_mm_strategy strategy;
     const char *name;
+    /* rows of one matrix when the batch was folded into M (fold_batch),
+     * else 0 */
+    int64_t fold_m;
     /* conv1d: B is im2col(x) */
     bool conv;
     int64_t cin, width, ksize, stride, padding, dilation;
@@ -127,6 +130,25 @@ static bool batch_vec4(const mm_desc *d, int op) {
     for (int i = 0; i < d->nb; i++)
         if (batch_stride(&d->bd[i], op) % 4) return false;
     return true;
+}
+
+/* A batch over which B is shared and A, C and the extras are dense along
+ * it is one tall product: batch x [M, K] x [K, N] = [batch*M, K] x [K, N].
+ * Folding it into M spends the tile's edge once instead of per matrix
+ * (16 x [150, 128] x [128, 512] padded to 64-row tiles computes 28% more
+ * rows than it stores; folded, 1.3%). The epilogue still sees the
+ * matrix's own bz and row (store_ce splits the folded row). */
+static void fold_batch(mm_desc *d) {
+    if (d->nb != 1 || d->batch <= 1 || d->ta || d->conv) return;
+    const tg_mm_batch_dim *x = &d->bd[0];
+    if (x->stride_b != 0 || x->stride_a != d->M * d->lda || x->stride_c != d->M * d->ldc) return;
+    for (int e = 0; e < d->n_extra; e++)
+        if (x->stride_extra[e] != d->M * d->extra[e].stride_row) return;
+    if (!fits_i32(d->M * d->batch)) return;
+    d->fold_m = d->M;
+    d->M *= d->batch;
+    d->batch = 1;
+    d->bd[0] = (tg_mm_batch_dim){.extent = 1};
 }
 
 static tg_status check_desc(const tg_vk_caps *caps, const mm_desc *d) {
@@ -295,13 +317,24 @@ static void emit_header(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t) {
     }
     /* Masked store with the epilogue, given the extras: the one place C
      * is written. */
-    tg_sb_printf(b, "void store_ce(int bz, int row, int col, float acc");
+    tg_sb_printf(b, "void store_ce(int %s, int %s, int col, float acc", d->fold_m ? "bz_f" : "bz",
+                 d->fold_m ? "row_f" : "row");
     for (int i = 0; i < d->n_extra; i++) tg_sb_printf(b, ", float e%d", i);
     tg_sb_printf(b, ") {\n");
-    tg_sb_printf(b, "    if (row >= M || col >= N) return;\n");
     const char *expr = d->epilogue && d->epilogue[0] ? d->epilogue : "acc";
-    tg_sb_printf(b, "    c_data[int(pc.c_off) + %s + row * LDC + col] = %s(%s);\n",
-                 batch_off(d, OP_C, bo, sizeof bo), store_type(d->out_dtype), expr);
+    if (d->fold_m) {
+        /* C is dense over the folded rows; the epilogue sees the matrix's
+         * bz and row */
+        tg_sb_printf(b, "    if (row_f >= M || col >= N) return;\n");
+        tg_sb_printf(b, "    int bz = row_f / %lld, row = row_f - bz * %lld;\n",
+                     (long long)d->fold_m, (long long)d->fold_m);
+        tg_sb_printf(b, "    c_data[int(pc.c_off) + row_f * LDC + col] = %s(%s);\n",
+                     store_type(d->out_dtype), expr);
+    } else {
+        tg_sb_printf(b, "    if (row >= M || col >= N) return;\n");
+        tg_sb_printf(b, "    c_data[int(pc.c_off) + %s + row * LDC + col] = %s(%s);\n",
+                     batch_off(d, OP_C, bo, sizeof bo), store_type(d->out_dtype), expr);
+    }
     tg_sb_printf(b, "}\n");
     /* The same, reading the extras at the element. */
     tg_sb_printf(b, "void store_c(int bz, int row, int col, float acc) {\n");
@@ -720,6 +753,7 @@ tg_status tg_gen_matmul(const tg_vk_caps *caps, const tg_mm_params *p, tg_mm_ker
         st = set_batch(&d, 1, &one);
     }
     if (st != TG_OK) return st;
+    fold_batch(&d);
     return generate(caps, &d, out);
 }
 
