@@ -347,7 +347,8 @@ static tg_status request(builder *b, uint64_t bytes, int64_t count, tg_dtype sto
         return tg_set_error(TG_ERR_UNSUPPORTED,
                             "%s needs %llu bytes, more than the largest buffer the device allows "
                             "(%llu bytes)",
-                            what, (unsigned long long)bytes, (unsigned long long)b->arena.max_bytes);
+                            what, (unsigned long long)bytes,
+                            (unsigned long long)b->arena.max_bytes);
     if (b->n_reqs == b->cap_reqs) {
         int cap = b->cap_reqs ? 2 * b->cap_reqs : 64;
         tg_plan_buf *r = realloc(b->reqs, (size_t)cap * sizeof *r);
@@ -355,9 +356,8 @@ static tg_status request(builder *b, uint64_t bytes, int64_t count, tg_dtype sto
         b->reqs = r;
         b->cap_reqs = cap;
     }
-    b->reqs[b->n_reqs] = (tg_plan_buf){.bytes = padded,
-                                       .shape_key = ((uint64_t)count << 8) | (uint64_t)storage,
-                                       .same_as = -1};
+    b->reqs[b->n_reqs] = (tg_plan_buf){
+        .bytes = padded, .shape_key = ((uint64_t)count << 8) | (uint64_t)storage, .same_as = -1};
     *out = (loc){LOC_ARENA, b->n_reqs++, 0, bytes, padded};
     return TG_OK;
 }
@@ -730,8 +730,10 @@ static tg_status make_kernel(builder *b, const tg_part_kernel *pk, exec_kernel *
         const tg_node *sn = &g->nodes[s->outs[o].node];
         if (!is_state(sn) || !is_member(g, pk, s->outs[o].node)) continue;
         if (kern.n_outputs == TG_KERNEL_MAX_IO)
-            return tg_set_error(TG_ERR_UNSUPPORTED, "tg_compile: the kernel of %s has more than "
-                                "%d outputs", lab, TG_KERNEL_MAX_IO);
+            return tg_set_error(TG_ERR_UNSUPPORTED,
+                                "tg_compile: the kernel of %s has more than "
+                                "%d outputs",
+                                lab, TG_KERNEL_MAX_IO);
         int32_t var = sn->inputs[s->outs[o].input];
         kern.outputs[kern.n_outputs] = var;
         kern.output_storage[kern.n_outputs] = tg_storage_dtype(b->caps, g->nodes[var].dtype);
@@ -884,7 +886,11 @@ static tg_status optimise(tg_executable *e, spec *s) {
     }
     memcpy(ids, e->targets, (size_t)e->n_targets * sizeof *ids);
     memcpy(ids + e->n_targets, e->ph, (size_t)e->n_ph * sizeof *ids);
-    tg_pass_options o = {.disable = e->disable_passes};
+    /* kernels as large as the bindings allow (fusion keeps inputs +
+     * outputs within TG_FUSION_MAX_BINDINGS = TG_VK_MAX_BINDINGS) */
+    tg_pass_options o = {.disable = e->disable_passes,
+                         .fusion_max_inputs = TG_KERNEL_MAX_IO,
+                         .fusion_max_outputs = TG_KERNEL_MAX_IO};
     if (env_is_1("TG_DUMP_IR")) {
         o.dump = dump_ir;
         o.dump_all = true;
@@ -969,7 +975,8 @@ static void describe_kernel(const spec *s, int kk, tg_plan_kernel *k, int *reads
     for (int m = 0; m < pk->n_nodes; m++)
         if (tg_ops[s->g->nodes[pk->nodes[m]].op].klass == TG_CLASS_MOVEMENT) k->in_place_ok = false;
     for (int m = 0; m < pk->n_nodes; m++)
-        if (is_state(&s->g->nodes[pk->nodes[m]])) state_writes(s, kk, pk->nodes[m], k, writes, deps);
+        if (is_state(&s->g->nodes[pk->nodes[m]]))
+            state_writes(s, kk, pk->nodes[m], k, writes, deps);
     k->reads = reads;
     k->writes = writes;
     k->deps = deps;
@@ -998,8 +1005,8 @@ static tg_status plan_arena(builder *b, int *order) {
     uint64_t *chunks = NULL, *chunks_alt = NULL;
     int n_chunks = 0, n_alt = 0;
     tg_plan_stats alt_stats;
-    tg_status st = pk && pool && alt && copy ? TG_OK
-                                             : tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    tg_status st =
+        pk && pool && alt && copy ? TG_OK : tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
     for (int i = 0; st == TG_OK && i < nk; i++)
         describe_kernel(s, i, &pk[i], pool + (size_t)i * 3 * per, pool + (size_t)i * 3 * per + per,
                         pool + (size_t)i * 3 * per + 2 * per);

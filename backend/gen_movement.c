@@ -4,7 +4,9 @@
  * update element), all index math from gen_common's offset functions.
  *
  * reshape, permute, broadcast_to, slice and assign are one kernel: out[i]
- * = in[off(i)] with strides per case. assign's output binding is the
+ * = in[off(i)] with strides per case; sibling permutes, broadcasts and
+ * slices of one input with one element count share a kernel (a
+ * layer_norm_grad_wb's weight and bias rows). assign's output binding is the
  * variable's buffer (the executor binds it), so it is a copy of the value.
  * slice_update writes only the slab: its output binding must be the
  * variable's buffer, which keeps the rest; `start` is read at run time
@@ -60,10 +62,59 @@ static const char *main_head = "void main() {\n"
                                "    uint i = tg_group() * %uu + gl_LocalInvocationID.x;\n"
                                "    if (i >= %lluu) return;\n";
 
+static bool is_copy(tg_op op) {
+    return op == TG_OP_PERMUTE || op == TG_OP_BROADCAST_TO || op == TG_OP_SLICE;
+}
+
+/* Sibling copies (fusion's sibling merge): several permute, broadcast_to
+ * or slice members of one input, each an output, all of one element
+ * count: out_j[i] = in[off_j(i)], one invocation per element for all. */
+static tg_status gen_sibling_copies(const tg_vk_caps *caps, const tg_kernel *k,
+                                    tg_kernel_code *out) {
+    const tg_graph *gr = k->g;
+    const tg_node *first = &gr->nodes[k->outputs[0]];
+    int64_t count = count_of(first);
+    if (k->n_inputs != 1 || k->n_outputs != k->n_nodes || count > (int64_t)UINT32_MAX ||
+        count_of(&gr->nodes[k->inputs[0]]) > (int64_t)UINT32_MAX)
+        return tg_set_error(TG_ERR_UNSUPPORTED, "movement generator: sibling copies of node %d",
+                            (int)k->inputs[0]);
+    for (int j = 0; j < k->n_outputs; j++) {
+        const tg_node *n = &gr->nodes[k->outputs[j]];
+        if (!is_copy(n->op) || n->inputs[0] != k->inputs[0] || count_of(n) != count)
+            return tg_set_error(TG_ERR_UNSUPPORTED,
+                                "movement generator: %s %d is not a copy of node %d with %lld "
+                                "elements",
+                                tg_ops[n->op].name, (int)k->outputs[j], (int)k->inputs[0],
+                                (long long)count);
+    }
+    uint32_t wg = tg_gen_wg_size(caps, 128);
+    tg_gen g;
+    tg_status st = tg_gen_begin(&g, caps, k, out, wg, false);
+    if (st != TG_OK) {
+        tg_gen_abort(&g);
+        return st;
+    }
+    const tg_node *x = &gr->nodes[k->inputs[0]];
+    for (int j = 0; j < k->n_outputs; j++) {
+        const tg_node *n = &gr->nodes[k->outputs[j]];
+        int64_t strides[TG_MAX_RANK], base;
+        char name[32];
+        copy_strides(n, x, strides, &base);
+        snprintf(name, sizeof name, "src_off%d", j);
+        tg_gen_offset_fn(&g.b, name, n->rank, n->shape, strides, base);
+    }
+    tg_sb_printf(&g.b, main_head, wg, (unsigned long long)count);
+    for (int j = 0; j < k->n_outputs; j++)
+        tg_sb_printf(&g.b, "    st%d(i, ld0(src_off%d(i)));\n", j, j);
+    tg_sb_printf(&g.b, "}\n");
+    return tg_gen_finish(&g, ((uint64_t)count + wg - 1) / wg);
+}
+
 tg_status tg_gen_movement(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
     const tg_graph *gr = k->g;
     int32_t id = k->nodes[k->n_nodes - 1];
     const tg_node *n = &gr->nodes[id];
+    if (k->n_nodes > 1 && is_copy(n->op)) return gen_sibling_copies(caps, k, out);
     if (k->n_nodes != 1 || k->n_inputs != n->n_inputs || k->n_outputs != 1)
         return tg_set_error(TG_ERR_UNSUPPORTED,
                             "movement generator: %s %d must be alone in its "
@@ -249,8 +300,8 @@ tg_status tg_gen_movement(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_
                      "}\n",
                      (long long)chunk, (unsigned long long)inner, (unsigned long long)dim,
                      (unsigned long long)inner, (unsigned long long)inner, cloop, ct,
-                     (unsigned long long)inner, (unsigned long long)nidx,
-                     (unsigned long long)inner, (unsigned long long)inner);
+                     (unsigned long long)inner, (unsigned long long)nidx, (unsigned long long)inner,
+                     (unsigned long long)inner);
         tg_sb_printf(b,
                      "void main() {\n"
                      "    uint blk = tg_group();\n"
@@ -277,8 +328,8 @@ tg_status tg_gen_movement(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_
                      "}\n",
                      (unsigned long long)blocks, (unsigned long long)per_block,
                      (unsigned long long)dim, (unsigned long long)per_block, cloop,
-                     (unsigned long long)nidx, (unsigned long long)chunk,
-                     (unsigned long long)chunk, (unsigned long long)nidx, wg);
+                     (unsigned long long)nidx, (unsigned long long)chunk, (unsigned long long)chunk,
+                     (unsigned long long)nidx, wg);
         break;
     }
     case TG_OP_SLICE_UPDATE: {

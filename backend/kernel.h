@@ -14,7 +14,8 @@
 #include "backend/vk.h"
 #include "graph/graph_internal.h"
 
-#define TG_KERNEL_MAX_IO 16
+/* inputs or outputs of a kernel; both together at most TG_VK_MAX_BINDINGS */
+#define TG_KERNEL_MAX_IO 30
 
 typedef struct tg_kernel {
     const tg_graph *g; /* specialised: no dynamic dims */

@@ -1,5 +1,6 @@
 /* cli_dump.c — `graph dump`: prints a graph as canonical text IR or DOT. */
 #include "frontend/cli.h"
+#include "graph/graph_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,9 @@ const char cli_dump_help[] =
     "                 'fusion': grouped by kernel)\n"
     "  --disable=PASS skip a pass (repeatable, or comma-separated); without\n"
     "                 --after, prints the IR after the last pass that runs\n"
-    "  --stats        run the passes and print node, dispatch and memory counts\n"
+    "  --stats        run the passes and print node, dispatch and memory counts;\n"
+    "                 then compile on the default device: kernels, dispatches,\n"
+    "                 arena bytes, its lower bound and the naive sum\n"
     "  --passes       list the passes in the order they run\n"
     "  -o OUT         write to OUT instead of stdout\n"
     "Targets are the nodes no other node uses; state ops are target ops.\n"
@@ -60,6 +63,60 @@ static void print_stats(FILE *out, const tg_pass_stats *s) {
     fprintf(out, "intermediate_bytes: %lld\n", (long long)s->intermediate_bytes);
 }
 
+/* The executable's figures (tg_compile of g on the default device, the
+ * same targets as the passes: unused non-source nodes, every state op as
+ * a target op, variables initialised at random): kernels and dispatches
+ * recorded (kernels_by_kind above counts them by kind), the arena, its
+ * lower bound and the naive sum of intermediates.
+ * A graph with dynamic dims compiles at its first run: "unknown". */
+static bool print_compiled_stats(FILE *out, const char *input, const tg_graph *g,
+                                 const char *disable) {
+    int n = g->n_nodes;
+    bool *used = calloc((size_t)n + 1, sizeof *used);
+    tg_tensor *targets = calloc((size_t)n + 1, sizeof *targets);
+    tg_tensor *ops = calloc((size_t)n + 1, sizeof *ops);
+    int n_targets = 0, n_ops = 0;
+    bool ok = used && targets && ops;
+    for (int id = 0; ok && id < n; id++)
+        for (int k = 0; k < g->nodes[id].n_inputs; k++) used[g->nodes[id].inputs[k]] = true;
+    for (int id = 0; ok && id < n; id++) {
+        const tg_node *nd = &g->nodes[id];
+        if (tg_ops[nd->op].writes)
+            ops[n_ops++] = (tg_tensor){id};
+        else if (!used[id] && tg_ops[nd->op].klass != TG_CLASS_SOURCE)
+            targets[n_targets++] = (tg_tensor){id};
+    }
+    tg_device *dev = NULL;
+    tg_store *store = ok ? tg_store_new() : NULL;
+    tg_executable *e = NULL;
+    tg_compile_options co = {.disable_passes = disable};
+    uint64_t arena = 0, naive = 0, lower = 0;
+    if (!ok || !store)
+        cli_error("%s: out of memory", input);
+    else if (tg_device_open(-1, &dev) != TG_OK ||
+             tg_store_init_missing(store, g, 1, 0.02) != TG_OK ||
+             tg_compile(dev, g, store, n_targets, targets, n_ops, ops, &co, &e) != TG_OK)
+        cli_error("%s: %s", input, tg_last_error());
+    else if (tg_executable_memory_stats(e, &arena, &naive, &lower) != TG_OK)
+        fprintf(out, "compiled: at the first run (dynamic dims): arena figures unknown\n");
+    else {
+        fprintf(out, "dispatches_compiled: %d\n", tg_executable_dispatches(e));
+        fprintf(out, "arena_bytes: %llu\nlower_bound_bytes: %llu\nnaive_bytes: %llu\n",
+                (unsigned long long)arena, (unsigned long long)lower, (unsigned long long)naive);
+        fprintf(out, "arena_over_lower_bound: %.3f\narena_over_naive: %.3f\n",
+                lower ? (double)arena / (double)lower : 1.0,
+                naive ? (double)arena / (double)naive : 1.0);
+    }
+    ok = ok && store && dev && e;
+    tg_executable_free(e);
+    tg_store_free(store);
+    tg_device_free(dev);
+    free(used);
+    free(targets);
+    free(ops);
+    return ok;
+}
+
 /* Runs the passes; returns the IR after `after` (or the last pass run) or,
  * with stats, prints them. */
 static int run_passes(const char *input, tg_graph *g, const char *after, const char *disable,
@@ -76,9 +133,10 @@ static int run_passes(const char *input, tg_graph *g, const char *after, const c
     }
     tg_graph_free(opt);
     bool ok = true;
-    if (stats)
+    if (stats) {
         print_stats(stdout, &st);
-    else
+        ok = print_compiled_stats(stdout, input, g, disable);
+    } else
         ok = cli_write_text(output, s.text ? s.text : "");
     free(s.text);
     return ok ? CLI_OK : CLI_FAIL;

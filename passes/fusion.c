@@ -17,13 +17,20 @@
  * updates with equal hyperparameters whose results nothing reads share a
  * kernel (one dispatch for several variables, within the limits), each
  * taking the slice that produces its gradient (layer_norm_grad_wb's rows)
- * when nothing else reads it. The graph is not changed. These are exactly
+ * when nothing else reads it. Last, lone permutes, broadcasts and slices
+ * of one node with one element count share a kernel (sibling copies).
+ * The graph is not changed. These are exactly
  * the kernels the backend's generators take (backend/gen_dispatch.c):
  * other movement and opaque ops read their inputs from memory. */
 #include "passes/passes.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+/* Inputs and outputs of a kernel together: one binding each, at most
+ * backend/vk.h's TG_VK_MAX_BINDINGS (lavapipe allows 32 storage buffers
+ * per stage). */
+#define TG_FUSION_MAX_BINDINGS 32
 
 typedef struct fuser {
     const tg_graph *g;
@@ -111,7 +118,8 @@ static bool within_limits(fuser *f, int32_t a, int32_t b) {
             if (escapes(f, m, a, b)) n_out += output_count(f, m);
         }
     }
-    return n_in <= f->lim->max_inputs && n_out <= f->lim->max_outputs;
+    return n_in <= f->lim->max_inputs && n_out <= f->lim->max_outputs &&
+           n_in + n_out <= TG_FUSION_MAX_BINDINGS;
 }
 
 /* Would merging a and b make a cycle among kernels: does a path leave
@@ -379,6 +387,42 @@ static void group_optimizer(fuser *f) {
     }
 }
 
+/* Node id is a kernel of its own that copies its input: a permute,
+ * broadcast_to or slice. */
+static bool lone_copy(fuser *f, int32_t id) {
+    int32_t r = find(f, id);
+    tg_op op = f->g->nodes[id].op;
+    return r >= 0 && f->head[r] == id && f->tail[r] == id &&
+           (op == TG_OP_PERMUTE || op == TG_OP_BROADCAST_TO || op == TG_OP_SLICE);
+}
+
+/* Sibling copies: the lone permutes, broadcasts and slices of one node
+ * with one element count share a kernel (backend/gen_movement.c), within
+ * the limits (layer_norm_grad_wb's weight and bias rows when no
+ * optimizer update took them). */
+static void merge_siblings(fuser *f) {
+    const tg_graph *g = f->g;
+    for (int32_t x = 0; x < g->n_nodes; x++) {
+        int32_t group = -1, first = -1;
+        for (int32_t i = f->users.start[x]; i < f->users.start[x + 1]; i++) {
+            int32_t u = f->users.list[i];
+            if (!f->needed[u] || !lone_copy(f, u) || g->nodes[u].inputs[0] != x) continue;
+            if (group < 0) {
+                group = find(f, u);
+                first = u;
+                continue;
+            }
+            const tg_node *a = &g->nodes[first], *b = &g->nodes[u];
+            int32_t c = find(f, u);
+            if (c == group ||
+                tg_shape_count(a->rank, a->shape) != tg_shape_count(b->rank, b->shape) ||
+                !within_limits(f, group, c) || makes_cycle(f, group, c))
+                continue;
+            merge(f, group, c);
+        }
+    }
+}
+
 static bool kernel_node(const tg_node *n) {
     return tg_ops[n->op].klass != TG_CLASS_SOURCE && !tg_node_is_alias(n);
 }
@@ -592,6 +636,7 @@ tg_status tg_partition_graph(const tg_graph *g, int n_targets, const int32_t *ta
         for (int k = 0; k < n->n_inputs; k++) try_merge(&f, find(&f, n->inputs[k]), find(&f, id));
     }
     if (st == TG_OK) group_optimizer(&f);
+    if (st == TG_OK) merge_siblings(&f);
     tg_partition *p = st == TG_OK ? calloc(1, sizeof *p) : NULL;
     if (st == TG_OK &&
         (!p || !(p->kernel_of = malloc(((size_t)g->n_nodes + 1) * sizeof *p->kernel_of)))) {

@@ -239,6 +239,61 @@ static void test_prologues(void **state) {
     tg_graph_free(g);
 }
 
+/* A bias gradient: g = a * b read by a matmul and summed over its rows
+ * is one reduction kernel storing g too (its shape is the sum's input);
+ * an escaping member of another shape (exp of a broadcast) is not taken.
+ * Sibling slices of one node (layer_norm_grad_wb's two rows) with one
+ * element count share a movement kernel; a permute of another count
+ * stays alone. The fused IR shows both. */
+static void test_multi_output_and_siblings(void **state) {
+    (void)state;
+    const char *src = "# tg ir v1\n"
+                      "%a = placeholder \"a\" : f32[4,3]\n"
+                      "%b = placeholder \"b\" : f32[4,3]\n"
+                      "%w = placeholder \"w\" : f32[3,2]\n"
+                      "%g = mul %a, %b : f32[4,3]\n"
+                      "%mm = matmul %g, %w : f32[4,2]\n"
+                      "%s = sum %g {axes=[0]} : f32[3]\n"
+                      "%c = placeholder \"c\" : f32[3]\n"
+                      "%e = exp %c : f32[3]\n"
+                      "%f = mul %e, %a : f32[4,3]\n"
+                      "%m = max %f {axes=[1]} : f32[4]\n"
+                      "%r = slice %a {begin=[0,0], end=[1,3], step=[1,1]} : f32[1,3]\n"
+                      "%q = slice %a {begin=[2,0], end=[3,3], step=[1,1]} : f32[1,3]\n"
+                      "%p = permute %a {perm=[1,0]} : f32[3,4]\n";
+    tg_graph *g = tg_graph_parse(src, strlen(src), "siblings.tgir");
+    assert_non_null(g);
+    targets t = {.n = 8, .t = {{4}, {5}, {7}, {8}, {9}, {10}, {11}, {12}}};
+    tg_partition *p = partition(g, &t, &default_limits);
+    char *text = tg_partition_to_text(g, p);
+    assert_non_null(text);
+    assert_string_equal(text, "# tg ir v1\n"
+                              "# fused: 6 kernels, 9 dispatches unfused\n"
+                              "%a = placeholder \"a\" : f32[4,3]\n"
+                              "%b = placeholder \"b\" : f32[4,3]\n"
+                              "%w = placeholder \"w\" : f32[3,2]\n"
+                              "%c = placeholder \"c\" : f32[3]\n"
+                              "# kernel 0 reduction: mul + sum <- %a, %b -> %g, %s\n"
+                              "  %g = mul %a, %b : f32[4,3]\n"
+                              "  %s = sum %g {axes=[0]} : f32[3]\n"
+                              "# kernel 1 matmul: matmul <- %w, %g -> %mm\n"
+                              "  %mm = matmul %g, %w : f32[4,2]\n"
+                              "# kernel 2 elementwise: exp <- %c -> %e\n"
+                              "  %e = exp %c : f32[3]\n"
+                              "# kernel 3 reduction: mul + max <- %a, %e -> %f, %m\n"
+                              "  %f = mul %e, %a : f32[4,3]\n"
+                              "  %m = max %f {axes=[1]} : f32[4]\n"
+                              "# kernel 4 movement: slice + slice <- %a -> %r, %q\n"
+                              "  %r = slice %a {begin=[0,0], end=[1,3], step=[1,1]} : f32[1,3]\n"
+                              "  %q = slice %a {begin=[2,0], end=[3,3], step=[1,1]} : f32[1,3]\n"
+                              "# kernel 5 movement: permute <- %a -> %p\n"
+                              "  %p = permute %a {perm=[1,0]} : f32[3,4]\n");
+    check_partition(g, &t, p, &default_limits);
+    free(text);
+    tg_partition_free(p);
+    tg_graph_free(g);
+}
+
 /* Aliases (reshape) are views: no dispatch, and kernels do not fuse
  * through them. A merge that would make the kernels cyclic is refused:
  * c = a + matmul(a, w) cannot put a and c in one kernel. */
@@ -308,7 +363,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_transformer_block), cmocka_unit_test(test_input_limit),
         cmocka_unit_test(test_prologues),         cmocka_unit_test(test_aliases_and_cycles),
-        cmocka_unit_test(test_fused_ir),
+        cmocka_unit_test(test_fused_ir),          cmocka_unit_test(test_multi_output_and_siblings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -345,6 +345,72 @@ static void test_reduction_stores_prologue(void **state) {
     }
 }
 
+/* Sibling copies: two row slices and a strided slice of one [2, 50]
+ * tensor (each a target, 50 elements) share one kernel; a broadcast of
+ * another element count stays apart. */
+static void test_sibling_copies(void **state) {
+    (void)state;
+    tg_graph *g = tg_graph_new();
+    int64_t xs[] = {2, 50};
+    tg_tensor x = tg_placeholder(g, "x", TG_F32, 2, xs);
+    tg_tensor y = tg_exp(g, x);
+    tg_tensor outs[4] = {
+        tg_slice(g, y, (int64_t[]){0, 0}, (int64_t[]){1, 50}, (int64_t[]){1, 1}),
+        tg_slice(g, y, (int64_t[]){1, 0}, (int64_t[]){2, 50}, (int64_t[]){1, 1}),
+        tg_slice(g, y, (int64_t[]){0, 0}, (int64_t[]){2, 50}, (int64_t[]){1, 2}),
+        tg_broadcast_to(g, y, 3, (int64_t[]){3, 2, 50}),
+    };
+    OK(tg_graph_status(g));
+    tg_array xv = make_f32(2, xs, -1, 0.037f, 61);
+    tg_feed f = {x, &xv};
+    int on, off;
+    compare(g, 4, outs, 0, NULL, 1, &f, 0, NULL, 0, &on, &off);
+    assert_int_equal(off, 5); /* exp and four copies */
+    assert_int_equal(on, 3);  /* exp, the three slices (50 elements each), the broadcast */
+    tg_array_free(&xv);
+    tg_graph_free(g);
+}
+
+/* Nine adamw updates of one weight decay: the groups are bounded by the
+ * bindings (4 updates: 18 inputs and 12 outputs of 32), so 3 dispatches;
+ * bit-equal to one kernel per update. */
+static void test_adamw_groups_fill_bindings(void **state) {
+    (void)state;
+    tg_graph *g = tg_graph_new();
+    tg_tensor lr = tg_placeholder(g, "lr", TG_F32, 0, NULL);
+    tg_tensor step = tg_placeholder(g, "step", TG_I32, 0, NULL);
+    tg_tensor updates[9];
+    char names[27][32];
+    const char *vars[27];
+    tg_array gv[9];
+    tg_feed f[11];
+    for (int i = 0; i < 9; i++) {
+        snprintf(names[i], sizeof names[i], "w%d", i);
+        snprintf(names[9 + i], sizeof names[i], "w%d.adam_m", i);
+        snprintf(names[18 + i], sizeof names[i], "w%d.adam_v", i);
+        int64_t s[1] = {3 + i};
+        char gn[16];
+        snprintf(gn, sizeof gn, "g%d", i);
+        tg_tensor gr = tg_placeholder(g, gn, TG_F32, 1, s);
+        gv[i] = make_f32(1, s, -0.4f + 0.1f * (float)i, 0.07f, 7);
+        f[i] = (tg_feed){gr, &gv[i]};
+        updates[i] = tg_adamw(g, var(g, names[i], 1, s[0], 0), gr, lr, step, 0.9, 0.99, 1e-8, 0);
+    }
+    for (int i = 0; i < 27; i++) vars[i] = names[i];
+    OK(tg_graph_status(g));
+    float lrv = 0.05f;
+    int32_t stepv = 2;
+    tg_array lra = {TG_F32, 0, {0}, &lrv}, sa = {TG_I32, 0, {0}, &stepv};
+    f[9] = (tg_feed){lr, &lra};
+    f[10] = (tg_feed){step, &sa};
+    int on, off;
+    compare(g, 0, NULL, 9, updates, 11, f, 27, vars, 0, &on, &off);
+    assert_int_equal(off, 9);
+    assert_int_equal(on, 3);
+    for (int i = 0; i < 9; i++) tg_array_free(&gv[i]);
+    tg_graph_free(g);
+}
+
 /* Movement ops read through index remapping inside an elementwise chain:
  * (permute(x) + y) * broadcast_to(b) - slice(w, step 2): one kernel. */
 static void test_movement_in_chain(void **state) {
@@ -461,6 +527,8 @@ int main(void) {
         cmocka_unit_test(test_multi_tensor_adamw),
         cmocka_unit_test(test_matmul_batch_sum),
         cmocka_unit_test(test_reduction_stores_prologue),
+        cmocka_unit_test(test_sibling_copies),
+        cmocka_unit_test(test_adamw_groups_fill_bindings),
         cmocka_unit_test(test_movement_in_chain),
         cmocka_unit_test(test_reuse_needs_war_barrier),
         cmocka_unit_test(test_disable_unknown_pass),
