@@ -48,6 +48,8 @@ struct tg_whisper_trainer {
     tg_executable *apply;  /* with accumulation: clip + AdamW + zero */
     tg_executable *forward; /* loss only; built lazily */
     tg_executable *encode;  /* encoder only; built lazily */
+    tg_tensor *grads;       /* [n_params] d loss / d weight, before clipping */
+    tg_executable *gradients; /* loss and grads, no update; built lazily */
 };
 
 void tg_whisper_train_options_default(tg_whisper_train_options *o) {
@@ -68,6 +70,8 @@ void tg_whisper_trainer_free(tg_whisper_trainer *t) {
     tg_executable_free(t->train);
     tg_executable_free(t->forward);
     tg_executable_free(t->encode);
+    tg_executable_free(t->gradients);
+    free(t->grads);
     for (int i = 0; i < t->n_params; i++) free(t->names[i]);
     free(t->names);
     free(t->updates);
@@ -132,7 +136,8 @@ static tg_status build_optimizer(tg_whisper_trainer *t) {
     tg_tensor *sum = malloc((size_t)(t->n_params + 1) * sizeof *sum);
     tg_tensor *clipped = malloc((size_t)(t->n_params + 1) * sizeof *clipped);
     t->updates = malloc((size_t)(t->n_params + 1) * sizeof *t->updates);
-    if (!grads || !sum || !clipped || !t->updates) st = TG_ERR_NO_MEMORY;
+    t->grads = malloc((size_t)(t->n_params + 1) * sizeof *t->grads);
+    if (!grads || !sum || !clipped || !t->updates || !t->grads) st = TG_ERR_NO_MEMORY;
     int accum = t->opt.accum_steps > 1 ? t->opt.accum_steps : 1;
     if (st == TG_OK && accum > 1) {
         t->accum_ops = malloc((size_t)(t->n_params + 1) * sizeof *t->accum_ops);
@@ -146,6 +151,7 @@ static tg_status build_optimizer(tg_whisper_trainer *t) {
             int p = owner[i];
             sum[p] = sum[p].id < 0 ? grads[i] : tg_add(g, sum[p], grads[i]);
         }
+        memcpy(t->grads, sum, (size_t)t->n_params * sizeof *sum);
         if (accum > 1) {
             /* acc += grad / accum (each micro-batch's mean loss weighs
              * 1/accum, as transformers' Trainer divides the loss); the
@@ -539,6 +545,40 @@ tg_status tg_whisper_trainer_loss(tg_whisper_trainer *t, const float *mel, const
     if (loss) *loss = tg_array_get(&res, 0);
     tg_array_free(&res);
     return TG_OK;
+}
+
+tg_status tg_whisper_trainer_gradients(tg_whisper_trainer *t, const float *mel,
+                                       const int32_t *tokens, const int32_t *labels, double *loss,
+                                       tg_array *grads) {
+    tg_status st = check_batch(t, mel, tokens, labels);
+    if (st != TG_OK) return st;
+    if (!grads) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "whisper trainer: NULL argument");
+    int n = t->n_params + 1;
+    tg_tensor *targets = malloc((size_t)n * sizeof *targets);
+    tg_array *res = calloc((size_t)n, sizeof *res);
+    if (!targets || !res) {
+        free(targets);
+        free(res);
+        return tg_set_error(TG_ERR_NO_MEMORY, "whisper trainer: out of memory");
+    }
+    targets[0] = t->loss;
+    memcpy(targets + 1, t->grads, (size_t)t->n_params * sizeof *targets);
+    batch_feeds f;
+    make_feeds(t, &f, mel, tokens, labels, 0.0f, 1);
+    if (t->dev && !t->gradients)
+        st = tg_compile(t->dev, t->g, t->store, n, targets, 0, NULL, NULL, &t->gradients);
+    if (st == TG_OK && t->gradients)
+        st = tg_run(t->gradients, 3, f.feeds, res);
+    else if (st == TG_OK)
+        st = tg_interpret(t->g, t->store, 3, f.feeds, n, targets, res, 0, NULL, 0);
+    if (st == TG_OK) {
+        if (loss) *loss = tg_array_get(&res[0], 0);
+        tg_array_free(&res[0]);
+        memcpy(grads, res + 1, (size_t)t->n_params * sizeof *grads);
+    }
+    free(targets);
+    free(res);
+    return st;
 }
 
 tg_status tg_whisper_trainer_encode(tg_whisper_trainer *t, const float *mel, tg_array *out) {

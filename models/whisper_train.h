@@ -74,6 +74,14 @@ tg_status tg_whisper_trainer_apply(tg_whisper_trainer *t, float lr, int step, do
  *  executable, compiled at the first call). */
 tg_status tg_whisper_trainer_loss(tg_whisper_trainer *t, const float *mel, const int32_t *tokens,
                                   const int32_t *labels, double *loss);
+/** The loss of a batch and the gradient of every trainable weight before
+ *  clipping, without updating anything (an executable compiled at the
+ *  first call): grads[0 .. param_count) receive them (allocated, in the
+ *  order of tg_whisper_trainer_param_name; tg_array_free each). For
+ *  comparing against a reference implementation. */
+tg_status tg_whisper_trainer_gradients(tg_whisper_trainer *t, const float *mel,
+                                       const int32_t *tokens, const int32_t *labels, double *loss,
+                                       tg_array *grads);
 /** The encoder's output f32 [B, S, d] for a batch of B mels (an
  *  encoder-only executable compiled at the first call; B = the batch). */
 tg_status tg_whisper_trainer_encode(tg_whisper_trainer *t, const float *mel, tg_array *out);
