@@ -385,8 +385,11 @@ static void vjp_layer_norm(tg_ad *ad, const tg_node *n, tg_tensor y, tg_tensor d
     }
 }
 
-/* attention_grad_q/k/v (q, k, v, [mask], dout), each over the broadcast
- * batch, summed to the input's shape by tg_ad_give. */
+/* attention_grad_q/k/v (q, k, v, [mask], dout, lse, delta), each over the
+ * broadcast batch, summed to the input's shape by tg_ad_give. As in
+ * FlashAttention-2, the backward kernels recompute the probabilities from
+ * the rows' log-sum-exp (attention_lse, one node the three share) and
+ * take delta = rowsum(dout * out), so no [Tq, Tk] buffer is needed. */
 static void vjp_attention(tg_ad *ad, const tg_node *n, tg_tensor y, tg_tensor dy) {
     static const tg_op ops[3] = {TG_OP_ATTENTION_GRAD_Q, TG_OP_ATTENTION_GRAD_K,
                                  TG_OP_ATTENTION_GRAD_V};
@@ -394,11 +397,15 @@ static void vjp_attention(tg_ad *ad, const tg_node *n, tg_tensor y, tg_tensor dy
         tg_ad_fail(ad, n, "the mask gets no gradient; wrap it in stop_gradient");
         return;
     }
-    tg_tensor ins[5];
+    if (!tg_ad_wants(ad, n, 0) && !tg_ad_wants(ad, n, 1) && !tg_ad_wants(ad, n, 2)) return;
+    tg_tensor ins[7];
     for (int k = 0; k < n->n_inputs; k++) ins[k] = in(n, k);
+    int last = n->rank - 1;
     ins[n->n_inputs] = dy;
+    ins[n->n_inputs + 1] = like(ad, n, TG_OP_ATTENTION_LSE, n->n_inputs, ins);
+    ins[n->n_inputs + 2] = tg_sum(ad->g, tg_mul(ad->g, dy, y), 1, &last, true);
     for (int k = 0; k < 3; k++)
-        if (tg_ad_wants(ad, n, k)) tg_ad_give(ad, n, k, like(ad, n, ops[k], n->n_inputs + 1, ins));
+        if (tg_ad_wants(ad, n, k)) tg_ad_give(ad, n, k, like(ad, n, ops[k], n->n_inputs + 3, ins));
 }
 
 static void vjp_cross_entropy(tg_ad *ad, const tg_node *n, tg_tensor y, tg_tensor dy) {
@@ -483,6 +490,7 @@ static const tg_vjp_fn rules[TG_OP_COUNT] = {
     [TG_OP_ATTENTION_GRAD_Q] = UNSUPPORTED,
     [TG_OP_ATTENTION_GRAD_K] = UNSUPPORTED,
     [TG_OP_ATTENTION_GRAD_V] = UNSUPPORTED,
+    [TG_OP_ATTENTION_LSE] = UNSUPPORTED,
     [TG_OP_CROSS_ENTROPY_GRAD] = UNSUPPORTED,
     [TG_OP_CONV1D_GRAD_INPUT] = UNSUPPORTED,
     [TG_OP_CONV1D_GRAD_WEIGHT] = UNSUPPORTED,

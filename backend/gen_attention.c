@@ -155,17 +155,19 @@ static void fa_block(tg_sb *b, const fa_shape *s, const tg_attn_tiling *t, fa_sr
     for (uint32_t r = 0; r < R; r++)
         for (uint32_t kb = 0; kb < B; kb++) {
             if (s->has_mask)
-                tg_sb_printf(b,
-                             "        s%u_%u = int(j0 + %uu) < lim%u ? s%u_%u + ld3(mask_off(mrow%u "
-                             "+ j0 + %uu)) : NEG_INF;\n",
-                             r, kb, kb, r, r, kb, r, kb);
+                tg_sb_printf(
+                    b,
+                    "        s%u_%u = int(j0 + %uu) < lim%u ? s%u_%u + ld3(mask_off(mrow%u "
+                    "+ j0 + %uu)) : NEG_INF;\n",
+                    r, kb, kb, r, r, kb, r, kb);
             else
                 tg_sb_printf(b, "        s%u_%u = int(j0 + %uu) < lim%u ? s%u_%u : NEG_INF;\n", r,
                              kb, kb, r, r, kb);
         }
     for (uint32_t r = 0; r < R; r++) {
         tg_sb_printf(b, "        {\n            float mx = m%u;\n", r);
-        for (uint32_t kb = 0; kb < B; kb++) tg_sb_printf(b, "            mx = max(mx, s%u_%u);\n", r, kb);
+        for (uint32_t kb = 0; kb < B; kb++)
+            tg_sb_printf(b, "            mx = max(mx, s%u_%u);\n", r, kb);
         tg_sb_printf(b,
                      "            bool none = mx == NEG_INF;\n"
                      "            float c = none ? 1.0 : exp(m%u - mx);\n"
@@ -176,7 +178,8 @@ static void fa_block(tg_sb *b, const fa_shape *s, const tg_attn_tiling *t, fa_sr
         tg_sb_printf(b, "            l%u = l%u * c", r, r);
         for (uint32_t kb = 0; kb < B; kb++) tg_sb_printf(b, " + p%u_%u", r, kb);
         tg_sb_printf(b, ";\n");
-        for (int64_t d = 0; d < s->V4; d++) tg_sb_printf(b, "            a%u_%d *= c;\n", r, (int)d);
+        for (int64_t d = 0; d < s->V4; d++)
+            tg_sb_printf(b, "            a%u_%d *= c;\n", r, (int)d);
         tg_sb_printf(b, "        }\n");
     }
     for (uint32_t kb = 0; kb < B; kb++)
@@ -224,7 +227,8 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
                      "    uint rc%u = min(row%u, %lluu);\n",
                      r, r * WG, r, r, (ull)(s->Tq - 1));
         if (n->attrs.causal)
-            tg_sb_printf(b, "    int lim%u = row%u < %lluu ? clamp(int(row%u) + %lld, 0, %lld) : 0;\n",
+            tg_sb_printf(b,
+                         "    int lim%u = row%u < %lluu ? clamp(int(row%u) + %lld, 0, %lld) : 0;\n",
                          r, r, (ull)s->Tq, r, (long long)(s->Tk - s->Tq + 1), (long long)s->Tk);
         else
             tg_sb_printf(b, "    int lim%u = row%u < %lluu ? %lld : 0;\n", r, r, (ull)s->Tq,
@@ -235,15 +239,17 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
         tg_sb_printf(b, "    float m%u = NEG_INF, l%u = 0.0;\n", r, r);
         for (uint32_t kb = 0; kb < B; kb++) tg_sb_printf(b, "    float p%u_%u;\n", r, kb);
         for (int64_t d = 0; d < s->D4; d++)
-            tg_sb_printf(b, "    %s q%u_%d = texelFetch(t0, int(qo + rc%u * %lluu + %du))%s * %s;\n",
+            tg_sb_printf(b,
+                         "    %s q%u_%d = texelFetch(t0, int(qo + rc%u * %lluu + %du))%s * %s;\n",
                          s->vt, r, (int)d, r, (ull)s->D4, (int)d, W == 4 ? "" : ".r", scale);
-        for (int64_t d = 0; d < s->V4; d++) tg_sb_printf(b, "    %s a%u_%d = %s(0.0);\n", s->vt, r, (int)d, s->vt);
+        for (int64_t d = 0; d < s->V4; d++)
+            tg_sb_printf(b, "    %s a%u_%d = %s(0.0);\n", s->vt, r, (int)d, s->vt);
     }
     /* the workgroup's key bound: the visible keys of its last row */
     if (n->attrs.causal)
-        tg_sb_printf(b, "    uint nkw = uint(clamp(int(min(i0 + %lluu, %lluu)) + %lld, 0, %lld));\n",
-                     (ull)(RB - 1), (ull)(s->Tq - 1), (long long)(s->Tk - s->Tq + 1),
-                     (long long)s->Tk);
+        tg_sb_printf(
+            b, "    uint nkw = uint(clamp(int(min(i0 + %lluu, %lluu)) + %lld, 0, %lld));\n",
+            (ull)(RB - 1), (ull)(s->Tq - 1), (long long)(s->Tk - s->Tq + 1), (long long)s->Tk);
     else
         tg_sb_printf(b, "    uint nkw = %lluu;\n", (ull)s->Tk);
 
@@ -255,9 +261,11 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
                      "    for (uint t0 = 0u; t0 < nkw; t0 += %uu) {\n"
                      "        barrier();\n" /* the previous tile is still read */
                      "        for (uint e = lane; e < %uu; e += %uu)\n"
-                     "            Ks[e] = texelFetch(t1, int(ko + min(t0 + e / %lluu, %lluu) * %lluu + e %% %lluu))%s;\n"
+                     "            Ks[e] = texelFetch(t1, int(ko + min(t0 + e / %lluu, %lluu) * "
+                     "%lluu + e %% %lluu))%s;\n"
                      "        for (uint e = lane; e < %uu; e += %uu)\n"
-                     "            Vs[e] = texelFetch(t2, int(vo + min(t0 + e / %lluu, %lluu) * %lluu + e %% %lluu))%s;\n"
+                     "            Vs[e] = texelFetch(t2, int(vo + min(t0 + e / %lluu, %lluu) * "
+                     "%lluu + e %% %lluu))%s;\n"
                      "        barrier();\n"
                      "        for (uint jj = 0u; jj < %uu && t0 + jj < nkw; jj += %uu) {\n"
                      "        uint j0 = t0 + jj;\n",
@@ -267,7 +275,8 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
     } else {
         tg_sb_printf(b, "    for (uint j0 = 0u; j0 < nkw; j0 += %uu) {\n", B);
         for (uint32_t kb = 0; kb < B; kb++)
-            tg_sb_printf(b, "        uint kr%u = min(j0 + %uu, %lluu);\n", kb, kb, (ull)(s->Tk - 1));
+            tg_sb_printf(b, "        uint kr%u = min(j0 + %uu, %lluu);\n", kb, kb,
+                         (ull)(s->Tk - 1));
     }
     fa_block(b, s, t, src);
     tg_sb_printf(b, shared ? "        }\n    }\n" : "    }\n");
@@ -305,8 +314,8 @@ tg_status tg_gen_attention(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel
     if (!fa_supported(caps, k, &s) || (env && strcmp(env, "nn") == 0))
         return tg_gen_nn(caps, k, out);
     tg_attn_tiling t;
-    tg_status st = tg_attn_choose_tiling(caps, TG_MM_STRATEGY_AUTO, s.Tq, s.D4, s.V4,
-                                         (uint32_t)(s.W * 4), &t);
+    tg_status st =
+        tg_attn_choose_tiling(caps, TG_MM_STRATEGY_AUTO, s.Tq, s.D4, s.V4, (uint32_t)(s.W * 4), &t);
     if (st != TG_OK) return st;
     tg_gen g;
     st = tg_gen_begin_texel(&g, caps, k, out, t.wg, false, 7u, s.W == 4);
@@ -319,4 +328,358 @@ tg_status tg_gen_attention(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel
     snprintf(out->name, sizeof out->name, "attention_%d_%s", (int)id,
              t.strategy == TG_MM_STRATEGY_SHARED ? "shared" : "register");
     return TG_OK;
+}
+
+/* ---- the backward, FlashAttention-2 style ----
+ *
+ * attention_lse (q, k, v, [mask]) -> [batch..., Tq, 1]: per query row the
+ * log-sum-exp of its visible scores (online: running max m and sum l).
+ * attention_grad_q/k/v (q, k, v, [mask], dout, lse, delta): with
+ * p_ij = exp(s_ij - lse_i) recomputed (0 where s_ij = -inf) and
+ * dS_ij = p_ij (dout_i . v_j - delta_i):
+ *   dq_i = scale sum_j dS_ij k_j    one invocation per query row;
+ *   dk_j = scale sum_i dS_ij q_i    one invocation per key row,
+ *   dv_j = sum_i p_ij dout_i        over the query rows that see key j.
+ * Nothing of size [Tq, Tk] exists; no shared memory or barriers. The row
+ * is held in registers (vec4 when both head dims are multiples of 4), the
+ * loop over the other side's rows is one key (or query) an iteration with
+ * the head dims unrolled, and its bound is uniform over the workgroup
+ * (per-lane causal limits mask scores to -inf), so every lane reads the
+ * same K/V (or Q/dout) texel. Operands come from texel buffers when the
+ * device has the format (scalar ld<i> loads otherwise). lavapipe ends an
+ * invocation's loops after 65535 iterations: the loop over Tk (or Tq)
+ * rows must stay under it on CPU devices, else a clear error. */
+
+#define CPU_LOOP_LIMIT 60000
+#define FB_ROWS_CPU 4
+
+typedef struct fb_io {
+    fa_shape s;
+    int nops;        /* q, k, v, [mask] */
+    int dout;        /* input index of dout (lse, delta follow) */
+    bool texel;      /* q, k, v, dout through texel buffers */
+    const char *sel; /* ".r" for scalar texels */
+    uint32_t R;      /* rows per invocation */
+} fb_io;
+
+/* The expression reading texel (or element, W = 1) `idx` of input i. */
+static const char *fb_fetch(char *buf, size_t n, const fb_io *io, int i, const char *idx) {
+    if (io->texel)
+        snprintf(buf, n, "texelFetch(t%d, int(%s))%s", i, idx, io->sel);
+    else
+        snprintf(buf, n, "ld%d(%s)", i, idx);
+    return buf;
+}
+
+static const char *fb_comp(const fb_io *io, int c) {
+    static const char *const cs[4] = {"[0]", "[1]", "[2]", "[3]"};
+    return io->s.W == 4 ? cs[c] : "";
+}
+
+/* Emits `tname name_d = fetch(input, base + d)` for every texel d of a row. */
+static void fb_load_row(tg_sb *b, const fb_io *io, int input, const char *name, const char *base,
+                        int64_t texels, const char *times) {
+    char idx[96], f[192];
+    for (int64_t d = 0; d < texels; d++) {
+        snprintf(idx, sizeof idx, "%s + %lldu", base, (long long)d);
+        tg_sb_printf(b, "    %s %s%d = %s%s;\n", io->s.vt, name, (int)d,
+                     fb_fetch(f, sizeof f, io, input, idx), times);
+    }
+}
+
+/* The head of main: group, batch index bb, the workgroup's first row r0,
+ * per row r of the invocation its index row<r> (rows r0 + r * WG + lane)
+ * and the clamped rc<r>, texel offsets qo/ko/vo. */
+static void fb_head(tg_gen *g, const fb_io *io, int64_t rows, uint64_t nblk) {
+    const fa_shape *s = &io->s;
+    const char *sh = s->W == 4 ? " >> 2" : "";
+    tg_sb_printf(&g->b,
+                 "#define NEG_INF uintBitsToFloat(0xff800000u)\n"
+                 "void main() {\n"
+                 "    uint grp = tg_group();\n"
+                 "    if (grp >= %lluu) return;\n"
+                 "    uint bb = grp / %lluu, r0 = (grp %% %lluu) * %lluu;\n"
+                 "    uint lane = gl_LocalInvocationID.x;\n"
+                 "    uint qo = q_off(bb)%s, ko = k_off(bb)%s, vo = v_off(bb)%s;\n",
+                 (ull)(s->batches * nblk), (ull)nblk, (ull)nblk, (ull)io->R * g->wg, sh, sh, sh);
+    for (uint32_t r = 0; r < io->R; r++)
+        tg_sb_printf(&g->b, "    uint row%u = r0 + %uu + lane, rc%u = min(row%u, %lluu);\n", r,
+                     r * g->wg, r, r, (ull)(rows - 1));
+}
+
+/* attention_lse and attention_grad_q: R query rows per invocation, every
+ * K/V texel fetched once for the R rows. */
+static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
+    const fa_shape *s = &io->s;
+    const tg_node *n = s->n;
+    bool lse = n->op == TG_OP_ATTENTION_LSE;
+    uint32_t R = io->R;
+    uint64_t RB = (uint64_t)R * g->wg, nblk = ((uint64_t)s->Tq + RB - 1) / RB;
+    char scale[64], f[192], idx[96], base[64], times[80];
+    tg_gen_flit(n->attrs.scale > 0 ? n->attrs.scale : 1.0 / sqrt((double)s->D), scale,
+                sizeof scale);
+    snprintf(times, sizeof times, " * %s", scale);
+    tg_sb *b = &g->b;
+    fa_offsets(b, s);
+    if (s->has_mask) fa_mask_offset(b, g->k->g, s);
+    fb_head(g, io, s->Tq, nblk);
+    if (n->attrs.causal) /* the visible keys of the workgroup's last row */
+        tg_sb_printf(
+            b, "    uint nkw = uint(clamp(int(min(r0 + %lluu, %lluu)) + %lld, 0, %lld));\n",
+            (ull)(RB - 1), (ull)(s->Tq - 1), (long long)(s->Tk - s->Tq + 1), (long long)s->Tk);
+    else
+        tg_sb_printf(b, "    const uint nkw = %lluu;\n", (ull)s->Tk);
+    for (uint32_t r = 0; r < R; r++) {
+        char qn[16];
+        snprintf(qn, sizeof qn, "q%u_", r);
+        snprintf(base, sizeof base, "qo + rc%u * %lluu", r, (ull)s->D4);
+        fb_load_row(b, io, 0, qn, base, s->D4, times);
+        if (n->attrs.causal)
+            tg_sb_printf(b, "    int lim%u = clamp(int(rc%u) + %lld, 0, %lld);\n", r, r,
+                         (long long)(s->Tk - s->Tq + 1), (long long)s->Tk);
+        else
+            tg_sb_printf(b, "    const int lim%u = %lld;\n", r, (long long)s->Tk);
+        tg_sb_printf(b, "    uint orow%u = bb * %lluu + rc%u;\n", r, (ull)s->Tq, r);
+        if (lse) {
+            tg_sb_printf(b, "    float m%u = NEG_INF, l%u = 0.0;\n", r, r);
+            continue;
+        }
+        snprintf(qn, sizeof qn, "o%u_", r);
+        snprintf(base, sizeof base, "orow%u * %lluu", r, (ull)s->V4);
+        fb_load_row(b, io, io->dout, qn, base, s->V4, "");
+        tg_sb_printf(b, "    float lse%u = ld%d(orow%u), dl%u = ld%d(orow%u);\n", r, io->dout + 1,
+                     r, r, io->dout + 2, r);
+        for (int64_t d = 0; d < s->D4; d++)
+            tg_sb_printf(b, "    %s a%u_%d = %s(0.0);\n", s->vt, r, (int)d, s->vt);
+    }
+    tg_sb_printf(b, "    for (uint j = 0u; j < nkw; j++) {\n");
+    for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, "        float sc%u = 0.0;\n", r);
+    for (int64_t d = 0; d < s->D4; d++) {
+        snprintf(idx, sizeof idx, "ko + j * %lluu + %lldu", (ull)s->D4, (long long)d);
+        tg_sb_printf(b, "        %s k%d = %s;", s->vt, (int)d, fb_fetch(f, sizeof f, io, 1, idx));
+        for (uint32_t r = 0; r < R; r++)
+            tg_sb_printf(b, " sc%u += dot(q%u_%d, k%d);", r, r, (int)d, (int)d);
+        tg_sb_printf(b, "\n");
+    }
+    for (uint32_t r = 0; r < R; r++) {
+        if (s->has_mask)
+            tg_sb_printf(b,
+                         "        sc%u = int(j) < lim%u ? sc%u + ld3(mask_off(orow%u * %lluu + j)) "
+                         ": NEG_INF;\n",
+                         r, r, r, r, (ull)s->Tk);
+        else
+            tg_sb_printf(b, "        sc%u = int(j) < lim%u ? sc%u : NEG_INF;\n", r, r, r);
+        if (lse)
+            tg_sb_printf(b,
+                         "        if (sc%u > NEG_INF) {\n"
+                         "            float mx = max(m%u, sc%u);\n"
+                         "            l%u = l%u * exp(m%u - mx) + exp(sc%u - mx);\n"
+                         "            m%u = mx;\n"
+                         "        }\n",
+                         r, r, r, r, r, r, r, r);
+        else
+            tg_sb_printf(
+                b, "        float p%u = sc%u == NEG_INF ? 0.0 : exp(sc%u - lse%u), dp%u = 0.0;\n",
+                r, r, r, r, r);
+    }
+    if (lse) {
+        tg_sb_printf(b, "    }\n");
+        for (uint32_t r = 0; r < R; r++)
+            tg_sb_printf(
+                b, "    if (row%u < %lluu) st0(orow%u, l%u > 0.0 ? m%u + log(l%u) : NEG_INF);\n", r,
+                (ull)s->Tq, r, r, r, r);
+        tg_sb_printf(b, "}\n");
+        return tg_gen_finish(g, s->batches * nblk);
+    }
+    for (int64_t d = 0; d < s->V4; d++) {
+        snprintf(idx, sizeof idx, "vo + j * %lluu + %lldu", (ull)s->V4, (long long)d);
+        tg_sb_printf(b, "        { %s vv = %s;", s->vt, fb_fetch(f, sizeof f, io, 2, idx));
+        for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, " dp%u += dot(o%u_%d, vv);", r, r, (int)d);
+        tg_sb_printf(b, " }\n");
+    }
+    for (uint32_t r = 0; r < R; r++) {
+        tg_sb_printf(b, "        float ds%u = p%u * (dp%u - dl%u);\n", r, r, r, r);
+        for (int64_t d = 0; d < s->D4; d++)
+            tg_sb_printf(b, "        a%u_%d += ds%u * k%d;\n", r, (int)d, r, (int)d);
+    }
+    tg_sb_printf(b, "    }\n");
+    for (uint32_t r = 0; r < R; r++) {
+        tg_sb_printf(b, "    if (row%u < %lluu) {\n", r, (ull)s->Tq);
+        for (int64_t d = 0; d < s->D4; d++)
+            for (int c = 0; c < s->W; c++)
+                tg_sb_printf(b, "        st0(orow%u * %lluu + %du, a%u_%d%s * %s);\n", r, (ull)s->D,
+                             (int)(d * s->W + c), r, (int)d, fb_comp(io, c), scale);
+        tg_sb_printf(b, "    }\n");
+    }
+    tg_sb_printf(b, "}\n");
+    return tg_gen_finish(g, s->batches * nblk);
+}
+
+/* attention_grad_k and attention_grad_v: R key rows per invocation, over
+ * the query rows that see them (causal: i >= j - (Tk - Tq)); every Q and
+ * dout texel, lse and delta fetched once for the R keys. */
+static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
+    const fa_shape *s = &io->s;
+    const tg_node *n = s->n;
+    bool dk = n->op == TG_OP_ATTENTION_GRAD_K;
+    uint32_t R = io->R;
+    uint64_t RB = (uint64_t)R * g->wg, nblk = ((uint64_t)s->Tk + RB - 1) / RB;
+    int64_t out4 = dk ? s->D4 : s->V4, outw = dk ? s->D : s->Dv;
+    char scale[64], f[192], idx[96], base[64], nm[16];
+    tg_gen_flit(n->attrs.scale > 0 ? n->attrs.scale : 1.0 / sqrt((double)s->D), scale,
+                sizeof scale);
+    tg_sb *b = &g->b;
+    fa_offsets(b, s);
+    if (s->has_mask) fa_mask_offset(b, g->k->g, s);
+    fb_head(g, io, s->Tk, nblk);
+    for (uint32_t r = 0; r < R; r++) {
+        snprintf(nm, sizeof nm, "k%u_", r);
+        snprintf(base, sizeof base, "ko + rc%u * %lluu", r, (ull)s->D4);
+        fb_load_row(b, io, 1, nm, base, s->D4, "");
+        if (dk) {
+            snprintf(nm, sizeof nm, "v%u_", r);
+            snprintf(base, sizeof base, "vo + rc%u * %lluu", r, (ull)s->V4);
+            fb_load_row(b, io, 2, nm, base, s->V4, "");
+        }
+        for (int64_t d = 0; d < out4; d++)
+            tg_sb_printf(b, "    %s a%u_%d = %s(0.0);\n", s->vt, r, (int)d, s->vt);
+        tg_sb_printf(b, "    bool live%u = row%u < %lluu;\n", r, r, (ull)s->Tk);
+    }
+    /* visible: key j <= i + Tk - Tq; the workgroup starts at the first
+     * query row that sees its first key */
+    tg_sb_printf(b, "    const int off = %lld;\n", (long long)(s->Tk - s->Tq));
+    if (n->attrs.causal)
+        tg_sb_printf(b, "    uint ist = uint(min(max(int(r0) - off, 0), %lld));\n",
+                     (long long)s->Tq);
+    else
+        tg_sb_printf(b, "    const uint ist = 0u;\n");
+    tg_sb_printf(b,
+                 "    for (uint i = ist; i < %lluu; i++) {\n"
+                 "        uint orow = bb * %lluu + i;\n"
+                 "        float lse = ld%d(orow);\n",
+                 (ull)s->Tq, (ull)s->Tq, io->dout + 1);
+    for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, "        float sc%u = 0.0;\n", r);
+    for (int64_t d = 0; d < s->D4; d++) {
+        snprintf(idx, sizeof idx, "qo + i * %lluu + %lldu", (ull)s->D4, (long long)d);
+        tg_sb_printf(b, "        %s q%d = %s;", s->vt, (int)d, fb_fetch(f, sizeof f, io, 0, idx));
+        for (uint32_t r = 0; r < R; r++)
+            tg_sb_printf(b, " sc%u += dot(q%d, k%u_%d);", r, (int)d, r, (int)d);
+        tg_sb_printf(b, "\n");
+    }
+    for (uint32_t r = 0; r < R; r++) {
+        tg_sb_printf(b, "        bool vis%u = live%u%s;\n", r, r, n->attrs.causal ? "" : "");
+        if (n->attrs.causal)
+            tg_sb_printf(b, "        vis%u = vis%u && int(rc%u) <= int(i) + off;\n", r, r, r);
+        if (s->has_mask)
+            tg_sb_printf(b,
+                         "        sc%u = vis%u ? sc%u * %s + ld3(mask_off(orow * %lluu + rc%u)) : "
+                         "NEG_INF;\n",
+                         r, r, r, scale, (ull)s->Tk, r);
+        else
+            tg_sb_printf(b, "        sc%u = vis%u ? sc%u * %s : NEG_INF;\n", r, r, r, scale);
+        tg_sb_printf(b, "        float p%u = sc%u == NEG_INF ? 0.0 : exp(sc%u - lse);\n", r, r, r);
+    }
+    for (int64_t d = 0; d < s->V4; d++) {
+        snprintf(idx, sizeof idx, "orow * %lluu + %lldu", (ull)s->V4, (long long)d);
+        tg_sb_printf(b, "        %s o%d = %s;\n", s->vt, (int)d,
+                     fb_fetch(f, sizeof f, io, io->dout, idx));
+    }
+    if (dk) {
+        tg_sb_printf(b, "        float dl = ld%d(orow);\n", io->dout + 2);
+        for (uint32_t r = 0; r < R; r++) {
+            tg_sb_printf(b, "        float dp%u = 0.0;\n", r);
+            for (int64_t d = 0; d < s->V4; d++)
+                tg_sb_printf(b, "        dp%u += dot(o%d, v%u_%d);\n", r, (int)d, r, (int)d);
+            tg_sb_printf(b, "        float ds%u = p%u * (dp%u - dl);\n", r, r, r);
+            for (int64_t d = 0; d < s->D4; d++)
+                tg_sb_printf(b, "        a%u_%d += ds%u * q%d;\n", r, (int)d, r, (int)d);
+        }
+    } else {
+        for (uint32_t r = 0; r < R; r++)
+            for (int64_t d = 0; d < s->V4; d++)
+                tg_sb_printf(b, "        a%u_%d += p%u * o%d;\n", r, (int)d, r, (int)d);
+    }
+    tg_sb_printf(b, "    }\n");
+    for (uint32_t r = 0; r < R; r++) {
+        tg_sb_printf(b, "    if (live%u) {\n        uint w = (bb * %lluu + row%u) * %lluu;\n", r,
+                     (ull)s->Tk, r, (ull)outw);
+        for (int64_t d = 0; d < out4; d++)
+            for (int c = 0; c < s->W; c++)
+                tg_sb_printf(b, "        st0(w + %du, a%u_%d%s%s%s);\n", (int)(d * s->W + c), r,
+                             (int)d, fb_comp(io, c), dk ? " * " : "", dk ? scale : "");
+        tg_sb_printf(b, "    }\n");
+    }
+    tg_sb_printf(b, "}\n");
+    return tg_gen_finish(g, s->batches * nblk);
+}
+
+bool tg_gen_attention_backward_handles(const tg_node *n) {
+    int nops = n->attrs.has_mask ? 4 : 3;
+    switch (n->op) {
+    case TG_OP_ATTENTION_LSE: return true;
+    case TG_OP_ATTENTION_GRAD_Q:
+    case TG_OP_ATTENTION_GRAD_K:
+    case TG_OP_ATTENTION_GRAD_V: return n->n_inputs == nops + 3;
+    default: return false;
+    }
+}
+
+tg_status tg_gen_attention_backward(const tg_vk_caps *caps, const tg_kernel *k,
+                                    tg_kernel_code *out) {
+    const tg_graph *gr = k->g;
+    int32_t id = k->nodes[k->n_nodes - 1];
+    const tg_node *n = &gr->nodes[id];
+    fb_io io;
+    memset(&io, 0, sizeof io);
+    fa_describe(gr, n, &io.s);
+    io.nops = n->attrs.has_mask ? 4 : 3;
+    io.dout = io.nops;
+    bool lse = n->op == TG_OP_ATTENTION_LSE;
+    if (io.s.D < 1 || io.s.Dv < 1 || io.s.D > 256 || io.s.Dv > 256)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "%s %d: head dims %lld and %lld: the flash backward unrolls head dims "
+                            "of 1 to 256",
+                            tg_ops[n->op].name, (int)id, (long long)io.s.D, (long long)io.s.Dv);
+    int64_t loop =
+        n->op == TG_OP_ATTENTION_GRAD_K || n->op == TG_OP_ATTENTION_GRAD_V ? io.s.Tq : io.s.Tk;
+    if (caps->device_class == TG_VK_CLASS_CPU && loop > CPU_LOOP_LIMIT)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "%s %d: a loop over %lld rows is over the %d iterations an invocation "
+                            "may run on this CPU device",
+                            tg_ops[n->op].name, (int)id, (long long)loop, CPU_LOOP_LIMIT);
+    /* texel buffers for q, k, v and dout when all have the format */
+    io.texel = fa_supported(caps, k, &io.s);
+    if (io.texel && !lse) {
+        const tg_node *d = &gr->nodes[k->inputs[io.dout]];
+        bool h = k->input_storage[io.dout] == TG_F16;
+        bool ok = io.s.W == 4 ? (h ? caps->texel_rgba16f : caps->texel_rgba32f)
+                              : (h ? caps->texel_r16f : caps->texel_r32f);
+        int64_t texels = tg_shape_count(d->rank, d->shape) / io.s.W;
+        io.texel = ok && k->input_storage[io.dout] == k->input_storage[0] &&
+                   (uint64_t)texels <= caps->max_texel_buffer_elements;
+    }
+    if (!io.texel) { /* scalar loads */
+        io.s.W = 1;
+        io.s.D4 = io.s.D;
+        io.s.V4 = io.s.Dv;
+        io.s.vt = "float";
+    }
+    io.sel = io.s.W == 4 ? "" : ".r";
+    uint32_t texels = io.texel ? (lse ? 7u : 7u | 1u << io.dout) : 0u;
+    /* CPU devices: several rows per invocation amortise every texel fetch
+     * (lavapipe's cost); GPUs: one row each, fewer registers, more lanes.
+     * $TG_ATTN_BWD_ROWS overrides (tuning). */
+    bool cpu = caps->device_class == TG_VK_CLASS_CPU;
+    io.R = cpu ? FB_ROWS_CPU : 1;
+    const char *env = getenv("TG_ATTN_BWD_ROWS");
+    if (env && atoi(env) >= 1 && atoi(env) <= 16) io.R = (uint32_t)atoi(env);
+    tg_gen g;
+    tg_status st = tg_gen_begin_texel(&g, caps, k, out, tg_gen_wg_size(caps, cpu ? 32 : 64), false,
+                                      texels, io.s.W == 4);
+    if (st == TG_OK)
+        st = n->op == TG_OP_ATTENTION_LSE || n->op == TG_OP_ATTENTION_GRAD_Q
+                 ? gen_flash_rows_q(&g, &io)
+                 : gen_flash_rows_kv(&g, &io);
+    if (st != TG_OK) tg_gen_abort(&g);
+    return st;
 }

@@ -99,6 +99,11 @@ tg_status tg_gen_movement(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_
 tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out);
 /* attention (gen_attention.c): flash attention, strategy per device class. */
 tg_status tg_gen_attention(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out);
+/* The flash backward (gen_attention.c): attention_lse, and the gradients
+ * that take (lse, delta); _handles says whether a node is one of them. */
+bool tg_gen_attention_backward_handles(const tg_node *n);
+tg_status tg_gen_attention_backward(const tg_vk_caps *caps, const tg_kernel *k,
+                                    tg_kernel_code *out);
 
 /* Gradients of the composite ops (gen_grad.c): the backward ops that are
  * not elementwise (softmax_grad ... slice_grad); true if it has a kernel. */

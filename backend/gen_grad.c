@@ -57,6 +57,7 @@ bool tg_gen_grad_handles(tg_op op) {
     case TG_OP_ATTENTION_GRAD_Q:
     case TG_OP_ATTENTION_GRAD_K:
     case TG_OP_ATTENTION_GRAD_V:
+    case TG_OP_ATTENTION_LSE:
     case TG_OP_CROSS_ENTROPY_GRAD:
     case TG_OP_CONV1D_GRAD_INPUT:
     case TG_OP_CONV1D_GRAD_WEIGHT:
@@ -537,6 +538,7 @@ tg_status tg_gen_grad(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code
     if (tg_shape_count(n->rank, n->shape) > UINT32_MAX)
         return tg_set_error(TG_ERR_UNSUPPORTED, "grad generator: %s %d has 2^32 elements or more",
                             tg_ops[n->op].name, (int)id);
+    if (tg_gen_attention_backward_handles(n)) return tg_gen_attention_backward(caps, k, out);
     /* row ops: serial for short rows, as their forwards */
     int64_t row_len = 0;
     switch (n->op) {

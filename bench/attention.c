@@ -63,8 +63,7 @@ typedef enum impl { FLASH, UNFUSED, PREVIOUS } impl;
 static const char *impl_names[] = {"flash", "unfused", "previous_kernel"};
 
 /* Prints one JSON result; returns the median seconds (or -1). */
-static double run_case(tg_device *dev, int64_t T, impl which, bool backward, int reps,
-                       bool first) {
+static double run_case(tg_device *dev, int64_t T, impl which, bool backward, int reps, bool first) {
     tg_graph *g = tg_graph_new();
     int64_t shp[4] = {1, HEADS, T, DHEAD};
     tg_tensor q = tg_placeholder(g, "q", TG_F32, 4, shp);
@@ -124,6 +123,11 @@ static double run_case(tg_device *dev, int64_t T, impl which, bool backward, int
     }
     char err[512] = "";
     if (st != TG_OK) snprintf(err, sizeof err, "%s", tg_last_error());
+    char *table = NULL; /* TG_PROFILE=1: the per-kernel table on stderr */
+    if (st == TG_OK && getenv("TG_PROFILE") && tg_executable_profile(e, &table, NULL) == TG_OK)
+        fprintf(stderr, "T=%lld %s %s:\n%s", (long long)T, impl_names[which],
+                backward ? "forward+backward" : "forward", table);
+    free(table);
     if (n) {
         qsort(times, (size_t)n, sizeof times[0], cmp_double);
         qsort(cpu, (size_t)n, sizeof cpu[0], cmp_double);
@@ -180,11 +184,12 @@ int main(int argc, char **argv) {
     tg_device_info info;
     tg_device_get_info(tg_device_default_index(), &info);
     const char *lp = getenv("LP_NUM_THREADS");
-    printf("{\n  \"benchmark\": \"attention\",\n  \"device\": \"%s\",\n  \"device_class\": \"%s\",\n"
-           "  \"lp_num_threads\": %s%s%s,\n  \"batch\": 1, \"heads\": %d, \"d_head\": %d,\n"
-           "  \"results\": [\n",
-           info.name, info.device_class, lp ? "\"" : "", lp ? lp : "null", lp ? "\"" : "", HEADS,
-           DHEAD);
+    printf(
+        "{\n  \"benchmark\": \"attention\",\n  \"device\": \"%s\",\n  \"device_class\": \"%s\",\n"
+        "  \"lp_num_threads\": %s%s%s,\n  \"batch\": 1, \"heads\": %d, \"d_head\": %d,\n"
+        "  \"results\": [\n",
+        info.name, info.device_class, lp ? "\"" : "", lp ? lp : "null", lp ? "\"" : "", HEADS,
+        DHEAD);
     bool first = true;
     for (int t = 0; t < n_lens; t++) {
         int64_t T = lens[t];

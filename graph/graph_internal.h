@@ -88,7 +88,10 @@ typedef enum tg_op {
     TG_OP_LAYER_NORM_GRAD_WB, /* (dy, x; eps) -> [2, D]: dweight, dbias */
     TG_OP_ATTENTION_GRAD_Q,   /* (q, k, v, [mask], dout; causal, scale) */
     TG_OP_ATTENTION_GRAD_K,   /*   -> gradient over the broadcast batch */
-    TG_OP_ATTENTION_GRAD_V,   /*      dims: [batch..., T, D] */
+    TG_OP_ATTENTION_GRAD_V,   /*      dims: [batch..., T, D]; with (lse, delta) */
+                              /*      after dout: FlashAttention-2 style */
+    TG_OP_ATTENTION_LSE,      /* (q, k, v, [mask]; attention attrs) -> [batch..., Tq, 1]: */
+                              /*   log-sum-exp of each row's visible scores (-inf: none) */
     TG_OP_CROSS_ENTROPY_GRAD, /* (logits, labels, dloss; ignore_index) */
     TG_OP_CONV1D_GRAD_INPUT,  /* (dy, x, w; conv attrs) -> dx */
     TG_OP_CONV1D_GRAD_WEIGHT, /* (dy, x, w; conv attrs) -> dw */

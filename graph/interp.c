@@ -789,17 +789,51 @@ static tg_status k_attention(interp *in, const tg_node *n, double *out) {
     return TG_OK;
 }
 
-/* attention_grad_q/k/v (q, k, v, [mask], dout): recomputes each row's
+/* attention_lse (q, k, v, [mask]) -> [batch..., Tq, 1]: log of the sum
+ * over the visible keys of exp(score); -inf for a row that sees none. */
+static tg_status k_attention_lse(interp *in, const tg_node *n, double *out) {
+    attention_layout L = attention_layout_of(in, n);
+    const double *q = input_val(in, n, 0), *k = input_val(in, n, 1);
+    const double *mask = (n->attrs.has_mask && n->n_inputs > 3) ? input_val(in, n, 3) : NULL;
+    double scale = n->attrs.scale > 0 ? n->attrs.scale : 1.0 / sqrt((double)L.D);
+    for (int64_t bi = 0; bi < L.batches; bi++) {
+        const double *Q = q + offset_of(bi, L.batch_rank, n->shape, L.sq);
+        const double *K = k + offset_of(bi, L.batch_rank, n->shape, L.sk);
+        for (int64_t i = 0; i < L.Tq; i++) {
+            double mx = -INFINITY, sum = 0;
+            for (int pass = 0; pass < 2; pass++)
+                for (int64_t j = 0; j < L.Tk; j++) {
+                    if (n->attrs.causal && j > i + L.Tk - L.Tq) break;
+                    double s = 0;
+                    for (int64_t d = 0; d < L.D; d++) s += Q[i * L.D + d] * K[j * L.D + d];
+                    s *= scale;
+                    if (mask)
+                        s += mask[offset_of((bi * L.Tq + i) * L.Tk + j, L.full_rank, L.full,
+                                            L.smask)];
+                    if (pass == 0)
+                        mx = fmax(mx, s);
+                    else if (mx > -INFINITY)
+                        sum += exp(s - mx);
+                }
+            out[bi * L.Tq + i] = sum > 0 ? mx + log(sum) : -INFINITY;
+        }
+    }
+    return TG_OK;
+}
+
+/* attention_grad_q/k/v (q, k, v, [mask], dout, [lse, delta]): recomputes each row's
  * weights p, then with dP_j = dout_i . v_j and dS_j = p_j (dP_j - p . dP):
  *   dq_i += scale * sum_j dS_j k_j,  dk_j += scale * dS_j q_i,
  *   dv_j += p_j dout_i,
  * per batch of the broadcast batch dims (the node's), so a k or v shared
- * by several batches gets one gradient per batch (summed by autodiff). */
+ * by several batches gets one gradient per batch (summed by autodiff).
+ * lse and delta (the device kernels' shortcut) are not read: the
+ * reference recomputes everything. */
 static tg_status k_attention_grad(interp *in, const tg_node *n, double *out) {
     attention_layout L = attention_layout_of(in, n);
     const double *q = input_val(in, n, 0), *k = input_val(in, n, 1), *v = input_val(in, n, 2);
     const double *mask = n->attrs.has_mask ? input_val(in, n, 3) : NULL;
-    const double *dout = input_val(in, n, n->n_inputs - 1);
+    const double *dout = input_val(in, n, n->attrs.has_mask ? 4 : 3);
     double scale = n->attrs.scale > 0 ? n->attrs.scale : 1.0 / sqrt((double)L.D);
     double *p = alloc_doubles(L.Tk), *dp = alloc_doubles(L.Tk);
     if (!p || !dp) {
@@ -1057,6 +1091,7 @@ static kernel_fn kernel_of(tg_op op) {
     case TG_OP_ATTENTION_GRAD_Q:
     case TG_OP_ATTENTION_GRAD_K:
     case TG_OP_ATTENTION_GRAD_V: return k_attention_grad;
+    case TG_OP_ATTENTION_LSE: return k_attention_lse;
     case TG_OP_CROSS_ENTROPY_GRAD: return k_cross_entropy_grad;
     case TG_OP_CONV1D_GRAD_INPUT:
     case TG_OP_CONV1D_GRAD_WEIGHT: return k_conv1d_grad;

@@ -1140,7 +1140,10 @@ static bool parse_node(parser *p) {
         bool seen[N_ATTR_FIELDS] = {0};
         if (!check_required_attrs(p, &l, seen, p->pos)) goto done;
     }
-    if (info->attrs & TG_ATTR_HAS_MASK) l.attrs.has_mask = l.n_inputs > info->min_inputs;
+    /* the mask is one optional input; attention_grad_* may add two more
+     * (lse, delta), so an odd count over the minimum means a mask */
+    if (info->attrs & TG_ATTR_HAS_MASK)
+        l.attrs.has_mask = (l.n_inputs - info->min_inputs) % 2 == 1;
 
     skip_space(p);
     if (peek(p) != ':') {

@@ -694,6 +694,13 @@ static bool shape_attention(const tg_graph *g, tg_node *n, char *err, size_t err
     return attention_shape(g, n, n->n_inputs, err, errsz);
 }
 
+/* attention_lse (q, k, v, [mask]) -> [batch..., Tq, 1] */
+static bool shape_attention_lse(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
+    if (!attention_shape(g, n, n->n_inputs, err, errsz)) return false;
+    n->shape[n->rank - 1] = 1;
+    return true;
+}
+
 static bool shape_cross_entropy(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
     const tg_node *x = IN(0), *y = IN(1);
     char sx[96], sy[96];
@@ -807,11 +814,25 @@ static bool shape_layer_norm_grad_wb(const tg_graph *g, tg_node *n, char *err, s
     return expect_same(x, IN(0), "dy", err, errsz);
 }
 
-/* (q, k, v, [mask], dout): dout has attention's output type; the result
- * is the gradient of q, k or v over the broadcast batch dims. */
+/* (q, k, v, [mask], dout, [lse, delta]): dout has attention's output
+ * type; lse (attention_lse's) and delta (rowsum(dout * out)) are
+ * [batch..., Tq, 1] of that dtype. The result is the gradient of q, k or v
+ * over the broadcast batch dims. */
 static bool shape_attention_grad(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
-    if (!attention_shape(g, n, n->n_inputs - 1, err, errsz)) return false;
-    if (!expect_same(n, IN(n->n_inputs - 1), "dout", err, errsz)) return false;
+    int nops = n->attrs.has_mask ? 4 : 3;
+    bool stats = n->n_inputs == nops + 3;
+    if (n->n_inputs != nops + 1 && !stats)
+        return fail(err, errsz, "expected %d inputs (q, k, v,%s dout[, lse, delta]); got %d",
+                    nops + 1, n->attrs.has_mask ? " mask," : "", n->n_inputs);
+    if (!attention_shape(g, n, nops, err, errsz)) return false;
+    if (!expect_same(n, IN(nops), "dout", err, errsz)) return false;
+    if (stats) {
+        tg_node row = *n;
+        row.shape[row.rank - 1] = 1;
+        if (!expect_same(&row, IN(nops + 1), "lse", err, errsz) ||
+            !expect_same(&row, IN(nops + 2), "delta", err, errsz))
+            return false;
+    }
     const tg_node *src = n->op == TG_OP_ATTENTION_GRAD_Q   ? IN(0)
                          : n->op == TG_OP_ATTENTION_GRAD_K ? IN(1)
                                                            : IN(2);
@@ -1041,12 +1062,14 @@ const tg_op_info tg_ops[TG_OP_COUNT] = {
                                    shape_layer_norm_grad_x, NULL, NULL),
     [TG_OP_LAYER_NORM_GRAD_WB] = OP("layer_norm_grad_wb", 2, 2, TG_ATTR_EPS, TG_CLASS_OPAQUE,
                                     shape_layer_norm_grad_wb, NULL, NULL),
-    [TG_OP_ATTENTION_GRAD_Q] = OP("attention_grad_q", 4, 5, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
+    [TG_OP_ATTENTION_GRAD_Q] = OP("attention_grad_q", 4, 7, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
                                   TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL),
-    [TG_OP_ATTENTION_GRAD_K] = OP("attention_grad_k", 4, 5, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
+    [TG_OP_ATTENTION_GRAD_K] = OP("attention_grad_k", 4, 7, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
                                   TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL),
-    [TG_OP_ATTENTION_GRAD_V] = OP("attention_grad_v", 4, 5, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
+    [TG_OP_ATTENTION_GRAD_V] = OP("attention_grad_v", 4, 7, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
                                   TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL),
+    [TG_OP_ATTENTION_LSE] = OP("attention_lse", 3, 4, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
+                               TG_CLASS_OPAQUE, shape_attention_lse, NULL, NULL),
     [TG_OP_CROSS_ENTROPY_GRAD] = OP("cross_entropy_grad", 3, 3, TG_ATTR_IGNORE, TG_CLASS_OPAQUE,
                                     shape_cross_entropy_grad, NULL, NULL),
     [TG_OP_CONV1D_GRAD_INPUT] =

@@ -185,6 +185,11 @@ static tg_graph *build_every_op_graph(void) {
     tg_node_add(g, TG_OP_ATTENTION_GRAD_K, 5, (tg_tensor[]){q, k, k, amask, dout}, &att_mask,
                 TG_F32);
     tg_node_add(g, TG_OP_ATTENTION_GRAD_V, 4, (tg_tensor[]){q, k, k, dout}, &att, TG_F32);
+    tg_tensor lse = tg_node_add(g, TG_OP_ATTENTION_LSE, 3, (tg_tensor[]){q, k, k}, &att, TG_F32);
+    tg_node_add(g, TG_OP_ATTENTION_GRAD_Q, 6, (tg_tensor[]){q, k, k, dout, lse, lse}, &att,
+                TG_F32);
+    tg_node_add(g, TG_OP_ATTENTION_GRAD_V, 7, (tg_tensor[]){q, k, k, amask, dout, lse, lse},
+                &att_mask, TG_F32);
     tg_attrs ignore = {.ignore_index = -100};
     tg_tensor dloss = tg_scalar(g, TG_F32, 0.5);
     tg_node_add(g, TG_OP_CROSS_ENTROPY_GRAD, 3, (tg_tensor[]){x, labels, dloss}, &ignore, TG_F32);
