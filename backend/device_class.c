@@ -100,18 +100,17 @@ tg_status tg_mm_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int
            t.strategy == TG_MM_STRATEGY_REGISTER)
         t.wg_x /= 2;
 
-    /* Small matrices (attention's 150 x 150 per head, batched): halve the
-     * workgroup along a dimension while that cuts the padded edge (150
-     * rows in 64-row tiles compute 192, in 32-row tiles 160), keeping at
-     * least a subgroup of invocations so no SIMD lane idles. */
+    /* Few rows per matrix (attention's 150 x 150 per head, batched): halve
+     * the workgroup's rows while that cuts the padded edge (150 rows in
+     * 64-row tiles compute 192, in 32-row tiles 160), keeping at least a
+     * subgroup of invocations so no SIMD lane idles. Only rows: lanes
+     * along N share A's texels, and halving the columns too measured
+     * 0.6x (docs/kernels.md). */
     if (t.strategy == TG_MM_STRATEGY_REGISTER && !tuned) {
         uint32_t min_inv = caps->subgroup_size ? caps->subgroup_size : 8;
         while (t.wg_y > 1 && t.wg_x * t.wg_y / 2 >= min_inv &&
                padded(M, t.tm * t.wg_y / 2) < padded(M, t.tm * t.wg_y))
             t.wg_y /= 2;
-        while (t.wg_x > 1 && t.wg_x * t.wg_y / 2 >= min_inv &&
-               padded(N, t.tn * t.wg_x / 2) < padded(N, t.tn * t.wg_x))
-            t.wg_x /= 2;
     }
 
     /* Device limits: halve the workgroup until it fits, then BK for shared
