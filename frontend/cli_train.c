@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -54,6 +55,15 @@ const char cli_train_help[] =
     "  --max-grad-norm X      global-norm clipping, 0 = off (1.0)\n"
     "  --freeze-encoder       train the decoder only\n"
     "  --grad-accum N         micro-batches per optimizer step (1)\n"
+    "  --precision f32|f16    f16: matmuls read f16 (f32 accumulation), master\n"
+    "                         weights and optimizer state f32, dynamic loss scaling\n"
+    "  --loss-scale X         f16: the initial loss scale (65536)\n"
+    "  --scale-growth N       f16: double the scale after N good steps (2000)\n"
+    "  --buckets S1,S2,...    length buckets in seconds (default: 1/6, 1/3, 2/3 of\n"
+    "                         the window, as 5, 10, 20 s of 30); the full window\n"
+    "                         is always the last; the default from random init\n"
+    "  --pad-to-30s           pad every batch to the full window (no buckets): the\n"
+    "                         default with --init, as the model was pretrained\n"
     "  --seed N               initialisation and data order (1)\n"
     "  --language CODE        the language token of the labels (en)\n"
     "  --eval-every N         evaluate every N steps (0: at the end only)\n"
@@ -70,9 +80,11 @@ const char cli_train_help[] =
 typedef struct options {
     const char *train, *eval, *out, *config, *init, *tokenizer, *resume, *language, *schedule;
     int steps, batch, max_tokens, warmup, eval_every, eval_limit, save_every, keep, log_every;
-    int print_eval, grad_accum;
-    double window_seconds, lr, weight_decay, max_grad_norm;
+    int print_eval, grad_accum, scale_growth;
+    double window_seconds, lr, weight_decay, max_grad_norm, loss_scale;
     bool freeze_encoder;
+    const char *precision, *buckets;
+    int pad_to_window; /* 1: --pad-to-30s, 0: buckets, -1: the default */
     uint64_t seed;
 } options;
 
@@ -117,6 +129,10 @@ static int parse_options(int argc, char **argv, options *o) {
     o->weight_decay = 0.01;
     o->max_grad_norm = 1.0;
     o->seed = 1;
+    o->precision = "f32";
+    o->loss_scale = 65536.0;
+    o->scale_growth = 2000;
+    o->pad_to_window = -1;
     for (int i = 1; i < argc;) {
         const char *v = NULL;
         int r;
@@ -146,6 +162,10 @@ static int parse_options(int argc, char **argv, options *o) {
         STR("--resume", resume)
         STR("--language", language)
         STR("--schedule", schedule)
+        STR("--precision", precision)
+        STR("--buckets", buckets)
+        NUM("--loss-scale", loss_scale, x)
+        NUM("--scale-growth", scale_growth, (int)x)
         NUM("--steps", steps, (int)x)
         NUM("--batch-size", batch, (int)x)
         NUM("--max-tokens", max_tokens, (int)x)
@@ -169,6 +189,11 @@ static int parse_options(int argc, char **argv, options *o) {
             i++;
             continue;
         }
+        if (strcmp(argv[i], "--pad-to-30s") == 0 || strcmp(argv[i], "--pad-to-window") == 0) {
+            o->pad_to_window = 1;
+            i++;
+            continue;
+        }
         return cli_usage_error("train", "unknown argument '%s'", argv[i]);
     }
     if (!o->train && !o->resume) return cli_usage_error("train", "--train MANIFEST is required");
@@ -179,6 +204,15 @@ static int parse_options(int argc, char **argv, options *o) {
         return cli_usage_error("train", "a numeric option is out of range");
     if (strcmp(o->schedule, "linear") != 0 && strcmp(o->schedule, "cosine") != 0)
         return cli_usage_error("train", "--schedule is linear or cosine, not '%s'", o->schedule);
+    if (strcmp(o->precision, "f32") != 0 && strcmp(o->precision, "f16") != 0)
+        return cli_usage_error("train", "--precision is f32 or f16, not '%s'", o->precision);
+    if (!(o->loss_scale > 0) || o->scale_growth < 1)
+        return cli_usage_error("train", "--loss-scale must be > 0, --scale-growth >= 1");
+    if (o->buckets) {
+        if (o->pad_to_window == 1)
+            return cli_usage_error("train", "--buckets and --pad-to-30s exclude each other");
+        o->pad_to_window = 0;
+    }
     return CLI_OK;
 }
 
@@ -298,6 +332,7 @@ typedef struct trainer_state {
     uint64_t seed;
     double best_wer, best_loss; /* the best checkpoint: lowest WER, then eval loss */
     int best_step;
+    tg_whisper_loss_scaler scaler; /* f16 loss scaling (scale 0: not restored) */
 } trainer_state;
 
 typedef struct run {
@@ -309,7 +344,11 @@ typedef struct run {
     int32_t sot, lang, transcribe, notimestamps, eot;
     tg_device *dev;
     tg_store *store;
-    tg_whisper_trainer *trainer;
+    tg_whisper_trainer *trainer; /* the full window: evaluation, and padded batches */
+    /* length buckets (NULL: every batch padded to the window); bucket i
+     * trains with bucket_trainer[i] (which may be `trainer`) */
+    tg_whisper_buckets *buckets;
+    tg_whisper_trainer **bucket_trainer;
     tg_dataset *train, *eval;
     trainer_state state;
     FILE *metrics;
@@ -529,6 +568,13 @@ static bool save_checkpoint(run *r) {
     cJSON_AddNumberToObject(j, "max_grad_norm", r->o.max_grad_norm);
     cJSON_AddBoolToObject(j, "freeze_encoder", r->o.freeze_encoder);
     cJSON_AddStringToObject(j, "language", r->o.language);
+    cJSON_AddStringToObject(j, "precision", r->o.precision);
+    cJSON_AddNumberToObject(j, "loss_scale", r->state.scaler.scale);
+    cJSON_AddNumberToObject(j, "scale_good_steps", r->state.scaler.good_steps);
+    cJSON_AddNumberToObject(j, "skipped_steps", (double)r->state.scaler.skipped);
+    cJSON_AddNumberToObject(j, "scale_growth", r->o.scale_growth);
+    cJSON_AddBoolToObject(j, "pad_to_window", r->o.pad_to_window == 1);
+    if (r->o.buckets) cJSON_AddStringToObject(j, "buckets", r->o.buckets);
     if (r->o.train) cJSON_AddStringToObject(j, "train", r->o.train);
     if (r->o.eval) cJSON_AddStringToObject(j, "eval", r->o.eval);
     fmt(p, sizeof p, "%s/trainer_state.json", tmp);
@@ -621,6 +667,9 @@ static bool load_state(run *r, const char *ckpt, int argc, char **argv) {
             {"--weight-decay", "weight_decay", NULL, &r->o.weight_decay, NULL},
             {"--max-grad-norm", "max_grad_norm", NULL, &r->o.max_grad_norm, NULL},
             {"--schedule", "schedule", NULL, NULL, &r->o.schedule},
+            {"--precision", "precision", NULL, NULL, &r->o.precision},
+            {"--buckets", "buckets", NULL, NULL, &r->o.buckets},
+            {"--scale-growth", "scale_growth", &r->o.scale_growth, NULL, NULL},
             {"--language", "language", NULL, NULL, &r->o.language},
             {"--train", "train", NULL, NULL, &r->o.train},
             {"--eval", "eval", NULL, NULL, &r->o.eval},
@@ -643,6 +692,22 @@ static bool load_state(run *r, const char *ckpt, int argc, char **argv) {
         for (int a = 1; a < argc; a++)
             if (!strcmp(argv[a], "--freeze-encoder")) g = true;
         if (!g && (v = jget(j, "freeze_encoder"))) r->o.freeze_encoder = cJSON_IsTrue(v);
+        g = false;
+        for (int a = 1; a < argc; a++)
+            if (!strcmp(argv[a], "--pad-to-30s") || !strcmp(argv[a], "--pad-to-window") ||
+                !strncmp(argv[a], "--buckets", 9))
+                g = true;
+        if (!g && (v = jget(j, "pad_to_window"))) r->o.pad_to_window = cJSON_IsTrue(v) ? 1 : 0;
+        /* the loss scaler continues where it was */
+        const cJSON *sc = jget(j, "loss_scale"), *good = jget(j, "scale_good_steps"),
+                    *skipped = jget(j, "skipped_steps");
+        const cJSON *prec = jget(j, "precision");
+        bool was_f16 = cJSON_IsString(prec) && strcmp(prec->valuestring, "f16") == 0;
+        if (was_f16 && cJSON_IsNumber(sc) && sc->valuedouble > 0) {
+            r->state.scaler.scale = sc->valuedouble;
+            r->state.scaler.good_steps = cJSON_IsNumber(good) ? good->valueint : 0;
+            r->state.scaler.skipped = cJSON_IsNumber(skipped) ? (int64_t)skipped->valuedouble : 0;
+        }
     }
     cJSON_Delete(j);
     return true;
@@ -876,11 +941,245 @@ static void mark_best(run *r) {
 }
 
 /* ------------------------------------------------------------------ */
+/* Length buckets and their loader thread                              */
+/* ------------------------------------------------------------------ */
+
+/* A batch of the bucketed order: mel [B, n_mels, frames of its bucket],
+ * tokens and labels [B, tokens of its bucket]. */
+typedef struct bucket_batch {
+    float *mel;
+    int32_t *tokens, *labels;
+    int bucket;
+    int64_t k; /* batch index in the order; -1: empty */
+} bucket_batch;
+
+/* Prepares batch k+1 while batch k trains (as tg_loader, for the bucketed
+ * order of tg_whisper_buckets, which only this loader reads). */
+typedef struct bucket_loader {
+    const tg_dataset *d;
+    tg_whisper_buckets *plan;
+    int B;
+    int32_t pad;
+    int *idx;
+    bucket_batch buf[2];
+    int current;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int64_t want; /* batch to prepare into buf[1 - current]; -1: none */
+    bool busy, stop, started;
+} bucket_loader;
+
+static void bucket_fill(bucket_loader *l, bucket_batch *b, int64_t k) {
+    const tg_dataset *d = l->d;
+    int frames, T;
+    tg_whisper_buckets_batch(l->plan, k, &b->bucket, l->idx);
+    tg_whisper_buckets_shape(l->plan, b->bucket, &frames, &T, NULL);
+    for (int r = 0; r < l->B; r++) {
+        int i = l->idx[r];
+        int src = i >= 0 ? i : l->idx[0]; /* a padding row: any mel, no labels */
+        for (int m = 0; m < d->n_mels; m++)
+            memcpy(b->mel + ((size_t)r * d->n_mels + m) * frames,
+                   d->mels + ((size_t)src * d->n_mels + m) * d->frames,
+                   (size_t)frames * sizeof(float));
+        const int32_t *seq = d->seqs + (size_t)src * d->max_tokens;
+        int len = i >= 0 ? d->seq_len[i] : 0;
+        for (int t = 0; t < T; t++) {
+            bool in = t + 1 < len;
+            b->tokens[(size_t)r * T + t] = in ? seq[t] : l->pad;
+            b->labels[(size_t)r * T + t] = in ? seq[t + 1] : TG_WHISPER_IGNORE;
+        }
+    }
+    b->k = k;
+}
+
+static void *bucket_loader_main(void *arg) {
+    bucket_loader *l = arg;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        while (!l->stop && l->want < 0) pthread_cond_wait(&l->cv, &l->mu);
+        if (l->stop) break;
+        int64_t k = l->want;
+        bucket_batch *b = &l->buf[1 - l->current];
+        l->want = -1;
+        l->busy = true;
+        pthread_mutex_unlock(&l->mu);
+        bucket_fill(l, b, k);
+        pthread_mutex_lock(&l->mu);
+        l->busy = false;
+        pthread_cond_broadcast(&l->cv);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+static void bucket_loader_free(bucket_loader *l) {
+    if (!l) return;
+    if (l->started) {
+        pthread_mutex_lock(&l->mu);
+        l->stop = true;
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+        pthread_join(l->thread, NULL);
+        pthread_mutex_destroy(&l->mu);
+        pthread_cond_destroy(&l->cv);
+    }
+    for (int i = 0; i < 2; i++) {
+        free(l->buf[i].mel);
+        free(l->buf[i].tokens);
+        free(l->buf[i].labels);
+    }
+    free(l->idx);
+    free(l);
+}
+
+/* Buffers hold the largest bucket: the full window and max_tokens. */
+static bucket_loader *bucket_loader_new(const tg_dataset *d, tg_whisper_buckets *plan, int B,
+                                        int max_tokens, int32_t pad) {
+    bucket_loader *l = calloc(1, sizeof *l);
+    if (!l) return NULL;
+    l->d = d;
+    l->plan = plan;
+    l->B = B;
+    l->pad = pad;
+    l->want = -1;
+    l->idx = malloc((size_t)B * sizeof *l->idx);
+    bool ok = l->idx != NULL;
+    for (int i = 0; i < 2; i++) {
+        l->buf[i].mel = malloc((size_t)B * d->n_mels * d->frames * sizeof(float));
+        l->buf[i].tokens = malloc((size_t)B * max_tokens * sizeof(int32_t));
+        l->buf[i].labels = malloc((size_t)B * max_tokens * sizeof(int32_t));
+        l->buf[i].k = -1;
+        ok = ok && l->buf[i].mel && l->buf[i].tokens && l->buf[i].labels;
+    }
+    if (ok) {
+        pthread_mutex_init(&l->mu, NULL);
+        pthread_cond_init(&l->cv, NULL);
+        l->started = pthread_create(&l->thread, NULL, bucket_loader_main, l) == 0;
+        if (!l->started) {
+            pthread_mutex_destroy(&l->mu);
+            pthread_cond_destroy(&l->cv);
+        }
+    }
+    if (!ok || !l->started) {
+        bucket_loader_free(l);
+        return NULL;
+    }
+    return l;
+}
+
+/* Batch k (valid until the next call); starts preparing batch k + 1. */
+static const bucket_batch *bucket_loader_get(bucket_loader *l, int64_t k) {
+    pthread_mutex_lock(&l->mu);
+    while (l->busy || l->want >= 0) pthread_cond_wait(&l->cv, &l->mu);
+    int next = 1 - l->current;
+    if (l->buf[next].k != k) bucket_fill(l, &l->buf[next], k); /* not prefetched */
+    l->current = next;
+    l->want = k + 1;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    return &l->buf[next];
+}
+
+/* The bucket lengths in mel frames, ascending, the full window last:
+ * --buckets in seconds, or 1/6, 1/3 and 2/3 of the window. */
+static int bucket_bounds(const run *r, int *frames, int cap) {
+    int S = r->cfg.max_source_positions, n = 0;
+    double secs[16];
+    int n_secs = 0;
+    if (r->o.buckets) {
+        const char *p = r->o.buckets;
+        while (*p && n_secs < 16) {
+            char *end;
+            double x = strtod(p, &end);
+            if (end == p) break;
+            secs[n_secs++] = x;
+            p = *end == ',' ? end + 1 : end;
+        }
+    } else {
+        double full = S / 50.0;
+        secs[n_secs++] = full / 6;
+        secs[n_secs++] = full / 3;
+        secs[n_secs++] = 2 * full / 3;
+    }
+    for (int i = 0; i < n_secs && n < cap - 1; i++) {
+        int pos = (int)lround(secs[i] * 50.0);
+        if (pos >= 2 && pos < S && (n == 0 || 2 * pos > frames[n - 1])) frames[n++] = 2 * pos;
+    }
+    frames[n++] = 2 * S;
+    return n;
+}
+
+/* The bucketed order of the training set and one trainer per bucket
+ * shape, all compiled here, before the first step; they share the store
+ * (weights, AdamW moments). */
+static bool setup_buckets(run *r, const tg_whisper_train_options *base) {
+    const tg_dataset *d = r->train;
+    int bounds[16];
+    int nb = bucket_bounds(r, bounds, 16);
+    int *rf = malloc((size_t)d->n * sizeof *rf), *rt = malloc((size_t)d->n * sizeof *rt);
+    if (!rf || !rt) {
+        free(rf);
+        free(rt);
+        return false;
+    }
+    for (int i = 0; i < d->n; i++) {
+        rf[i] = tg_whisper_mel_frames_used(d->mels + (size_t)i * d->n_mels * d->frames, d->n_mels,
+                                           d->frames);
+        rt[i] = d->seq_len[i] - 1 < r->o.max_tokens ? d->seq_len[i] - 1 : r->o.max_tokens;
+    }
+    tg_status st = tg_whisper_buckets_new(d->n, rf, rt, nb, bounds, r->o.max_tokens, r->o.batch,
+                                          r->state.seed, &r->buckets);
+    free(rf);
+    free(rt);
+    if (st != TG_OK) {
+        cli_error("buckets: %s", tg_last_error());
+        return false;
+    }
+    int n = tg_whisper_buckets_count(r->buckets);
+    r->bucket_trainer = calloc((size_t)n, sizeof *r->bucket_trainer);
+    if (!r->bucket_trainer) return false;
+    fprintf(stderr, "buckets:");
+    for (int i = 0; i < n; i++) {
+        int frames, T, count;
+        tg_whisper_buckets_shape(r->buckets, i, &frames, &T, &count);
+        fprintf(stderr, "%s %.2f s x %d tokens (%d utterances)", i ? "," : "", frames / 100.0, T,
+                count);
+        if (frames == d->frames && T == r->o.max_tokens) {
+            r->bucket_trainer[i] = r->trainer;
+            continue;
+        }
+        tg_whisper_train_options o = *base;
+        o.source_positions = frames / 2;
+        o.n_tokens = T;
+        st = tg_whisper_trainer_new(&r->cfg, &o, r->store, r->dev, &r->bucket_trainer[i]);
+        if (st != TG_OK) {
+            fprintf(stderr, "\n");
+            cli_error("training step of bucket %d: %s", i, tg_last_error());
+            return false;
+        }
+    }
+    fprintf(stderr, "\n");
+    return true;
+}
+
+static void free_buckets(run *r) {
+    int n = tg_whisper_buckets_count(r->buckets);
+    for (int i = 0; r->bucket_trainer && i < n; i++)
+        if (r->bucket_trainer[i] != r->trainer) tg_whisper_trainer_free(r->bucket_trainer[i]);
+    free(r->bucket_trainer);
+    tg_whisper_buckets_free(r->buckets);
+    r->bucket_trainer = NULL;
+    r->buckets = NULL;
+}
+
+/* ------------------------------------------------------------------ */
 /* Main                                                                */
 /* ------------------------------------------------------------------ */
 
 static void run_free(run *r) {
     if (r->metrics) fclose(r->metrics);
+    free_buckets(r);
     tg_whisper_trainer_free(r->trainer);
     tg_dataset_free(r->train);
     tg_dataset_free(r->eval);
@@ -1019,6 +1318,21 @@ int cli_train(int argc, char **argv) {
     to.max_grad_norm = r.o.max_grad_norm;
     to.freeze_encoder = r.o.freeze_encoder;
     to.accum_steps = r.o.grad_accum;
+    bool half = strcmp(r.o.precision, "f16") == 0;
+    to.precision = half ? TG_F16 : TG_F32;
+    to.loss_scale = r.o.loss_scale;
+    to.scale_growth_interval = r.o.scale_growth;
+    if (!(r.state.scaler.scale > 0))
+        r.state.scaler = (tg_whisper_loss_scaler){half ? r.o.loss_scale : 1.0, 0, 0};
+    /* buckets from random initialisation; a pretrained model saw 30-s
+     * windows only: pad to the window */
+    if (r.o.pad_to_window < 0) r.o.pad_to_window = r.o.init ? 1 : 0;
+    if (r.o.pad_to_window == 0 && half && r.o.grad_accum > 1) {
+        cli_error("train: --precision f16 with --grad-accum needs --pad-to-30s (buckets with "
+                  "accumulation and loss scaling are not supported yet)");
+        run_free(&r);
+        return CLI_USAGE;
+    }
     double t0 = now();
     fprintf(stderr,
             "model: d_model %d, %d+%d layers, %d heads, %d encoder positions (%.2f s), vocabulary "
@@ -1032,8 +1346,13 @@ int cli_train(int argc, char **argv) {
         run_free(&r);
         return CLI_FAIL;
     }
-    fprintf(stderr, "compiled the training step in %.1f s (%d trained tensors)\n", now() - t0,
-            tg_whisper_trainer_param_count(r.trainer));
+    if (r.o.pad_to_window == 0 && !setup_buckets(&r, &to)) {
+        run_free(&r);
+        return CLI_FAIL;
+    }
+    fprintf(stderr, "compiled the training step%s in %.1f s (%d trained tensors, %s)\n",
+            r.buckets ? "s of every bucket" : "", now() - t0,
+            tg_whisper_trainer_param_count(r.trainer), r.o.precision);
 
     tg_whisper_decoder *dec = NULL;
     if (r.eval &&
@@ -1047,8 +1366,13 @@ int cli_train(int argc, char **argv) {
     fmt(p, sizeof p, "%s/metrics.jsonl", r.out);
     r.metrics = fopen(p, "a");
     tg_loader *loader = NULL;
-    if (tg_loader_new(r.train, r.state.seed, r.o.batch, r.o.max_tokens, r.eot, &loader) != TG_OK) {
-        cli_error("loader: %s", tg_last_error());
+    bucket_loader *bloader = NULL;
+    if (r.buckets)
+        bloader = bucket_loader_new(r.train, r.buckets, r.o.batch, r.o.max_tokens, r.eot);
+    if (r.buckets ? !bloader
+                  : tg_loader_new(r.train, r.state.seed, r.o.batch, r.o.max_tokens, r.eot,
+                                  &loader) != TG_OK) {
+        cli_error("loader: %s", r.buckets ? "out of memory" : tg_last_error());
         tg_whisper_decoder_free(dec);
         run_free(&r);
         return CLI_FAIL;
@@ -1068,22 +1392,40 @@ int cli_train(int argc, char **argv) {
         int step = r.state.step + 1;
         double lr = tg_whisper_lr_schedule(step, r.o.steps, r.o.warmup, r.o.lr, cosine);
         double loss = 0, gnorm = 0;
+        tg_whisper_trainer *tr = r.trainer;
+        /* micro-batch k of this step: its batch and the trainer of its shape */
+#define GET_BATCH(k)                                                                               \
+    do {                                                                                           \
+        int64_t k_ = (k), pos_ = r.state.position + k_ * r.o.batch;                                \
+        if (bloader) {                                                                             \
+            const bucket_batch *bb_ = bucket_loader_get(bloader, pos_ / r.o.batch);                \
+            mel = bb_->mel;                                                                        \
+            tokens = bb_->tokens;                                                                  \
+            labels = bb_->labels;                                                                  \
+            tr = r.bucket_trainer[bb_->bucket];                                                    \
+        } else {                                                                                   \
+            ok = tg_loader_get(loader, pos_, &mel, &tokens, &labels) == TG_OK;                     \
+        }                                                                                          \
+    } while (0)
         if (r.o.grad_accum == 1) {
-            ok = tg_loader_get(loader, r.state.position, &mel, &tokens, &labels) == TG_OK;
-            ok = ok && tg_whisper_trainer_step(r.trainer, mel, tokens, labels, (float)lr, step,
-                                               &loss, &gnorm) == TG_OK;
+            GET_BATCH(0);
+            ok = ok && tg_whisper_trainer_set_scaler(tr, &r.state.scaler) == TG_OK;
+            ok = ok && tg_whisper_trainer_step(tr, mel, tokens, labels, (float)lr, step, &loss,
+                                               &gnorm) == TG_OK;
         } else {
-            /* micro-batches k*B .. of this step, then one update */
+            /* micro-batches k*B .. of this step, then one update (the
+             * accumulators are variables of the shared store) */
             for (int k = 0; ok && k < r.o.grad_accum; k++) {
                 double l = 0;
-                ok = tg_loader_get(loader, r.state.position + (int64_t)k * r.o.batch, &mel, &tokens,
-                                   &labels) == TG_OK;
-                ok = ok &&
-                     tg_whisper_trainer_accumulate(r.trainer, mel, tokens, labels, &l) == TG_OK;
+                GET_BATCH(k);
+                ok = ok && tg_whisper_trainer_set_scaler(tr, &r.state.scaler) == TG_OK;
+                ok = ok && tg_whisper_trainer_accumulate(tr, mel, tokens, labels, &l) == TG_OK;
                 loss += l / r.o.grad_accum;
             }
-            ok = ok && tg_whisper_trainer_apply(r.trainer, (float)lr, step, &gnorm) == TG_OK;
+            ok = ok && tg_whisper_trainer_apply(tr, (float)lr, step, &gnorm) == TG_OK;
         }
+#undef GET_BATCH
+        tg_whisper_trainer_get_scaler(tr, &r.state.scaler);
         if (!ok) {
             cli_error("step %d: %s", step, tg_last_error());
             break;
@@ -1104,16 +1446,23 @@ int cli_train(int argc, char **argv) {
             double dt = now() - window_t;
             double ms = 1e3 * dt / window_steps;
             double eta = (r.o.steps - step) * ms / 1e3;
+            char scaling[96] = "";
+            if (half)
+                fmt(scaling, sizeof scaling, "  scale %g  skipped %lld", r.state.scaler.scale,
+                    (long long)r.state.scaler.skipped);
             fprintf(stderr,
                     "step %d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.0f ms/step  %.1f "
-                    "samples/s  ETA %dm%02ds\n",
+                    "samples/s  ETA %dm%02ds%s\n",
                     step, r.o.steps, loss_acc / window_steps, lr, gnorm, ms,
-                    r.o.batch * r.o.grad_accum * 1e3 / ms, (int)(eta / 60), (int)fmod(eta, 60));
+                    r.o.batch * r.o.grad_accum * 1e3 / ms, (int)(eta / 60), (int)fmod(eta, 60),
+                    scaling);
             fmt(line, sizeof line,
                 "{\"step\": %d, \"loss\": %.9g, \"lr\": %.6g, \"grad_norm\": %.6g, "
-                "\"epoch\": %.4f, \"ms_per_step\": %.1f, \"samples_per_s\": %.2f}",
-                step, loss_acc / window_steps, lr, gnorm, (double)r.state.position / r.train->n, ms,
-                r.o.batch * r.o.grad_accum * 1e3 / ms);
+                "\"epoch\": %.4f, \"ms_per_step\": %.1f, \"samples_per_s\": %.2f, "
+                "\"loss_scale\": %.9g, \"skipped_steps\": %lld}",
+                step, loss_acc / window_steps, lr, isfinite(gnorm) ? gnorm : -1.0,
+                (double)r.state.position / r.train->n, ms, r.o.batch * r.o.grad_accum * 1e3 / ms,
+                r.state.scaler.scale, (long long)r.state.scaler.skipped);
             log_metrics(&r, line);
             window_t = now();
             window_steps = 0;
@@ -1164,6 +1513,7 @@ int cli_train(int argc, char **argv) {
         free(table);
     }
     tg_loader_free(loader);
+    bucket_loader_free(bloader);
     tg_whisper_decoder_free(dec);
     if (r.metrics) {
         fclose(r.metrics);

@@ -22,8 +22,8 @@ extern "C" {
 #define TG_WHISPER_IGNORE (-100)
 
 typedef struct tg_whisper_train_options {
-    int batch;           /* rows per step */
-    int n_tokens;        /* decoder positions per row (static T) */
+    int batch;    /* rows per step */
+    int n_tokens; /* decoder positions per row (static T) */
     double beta1, beta2, eps, weight_decay;
     double max_grad_norm; /* <= 0: no clipping */
     bool freeze_encoder;
@@ -36,10 +36,36 @@ typedef struct tg_whisper_train_options {
      *  tg_whisper_trainer_apply); each micro-batch's gradient weighs
      *  1/accum_steps. 0 or 1: tg_whisper_trainer_step. */
     int accum_steps;
+    /** Encoder positions of this step's windows: 0 is the config's
+     *  max_source_positions; fewer (a length bucket) read the first rows
+     *  of the position table, and mel is [B, mels, 2 * source_positions].
+     *  Trainers of several bucket shapes can share one store. */
+    int source_positions;
+    /** TG_F32, or TG_F16 (mixed precision, needs primitive_ops): every
+     *  matmul (linear layers, the im2col convolutions, attention scores
+     *  and values, the output projection) reads f16 operands and
+     *  accumulates in f32; master weights, AdamW moments, layer norms,
+     *  softmax and the loss stay f32. The loss is multiplied by a dynamic
+     *  scale before tg_gradients; gradients are unscaled before
+     *  clipping; a step whose gradients are not finite is skipped
+     *  (weights and moments unchanged) and halves the scale. */
+    tg_dtype precision;
+    double loss_scale;         /* the initial scale (65536) */
+    int scale_growth_interval; /* good steps after which the scale doubles (2000) */
 } tg_whisper_train_options;
 
+/** Dynamic loss scaling state (f16): kept by the trainer, saved in
+ *  checkpoints. Several trainers sharing one store (length buckets) share
+ *  it by get/set around each step. */
+typedef struct tg_whisper_loss_scaler {
+    double scale;
+    int good_steps;  /* finite steps since the scale last changed */
+    int64_t skipped; /* steps skipped because a gradient was not finite */
+} tg_whisper_loss_scaler;
+
 /** batch 8, n_tokens 64, AdamW (0.9, 0.999, 1e-8, weight decay 0.01),
- *  clipping at 1.0, encoder trained, primitive ops. */
+ *  clipping at 1.0, encoder trained, primitive ops, f32 (f16: loss scale
+ *  65536, doubled after 2000 good steps as PyTorch's GradScaler). */
 void tg_whisper_train_options_default(tg_whisper_train_options *o);
 
 typedef struct tg_whisper_trainer tg_whisper_trainer;
@@ -53,11 +79,13 @@ tg_status tg_whisper_trainer_new(const tg_whisper_config *cfg, const tg_whisper_
                                  tg_store *store, tg_device *dev, tg_whisper_trainer **out);
 void tg_whisper_trainer_free(tg_whisper_trainer *t);
 
-/** One step: mel f32 [B, n_mels, 2 * max_source_positions], tokens and
+/** One step: mel f32 [B, n_mels, 2 * source_positions], tokens and
  *  labels i32 [B, T] (labels TG_WHISPER_IGNORE where there is nothing to
- *  predict), lr, and the 1-based AdamW step. *loss receives the mean
- *  cross-entropy before the update, *grad_norm the global gradient norm
- *  before clipping (either may be NULL). */
+ *  predict), lr, and the 1-based optimizer step (with f16, AdamW's bias
+ *  correction counts only the steps not skipped, as PyTorch's). *loss
+ *  receives the mean cross-entropy before the update, *grad_norm the
+ *  global gradient norm before clipping (either may be NULL; with f16 the
+ *  norm is not finite when the step was skipped). */
 tg_status tg_whisper_trainer_step(tg_whisper_trainer *t, const float *mel, const int32_t *tokens,
                                   const int32_t *labels, float lr, int step, double *loss,
                                   double *grad_norm);
@@ -86,6 +114,14 @@ tg_status tg_whisper_trainer_gradients(tg_whisper_trainer *t, const float *mel,
  *  encoder-only executable compiled at the first call; B = the batch). */
 tg_status tg_whisper_trainer_encode(tg_whisper_trainer *t, const float *mel, tg_array *out);
 
+/** The loss-scaling state (scale 1 and nothing skipped with f32). */
+void tg_whisper_trainer_get_scaler(const tg_whisper_trainer *t, tg_whisper_loss_scaler *s);
+/** Sets it (resume, or sharing it between bucket trainers); the scale
+ *  must be a positive finite number. */
+tg_status tg_whisper_trainer_set_scaler(tg_whisper_trainer *t, const tg_whisper_loss_scaler *s);
+/** Whether the last step (or apply) was skipped for a non-finite gradient. */
+bool tg_whisper_trainer_last_skipped(const tg_whisper_trainer *t);
+
 /** Trainable tensors (the ones the optimizer updates) and their names;
  *  the optimizer's state is "<name>.adam_m" / "<name>.adam_v". */
 int tg_whisper_trainer_param_count(const tg_whisper_trainer *t);
@@ -103,6 +139,45 @@ tg_status tg_whisper_trainer_profile(tg_whisper_trainer *t, char **table);
  *  `seed`), biases 0, LayerNorm weights 1, the encoder positions the
  *  sinusoid table. */
 tg_status tg_whisper_init_weights(tg_store *store, const tg_whisper_config *cfg, uint64_t seed);
+
+/* ------------------------------------------------------------------ */
+/* Length buckets                                                      */
+/* ------------------------------------------------------------------ */
+
+/** Mel frames holding audio in one log-Mel window [n_mels, frames]: one
+ *  past the last frame with a value above the window's floor (the padding
+ *  after the audio is all floor, Whisper's log-Mel clamps at max - 8).
+ *  At least 1. */
+int tg_whisper_mel_frames_used(const float *mel, int n_mels, int frames);
+
+/** A bucketed data order. Record r goes to the first bucket whose frames
+ *  hold its audio (bucket_frames ascending, the last the full window);
+ *  a bucket's decoder length is its longest label sequence rounded up to
+ *  a multiple of 8 (at most max_tokens). Epoch e: each bucket's records
+ *  in an order drawn from (seed, e, bucket), cut into batches of B (the
+ *  last one of a bucket padded with rows of index -1), and the batches of
+ *  every bucket shuffled together from (seed, e). Batch k of the run is
+ *  batch k % n of epoch k / n (n = batches per epoch), so the position in
+ *  the data is one number and every record is in exactly one batch per
+ *  epoch. */
+typedef struct tg_whisper_buckets tg_whisper_buckets;
+
+/** record_frames[r]: tg_whisper_mel_frames_used; record_tokens[r]: the
+ *  decoder positions record r needs (its sequence length - 1). Empty
+ *  buckets are dropped, except the last (the full window). */
+tg_status tg_whisper_buckets_new(int n_records, const int *record_frames, const int *record_tokens,
+                                 int n_buckets, const int *bucket_frames, int max_tokens, int batch,
+                                 uint64_t seed, tg_whisper_buckets **out);
+void tg_whisper_buckets_free(tg_whisper_buckets *b);
+int tg_whisper_buckets_count(const tg_whisper_buckets *b);
+/** Bucket i's mel frames, decoder positions and records. */
+void tg_whisper_buckets_shape(const tg_whisper_buckets *b, int i, int *frames, int *n_tokens,
+                              int *n_records);
+int64_t tg_whisper_buckets_per_epoch(const tg_whisper_buckets *b);
+/** Batch k of the order: *bucket, and idx[0 .. batch) the records (-1:
+ *  a padding row). Keeps the last epoch's order: not for concurrent
+ *  use. */
+void tg_whisper_buckets_batch(tg_whisper_buckets *b, int64_t k, int *bucket, int *idx);
 
 /** The learning rate at 1-based `step` of `total`: linear warm-up from 0
  *  over `warmup` steps to `peak`, then linear (cosine = false) or cosine
