@@ -11,7 +11,10 @@
  * loads, before main; when either is set (this environment forces the
  * slower Haswell kernels with them) the benchmark re-executes itself with
  * both unset, so the baseline is OpenBLAS's own choice for this CPU.
- * Options: --quick (fewer shapes, for smoke tests). */
+ * Options: --quick (fewer shapes, for smoke tests), --f32 (no f16 runs),
+ * --only PREFIX (shapes whose label starts with PREFIX, e.g. "train"),
+ * --shape M,N,K[,t] (one shape; t: B transposed), --lp-threads N
+ * (lavapipe's LP_NUM_THREADS; default: one per CPU). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdint.h>
@@ -21,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend/gen_common.h"
 #include "backend/gen_matmul.h"
 #include "backend/vk.h"
 
@@ -36,6 +40,14 @@ int openblas_get_num_threads(void);
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* CPU time of the whole process (lavapipe's worker threads included):
+ * wall / cpu says how many cores a kernel kept busy. */
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -65,8 +77,24 @@ typedef struct shape {
     int64_t M, N, K;
     bool tb;
     const char *label;
-    int64_t ldb; /* row stride of B; 0: dense */
+    int64_t ldb;    /* row stride of B; 0: dense */
+    bool ta;        /* A stored transposed, [K, M] (a weight gradient's a^T b) */
+    int64_t batch;  /* products in the grid's z; 0 means 1 */
+    bool b_shared;  /* B broadcast over the batch (a weight) */
+    bool bias_gelu; /* epilogue gelu(acc + bias[n]), as the graph fuses it */
 } shape;
+
+static int64_t batch_of(const shape *s) {
+    return s->batch > 1 ? s->batch : 1;
+}
+
+/* Elements of one B matrix, and B's batch stride. */
+static int64_t b_elems(const shape *s) {
+    return (s->tb ? s->N : s->K) * (s->ldb ? s->ldb : (s->tb ? s->K : s->N));
+}
+static int64_t b_stride(const shape *s) {
+    return s->b_shared ? 0 : b_elems(s);
+}
 
 static int64_t ldb_of(const shape *s) {
     return s->ldb ? s->ldb : (s->tb ? s->K : s->N);
@@ -85,6 +113,7 @@ typedef struct chunk {
 
 typedef struct result {
     double ours_gflops, ours_ms, max_rel_err;
+    double ours_cores; /* process CPU seconds per wall second while timing */
     int reps;
     char kernel[64];
     tg_mm_tiling tiling;
@@ -98,12 +127,21 @@ static const char *fail(const char *what) {
     return errbuf;
 }
 
-static result run_ours(const shape *s, tg_dtype dt, const float *a, const float *b) {
+static const char *gelu_epilogue = "0.5 * (acc + e0) * (1.0 + tg_erf((acc + e0) * 0.70710678))";
+
+static double gelu_ref(double y) {
+    return 0.5 * y * (1.0 + erf(y * 0.7071067811865476));
+}
+
+static result run_ours(const shape *s, tg_dtype dt, const float *a, const float *b,
+                       const float *bias) {
     result r = {0};
     size_t es = dt == TG_F16 ? 2 : 4;
-    size_t na = (size_t)(s->M * s->K), nb = (size_t)((s->tb ? s->N : s->K) * ldb_of(s));
-    tg_vk_buffer ba = {0}, bb = {0};
-    VkBufferView va = VK_NULL_HANDLE, vb = VK_NULL_HANDLE;
+    int64_t nbatch = batch_of(s);
+    size_t na = (size_t)(nbatch * s->M * s->K);
+    size_t nb = (size_t)(b_elems(s) + (nbatch - 1) * b_stride(s));
+    tg_vk_buffer ba = {0}, bb = {0}, be = {0};
+    VkBufferView va = VK_NULL_HANDLE, vb = VK_NULL_HANDLE, ve = VK_NULL_HANDLE;
     chunk ch[16];
     int n_ch = 0;
     tg_vk_cmd *cmd = NULL;
@@ -115,6 +153,8 @@ static result run_ours(const shape *s, tg_dtype dt, const float *a, const float 
     if (dev->caps.max_buffer_bytes && dev->caps.max_buffer_bytes < max_range)
         max_range = dev->caps.max_buffer_bytes;
     int64_t rows_per = (int64_t)(max_range / ((uint64_t)s->N * es)) / 4 * 4;
+    if (nbatch > 1 || s->ta) /* one chunk: batched C and A^T are small here */
+        rows_per = (uint64_t)(nbatch * s->M * s->N) * es <= max_range ? s->M : 0;
     if (rows_per < 4) {
         r.error = "N too large for one storage binding";
         return r;
@@ -150,14 +190,31 @@ static result run_ours(const shape *s, tg_dtype dt, const float *a, const float 
         }
     }
     free(tmp);
+    if (s->bias_gelu &&
+        (tg_vk_buffer_create(dev, (size_t)(s->N + 4) * 4, TG_VK_BUFFER_TEXEL | TG_VK_BUFFER_STORAGE,
+                             &be) != TG_OK ||
+         tg_vk_buffer_upload(dev, &be, 0, bias, (size_t)s->N * 4) != TG_OK)) {
+        r.error = fail("bias buffer");
+        goto out;
+    }
 
     for (int i = 0; i < n_ch; i++) {
         tg_mm_params p = {0};
         p.M = ch[i].rows;
         p.N = s->N;
         p.K = s->K;
-        p.batch = 1;
+        p.batch = nbatch;
+        p.batch_stride_a = s->M * s->K;
+        p.batch_stride_b = b_stride(s);
+        p.batch_stride_c = s->M * s->N;
+        p.transpose_a = s->ta;
         p.transpose_b = s->tb;
+        if (s->bias_gelu) {
+            p.n_extra = 1;
+            p.extra[0] = (tg_mm_extra){TG_F32, 0, 0, 1};
+            p.epilogue = gelu_epilogue;
+            p.epilogue_functions = tg_gen_math_glsl();
+        }
         p.ldb = s->ldb;
         p.dtype = dt;
         p.out_dtype = dt;
@@ -179,8 +236,8 @@ static result run_ours(const shape *s, tg_dtype dt, const float *a, const float 
             r.error = fail("pipeline");
             goto out;
         }
-        if (tg_vk_buffer_create(dev, (VkDeviceSize)(ch[i].rows * s->N) * es, TG_VK_BUFFER_STORAGE,
-                                &ch[i].c) != TG_OK) {
+        if (tg_vk_buffer_create(dev, (VkDeviceSize)(nbatch * ch[i].rows * s->N) * es,
+                                TG_VK_BUFFER_STORAGE, &ch[i].c) != TG_OK) {
             r.error = fail("output buffer");
             goto out;
         }
@@ -192,18 +249,34 @@ static result run_ours(const shape *s, tg_dtype dt, const float *a, const float 
         r.error = fail("texel view");
         goto out;
     }
+    if (s->bias_gelu && ch[0].k.bindings[2].kind == TG_VK_BIND_TEXEL &&
+        tg_vk_buffer_view_create(dev, &be, ch[0].k.bindings[2].format, 0, VK_WHOLE_SIZE, &ve) !=
+            TG_OK) {
+        r.error = fail("bias view");
+        goto out;
+    }
     if (tg_vk_cmd_begin(dev, 0, &cmd) != TG_OK) {
         r.error = fail("cmd");
         goto out;
     }
     for (int i = 0; i < n_ch; i++) {
-        tg_vk_binding bind[3] = {{0}};
-        bind[0].view = va;
-        bind[1].view = vb;
-        bind[2].buffer = &ch[i].c;
-        /* element offsets: A starts at the chunk's first row */
-        uint32_t push[3] = {(uint32_t)(ch[i].row0 * s->K), 0, 0};
-        if (tg_vk_cmd_dispatch(cmd, ch[i].pipe, bind, push, sizeof push, ch[i].k.groups) != TG_OK) {
+        tg_vk_binding bind[4] = {{0}};
+        uint32_t push[4] = {0};
+        for (int j = 0; j < ch[i].k.n_bindings; j++) {
+            const tg_mm_binding *bd = &ch[i].k.bindings[j];
+            if (bd->role == TG_MM_ROLE_A) {
+                bind[j].view = va;
+                push[j] = (uint32_t)(ch[i].row0 * s->K); /* the chunk's first row */
+            }
+            if (bd->role == TG_MM_ROLE_B) bind[j].view = vb;
+            if (bd->role == TG_MM_ROLE_EXTRA) {
+                bind[j].view = ve;
+                bind[j].buffer = &be;
+            }
+            if (bd->role == TG_MM_ROLE_C) bind[j].buffer = &ch[i].c;
+        }
+        if (tg_vk_cmd_dispatch(cmd, ch[i].pipe, bind, push, ch[i].k.push_constant_bytes,
+                               ch[i].k.groups) != TG_OK) {
             r.error = fail("dispatch");
             goto out;
         }
@@ -225,6 +298,7 @@ static result run_ours(const shape *s, tg_dtype dt, const float *a, const float 
     double one = now_s() - t0;
     int reps = reps_for(one, 1.5, 3, 11);
     double times[32];
+    double wall0 = now_s(), cpu0 = cpu_s();
     for (int i = 0; i < reps; i++) {
         t0 = now_s();
         if (tg_vk_cmd_run(cmd) != TG_OK) {
@@ -233,9 +307,10 @@ static result run_ours(const shape *s, tg_dtype dt, const float *a, const float 
         }
         times[i] = now_s() - t0;
     }
+    r.ours_cores = (cpu_s() - cpu0) / (now_s() - wall0);
     double med = median(times, reps);
     r.ours_ms = med * 1e3;
-    r.ours_gflops = 2.0 * (double)s->M * (double)s->N * (double)s->K / med * 1e-9;
+    r.ours_gflops = 2.0 * (double)nbatch * (double)s->M * (double)s->N * (double)s->K / med * 1e-9;
     r.reps = reps;
     snprintf(r.kernel, sizeof r.kernel, "%s", ch[0].k.name);
     r.tiling = ch[0].k.tiling;
@@ -245,9 +320,12 @@ static result run_ours(const shape *s, tg_dtype dt, const float *a, const float 
     for (int t = 0; t < 64; t++) {
         int64_t m = (int64_t)((unsigned)(t * 2654435761u) % (unsigned)s->M);
         int64_t n = (int64_t)((unsigned)(t * 40503u + 7) % (unsigned)s->N);
+        int64_t bi = t % nbatch;
+        const float *ab = a + bi * s->M * s->K, *bb_ = b + bi * b_stride(s);
         double ref = 0, mag = 0;
         for (int64_t k = 0; k < s->K; k++) {
-            double x = a[m * s->K + k], y = s->tb ? b[n * ldb_of(s) + k] : b[k * ldb_of(s) + n];
+            double x = s->ta ? ab[k * s->M + m] : ab[m * s->K + k];
+            double y = s->tb ? bb_[n * ldb_of(s) + k] : bb_[k * ldb_of(s) + n];
             if (dt == TG_F16) {
                 x = tg_f16_to_f32(tg_f32_to_f16((float)x));
                 y = tg_f16_to_f32(tg_f32_to_f16((float)y));
@@ -255,9 +333,13 @@ static result run_ours(const shape *s, tg_dtype dt, const float *a, const float 
             ref += x * y;
             mag += fabs(x * y);
         }
+        if (s->bias_gelu) { /* gelu is 1-Lipschitz-ish: the error bound stays mag */
+            mag += fabs(bias[n]);
+            ref = gelu_ref(ref + bias[n]);
+        }
         int ci = 0;
         while (ci + 1 < n_ch && ch[ci + 1].row0 <= m) ci++;
-        VkDeviceSize off = (VkDeviceSize)((m - ch[ci].row0) * s->N + n) * es;
+        VkDeviceSize off = (VkDeviceSize)((bi * s->M + m - ch[ci].row0) * s->N + n) * es;
         float got;
         if (es == 2) {
             uint16_t h;
@@ -273,6 +355,8 @@ out:
     tg_vk_cmd_free(cmd);
     if (va) tg_vk_buffer_view_destroy(dev, va);
     if (vb) tg_vk_buffer_view_destroy(dev, vb);
+    if (ve) tg_vk_buffer_view_destroy(dev, ve);
+    tg_vk_buffer_destroy(dev, &be);
     for (int i = 0; i < n_ch; i++) {
         if (ch[i].pipe) tg_vk_pipeline_destroy(dev, ch[i].pipe);
         tg_vk_buffer_destroy(dev, &ch[i].c);
@@ -283,21 +367,34 @@ out:
     return r;
 }
 
-static double run_openblas(const shape *s, const float *a, const float *b, float *c) {
+#ifdef TG_HAVE_OPENBLAS
+/* The same products (the batch as a loop of sgemm calls; no epilogue). */
+static void sgemm_batch(const shape *s, const float *a, const float *b, float *c) {
+    int M = (int)s->M, N = (int)s->N, K = (int)s->K;
+    for (int64_t i = 0; i < batch_of(s); i++)
+        cblas_sgemm(101, s->ta ? 112 : 111, s->tb ? 112 : 111, M, N, K, 1.0f, a + i * M * K,
+                    s->ta ? M : K, b + i * b_stride(s), (int)ldb_of(s), 0.0f, c + i * M * N, N);
+}
+#endif
+
+static double run_openblas(const shape *s, const float *a, const float *b, float *c,
+                           double *cores) {
+    *cores = 0;
 #ifdef TG_HAVE_OPENBLAS
     int M = (int)s->M, N = (int)s->N, K = (int)s->K;
-    cblas_sgemm(101, 111, s->tb ? 112 : 111, M, N, K, 1.0f, a, K, b, (int)ldb_of(s), 0.0f, c, N);
+    sgemm_batch(s, a, b, c);
     double t0 = now_s();
-    cblas_sgemm(101, 111, s->tb ? 112 : 111, M, N, K, 1.0f, a, K, b, (int)ldb_of(s), 0.0f, c, N);
+    sgemm_batch(s, a, b, c);
     int reps = reps_for(now_s() - t0, 1.0, 3, 11);
     double times[32];
+    double wall0 = now_s(), cpu0 = cpu_s();
     for (int i = 0; i < reps; i++) {
         t0 = now_s();
-        cblas_sgemm(101, 111, s->tb ? 112 : 111, M, N, K, 1.0f, a, K, b, (int)ldb_of(s), 0.0f, c,
-                    N);
+        sgemm_batch(s, a, b, c);
         times[i] = now_s() - t0;
     }
-    return 2.0 * (double)M * N * K / median(times, reps) * 1e-9;
+    *cores = (cpu_s() - cpu0) / (now_s() - wall0);
+    return 2.0 * (double)batch_of(s) * M * N * K / median(times, reps) * 1e-9;
 #else
     (void)s;
     (void)a;
@@ -308,7 +405,35 @@ static double run_openblas(const shape *s, const float *a, const float *b, float
 }
 
 int main(int argc, char **argv) {
-    bool quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
+    bool quick = false, f32_only = false;
+    const char *only = NULL; /* --only PREFIX: the shapes whose label starts so */
+    /* lavapipe's worker threads (read when the device opens): by default
+     * one per CPU, as OpenBLAS uses every core; 0 runs each dispatch on
+     * the calling thread (cheap dispatches, one core: what the training
+     * step uses for its many small kernels). The environment's value is
+     * overridden and reported. */
+    int lp_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    const char *lp_env = getenv("LP_NUM_THREADS");
+    char lp_env_copy[32];
+    snprintf(lp_env_copy, sizeof lp_env_copy, "%s", lp_env ? lp_env : "");
+    shape one = {0, 0, 0, false, "custom", 0, false, 1, false, false};
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) quick = true;
+        if (strcmp(argv[i], "--f32") == 0) f32_only = true;
+        if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
+        if (strcmp(argv[i], "--lp-threads") == 0 && i + 1 < argc) lp_threads = atoi(argv[++i]);
+        if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc) {
+            long long m = 0, n = 0, k = 0;
+            char t = 0;
+            if (sscanf(argv[++i], "%lld,%lld,%lld,%c", &m, &n, &k, &t) >= 3 && m > 0 && n > 0 &&
+                k > 0) {
+                one.M = m;
+                one.N = n;
+                one.K = k;
+                one.tb = t == 't';
+            }
+        }
+    }
     const char *orig_core = getenv("OPENBLAS_CORETYPE");
     const char *orig_l2 = getenv("OPENBLAS_L2_SIZE");
     bool reexec = getenv("TG_BENCH_MATMUL_REEXEC") != NULL;
@@ -330,15 +455,19 @@ int main(int argc, char **argv) {
         orig_l2 = getenv("TG_BENCH_ORIG_L2");
     }
 
+    char lp_buf[16];
+    snprintf(lp_buf, sizeof lp_buf, "%d", lp_threads < 0 ? 0 : lp_threads);
+    setenv("LP_NUM_THREADS", lp_buf, 1);
     if (tg_vk_device_open(-1, &dev) != TG_OK) {
         printf("{\"bench\": \"matmul\", \"error\": \"%s\"}\n", tg_last_error());
         return 1;
     }
-    const char *lp = getenv("LP_NUM_THREADS");
+
     printf("{\n  \"bench\": \"matmul\",\n");
     printf("  \"device\": \"%s\",\n  \"device_class\": \"%s\",\n", dev->caps.name,
            tg_vk_device_class_name(dev->caps.device_class));
-    printf("  \"lp_num_threads\": %s%s%s,\n", lp ? "\"" : "", lp ? lp : "null", lp ? "\"" : "");
+    printf("  \"lp_num_threads\": %s, \"lp_num_threads_in_environment\": \"%s\",\n", lp_buf,
+           lp_env_copy);
     printf("  \"timing\": \"median wall-clock of submit+wait of a recorded command buffer, after "
            "a warm-up run and a timing run\",\n");
 #ifdef TG_HAVE_OPENBLAS
@@ -354,63 +483,88 @@ int main(int argc, char **argv) {
     printf("  \"openblas\": null,\n");
 #endif
     static const shape all[] = {
-        {256, 256, 256, false, "square", 0},
-        {512, 512, 512, false, "square", 0},
-        {1024, 1024, 1024, false, "square", 0},
-        {2048, 2048, 2048, false, "square", 0},
-        {1500, 384, 384, false, "whisper", 0},
-        {1500, 1536, 384, false, "whisper", 0},
-        {1500, 384, 1536, false, "whisper", 0},
+        {256, 256, 256, false, "square", 0, false, 1, false, false},
+        {512, 512, 512, false, "square", 0, false, 1, false, false},
+        {1024, 1024, 1024, false, "square", 0, false, 1, false, false},
+        {2048, 2048, 2048, false, "square", 0, false, 1, false, false},
+        {1500, 384, 384, false, "whisper", 0, false, 1, false, false},
+        {1500, 1536, 384, false, "whisper", 0, false, 1, false, false},
+        {1500, 384, 1536, false, "whisper", 0, false, 1, false, false},
         /* N = 51865 is odd: B's rows padded to 51868 elements so they read
          * as vec4 texels (dense, scalar texels are about 2x slower) */
-        {1500, 51865, 384, false, "whisper_ldb_51868", 51868},
+        {1500, 51865, 384, false, "whisper_ldb_51868", 51868, false, 1, false, false},
         /* Whisper's logits multiply by the token embedding transposed */
-        {1500, 51865, 384, true, "whisper_logits_nt", 0},
+        {1500, 51865, 384, true, "whisper_logits_nt", 0, false, 1, false, false},
+        /* the demo's training step (docs/kernels.md): batch 16 x 150
+         * encoder positions, d_model 128, 4 heads of 32, MLP 512 */
+        {150, 512, 128, true, "train_fc1", 0, false, 16, true, false},
+        {150, 512, 128, true, "train_fc1_bias_gelu", 0, false, 16, true, true},
+        {150, 128, 512, true, "train_fc2", 0, false, 16, true, false},
+        {150, 150, 32, true, "train_attn_scores", 0, false, 64, false, false},
+        {150, 32, 150, false, "train_attn_values", 0, false, 64, false, false},
+        {128, 512, 2400, false, "train_weight_grad_ta", 0, true, 1, false, false},
+        {2400, 128, 512, false, "train_input_grad", 0, false, 1, false, false},
     };
-    static const shape quick_set[] = {{256, 256, 256, false, "square", 0},
-                                      {1500, 384, 384, false, "whisper", 0}};
-    const shape *shapes = quick ? quick_set : all;
-    int n_shapes = quick ? 2 : (int)(sizeof all / sizeof all[0]);
+    static const shape quick_set[] = {
+        {256, 256, 256, false, "square", 0, false, 1, false, false},
+        {1500, 384, 384, false, "whisper", 0, false, 1, false, false}};
+    const shape *shapes = one.M ? &one : quick ? quick_set : all;
+    int n_shapes = one.M ? 1 : quick ? 2 : (int)(sizeof all / sizeof all[0]);
 
     printf("  \"results\": [\n");
     bool first = true;
     for (int si = 0; si < n_shapes; si++) {
         const shape *s = &shapes[si];
-        size_t na = (size_t)(s->M * s->K), nb = (size_t)((s->tb ? s->N : s->K) * ldb_of(s));
-        size_t nc = (size_t)(s->M * s->N);
+        if (only && strncmp(s->label, only, strlen(only)) != 0) continue;
+        int64_t nbatch = batch_of(s);
+        size_t na = (size_t)(nbatch * s->M * s->K);
+        size_t nb = (size_t)(b_elems(s) + (nbatch - 1) * b_stride(s));
+        size_t nc = (size_t)(nbatch * s->M * s->N);
         float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b), *c = malloc(nc * sizeof *c);
-        if (!a || !b || !c) {
+        float *bias = malloc((size_t)s->N * sizeof *bias);
+        if (!a || !b || !c || !bias) {
             free(a);
             free(b);
             free(c);
+            free(bias);
             continue;
         }
         for (size_t i = 0; i < na; i++) a[i] = frand();
         for (size_t i = 0; i < nb; i++) b[i] = frand();
-        double blas = run_openblas(s, a, b, c);
-        for (int d = 0; d < (s->tb ? 1 : 2); d++) { /* the NT extra: f32 only (time) */
+        for (int64_t i = 0; i < s->N; i++) bias[i] = frand();
+        double blas_cores;
+        double blas = run_openblas(s, a, b, c, &blas_cores);
+        for (int d = 0; d < (s->tb || f32_only ? 1 : 2); d++) { /* the NT extra: f32 only (time) */
             tg_dtype dt = d ? TG_F16 : TG_F32;
-            result r = run_ours(s, dt, a, b);
+            result r = run_ours(s, dt, a, b, bias);
             printf("%s    {\"label\": \"%s\", \"M\": %lld, \"N\": %lld, \"K\": %lld, "
-                   "\"transpose_b\": %s, \"ldb\": %lld, \"dtype\": \"%s\", ",
+                   "\"transpose_a\": %s, \"transpose_b\": %s, \"ldb\": %lld, \"batch\": %lld, "
+                   "\"b_shared\": %s, \"epilogue\": \"%s\", \"dtype\": \"%s\", ",
                    first ? "" : ",\n", s->label, (long long)s->M, (long long)s->N, (long long)s->K,
-                   s->tb ? "true" : "false", (long long)ldb_of(s), tg_dtype_name(dt));
+                   s->ta ? "true" : "false", s->tb ? "true" : "false", (long long)ldb_of(s),
+                   (long long)nbatch, s->b_shared ? "true" : "false",
+                   s->bias_gelu ? "gelu(acc + bias[n]); OpenBLAS: the product only" : "none",
+                   tg_dtype_name(dt));
             first = false;
             if (r.error) {
                 printf("\"error\": \"%s\"}", r.error);
                 continue;
             }
-            printf("\"kernel\": \"%s\", \"strategy\": \"%s\", \"workgroup\": [%u, %u], "
-                   "\"block\": [%u, %u], \"reps\": %d, \"ours_ms\": %.3f, \"ours_gflops\": %.2f, "
-                   "\"openblas_sgemm_gflops\": %.2f, \"ratio\": %.3f, \"max_rel_err\": %.2e}",
-                   r.kernel, tg_mm_strategy_name(r.tiling.strategy), r.tiling.wg_x, r.tiling.wg_y,
-                   r.tiling.tm, r.tiling.tn, r.reps, r.ours_ms, r.ours_gflops, blas,
-                   blas > 0 ? r.ours_gflops / blas : 0, r.max_rel_err);
+            printf(
+                "\"kernel\": \"%s\", \"strategy\": \"%s\", \"workgroup\": [%u, %u], "
+                "\"block\": [%u, %u], \"reps\": %d, \"ours_ms\": %.3f, \"ours_gflops\": %.2f, "
+                "\"ours_cores\": %.2f, \"openblas_sgemm_gflops\": %.2f, \"openblas_cores\": %.2f, "
+                "\"ratio\": %.3f, "
+                "\"max_rel_err\": %.2e}",
+                r.kernel, tg_mm_strategy_name(r.tiling.strategy), r.tiling.wg_x, r.tiling.wg_y,
+                r.tiling.tm, r.tiling.tn, r.reps, r.ours_ms, r.ours_gflops, r.ours_cores, blas,
+                blas_cores, blas > 0 ? r.ours_gflops / blas : 0, r.max_rel_err);
             fflush(stdout);
         }
         free(a);
         free(b);
         free(c);
+        free(bias);
     }
     printf("\n  ]\n}\n");
     tg_vk_device_close(dev);
