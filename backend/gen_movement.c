@@ -67,25 +67,27 @@ static bool is_copy(tg_op op) {
 }
 
 /* Sibling copies (fusion's sibling merge): several permute, broadcast_to
- * or slice members of one input, each an output, all of one element
- * count: out_j[i] = in[off_j(i)], one invocation per element for all. */
+ * or slice members, each an output, all of one element count, reading
+ * one input or one each: out_j[i] = in_j[off_j(i)], one invocation per
+ * element for all. */
 static tg_status gen_sibling_copies(const tg_vk_caps *caps, const tg_kernel *k,
                                     tg_kernel_code *out) {
     const tg_graph *gr = k->g;
     const tg_node *first = &gr->nodes[k->outputs[0]];
     int64_t count = count_of(first);
-    if (k->n_inputs != 1 || k->n_outputs != k->n_nodes || count > (int64_t)UINT32_MAX ||
-        count_of(&gr->nodes[k->inputs[0]]) > (int64_t)UINT32_MAX)
+    if (k->n_outputs != k->n_nodes || count > (int64_t)UINT32_MAX)
         return tg_set_error(TG_ERR_UNSUPPORTED, "movement generator: sibling copies of node %d",
                             (int)k->inputs[0]);
+    int src[TG_KERNEL_MAX_IO];
     for (int j = 0; j < k->n_outputs; j++) {
         const tg_node *n = &gr->nodes[k->outputs[j]];
-        if (!is_copy(n->op) || n->inputs[0] != k->inputs[0] || count_of(n) != count)
+        src[j] = tg_gen_input_index(k, n->inputs[0]);
+        if (!is_copy(n->op) || src[j] < 0 || count_of(n) != count ||
+            count_of(&gr->nodes[n->inputs[0]]) > (int64_t)UINT32_MAX)
             return tg_set_error(TG_ERR_UNSUPPORTED,
-                                "movement generator: %s %d is not a copy of node %d with %lld "
-                                "elements",
-                                tg_ops[n->op].name, (int)k->outputs[j], (int)k->inputs[0],
-                                (long long)count);
+                                "movement generator: %s %d is not a copy of a kernel input with "
+                                "%lld elements",
+                                tg_ops[n->op].name, (int)k->outputs[j], (long long)count);
     }
     uint32_t wg = tg_gen_wg_size(caps, 128);
     tg_gen g;
@@ -94,9 +96,8 @@ static tg_status gen_sibling_copies(const tg_vk_caps *caps, const tg_kernel *k,
         tg_gen_abort(&g);
         return st;
     }
-    const tg_node *x = &gr->nodes[k->inputs[0]];
     for (int j = 0; j < k->n_outputs; j++) {
-        const tg_node *n = &gr->nodes[k->outputs[j]];
+        const tg_node *n = &gr->nodes[k->outputs[j]], *x = &gr->nodes[n->inputs[0]];
         int64_t strides[TG_MAX_RANK], base;
         char name[32];
         copy_strides(n, x, strides, &base);
@@ -105,7 +106,7 @@ static tg_status gen_sibling_copies(const tg_vk_caps *caps, const tg_kernel *k,
     }
     tg_sb_printf(&g.b, main_head, wg, (unsigned long long)count);
     for (int j = 0; j < k->n_outputs; j++)
-        tg_sb_printf(&g.b, "    st%d(i, ld0(src_off%d(i)));\n", j, j);
+        tg_sb_printf(&g.b, "    st%d(i, ld%d(src_off%d(i)));\n", j, src[j], j);
     tg_sb_printf(&g.b, "}\n");
     return tg_gen_finish(&g, ((uint64_t)count + wg - 1) / wg);
 }

@@ -423,6 +423,68 @@ static void merge_siblings(fuser *f) {
     }
 }
 
+/* Kernel rep holds only copies (lone or siblings). */
+static bool copies_only(fuser *f, int32_t rep) {
+    FOR_MEMBERS(f, rep, m) {
+        tg_op op = f->g->nodes[m].op;
+        if (op != TG_OP_PERMUTE && op != TG_OP_BROADCAST_TO && op != TG_OP_SLICE) return false;
+    }
+    return true;
+}
+
+/* Copies alike: one op, one element count, a permute's permutation. */
+static bool alike_copies(const tg_node *a, const tg_node *b) {
+    return a->op == b->op &&
+           tg_shape_count(a->rank, a->shape) == tg_shape_count(b->rank, b->shape) &&
+           (a->op != TG_OP_PERMUTE ||
+            (a->rank == b->rank &&
+             memcmp(a->attrs.axes, b->attrs.axes, (size_t)a->rank * sizeof a->attrs.axes[0]) == 0));
+}
+
+/* A member of kernel a reads a member of kernel b (directly or through
+ * aliases): copies read their inputs from memory, so they cannot share a
+ * kernel with what they read. */
+static bool reads_from(fuser *f, int32_t a, int32_t b) {
+    FOR_MEMBERS(f, a, m) {
+        const tg_node *n = &f->g->nodes[m];
+        for (int k = 0; k < n->n_inputs; k++)
+            if (producer(f, n->inputs[k]) == b) return true;
+    }
+    return false;
+}
+
+/* Copies of different nodes alike (the head permutes of q, k and v
+ * before attention, of dq, dk and dv after its gradients): each kernel of
+ * copies joins the latest earlier kernel of alike copies when that stays
+ * acyclic and within the limits (one dispatch instead of several). */
+static void merge_alike_copies(fuser *f) {
+    const tg_graph *g = f->g;
+    int n_groups = 0; /* each group's first node and representative, in order */
+    int32_t *firsts = malloc(((size_t)g->n_nodes + 1) * sizeof *firsts);
+    int32_t *reps = malloc(((size_t)g->n_nodes + 1) * sizeof *reps);
+    if (!firsts || !reps) { /* only a missed merge */
+        free(firsts);
+        free(reps);
+        return;
+    }
+    for (int32_t id = 0; id < g->n_nodes; id++) {
+        int32_t c = find(f, id);
+        if (c < 0 || f->head[c] != id || !copies_only(f, c)) continue;
+        int j = n_groups - 1;
+        while (j >= 0 && !alike_copies(&g->nodes[firsts[j]], &g->nodes[id])) j--;
+        int32_t r = j >= 0 ? find(f, reps[j]) : -1;
+        if (r >= 0 && r != c && !reads_from(f, c, r) && !reads_from(f, r, c) &&
+            within_limits(f, r, c) && !makes_cycle(f, r, c)) {
+            merge(f, r, c);
+            continue;
+        }
+        firsts[n_groups] = id;
+        reps[n_groups++] = c;
+    }
+    free(firsts);
+    free(reps);
+}
+
 static bool kernel_node(const tg_node *n) {
     return tg_ops[n->op].klass != TG_CLASS_SOURCE && !tg_node_is_alias(n);
 }
@@ -637,6 +699,7 @@ tg_status tg_partition_graph(const tg_graph *g, int n_targets, const int32_t *ta
     }
     if (st == TG_OK) group_optimizer(&f);
     if (st == TG_OK) merge_siblings(&f);
+    if (st == TG_OK) merge_alike_copies(&f);
     tg_partition *p = st == TG_OK ? calloc(1, sizeof *p) : NULL;
     if (st == TG_OK &&
         (!p || !(p->kernel_of = malloc(((size_t)g->n_nodes + 1) * sizeof *p->kernel_of)))) {

@@ -294,6 +294,49 @@ static void test_multi_output_and_siblings(void **state) {
     tg_graph_free(g);
 }
 
+/* Alike copies of different nodes (head permutes of q, k, v) share a
+ * kernel; a permute of one of their results (it depends on the kernel)
+ * and a permute with another permutation stay apart. */
+static void test_alike_copies(void **state) {
+    (void)state;
+    const char *src = "# tg ir v1\n"
+                      "%a = placeholder \"a\" : f32[2,3,4]\n"
+                      "%b = placeholder \"b\" : f32[2,3,4]\n"
+                      "%c = placeholder \"c\" : f32[2,3,4]\n"
+                      "%qa = exp %a : f32[2,3,4]\n"
+                      "%pa = permute %qa {perm=[1,0,2]} : f32[3,2,4]\n"
+                      "%qb = exp %b : f32[2,3,4]\n"
+                      "%pb = permute %qb {perm=[1,0,2]} : f32[3,2,4]\n"
+                      "%pc = permute %c {perm=[0,2,1]} : f32[2,4,3]\n"
+                      "%pp = permute %pa {perm=[1,0,2]} : f32[2,3,4]\n";
+    tg_graph *g = tg_graph_parse(src, strlen(src), "alike.tgir");
+    assert_non_null(g);
+    targets t = {.n = 4, .t = {{4}, {6}, {7}, {8}}};
+    tg_partition *p = partition(g, &t, &default_limits);
+    char *text = tg_partition_to_text(g, p);
+    assert_non_null(text);
+    assert_string_equal(text, "# tg ir v1\n"
+                              "# fused: 5 kernels, 6 dispatches unfused\n"
+                              "%a = placeholder \"a\" : f32[2,3,4]\n"
+                              "%b = placeholder \"b\" : f32[2,3,4]\n"
+                              "%c = placeholder \"c\" : f32[2,3,4]\n"
+                              "# kernel 0 elementwise: exp <- %a -> %qa\n"
+                              "  %qa = exp %a : f32[2,3,4]\n"
+                              "# kernel 1 elementwise: exp <- %b -> %qb\n"
+                              "  %qb = exp %b : f32[2,3,4]\n"
+                              "# kernel 2 movement: permute + permute <- %qa, %qb -> %pa, %pb\n"
+                              "  %pa = permute %qa {perm=[1,0,2]} : f32[3,2,4]\n"
+                              "  %pb = permute %qb {perm=[1,0,2]} : f32[3,2,4]\n"
+                              "# kernel 3 movement: permute <- %c -> %pc\n"
+                              "  %pc = permute %c {perm=[0,2,1]} : f32[2,4,3]\n"
+                              "# kernel 4 movement: permute <- %pa -> %pp\n"
+                              "  %pp = permute %pa {perm=[1,0,2]} : f32[2,3,4]\n");
+    check_partition(g, &t, p, &default_limits);
+    free(text);
+    tg_partition_free(p);
+    tg_graph_free(g);
+}
+
 /* Aliases (reshape) are views: no dispatch, and kernels do not fuse
  * through them. A merge that would make the kernels cyclic is refused:
  * c = a + matmul(a, w) cannot put a and c in one kernel. */
@@ -364,6 +407,7 @@ int main(void) {
         cmocka_unit_test(test_transformer_block), cmocka_unit_test(test_input_limit),
         cmocka_unit_test(test_prologues),         cmocka_unit_test(test_aliases_and_cycles),
         cmocka_unit_test(test_fused_ir),          cmocka_unit_test(test_multi_output_and_siblings),
+        cmocka_unit_test(test_alike_copies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -214,7 +214,7 @@ static void test_transformer_block(void **state) {
     /* layer_norm, 3 matmuls, 4 permutes, attention, then 3 matmuls with
      * bias, residual, bias + gelu, residual: 17 nodes */
     assert_int_equal(off, 17);
-    assert_int_equal(on, 12);
+    assert_int_equal(on, 10); /* the q, k, v head permutes are one kernel */
     tg_array_free(&xv);
     tg_graph_free(b.g);
 }
@@ -367,6 +367,38 @@ static void test_sibling_copies(void **state) {
     compare(g, 4, outs, 0, NULL, 1, &f, 0, NULL, 0, &on, &off);
     assert_int_equal(off, 5); /* exp and four copies */
     assert_int_equal(on, 3);  /* exp, the three slices (50 elements each), the broadcast */
+    tg_array_free(&xv);
+    tg_graph_free(g);
+}
+
+/* Alike copies: the head permutes of three projections (x W_i reshaped
+ * to [B, T, H, dh] and permuted to [B, H, T, dh]) are one kernel; equal
+ * to one permute each. */
+static void test_alike_head_permutes(void **state) {
+    (void)state;
+    tg_graph *g = tg_graph_new();
+    int64_t xs[] = {2, 5, 8}, ws[] = {8, 8}, hs[] = {2, 5, 2, 4};
+    tg_tensor x = tg_placeholder(g, "x", TG_F32, 3, xs);
+    tg_tensor outs[3];
+    tg_array wv[3];
+    tg_feed f[4];
+    for (int i = 0; i < 3; i++) {
+        char n[8];
+        snprintf(n, sizeof n, "w%d", i);
+        tg_tensor w = tg_placeholder(g, n, TG_F32, 2, ws);
+        wv[i] = make_f32(2, ws, -0.5f + 0.2f * (float)i, 0.031f, 37);
+        f[1 + i] = (tg_feed){w, &wv[i]};
+        outs[i] = tg_permute(g, tg_reshape(g, tg_matmul(g, x, w, false, false), 4, hs), 4,
+                             (int[]){0, 2, 1, 3});
+    }
+    OK(tg_graph_status(g));
+    tg_array xv = make_f32(3, xs, -1, 0.013f, 157);
+    f[0] = (tg_feed){x, &xv};
+    int on, off;
+    compare(g, 3, outs, 0, NULL, 4, f, 0, NULL, 1e-5, &on, &off);
+    assert_int_equal(off, 6); /* three matmuls, three permutes */
+    assert_int_equal(on, 4);  /* three matmuls, one kernel of permutes */
+    for (int i = 0; i < 3; i++) tg_array_free(&wv[i]);
     tg_array_free(&xv);
     tg_graph_free(g);
 }
@@ -529,6 +561,7 @@ int main(void) {
         cmocka_unit_test(test_reduction_stores_prologue),
         cmocka_unit_test(test_sibling_copies),
         cmocka_unit_test(test_adamw_groups_fill_bindings),
+        cmocka_unit_test(test_alike_head_permutes),
         cmocka_unit_test(test_movement_in_chain),
         cmocka_unit_test(test_reuse_needs_war_barrier),
         cmocka_unit_test(test_disable_unknown_pass),
