@@ -129,6 +129,12 @@ int64_t tg_gen_ce_row_iters(int64_t C, int64_t step);
 #define TG_GEN_ROW_SERIAL_MAX 32
 #define TG_GEN_ROW_SERIAL_MAX_CPU 1024
 bool tg_gen_row_serial(const tg_vk_caps *caps, int64_t row_len);
+/* True where a row takes one subgroup instead (CPU devices with subgroup
+ * arithmetic, rows of TG_GEN_ROW_SUBGROUP_MIN to _SERIAL_MAX_CPU): the
+ * caller makes the workgroup one subgroup and tg_gen_row_head's WG_SUM /
+ * WG_MAX become subgroupAdd / subgroupMax. */
+#define TG_GEN_ROW_SUBGROUP_MIN 64
+bool tg_gen_row_subgroup(const tg_vk_caps *caps, int64_t row_len);
 /* The start of main for `rows` rows: serial (one invocation per row) or
  * one workgroup per row; defines r, l, step and the macros WG_SUM/WG_MAX
  * (identities when serial). tg_gen_row_groups is the matching grid. */

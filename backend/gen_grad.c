@@ -554,9 +554,14 @@ tg_status tg_gen_grad(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code
     /* cross_entropy_grad sums its label count over the workgroup, serial or not */
     bool ce = n->op == TG_OP_CROSS_ENTROPY_GRAD;
     bool wb = n->op == TG_OP_LAYER_NORM_GRAD_WB;
+    bool sg = (n->op == TG_OP_SOFTMAX_GRAD || n->op == TG_OP_LOG_SOFTMAX_GRAD ||
+               n->op == TG_OP_LAYER_NORM_GRAD_X) &&
+              tg_gen_row_subgroup(caps, row_len);
+    if (sg) serial = false;
     uint32_t wg = tg_gen_wg_size(caps, serial || elementwise ? 128 : 64);
     /* fewer, larger row chunks on CPU devices (two barriers per chunk) */
     if (wb && caps->device_class == TG_VK_CLASS_CPU) wg = tg_gen_wg_size(caps, 128);
+    if (sg) wg = caps->subgroup_size;
     /* every workgroup reads all labels: fewer, larger ones on CPU devices */
     if (ce && serial && caps->device_class == TG_VK_CLASS_CPU) wg = tg_gen_wg_size(caps, 512);
     tg_gen g;
