@@ -17,7 +17,9 @@
  *   ignore_index, inside [0, C)) over all rows — the forward's rule —
  *   once per workgroup, not once per row; a label outside [0, C) gives a
  *   zero row (the interpreter reports an error).
- * attention_grad_q/k/v: one workgroup per batch. Its invocations first
+ * attention_lse and attention_grad_q/k/v with (lse, delta) inputs, what
+ *   tg_gradients emits: gen_attention.c's flash backward.
+ * attention_grad_q/k/v without them: one workgroup per batch. Its invocations first
  *   compute, per query row, the softmax statistics over the visible keys
  *   (max M, sum L of exp(s - M), and P = sum_j p_j dP_j with dP_j =
  *   dout_i . v_j; an online softmax, scores from gen_nn.c's att_score_q,
