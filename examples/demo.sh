@@ -20,7 +20,7 @@ OUT=${OUT:-/tmp/tg-demo}
 LONG=0
 [[ "${1:-}" == "--long" ]] && LONG=1
 if (( LONG )); then
-    STEPS=${STEPS:-2000}; TRAIN_SENTENCES=${TRAIN_SENTENCES:-1000}
+    STEPS=${STEPS:-800}; TRAIN_SENTENCES=${TRAIN_SENTENCES:-1000}
 else
     STEPS=${STEPS:-400}; TRAIN_SENTENCES=${TRAIN_SENTENCES:-600}
 fi
@@ -41,8 +41,8 @@ python3 "$here/demo/make_data.py" "$OUT/data" --train-sentences "$TRAIN_SENTENCE
 echo "== 2. graph train: $STEPS steps of $BATCH utterances" >&2
 "$GRAPH" train --train "$OUT/data/train.jsonl" --eval "$OUT/data/eval.jsonl" \
     --config "$here/demo/config.json" --tokenizer bytes --out "$OUT/run" \
-    --steps "$STEPS" --batch-size "$BATCH" --max-tokens 48 --lr 1e-3 --warmup 40 \
-    --schedule linear --weight-decay 0.01 --eval-every $(( STEPS / 4 )) --save-every $(( STEPS / 4 )) \
+    --steps "$STEPS" --batch-size "$BATCH" --max-tokens 48 --lr 2e-3 --warmup 40 \
+    --schedule linear --weight-decay 0.01 --eval-every $(( STEPS / 2 )) --save-every $(( STEPS / 2 )) \
     --keep 1 --log-every 10 --seed 1
 model="$OUT/run/best"
 [[ -e "$model" ]] || model=$(ls -d "$OUT"/run/checkpoint-* | sort -t- -k2 -n | tail -1)
