@@ -556,8 +556,7 @@ tg_status tg_gen_grad(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code
     /* cross_entropy_grad sums its label count over the workgroup, serial or not */
     bool ce = n->op == TG_OP_CROSS_ENTROPY_GRAD;
     bool wb = n->op == TG_OP_LAYER_NORM_GRAD_WB;
-    bool sg = (n->op == TG_OP_SOFTMAX_GRAD || n->op == TG_OP_LOG_SOFTMAX_GRAD ||
-               n->op == TG_OP_LAYER_NORM_GRAD_X) &&
+    bool sg = (n->op == TG_OP_SOFTMAX_GRAD || n->op == TG_OP_LOG_SOFTMAX_GRAD) &&
               tg_gen_row_subgroup(caps, row_len);
     if (sg) serial = false;
     uint32_t wg = tg_gen_wg_size(caps, serial || elementwise ? 128 : 64);
