@@ -1110,6 +1110,25 @@ static int bucket_bounds(const run *r, int *frames, int cap) {
     return n;
 }
 
+/* With TG_PROFILE=1: the per-kernel table of each training step that ran
+ * (the full window's, then each bucket's). */
+static void print_profiles(run *r) {
+    const char *prof = getenv("TG_PROFILE");
+    if (!prof || strcmp(prof, "1") != 0) return;
+    int n = r->buckets ? tg_whisper_buckets_count(r->buckets) : 0;
+    for (int i = -1; i < n; i++) {
+        tg_whisper_trainer *t = i < 0 ? r->trainer : r->bucket_trainer[i];
+        if (i >= 0 && t == r->trainer) continue;
+        char *table = NULL;
+        if (tg_whisper_trainer_profile(t, &table) != TG_OK) continue; /* never ran */
+        if (i < 0)
+            fprintf(stderr, "training step (full window), per kernel:\n%s", table);
+        else
+            fprintf(stderr, "training step (bucket %d), per kernel:\n%s", i, table);
+        free(table);
+    }
+}
+
 /* The bucketed order of the training set and one trainer per bucket
  * shape, all compiled here, before the first step; they share the store
  * (weights, AdamW moments). */
@@ -1506,12 +1525,7 @@ int cli_train(int argc, char **argv) {
     }
     double total = now() - start_t;
     fprintf(stderr, "%d steps in %.1f s\n", r.state.step - first_step, total);
-    const char *prof = getenv("TG_PROFILE");
-    char *table = NULL;
-    if (prof && strcmp(prof, "1") == 0 && tg_whisper_trainer_profile(r.trainer, &table) == TG_OK) {
-        fprintf(stderr, "training step, per kernel:\n%s", table);
-        free(table);
-    }
+    print_profiles(&r);
     tg_loader_free(loader);
     bucket_loader_free(bloader);
     tg_whisper_decoder_free(dec);
