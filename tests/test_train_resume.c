@@ -26,6 +26,8 @@
 #include <dirent.h>
 
 #include <cmocka.h>
+
+#include "test_checks.h"
 #include <sndfile.h>
 
 #include "test_util.h"
@@ -84,75 +86,35 @@ static int teardown(void **state) {
     return 0;
 }
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
 #define COMMON                                                                                     \
     "--train %s/m.jsonl --config %s/config.json --tokenizer bytes --batch-size 4 "                 \
     "--max-tokens 12 --warmup 2 --lr 3e-3 --log-every 1 --seed 5"
 
-/* The loss of each step 1..n in metrics.jsonl (NaN where absent). */
-static void read_losses(const char *out, double *loss, int n) {
-    for (int i = 0; i <= n; i++) loss[i] = NAN;
-    char p[512], line[1024];
-    snprintf(p, sizeof p, "%s/metrics.jsonl", out);
-    FILE *f = fopen(p, "r");
-    assert_non_null(f);
-    while (fgets(line, sizeof line, f)) {
-        int step;
-        double l;
-        char *s = strstr(line, "\"loss\":");
-        if (sscanf(line, "{\"step\": %d,", &step) == 1 && s &&
-            sscanf(s, "\"loss\": %lf", &l) == 1 && step >= 1 && step <= n)
-            loss[step] = l;
-    }
-    fclose(f);
-}
-
-static bool same_file(const char *a, const char *b) {
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    bool same = fa && fb;
-    while (same) {
-        int x = fgetc(fa), y = fgetc(fb);
-        if (x != y) same = false;
-        if (x == EOF || y == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return same;
-}
-
 static void test_resume_is_exact(void **state) {
     (void)state;
     /* the uninterrupted run: 8 steps, checkpoints at 4 and 8 */
-    assert_int_equal(sh("%s train " COMMON " --steps 8 --save-every 4 --keep 5 --out %s/a",
-                        TG_GRAPH_EXE, dir, dir, dir),
+    assert_int_equal(tg_test_sh("%s train " COMMON " --steps 8 --save-every 4 --keep 5 --out %s/a",
+                                TG_GRAPH_EXE, dir, dir, dir),
                      0);
     /* the interrupted one: its checkpoint at step 4, then a resume */
-    assert_int_equal(sh("mkdir -p %s/b && cp -r %s/a/checkpoint-4 %s/b/", dir, dir, dir), 0);
+    assert_int_equal(tg_test_sh("mkdir -p %s/b && cp -r %s/a/checkpoint-4 %s/b/", dir, dir, dir),
+                     0);
     /* a save that died half way (SIGKILL during a save) leaves a temporary
      * directory; the resume must ignore it */
-    assert_int_equal(sh("mkdir -p %s/b/.tmp-checkpoint-6 && echo junk > "
-                        "%s/b/.tmp-checkpoint-6/model.safetensors",
-                        dir, dir),
+    assert_int_equal(tg_test_sh("mkdir -p %s/b/.tmp-checkpoint-6 && echo junk > "
+                                "%s/b/.tmp-checkpoint-6/model.safetensors",
+                                dir, dir),
                      0);
     /* the display options are not part of the state: --log-every again */
-    assert_int_equal(
-        sh("%s train --resume %s/b --save-every 4 --keep 5 --log-every 1", TG_GRAPH_EXE, dir), 0);
+    assert_int_equal(tg_test_sh("%s train --resume %s/b --save-every 4 --keep 5 --log-every 1",
+                                TG_GRAPH_EXE, dir),
+                     0);
     double a[9], b[9];
     char pa[512], pb[512];
     snprintf(pa, sizeof pa, "%s/a", dir);
     snprintf(pb, sizeof pb, "%s/b", dir);
-    read_losses(pa, a, 8);
-    read_losses(pb, b, 8);
+    tg_test_read_losses(pa, a, 8);
+    tg_test_read_losses(pb, b, 8);
     for (int s = 1; s <= 8; s++) assert_false(isnan(a[s]));
     for (int s = 1; s <= 4; s++) assert_true(isnan(b[s])); /* not rerun */
     for (int s = 5; s <= 8; s++) {
@@ -163,10 +125,10 @@ static void test_resume_is_exact(void **state) {
     assert_true(a[8] < a[1]);
     snprintf(pa, sizeof pa, "%s/a/checkpoint-8/model.safetensors", dir);
     snprintf(pb, sizeof pb, "%s/b/checkpoint-8/model.safetensors", dir);
-    assert_true(same_file(pa, pb));
+    assert_true(tg_test_same_file(pa, pb));
     snprintf(pa, sizeof pa, "%s/a/checkpoint-8/optimizer.safetensors", dir);
     snprintf(pb, sizeof pb, "%s/b/checkpoint-8/optimizer.safetensors", dir);
-    assert_true(same_file(pa, pb));
+    assert_true(tg_test_same_file(pa, pb));
     /* a Hugging Face directory: config, generation config, tokenizer; the plot */
     const char *files[] = {"config.json", "generation_config.json", "tokenizer.json",
                            "trainer_state.json"};
@@ -218,7 +180,8 @@ static void test_sigint_saves(void **state) {
         if (access(p, R_OK) == 0) found = s;
     }
     assert_true(found >= 3);
-    assert_int_equal(sh("%s train --resume %s --steps %d", TG_GRAPH_EXE, out, found + 1), 0);
+    assert_int_equal(tg_test_sh("%s train --resume %s --steps %d", TG_GRAPH_EXE, out, found + 1),
+                     0);
     snprintf(p, sizeof p, "%s/checkpoint-%d/model.safetensors", out, found + 1);
     assert_int_equal(access(p, R_OK), 0);
 }
@@ -259,7 +222,7 @@ static void test_sigkill_during_save(void **state) {
      * directory still exists (a save cut short), at most 20 times. */
     bool cut_short = false;
     for (int attempt = 0; attempt < 20 && !cut_short; attempt++) {
-        assert_int_equal(sh("rm -rf %s", out), 0);
+        assert_int_equal(tg_test_sh("rm -rf %s", out), 0);
         pid_t pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
@@ -286,7 +249,7 @@ static void test_sigkill_during_save(void **state) {
     /* the previous checkpoint is complete and training resumes from it */
     int last = newest_checkpoint(out);
     assert_true(last >= 1);
-    assert_int_equal(sh("%s train --resume %s --steps %d", TG_GRAPH_EXE, out, last + 1), 0);
+    assert_int_equal(tg_test_sh("%s train --resume %s --steps %d", TG_GRAPH_EXE, out, last + 1), 0);
     char p[600];
     snprintf(p, sizeof p, "%s/checkpoint-%d/model.safetensors", out, last + 1);
     assert_int_equal(access(p, R_OK), 0);

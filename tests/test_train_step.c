@@ -19,18 +19,14 @@
 
 #include <cmocka.h>
 
+#include "test_checks.h"
+
 #include "models/whisper_train.h"
 #include "test_util.h"
 
 #define TINY TG_TEST_DATA_DIR "/whisper/tiny"
 #define B 2
 #define T 8
-
-#define OK(x)                                                                                      \
-    do {                                                                                           \
-        tg_status s_ = (x);                                                                        \
-        if (s_ != TG_OK) fail_msg("%s: %s", #x, tg_last_error());                                \
-    } while (0)
 
 static tg_whisper_config cfg;
 static tg_device *dev;
@@ -81,22 +77,9 @@ static void make_batch(void) {
     }
 }
 
-static double max_rel_diff(tg_store *a, tg_store *b, const char *name) {
-    tg_array x = {0}, y = {0};
-    OK(tg_store_get(a, name, &x));
-    OK(tg_store_get(b, name, &y));
-    double worst = 0, scale = 1e-12;
-    for (int64_t i = 0; i < tg_array_count(&x); i++) {
-        double d = fabs(tg_array_get(&x, i) - tg_array_get(&y, i));
-        if (d > worst) worst = d;
-        if (fabs(tg_array_get(&y, i)) > scale) scale = fabs(tg_array_get(&y, i));
-    }
-    tg_array_free(&x);
-    tg_array_free(&y);
-    return worst / scale;
+static bool same(tg_store *a, tg_store *b, const char *name) {
+    return tg_test_max_rel_diff(a, b, name) == 0;
 }
-
-static bool same(tg_store *a, tg_store *b, const char *name) { return max_rel_diff(a, b, name) == 0; }
 
 static void test_device_matches_interpreter(void **state) {
     (void)state;
@@ -117,13 +100,14 @@ static void test_device_matches_interpreter(void **state) {
     OK(tg_whisper_trainer_step(td, mel, tokens, labels, 1e-3f, 1, &ld, &gd));
     /* a loss of the random tiny model: finite, of the order of ln(100) */
     if (!(li > 1.0 && li < 20.0)) fail_msg("loss %.4f", li);
-    fprintf(stderr, "loss %.6f (interpreter) %.6f (device), grad norm %.6f / %.6f\n", li, ld, gi, gd);
+    fprintf(stderr, "loss %.6f (interpreter) %.6f (device), grad norm %.6f / %.6f\n", li, ld, gi,
+            gd);
     assert_float_equal(ld, li, 1e-4 * li);
     assert_float_equal(gd, gi, 1e-4 * gi);
     assert_true(gi > 0.5); /* clipped */
     for (int i = 0; i < tg_whisper_trainer_param_count(ti); i++) {
         const char *name = tg_whisper_trainer_param_name(ti, i);
-        double d = max_rel_diff(sd, si, name);
+        double d = tg_test_max_rel_diff(sd, si, name);
         if (d > 1e-4) fail_msg("%s: device and interpreter differ by %.3g (relative)", name, d);
         if (same(si, orig, name)) fail_msg("%s: not updated", name);
     }
@@ -224,7 +208,7 @@ static void test_accumulation(void **state) {
     assert_float_equal(g2, g1, 1e-5 * g1);
     for (int i = 0; i < tg_whisper_trainer_param_count(t1); i++) {
         const char *name = tg_whisper_trainer_param_name(t1, i);
-        double d = max_rel_diff(s2, s1, name);
+        double d = tg_test_max_rel_diff(s2, s1, name);
         if (d > 1e-5) fail_msg("%s: accumulated and single step differ by %.3g", name, d);
     }
     /* the accumulators are zero again */

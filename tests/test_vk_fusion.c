@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include "test_checks.h"
+
 #include "backend/vk.h"
 #include "tg.h"
 
@@ -24,12 +26,6 @@
 
 static tg_device *dev;
 static char cache_dir[256];
-
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        tg_status st_ = (call);                                                                    \
-        if (st_ != TG_OK) fail_msg("%s: %s", #call, tg_last_error());                              \
-    } while (0)
 
 static void check_validation(void) {
     if (tg_vk_validation_message_count() != 0)

@@ -41,6 +41,8 @@
 
 #include <cmocka.h>
 
+#include "test_checks.h"
+
 #include "backend/vk.h"
 #include "tg.h"
 
@@ -51,12 +53,6 @@ static void check_validation(void) {
     if (tg_vk_validation_message_count() != 0)
         fail_msg("validation: %s", tg_vk_validation_first_message());
 }
-
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        tg_status st_ = (call);                                                                    \
-        if (st_ != TG_OK) fail_msg("%s: %s", #call, tg_last_error());                              \
-    } while (0)
 
 /* ---- feeds ---- */
 

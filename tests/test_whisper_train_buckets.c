@@ -24,18 +24,14 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "test_checks.h"
 #include <sndfile.h>
 
 #include "models/whisper_train.h"
 #include "test_util.h"
 
 #define TINY TG_TEST_DATA_DIR "/whisper/tiny"
-
-#define OK(x)                                                                                      \
-    do {                                                                                           \
-        tg_status s_ = (x);                                                                        \
-        if (s_ != TG_OK) fail_msg("%s: %s", #x, tg_last_error());                                  \
-    } while (0)
 
 static tg_whisper_config cfg;
 static tg_device *dev;
@@ -163,21 +159,6 @@ static void test_bucket_order(void **state) {
                      TG_ERR_INVALID_ARGUMENT);
 }
 
-static double max_rel_diff(tg_store *a, tg_store *b, const char *name) {
-    tg_array x = {0}, y = {0};
-    OK(tg_store_get(a, name, &x));
-    OK(tg_store_get(b, name, &y));
-    double worst = 0, scale = 1e-12;
-    for (int64_t i = 0; i < tg_array_count(&x); i++) {
-        double d = fabs(tg_array_get(&x, i) - tg_array_get(&y, i));
-        if (d > worst) worst = d;
-        if (fabs(tg_array_get(&y, i)) > scale) scale = fabs(tg_array_get(&y, i));
-    }
-    tg_array_free(&x);
-    tg_array_free(&y);
-    return worst / scale;
-}
-
 static tg_store *random_tiny(void) {
     tg_store *s = tg_store_new();
     OK(tg_whisper_init_weights(s, &cfg, 11));
@@ -227,12 +208,12 @@ static void test_short_window_step(void **state) {
     assert_float_equal(gd, gi, 1e-4 * gi);
     for (int i = 0; i < tg_whisper_trainer_param_count(ti); i++) {
         const char *name = tg_whisper_trainer_param_name(ti, i);
-        double d = max_rel_diff(sd, si, name);
+        double d = tg_test_max_rel_diff(sd, si, name);
         if (d > 1e-4) fail_msg("%s: device and interpreter differ by %.3g", name, d);
     }
     /* the whole table is kept (frozen), and a full-window trainer on the
      * same store continues from the same weights and moments */
-    assert_true(max_rel_diff(sd, orig, "model.encoder.embed_positions.weight") == 0);
+    assert_true(tg_test_max_rel_diff(sd, orig, "model.encoder.embed_positions.weight") == 0);
     tg_array pos = {0};
     OK(tg_store_get(sd, "model.encoder.embed_positions.weight", &pos));
     assert_int_equal(pos.shape[0], cfg.max_source_positions);
@@ -255,47 +236,6 @@ static void test_short_window_step(void **state) {
     tg_store_free(si);
     tg_store_free(sd);
     tg_store_free(orig);
-}
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-static void read_losses(const char *out, double *loss, int n) {
-    for (int i = 0; i <= n; i++) loss[i] = NAN;
-    char p[512], line[1024];
-    snprintf(p, sizeof p, "%s/metrics.jsonl", out);
-    FILE *f = fopen(p, "r");
-    assert_non_null(f);
-    while (fgets(line, sizeof line, f)) {
-        int step;
-        double l;
-        char *s = strstr(line, "\"loss\":");
-        if (sscanf(line, "{\"step\": %d,", &step) == 1 && s &&
-            sscanf(s, "\"loss\": %lf", &l) == 1 && step >= 1 && step <= n)
-            loss[step] = l;
-    }
-    fclose(f);
-}
-
-static bool same_file(const char *a, const char *b) {
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    bool same = fa && fb;
-    while (same) {
-        int x = fgetc(fa), y = fgetc(fb);
-        if (x != y) same = false;
-        if (x == EOF || y == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return same;
 }
 
 #define COMMON                                                                                     \
@@ -328,42 +268,47 @@ static void test_cli_resume_with_buckets(void **state) {
           c);
     fclose(c);
     /* 8 steps straight (3 buckets x 4 utterances: 12 batches an epoch) */
-    assert_int_equal(sh("%s train " COMMON " --steps 8 --save-every 4 --keep 5 --out %s/a "
-                        "2> %s/a.log",
-                        TG_GRAPH_EXE, dir, dir, dir, dir),
+    assert_int_equal(tg_test_sh("%s train " COMMON " --steps 8 --save-every 4 --keep 5 --out %s/a "
+                                "2> %s/a.log",
+                                TG_GRAPH_EXE, dir, dir, dir, dir),
                      0);
-    assert_int_equal(sh("grep -q 'buckets: 0.16 s x 8 tokens (4 utterances), 0.30 s x 16 tokens "
-                        "(4 utterances), 0.50 s x 24 tokens (4 utterances)' %s/a.log",
-                        dir),
-                     0);
-    assert_int_equal(sh("mkdir -p %s/b && cp -r %s/a/checkpoint-4 %s/b/", dir, dir, dir), 0);
     assert_int_equal(
-        sh("grep -q '\"loss_scale\":[[:space:]]*65536' %s/b/checkpoint-4/trainer_state.json && "
-           "grep -q '\"skipped_steps\":[[:space:]]*0' %s/b/checkpoint-4/trainer_state.json",
-           dir, dir),
+        tg_test_sh("grep -q 'buckets: 0.16 s x 8 tokens (4 utterances), 0.30 s x 16 tokens "
+                   "(4 utterances), 0.50 s x 24 tokens (4 utterances)' %s/a.log",
+                   dir),
         0);
-    assert_int_equal(sh("%s train --resume %s/b --save-every 4 --keep 5 --log-every 1 2> %s/b.log",
-                        TG_GRAPH_EXE, dir, dir),
+    assert_int_equal(tg_test_sh("mkdir -p %s/b && cp -r %s/a/checkpoint-4 %s/b/", dir, dir, dir),
                      0);
+    assert_int_equal(
+        tg_test_sh(
+            "grep -q '\"loss_scale\":[[:space:]]*65536' %s/b/checkpoint-4/trainer_state.json && "
+            "grep -q '\"skipped_steps\":[[:space:]]*0' %s/b/checkpoint-4/trainer_state.json",
+            dir, dir),
+        0);
+    assert_int_equal(
+        tg_test_sh("%s train --resume %s/b --save-every 4 --keep 5 --log-every 1 2> %s/b.log",
+                   TG_GRAPH_EXE, dir, dir),
+        0);
     double a[9], b[9];
     char pa[512], pb[512];
     snprintf(pa, sizeof pa, "%s/a", dir);
     snprintf(pb, sizeof pb, "%s/b", dir);
-    read_losses(pa, a, 8);
-    read_losses(pb, b, 8);
+    tg_test_read_losses(pa, a, 8);
+    tg_test_read_losses(pb, b, 8);
     for (int s = 5; s <= 8; s++)
         if (isnan(b[s]) || fabs(a[s] - b[s]) > 1e-6)
             fail_msg("step %d: loss %.9g uninterrupted, %.9g resumed", s, a[s], b[s]);
     snprintf(pa, sizeof pa, "%s/a/checkpoint-8/model.safetensors", dir);
     snprintf(pb, sizeof pb, "%s/b/checkpoint-8/model.safetensors", dir);
-    assert_true(same_file(pa, pb));
+    assert_true(tg_test_same_file(pa, pb));
     snprintf(pa, sizeof pa, "%s/a/checkpoint-8/optimizer.safetensors", dir);
     snprintf(pb, sizeof pb, "%s/b/checkpoint-8/optimizer.safetensors", dir);
-    assert_true(same_file(pa, pb));
+    assert_true(tg_test_same_file(pa, pb));
     /* the progress line and metrics show the scale and the skipped steps */
-    assert_int_equal(sh("grep -q 'scale 65536  skipped 0' %s/a.log", dir), 0);
+    assert_int_equal(tg_test_sh("grep -q 'scale 65536  skipped 0' %s/a.log", dir), 0);
     assert_int_equal(
-        sh("grep -q '\"loss_scale\": 65536, \"skipped_steps\": 0' %s/a/metrics.jsonl", dir), 0);
+        tg_test_sh("grep -q '\"loss_scale\": 65536, \"skipped_steps\": 0' %s/a/metrics.jsonl", dir),
+        0);
 }
 
 int main(void) {

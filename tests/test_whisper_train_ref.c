@@ -24,16 +24,12 @@
 
 #include <cmocka.h>
 
+#include "test_checks.h"
+
 #include "models/whisper_train.h"
 #include "test_util.h"
 
 #define REF TG_TEST_DATA_DIR "/../reference/whisper_train_ref"
-
-#define OK(x)                                                                                      \
-    do {                                                                                           \
-        tg_status s_ = (x);                                                                        \
-        if (s_ != TG_OK) fail_msg("%s: %s", #x, tg_last_error());                                  \
-    } while (0)
 
 static tg_whisper_config cfg;
 static tg_device *dev;
