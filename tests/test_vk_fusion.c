@@ -379,7 +379,7 @@ static void test_alike_head_permutes(void **state) {
     tg_array wv[3];
     tg_feed f[4];
     for (int i = 0; i < 3; i++) {
-        char n[8];
+        char n[16];
         snprintf(n, sizeof n, "w%d", i);
         tg_tensor w = tg_placeholder(g, n, TG_F32, 2, ws);
         wv[i] = make_f32(2, ws, -0.5f + 0.2f * (float)i, 0.031f, 37);
