@@ -55,9 +55,9 @@ while IFS=$'\t' read -r audio text; do
     truths+=("$text")
 done < <(python3 -c '
 import json, sys
-for line in open(sys.argv[1]):
+for line in list(open(sys.argv[1]))[:12]:
     r = json.loads(line)
-    print(r["audio"] + "\t" + r["text"])' "$OUT/data/eval.jsonl" | head -n 12)
+    print(r["audio"] + "\t" + r["text"])' "$OUT/data/eval.jsonl")
 
 if "$GRAPH" transcribe --help > /dev/null 2>&1; then
     mkdir -p "$OUT/transcripts"
