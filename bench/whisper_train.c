@@ -8,11 +8,13 @@
  * simply has 500 rows of the sinusoid table, the first rows of the 30-s
  * one, as `graph train --window-seconds 10` does), f32 and, when the
  * trainer has the option, f16 mixed precision. One training step is
- * forward, backward, clipping and AdamW (tg_whisper_trainer_step). When
- * the primitive-ops trainer cannot be compiled (at 30 s its attention
- * scores [4, 6, 1500, 1500] f32, 216 MB, exceed lavapipe's 128-MiB largest
- * buffer), f32 falls back to the conv1d/attention composites and says so
- * in "ops"; f16 needs the primitive ops and reports the error.
+ * forward, backward, clipping and AdamW (tg_whisper_trainer_step), with
+ * the trainer's default ops: primitives, and tg_attention (flash) for the
+ * attentions with at least fused_attention_min_scores scores per head (at
+ * 30 s the encoder's: unfused, its scores [4, 6, 1500, 1500] f32, 216 MB,
+ * exceed lavapipe's 128-MiB largest buffer); "ops" says which. Should the
+ * primitive trainer not compile, f32 falls back to the conv1d/attention
+ * composites and says so in "ops"; f16 reports the error.
  *
  * Each shape runs in its own child process, so that its peak resident
  * memory (wait4's ru_maxrss) is its own: on lavapipe device memory is host
@@ -180,10 +182,15 @@ static int measure(int seconds, bool f16, int steps, FILE *out) {
         "{\"seconds\": %d, \"precision\": \"%s\", \"encoder_positions\": %d, \"compile_s\": %.2f, "
         "\"first_step_s\": %.2f, \"step_s\": %.3f, \"step_min_s\": %.3f, \"step_cpu_s\": %.3f, "
         "\"steps_timed\": %d, \"samples_per_s\": %.4f, \"dispatches\": %d, \"loss\": %.4f, "
-        "\"grad_norm\": %.4f, \"rss_ready_mb\": %.1f, \"ops\": \"%s%s\"",
+        "\"grad_norm\": %.4f, \"rss_ready_mb\": %.1f, \"ops\": \"%s%s%s\"",
         seconds, f16 ? "f16" : "f32", cfg.max_source_positions, compile_s, first_s, step_s, wall[0],
         step_cpu_s, steps, BATCH / step_s, tg_whisper_trainer_dispatches(t), loss, norm, rss_ready,
-        o.primitive_ops ? "primitive" : "composite conv1d/attention; primitive: ", primitive_error);
+        o.primitive_ops ? "primitive" : "composite conv1d/attention; primitive: ", primitive_error,
+        !o.primitive_ops ? ""
+        : (int64_t)cfg.max_source_positions * cfg.max_source_positions >=
+                o.fused_attention_min_scores
+            ? ", encoder attention fused (tg_attention)"
+            : ", attention unfused (matmul, softmax, matmul)");
     free(mel);
     tg_whisper_trainer_free(t);
     tg_store_free(store);

@@ -76,6 +76,7 @@ void tg_whisper_train_options_default(tg_whisper_train_options *o) {
     o->precision = TG_F32;
     o->loss_scale = 65536.0;
     o->scale_growth_interval = 2000;
+    o->fused_attention_min_scores = 1000000;
 }
 
 void tg_whisper_trainer_free(tg_whisper_trainer *t) {
@@ -240,8 +241,9 @@ static tg_status build_optimizer(tg_whisper_trainer *t) {
 /* The same encoder and decoder as tg_whisper_build_encoder/_decoder (same
  * variables, same arithmetic), with the two composites whose kernels are
  * slow on CPU devices written as primitives: conv1d as im2col (three
- * strided slices) and one matmul, attention as matmul, softmax, matmul.
- * tests/test_train_step.c checks both give the same loss. */
+ * strided slices) and one matmul, attention as matmul, softmax, matmul
+ * unless its scores are large (fused_attention). tests/test_train_step.c
+ * checks both give the same loss. */
 
 static tg_tensor wvar(tg_graph *g, const char *name, int rank, int64_t d0, int64_t d1, int64_t d2) {
     int64_t shape[3] = {d0, d1, d2};
@@ -304,8 +306,22 @@ static tg_tensor heads(tg_graph *g, tg_tensor x, int64_t h, int64_t hd) {
     return tg_permute(g, tg_reshape(g, x, 4, shape), 4, perm);
 }
 
-static tg_tensor wattention(tg_graph *g, bool half, tg_tensor x, tg_tensor kv, const char *p,
-                            int64_t d, int64_t h, int64_t tq, int64_t tk, bool causal) {
+/* Whether an attention of `batch` rows, h heads, tq queries and tk keys is
+ * tg_attention: its scores per head reach the option's bound, or the
+ * batch's f32 scores would pass 64 MiB (half of lavapipe's largest
+ * buffer; unfused attention keeps scores, probabilities and their
+ * gradients in buffers of that size). */
+static bool fused_attention(const tg_whisper_train_options *o, int64_t h, int64_t tq, int64_t tk) {
+    int64_t per_head = tq * tk;
+    bool large = o->fused_attention_min_scores > 0 && per_head >= o->fused_attention_min_scores;
+    return large || (int64_t)o->batch * h * per_head * 4 > ((int64_t)64 << 20);
+}
+
+/* fused: tg_attention on the f32 q, k, v (also with `half`: the flash
+ * kernel's softmax is f32); else matmul, softmax, matmul. */
+static tg_tensor wattention(tg_graph *g, bool half, bool fused, tg_tensor x, tg_tensor kv,
+                            const char *p, int64_t d, int64_t h, int64_t tq, int64_t tk,
+                            bool causal) {
     char n[160];
     int64_t hd = d / h;
     nm(n, sizeof n, "%s.q_proj", p);
@@ -314,15 +330,21 @@ static tg_tensor wattention(tg_graph *g, bool half, tg_tensor x, tg_tensor kv, c
     tg_tensor k = heads(g, wlinear(g, half, kv, n, d, d, false), h, hd);
     nm(n, sizeof n, "%s.v_proj", p);
     tg_tensor v = heads(g, wlinear(g, half, kv, n, d, d, true), h, hd);
-    tg_tensor sc =
-        tg_mul(g, mm(g, half, q, k, false, true), tg_scalar(g, TG_F32, 1.0 / sqrt((double)hd)));
-    if (causal) {
-        int64_t ms[2] = {tq, tk};
-        tg_tensor later = tg_gt(g, tg_iota(g, TG_I32, 2, ms, 1), tg_iota(g, TG_I32, 2, ms, 0));
-        sc =
-            tg_add(g, sc, tg_where(g, later, tg_scalar(g, TG_F32, -1e30), tg_scalar(g, TG_F32, 0)));
+    tg_tensor o;
+    if (fused) {
+        /* causal with tq == tk: query i sees keys j <= i, as the mask below */
+        o = tg_attention(g, q, k, v, TG_INVALID, causal, 1.0 / sqrt((double)hd));
+    } else {
+        tg_tensor sc =
+            tg_mul(g, mm(g, half, q, k, false, true), tg_scalar(g, TG_F32, 1.0 / sqrt((double)hd)));
+        if (causal) {
+            int64_t ms[2] = {tq, tk};
+            tg_tensor later = tg_gt(g, tg_iota(g, TG_I32, 2, ms, 1), tg_iota(g, TG_I32, 2, ms, 0));
+            sc = tg_add(g, sc,
+                        tg_where(g, later, tg_scalar(g, TG_F32, -1e30), tg_scalar(g, TG_F32, 0)));
+        }
+        o = mm(g, half, tg_softmax(g, sc, -1), v, false, false);
     }
-    tg_tensor o = mm(g, half, tg_softmax(g, sc, -1), v, false, false);
     int perm[4] = {0, 2, 1, 3};
     int64_t s3[3] = {0, 0, d};
     o = tg_reshape(g, tg_permute(g, o, 4, perm), 3, s3);
@@ -340,9 +362,11 @@ static tg_tensor wffn(tg_graph *g, bool half, tg_tensor x, const char *p, int64_
 
 /* S: the encoder positions of this window (a bucket may be shorter than
  * the table; it reads the table's first S rows). */
-static tg_tensor build_encoder_primitive(tg_graph *g, bool half, const tg_whisper_config *c,
-                                         tg_tensor mel, int64_t S) {
-    int64_t d = c->d_model;
+static tg_tensor build_encoder_primitive(tg_graph *g, const tg_whisper_train_options *o,
+                                         const tg_whisper_config *c, tg_tensor mel, int64_t S) {
+    bool half = o->precision == TG_F16;
+    int64_t d = c->d_model, h = c->encoder_attention_heads;
+    bool fused = fused_attention(o, h, S, S);
     int perm[3] = {0, 2, 1};
     tg_tensor x = tg_permute(g, mel, 3, perm); /* [B, 2S, mels] */
     x = tg_gelu(g, conv3(g, half, x, "model.encoder.conv1", 2 * S, c->num_mel_bins, d, 1));
@@ -358,18 +382,22 @@ static tg_tensor build_encoder_primitive(tg_graph *g, bool half, const tg_whispe
     for (int i = 0; i < c->encoder_layers; i++) {
         nm(p, sizeof p, "model.encoder.layers.%d.", i);
         nm(q, sizeof q, "%sself_attn_layer_norm", p);
-        tg_tensor h = wnorm(g, x, q, d);
+        tg_tensor hn = wnorm(g, x, q, d);
         nm(q, sizeof q, "%sself_attn", p);
-        x = tg_add(g, x, wattention(g, half, h, h, q, d, c->encoder_attention_heads, S, S, false));
+        tg_tensor a = wattention(g, half, fused, hn, hn, q, d, h, S, S, false);
+        x = tg_add(g, x, a);
         nm(q, sizeof q, "%sfinal_layer_norm", p);
         x = tg_add(g, x, wffn(g, half, wnorm(g, x, q, d), p, d, c->encoder_ffn_dim));
     }
     return wnorm(g, x, "model.encoder.layer_norm", d);
 }
 
-static tg_tensor build_decoder_primitive(tg_graph *g, bool half, const tg_whisper_config *c,
-                                         tg_tensor tokens, tg_tensor enc, int64_t T, int64_t S) {
+static tg_tensor build_decoder_primitive(tg_graph *g, const tg_whisper_train_options *o,
+                                         const tg_whisper_config *c, tg_tensor tokens,
+                                         tg_tensor enc, int64_t T, int64_t S) {
+    bool half = o->precision == TG_F16;
     int64_t d = c->d_model, h = c->decoder_attention_heads;
+    bool fused_self = fused_attention(o, h, T, T), fused_cross = fused_attention(o, h, T, S);
     tg_tensor embed = wvar(g, "model.decoder.embed_tokens.weight", 2, c->vocab_size, d, 0);
     tg_tensor pos =
         wvar(g, "model.decoder.embed_positions.weight", 2, c->max_target_positions, d, 0);
@@ -381,11 +409,11 @@ static tg_tensor build_decoder_primitive(tg_graph *g, bool half, const tg_whispe
         nm(q, sizeof q, "%sself_attn_layer_norm", p);
         tg_tensor hh = wnorm(g, x, q, d);
         nm(q, sizeof q, "%sself_attn", p);
-        x = tg_add(g, x, wattention(g, half, hh, hh, q, d, h, T, T, true));
+        x = tg_add(g, x, wattention(g, half, fused_self, hh, hh, q, d, h, T, T, true));
         nm(q, sizeof q, "%sencoder_attn_layer_norm", p);
         hh = wnorm(g, x, q, d);
         nm(q, sizeof q, "%sencoder_attn", p);
-        x = tg_add(g, x, wattention(g, half, hh, enc, q, d, h, T, S, false));
+        x = tg_add(g, x, wattention(g, half, fused_cross, hh, enc, q, d, h, T, S, false));
         nm(q, sizeof q, "%sfinal_layer_norm", p);
         x = tg_add(g, x, wffn(g, half, wnorm(g, x, q, d), p, d, c->decoder_ffn_dim));
     }
@@ -449,8 +477,8 @@ tg_status tg_whisper_trainer_new(const tg_whisper_config *cfg, const tg_whisper_
     t->step = tg_placeholder(g, "step", TG_I32, 0, NULL);
     t->loss_scale = half ? tg_placeholder(g, "loss_scale", TG_F32, 0, NULL) : TG_INVALID;
     if (o->primitive_ops) {
-        t->encoder_out = build_encoder_primitive(g, half, cfg, t->mel, n_src);
-        t->logits = build_decoder_primitive(g, half, cfg, t->tokens, t->encoder_out, T, n_src);
+        t->encoder_out = build_encoder_primitive(g, o, cfg, t->mel, n_src);
+        t->logits = build_decoder_primitive(g, o, cfg, t->tokens, t->encoder_out, T, n_src);
     } else if (n_src != cfg->max_source_positions) {
         tg_whisper_trainer_free(t);
         return tg_set_error(TG_ERR_UNSUPPORTED,

@@ -52,6 +52,18 @@ typedef struct tg_whisper_train_options {
     tg_dtype precision;
     double loss_scale;         /* the initial scale (65536) */
     int scale_growth_interval; /* good steps after which the scale doubles (2000) */
+    /** With primitive_ops, an attention whose scores per row and head
+     *  (Tq * Tk) reach this many elements, or whose scores of the whole
+     *  batch [B, heads, Tq, Tk] would pass 64 MiB as f32, is tg_attention
+     *  (the flash kernel: no [Tq, Tk] buffer; its backward recomputes the
+     *  probabilities from the log-sum-exp) instead of matmul + softmax +
+     *  matmul. It stays f32 with f16 precision (q, k, v are the f32
+     *  outputs of the projections): its softmax is f32. Default 1,000,000:
+     *  the 30-s encoder (1500^2) is fused, the 10-s one (500^2), cross
+     *  and decoder attention are not (on lavapipe flash attention is 1.7x
+     *  slower at T = 448 and on par at T = 1500, docs/training.md). 1:
+     *  every attention. */
+    int64_t fused_attention_min_scores;
 } tg_whisper_train_options;
 
 /** Dynamic loss scaling state (f16): kept by the trainer, saved in
@@ -64,8 +76,9 @@ typedef struct tg_whisper_loss_scaler {
 } tg_whisper_loss_scaler;
 
 /** batch 8, n_tokens 64, AdamW (0.9, 0.999, 1e-8, weight decay 0.01),
- *  clipping at 1.0, encoder trained, primitive ops, f32 (f16: loss scale
- *  65536, doubled after 2000 good steps as PyTorch's GradScaler). */
+ *  clipping at 1.0, encoder trained, primitive ops with fused attention
+ *  from 1,000,000 scores per head, f32 (f16: loss scale 65536, doubled
+ *  after 2000 good steps as PyTorch's GradScaler). */
 void tg_whisper_train_options_default(tg_whisper_train_options *o);
 
 typedef struct tg_whisper_trainer tg_whisper_trainer;

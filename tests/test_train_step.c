@@ -5,6 +5,8 @@
  *    gradient norm and updated weights;
  *  - the frozen encoder position table (and with freeze_encoder every
  *    encoder weight) is left unchanged, every other weight moves;
+ *  - fused attention (tg_attention) gives the primitive build's loss and
+ *    gradients;
  *  - ten steps on one batch lower the loss;
  *  - the learning-rate schedule and the weight initialisation. */
 #define _POSIX_C_SOURCE 200809L
@@ -157,6 +159,73 @@ static void test_primitive_equals_composite(void **state) {
     tg_store_free(s);
 }
 
+/* The largest difference between two gradients of one weight, relative
+ * to the largest magnitude of the first. */
+static double grad_rel_diff(const tg_array *a, const tg_array *b) {
+    double worst = 0, scale = 0;
+    for (int64_t i = 0; i < tg_array_count(a); i++) {
+        double x = tg_array_get(a, i), y = tg_array_get(b, i);
+        if (fabs(x) > scale) scale = fabs(x);
+        if (fabs(x - y) > worst) worst = fabs(x - y);
+    }
+    return scale > 0 ? worst / scale : worst;
+}
+
+/* Fused attention (tg_attention, forced for every attention with
+ * fused_attention_min_scores = 1: causal decoder self-attention, cross
+ * attention with Tq 8 != Tk 50, encoder self-attention) gives the loss and
+ * gradients of matmul + softmax + matmul (the default at this size), on
+ * the interpreter and on the device, f32 and (device) f16. */
+static void check_fused_attention(tg_device *d, tg_dtype precision, double tol) {
+    tg_whisper_train_options o;
+    tg_whisper_train_options_default(&o);
+    o.batch = B;
+    o.n_tokens = T;
+    o.precision = precision;
+    tg_store *s = load_tiny();
+    tg_whisper_trainer *tp, *tf;
+    OK(tg_whisper_trainer_new(&cfg, &o, s, d, &tp));
+    o.fused_attention_min_scores = 1;
+    OK(tg_whisper_trainer_new(&cfg, &o, s, d, &tf));
+    int n = tg_whisper_trainer_param_count(tp);
+    assert_int_equal(tg_whisper_trainer_param_count(tf), n);
+    tg_array *gp = calloc((size_t)n, sizeof *gp), *gf = calloc((size_t)n, sizeof *gf);
+    assert_non_null(gp);
+    assert_non_null(gf);
+    double lp, lf, worst = 0;
+    OK(tg_whisper_trainer_gradients(tp, mel, tokens, labels, &lp, gp));
+    OK(tg_whisper_trainer_gradients(tf, mel, tokens, labels, &lf, gf));
+    const char *worst_name = "";
+    for (int i = 0; i < n; i++) {
+        double e = grad_rel_diff(&gp[i], &gf[i]);
+        if (e > worst) worst = e, worst_name = tg_whisper_trainer_param_name(tp, i);
+    }
+    fprintf(stderr, "%s %s: loss %.7f primitive, %.7f fused; worst gradient %.3g (%s)\n",
+            d ? "device" : "interpreter", tg_dtype_name(precision), lp, lf, worst, worst_name);
+    assert_float_equal(lf, lp, tol * lp);
+    if (worst > tol)
+        fail_msg("%s: fused and primitive gradients differ by %.3g", worst_name, worst);
+    for (int i = 0; i < n; i++) {
+        tg_array_free(&gp[i]);
+        tg_array_free(&gf[i]);
+    }
+    free(gp);
+    free(gf);
+    tg_whisper_trainer_free(tp);
+    tg_whisper_trainer_free(tf);
+    tg_store_free(s);
+}
+
+static void test_fused_attention_equals_primitive(void **state) {
+    (void)state;
+    check_fused_attention(NULL, TG_F32, 1e-5);
+    if (!dev) skip();
+    check_fused_attention(dev, TG_F32, 1e-4);
+    /* f16: the primitive build's scores and values are f16 matmuls, the
+     * fused attention's f32 */
+    check_fused_attention(dev, TG_F16, 2e-2);
+}
+
 static void test_training_lowers_the_loss(void **state) {
     (void)state;
     tg_whisper_train_options o;
@@ -275,6 +344,7 @@ int main(void) {
         cmocka_unit_test(test_init_weights),
         cmocka_unit_test(test_accumulation),
         cmocka_unit_test(test_primitive_equals_composite),
+        cmocka_unit_test(test_fused_attention_equals_primitive),
         cmocka_unit_test(test_device_matches_interpreter),
         cmocka_unit_test(test_training_lowers_the_loss),
     };
