@@ -22,14 +22,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "../examples/charlm_model.h"
 #include "tg.h"
 #include "tg_whisper.h"
 
-#define T 64
-#define B 16
-#define D 64
-#define H 4
-#define LAYERS 2
+#define B 16 /* sequences a step (examples/charlm.c trains with 8) */
 #define VOCAB 96
 #define ALL_PASSES "dce,cse,fold,algebra,permute_matmul,fusion"
 
@@ -44,89 +41,10 @@ static int fail(const char *what) {
     return 1;
 }
 
-typedef struct model {
-    tg_graph *g;
-    tg_tensor tokens, targets, lr, step, loss;
-    int n_params;
-    tg_tensor params[64], updates[64];
-} model;
-
-static tg_tensor param(model *m, const char *name, int rank, int64_t d0, int64_t d1) {
-    int64_t shape[2] = {d0, d1};
-    tg_tensor p = tg_variable(m->g, name, TG_F32, rank, shape, true);
-    m->params[m->n_params++] = p;
-    return p;
-}
-
-static tg_tensor linear(model *m, tg_tensor x, const char *name, int64_t in, int64_t out,
-                        bool bias) {
-    char n[64];
-    snprintf(n, sizeof n, "%s.weight", name);
-    tg_tensor y = tg_matmul(m->g, x, param(m, n, 2, in, out), false, false);
-    if (!bias) return y;
-    snprintf(n, sizeof n, "%s.bias", name);
-    return tg_add(m->g, y, param(m, n, 1, out, 0));
-}
-
-static tg_tensor norm(model *m, tg_tensor x, const char *name) {
-    char w[64], b[64];
-    snprintf(w, sizeof w, "%s.weight", name);
-    snprintf(b, sizeof b, "%s.bias", name);
-    tg_tensor wt = param(m, w, 1, D, 0);
-    return tg_layer_norm(m->g, x, wt, param(m, b, 1, D, 0), 1e-5);
-}
-
-static tg_tensor heads(tg_graph *g, tg_tensor x) {
-    x = tg_reshape(g, x, 4, (int64_t[]){B, T, H, D / H});
-    return tg_permute(g, x, 4, (int[]){0, 2, 1, 3});
-}
-
-static tg_tensor merge(tg_graph *g, tg_tensor x) {
-    x = tg_permute(g, x, 4, (int[]){0, 2, 1, 3});
-    return tg_reshape(g, x, 3, (int64_t[]){B, T, D});
-}
-
-/* examples/charlm.c's model and training step, with static shapes. */
-static tg_status build_charlm(model *m) {
-    memset(m, 0, sizeof *m);
-    tg_graph *g = m->g = tg_graph_new();
-    m->tokens = tg_placeholder(g, "tokens", TG_I32, 2, (int64_t[]){B, T});
-    m->targets = tg_placeholder(g, "targets", TG_I32, 2, (int64_t[]){B, T});
-    tg_tensor wte = param(m, "wte", 2, VOCAB, D), wpe = param(m, "wpe", 2, T, D);
-    tg_tensor x = tg_add(g, tg_gather(g, wte, m->tokens, 0), wpe);
-    for (int l = 0; l < LAYERS; l++) {
-        char n[64];
-        snprintf(n, sizeof n, "h%d.ln1", l);
-        tg_tensor h = norm(m, x, n);
-        snprintf(n, sizeof n, "h%d.q", l);
-        tg_tensor q = heads(g, linear(m, h, n, D, D, false));
-        snprintf(n, sizeof n, "h%d.k", l);
-        tg_tensor k = heads(g, linear(m, h, n, D, D, false));
-        snprintf(n, sizeof n, "h%d.v", l);
-        tg_tensor v = heads(g, linear(m, h, n, D, D, false));
-        tg_tensor a = merge(g, tg_attention(g, q, k, v, TG_INVALID, true, 0));
-        snprintf(n, sizeof n, "h%d.proj", l);
-        x = tg_add(g, x, linear(m, a, n, D, D, true));
-        snprintf(n, sizeof n, "h%d.ln2", l);
-        h = norm(m, x, n);
-        snprintf(n, sizeof n, "h%d.fc", l);
-        h = tg_gelu(g, linear(m, h, n, D, 4 * D, true));
-        snprintf(n, sizeof n, "h%d.fc2", l);
-        x = tg_add(g, x, linear(m, h, n, 4 * D, D, true));
-    }
-    tg_tensor logits = tg_matmul(g, norm(m, x, "ln_f"), wte, false, true);
-    m->loss = tg_cross_entropy(g, logits, m->targets, -1);
-    tg_tensor grads[64];
-    tg_status st = tg_gradients(g, m->loss, m->n_params, m->params, grads);
-    if (st != TG_OK) return st;
-    m->lr = tg_placeholder(g, "lr", TG_F32, 0, NULL);
-    m->step = tg_placeholder(g, "step", TG_I32, 0, NULL);
-    for (int i = 0; i < m->n_params; i++) {
-        double wd = tg_tensor_rank(g, m->params[i]) == 2 ? 0.01 : 0.0;
-        m->updates[i] = tg_adamw(g, m->params[i], grads[i], m->lr, m->step, 0.9, 0.99, 1e-8, wd);
-    }
-    return tg_graph_status(g);
-}
+/* The graphs measured: charlm (examples/charlm_model.h), whose struct also
+ * holds the Whisper layer's graph, loss and variables. */
+typedef charlm_model model;
+#define T CHARLM_T
 
 /* One Whisper-tiny encoder layer (with the conv stem) and its backward:
  * targets the loss and the gradient of every variable. */
@@ -213,7 +131,7 @@ int main(int argc, char **argv) {
 
     /* charlm: figures, then step times alternating on/off */
     model m;
-    if (build_charlm(&m) != TG_OK) return fail("build charlm");
+    if (charlm_build(&m, VOCAB, B) != TG_OK) return fail("build charlm");
     tg_store *store = tg_store_new();
     if (tg_store_init_missing(store, m.g, 1234, 0.06) != TG_OK) return fail("init");
     figures fc;

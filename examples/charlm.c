@@ -28,14 +28,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "charlm_model.h"
 #include "tg.h"
 
 #define PI 3.14159265358979323846
-#define T 64 /* context length */
-#define B 8  /* sequences per batch */
-#define D 64 /* model width */
-#define H 4  /* attention heads */
-#define LAYERS 2
+#define T CHARLM_T /* context length */
+#define B 8        /* sequences per batch */
 #define STEPS 300
 #define LR 3e-3
 #define THRESHOLD 0.9 /* validation loss must be below THRESHOLD * baseline */
@@ -107,100 +105,11 @@ static void fill(const text *t, long start, int b, int32_t *tok, int32_t *tgt) {
     }
 }
 
-/* ---- the model ---- */
-
-typedef struct model {
-    tg_graph *g;
-    tg_tensor tokens, targets, lr, step;
-    tg_tensor logits, loss;
-    int n_params;
-    tg_tensor params[64];
-    tg_tensor updates[64];
-} model;
-
-static tg_tensor param(model *m, const char *name, int rank, int64_t d0, int64_t d1) {
-    int64_t shape[2] = {d0, d1};
-    tg_tensor p = tg_variable(m->g, name, TG_F32, rank, shape, true);
-    m->params[m->n_params++] = p;
-    return p;
-}
-
-static tg_tensor linear(model *m, tg_tensor x, const char *name, int64_t in, int64_t out,
-                        bool bias) {
-    char n[64];
-    snprintf(n, sizeof n, "%s.weight", name);
-    tg_tensor y = tg_matmul(m->g, x, param(m, n, 2, in, out), false, false);
-    if (!bias) return y;
-    snprintf(n, sizeof n, "%s.bias", name);
-    return tg_add(m->g, y, param(m, n, 1, out, 0));
-}
-
-static tg_tensor norm(model *m, tg_tensor x, const char *name) {
-    char w[64], b[64];
-    snprintf(w, sizeof w, "%s.weight", name);
-    snprintf(b, sizeof b, "%s.bias", name);
-    tg_tensor wt = param(m, w, 1, D, 0);
-    return tg_layer_norm(m->g, x, wt, param(m, b, 1, D, 0), 1e-5);
-}
-
-/* [B, T, D] -> [B, H, T, D/H] and back. */
-static tg_tensor heads(tg_graph *g, tg_tensor x) {
-    x = tg_reshape(g, x, 4, (int64_t[]){0, T, H, D / H});
-    return tg_permute(g, x, 4, (int[]){0, 2, 1, 3});
-}
-
-static tg_tensor merge(tg_graph *g, tg_tensor x) {
-    x = tg_permute(g, x, 4, (int[]){0, 2, 1, 3});
-    return tg_reshape(g, x, 3, (int64_t[]){0, T, D});
-}
-
-static tg_status build(model *m, int vocab) {
-    memset(m, 0, sizeof *m);
-    tg_graph *g = m->g = tg_graph_new();
-    m->tokens = tg_placeholder(g, "tokens", TG_I32, 2, (int64_t[]){-1, T});
-    m->targets = tg_placeholder(g, "targets", TG_I32, 2, (int64_t[]){-1, T});
-    tg_tensor wte = param(m, "wte", 2, vocab, D), wpe = param(m, "wpe", 2, T, D);
-    tg_tensor x = tg_add(g, tg_gather(g, wte, m->tokens, 0), wpe);
-    for (int l = 0; l < LAYERS; l++) {
-        char n[64];
-        snprintf(n, sizeof n, "h%d.ln1", l);
-        tg_tensor h = norm(m, x, n);
-        snprintf(n, sizeof n, "h%d.q", l);
-        tg_tensor q = heads(g, linear(m, h, n, D, D, false));
-        snprintf(n, sizeof n, "h%d.k", l);
-        tg_tensor k = heads(g, linear(m, h, n, D, D, false));
-        snprintf(n, sizeof n, "h%d.v", l);
-        tg_tensor v = heads(g, linear(m, h, n, D, D, false));
-        tg_tensor a = merge(g, tg_attention(g, q, k, v, TG_INVALID, true, 0));
-        snprintf(n, sizeof n, "h%d.proj", l);
-        x = tg_add(g, x, linear(m, a, n, D, D, true));
-        snprintf(n, sizeof n, "h%d.ln2", l);
-        h = norm(m, x, n);
-        snprintf(n, sizeof n, "h%d.fc", l);
-        h = tg_gelu(g, linear(m, h, n, D, 4 * D, true));
-        snprintf(n, sizeof n, "h%d.fc2", l);
-        x = tg_add(g, x, linear(m, h, n, 4 * D, D, true));
-    }
-    /* tied embeddings: logits = ln_f(x) wte^T */
-    m->logits = tg_matmul(g, norm(m, x, "ln_f"), wte, false, true);
-    m->loss = tg_cross_entropy(g, m->logits, m->targets, -1);
-
-    tg_tensor grads[64];
-    tg_status st = tg_gradients(g, m->loss, m->n_params, m->params, grads);
-    if (st != TG_OK) return st;
-    m->lr = tg_placeholder(g, "lr", TG_F32, 0, NULL);
-    m->step = tg_placeholder(g, "step", TG_I32, 0, NULL);
-    for (int i = 0; i < m->n_params; i++) {
-        /* weight decay on matrices only */
-        double wd = tg_tensor_rank(g, m->params[i]) == 2 ? 0.01 : 0.0;
-        m->updates[i] = tg_adamw(g, m->params[i], grads[i], m->lr, m->step, 0.9, 0.99, 1e-8, wd);
-    }
-    return tg_graph_status(g);
-}
+/* ---- the model (examples/charlm_model.h): initialisation ---- */
 
 /* Layer norms start as the identity (weight 1, bias 0), biases at 0; the
  * rest uniform in [-0.15, 0.15] (seeded), AdamW moments at 0. */
-static tg_status init(tg_store *s, const model *m) {
+static tg_status init(tg_store *s, const charlm_model *m) {
     for (int i = 0; i < m->n_params; i++) {
         const char *name = tg_tensor_name(m->g, m->params[i]);
         int64_t shape[TG_MAX_RANK];
@@ -230,7 +139,7 @@ static int fail(const char *what) {
 }
 
 /* Mean loss over consecutive windows of the validation text. */
-static int validate(tg_executable *eval, const model *m, const text *t, double *out) {
+static int validate(tg_executable *eval, const charlm_model *m, const text *t, double *out) {
     static int32_t tok[B * T], tgt[B * T];
     tg_array ta = {TG_I32, 2, {B, T}, tok}, ya = {TG_I32, 2, {B, T}, tgt};
     tg_feed feeds[] = {{m->tokens, &ta}, {m->targets, &ya}};
@@ -249,7 +158,8 @@ static int validate(tg_executable *eval, const model *m, const text *t, double *
 }
 
 /* Continues `prompt` by n characters, sampling at temperature 0.8. */
-static int sample(tg_executable *gen, const model *m, const text *t, const char *prompt, int n) {
+static int sample(tg_executable *gen, const charlm_model *m, const text *t, const char *prompt,
+                  int n) {
     int32_t ctx[T];
     char out[1024];
     int len = 0;
@@ -296,8 +206,8 @@ int main(int argc, char **argv) {
     }
     text t;
     if (load_text(path, &t)) return 1;
-    model m;
-    if (build(&m, t.vocab) != TG_OK) {
+    charlm_model m;
+    if (charlm_build(&m, t.vocab, -1) != TG_OK) {
         fprintf(stderr, "charlm: %s\n", tg_graph_error(m.g));
         return 1;
     }

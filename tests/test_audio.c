@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "test_checks.h"
+#include "test_util.h"
 #include <sndfile.h>
 
 #include "frontend/audio.h"
@@ -198,8 +199,7 @@ static void test_committed_speech(void **state) {
 }
 
 int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/tg_test_audio_XXXXXX");
-    if (!mkdtemp(dir)) return 1;
+    if (!tg_test_temp_dir(dir, sizeof dir, "tg_test_audio")) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stereo_wav_downmix),
         cmocka_unit_test(test_flac_resampled),
@@ -207,8 +207,6 @@ int main(void) {
         cmocka_unit_test(test_committed_speech),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    tg_test_remove_tree(dir);
     return failed;
 }

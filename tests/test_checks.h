@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "backend/vk.h"
 #include "frontend/npy.h"
@@ -25,11 +26,47 @@
         if (st_ != TG_OK) fail_msg("%s: %s", #call, tg_last_error());                              \
     } while (0)
 
-/* Fails the test if the validation layer said anything (no device: no
- * check). */
+/* Fails the test if the validation layer said anything. */
+static inline void tg_test_assert_validation_silent(void) {
+    if (tg_vk_validation_message_count() != 0)
+        fail_msg("validation: %d messages; first: %s", tg_vk_validation_message_count(),
+                 tg_vk_validation_first_message());
+}
+
+/* The same after work on `dev` (NULL: the interpreter ran, no check). */
 static inline void tg_test_check_validation(const tg_device *dev) {
-    if (dev && tg_vk_validation_message_count() != 0)
-        fail_msg("validation: %s", tg_vk_validation_first_message());
+    if (dev) tg_test_assert_validation_silent();
+}
+
+/* The environment of a test that runs kernels: the validation layer on
+ * (with `sync`, its synchronization validation too: it reports missing
+ * barriers that lavapipe, running dispatches in order, would never show;
+ * it is slow, so the model tests leave it to the executor's tests), no
+ * profiling, and shader caches in a fresh temporary directory written to
+ * `cache` (so tests never share caches). Call first in main(); false if
+ * the directory cannot be made. */
+static inline bool tg_test_device_env(char *cache, size_t size, const char *prefix, bool sync) {
+    setenv("TG_VALIDATION", "1", 1);
+    if (sync)
+        setenv("VK_LAYER_ENABLES", "VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT",
+               0);
+    unsetenv("TG_PROFILE");
+    int w = snprintf(cache, size, "/tmp/%s-XXXXXX", prefix);
+    if (w <= 0 || (size_t)w >= size || !mkdtemp(cache)) return false;
+    setenv("TG_CACHE_DIR", cache, 1);
+    return true;
+}
+
+/* Opens the default device into *dev for a cmocka group setup: 0, or -1
+ * with the reason on stderr. Without any device, *dev is NULL and the
+ * result 0 unless `required` (the model tests then check the interpreter
+ * alone). */
+static inline int tg_test_open_device(tg_device **dev, bool required) {
+    *dev = NULL;
+    if (!required && tg_device_count() == 0) return 0;
+    if (tg_device_open(-1, dev) == TG_OK) return 0;
+    fprintf(stderr, "device: %s\n", tg_last_error());
+    return -1;
 }
 
 /* Reads dir/name (dir ends with '/'), failing the test if it cannot. */

@@ -186,11 +186,7 @@ static void test_errors_and_padding(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    if (tg_device_count() > 0 && tg_device_open(-1, &dev) != TG_OK) {
-        fprintf(stderr, "device: %s\n", tg_last_error());
-        return -1;
-    }
-    return 0;
+    return tg_test_open_device(&dev, false);
 }
 
 static int teardown(void **state) {
@@ -201,8 +197,8 @@ static int teardown(void **state) {
 }
 
 int main(void) {
-    setenv("TG_VALIDATION", "1", 1);
-    unsetenv("TG_PROFILE");
+    char cache[256];
+    if (!tg_test_device_env(cache, sizeof cache, "tg_test_mel", false)) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_filters_80),         cmocka_unit_test(test_filters_128),
         cmocka_unit_test(test_errors_and_padding), cmocka_unit_test(test_log_mel_interpreter),

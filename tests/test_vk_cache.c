@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "backend/vk.h"
+#include "tests/test_checks.h"
 #include "tests/test_util.h"
 
 static char tmp_dir[256];
@@ -34,12 +35,6 @@ static int setup(void **state) {
 static int teardown(void **state) {
     tg_test_remove_tree(tmp_dir);
     return 0;
-}
-
-static void assert_no_validation_messages(void) {
-    if (tg_vk_validation_message_count() != 0)
-        fail_msg("validation: %d messages; first: %s", tg_vk_validation_message_count(),
-                 tg_vk_validation_first_message());
 }
 
 /* The files (full paths) in dir ending with suffix; returns the count. */
@@ -195,7 +190,7 @@ static void test_spirv_cache_hit(void **state) {
     assert_int_equal(st.shaderc_compiles, 2);
     assert_int_equal(st.spirv_cache_hits, 2);
     tg_vk_device_close(dev);
-    assert_no_validation_messages();
+    tg_test_assert_validation_silent();
 }
 
 static void test_spirv_cache_corrupt(void **state) {
@@ -247,7 +242,7 @@ static void test_spirv_cache_corrupt(void **state) {
     free(bad);
     free(good);
     tg_vk_device_close(dev);
-    assert_no_validation_messages();
+    tg_test_assert_validation_silent();
 }
 
 static void test_pipeline_cache_file(void **state) {
@@ -319,7 +314,7 @@ static void test_pipeline_cache_file(void **state) {
     tg_vk_device_close(dev);
     free(bad);
     free(good);
-    assert_no_validation_messages();
+    tg_test_assert_validation_silent();
 }
 
 static void test_cache_disabled(void **state) {
@@ -339,7 +334,7 @@ static void test_cache_disabled(void **state) {
     assert_int_equal(st.pipeline_cache_saved, 0);
     char files[2][512];
     assert_int_equal(list_files(tmp_dir, "", files, 2) - 2, 0); /* nothing written */
-    assert_no_validation_messages();
+    tg_test_assert_validation_silent();
 }
 
 static void test_compile_error(void **state) {
@@ -367,7 +362,7 @@ static void test_compile_error(void **state) {
     tg_vk_define bad = {"SCALE", "(1.0 +)"};
     assert_int_equal(tg_vk_compile_glsl(src, "axpb.comp", 1, &bad, &s), TG_ERR_DEVICE);
     assert_non_null(strstr(tg_last_error(), "line 9: "));
-    assert_no_validation_messages();
+    tg_test_assert_validation_silent();
 }
 
 static void test_hash_and_files(void **state) {

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "backend/vk.h"
+#include "tests/test_checks.h"
 #include "tests/test_util.h"
 
 static char tmp_dir[256];
@@ -35,12 +36,6 @@ static int setup(void **state) {
 static int teardown(void **state) {
     tg_test_remove_tree(tmp_dir);
     return 0;
-}
-
-static void assert_no_validation_messages(void) {
-    if (tg_vk_validation_message_count() != 0)
-        fail_msg("validation: %d messages; first: %s", tg_vk_validation_message_count(),
-                 tg_vk_validation_first_message());
 }
 
 static tg_vk_device *open_default(void) {
@@ -124,7 +119,7 @@ static void test_device_limits(void **state) {
     }
     assert_true(tg_vk_validation_enabled());
     tg_vk_device_close(dev);
-    assert_no_validation_messages();
+    tg_test_assert_validation_silent();
 }
 
 static void test_public_api(void **state) {
@@ -163,7 +158,7 @@ static void test_public_api(void **state) {
     assert_non_null(strstr(tg_last_error(), "TG_DEVICE=99"));
     unsetenv("TG_DEVICE");
     assert_int_equal(tg_device_open(n, &dev), TG_ERR_INVALID_ARGUMENT);
-    assert_no_validation_messages();
+    tg_test_assert_validation_silent();
 }
 
 static void check_buffers(tg_vk_device *dev) {
@@ -231,7 +226,7 @@ static void test_buffers(void **state) {
     assert_false(dev->caps.unified_memory);
     check_buffers(dev);
     tg_vk_device_close(dev);
-    assert_no_validation_messages();
+    tg_test_assert_validation_silent();
 }
 
 enum { N_ELEMS = 1000 + 37 };
@@ -327,7 +322,7 @@ static void test_kernel_replay(void **state) {
     tg_vk_cmd_free(cmd);
     add_kernel_free(&k);
     tg_vk_device_close(dev);
-    assert_no_validation_messages();
+    tg_test_assert_validation_silent();
 }
 
 static void test_dependent_dispatches(void **state) {
@@ -346,7 +341,7 @@ static void test_dependent_dispatches(void **state) {
     tg_vk_cmd_free(cmd);
     add_kernel_free(&k);
     tg_vk_device_close(dev);
-    assert_no_validation_messages();
+    tg_test_assert_validation_silent();
 }
 
 static void test_timestamps(void **state) {
@@ -378,7 +373,7 @@ static void test_timestamps(void **state) {
     tg_vk_cmd_free(cmd);
     add_kernel_free(&k);
     tg_vk_device_close(dev);
-    assert_no_validation_messages();
+    tg_test_assert_validation_silent();
 }
 
 static void test_dispatch_checks(void **state) {
@@ -411,7 +406,7 @@ static void test_dispatch_checks(void **state) {
     tg_vk_cmd_free(cmd);
     add_kernel_free(&k);
     tg_vk_device_close(dev);
-    assert_no_validation_messages();
+    tg_test_assert_validation_silent();
 }
 
 int main(void) {

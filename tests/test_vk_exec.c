@@ -29,6 +29,7 @@
 #include <cmocka.h>
 
 #include "test_checks.h"
+#include "test_util.h"
 
 #include "backend/vk.h"
 #include "tg.h"
@@ -756,7 +757,7 @@ static void test_mixed_graph_edges(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    return tg_device_open(-1, &dev) == TG_OK ? 0 : -1;
+    return tg_test_open_device(&dev, true);
 }
 
 static int teardown(void **state) {
@@ -766,14 +767,7 @@ static int teardown(void **state) {
 }
 
 int main(void) {
-    setenv("TG_VALIDATION", "1", 1);
-    /* the layer's synchronization validation reports missing barriers
-     * (which lavapipe, running dispatches in order, would not show) */
-    setenv("VK_LAYER_ENABLES", "VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT", 0);
-    unsetenv("TG_PROFILE");
-    snprintf(cache_dir, sizeof cache_dir, "/tmp/tg_test_vk_exec_XXXXXX");
-    if (!mkdtemp(cache_dir)) return 1;
-    setenv("TG_CACHE_DIR", cache_dir, 1);
+    if (!tg_test_device_env(cache_dir, sizeof cache_dir, "tg_test_vk_exec", true)) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mlp_matches_interpreter),
         cmocka_unit_test(test_mixed_graph_edges),
@@ -793,8 +787,6 @@ int main(void) {
         cmocka_unit_test(test_compile_errors),
     };
     int failed = cmocka_run_group_tests(tests, setup, teardown);
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache_dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", cache_dir);
+    tg_test_remove_tree(cache_dir);
     return failed;
 }

@@ -26,6 +26,7 @@
 #include <cmocka.h>
 
 #include "test_checks.h"
+#include "test_util.h"
 
 #include "backend/vk.h"
 #include "frontend/npy.h"
@@ -647,11 +648,7 @@ static int setup(void **state) {
     expected = cJSON_Parse(text);
     free(text);
     if (!expected) return -1;
-    if (tg_device_count() > 0 && tg_device_open(-1, &dev) != TG_OK) {
-        fprintf(stderr, "device: %s\n", tg_last_error());
-        return -1;
-    }
-    return 0;
+    return tg_test_open_device(&dev, false);
 }
 
 static int teardown(void **state) {
@@ -663,13 +660,8 @@ static int teardown(void **state) {
 }
 
 int main(void) {
-    setenv("TG_VALIDATION", "1", 1);
-    unsetenv("TG_PROFILE");
-    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/tg_test_whisper_decode_XXXXXX");
-    if (!mkdtemp(tmp_dir)) return 1;
-    char cache[300];
-    snprintf(cache, sizeof cache, "%s/cache", tmp_dir);
-    setenv("TG_CACHE_DIR", cache, 1);
+    /* the shader cache and the test's files share one temporary directory */
+    if (!tg_test_device_env(tmp_dir, sizeof tmp_dir, "tg_test_whisper_decode", false)) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tokenizer_and_layout),
         cmocka_unit_test(test_timestamp_rules),
@@ -686,8 +678,6 @@ int main(void) {
         cmocka_unit_test(test_f16_weights),
     };
     int failed = cmocka_run_group_tests(tests, setup, teardown);
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);
+    tg_test_remove_tree(tmp_dir);
     return failed;
 }

@@ -308,11 +308,7 @@ static int setup(void **state) {
         fprintf(stderr, "config: %s\n", tg_last_error());
         return -1;
     }
-    if (tg_device_count() > 0 && tg_device_open(-1, &dev) != TG_OK) {
-        fprintf(stderr, "device: %s\n", tg_last_error());
-        return -1;
-    }
-    return 0;
+    return tg_test_open_device(&dev, false);
 }
 
 static int teardown(void **state) {
@@ -323,10 +319,8 @@ static int teardown(void **state) {
 }
 
 int main(void) {
-    setenv("TG_VALIDATION", "1", 1);
-    unsetenv("TG_PROFILE");
     char cache[256];
-    if (!tg_test_cache_dir(cache, sizeof cache, "tg_test_whisper_tiny_shapes")) return 1;
+    if (!tg_test_device_env(cache, sizeof cache, "tg_test_whisper_tiny_shapes", false)) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_weight_formula_matches_reference),
         cmocka_unit_test(test_encoder_and_logits_vulkan),
