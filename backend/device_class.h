@@ -8,6 +8,7 @@
 #ifndef TG_BACKEND_DEVICE_CLASS_H
 #define TG_BACKEND_DEVICE_CLASS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "backend/vk.h"
@@ -30,6 +31,12 @@ typedef struct tg_mm_tiling {
     uint32_t wg_x, wg_y;     /* invocations per workgroup: x along N, y along M */
     uint32_t tm, tn;         /* outputs per invocation: rows (M) x cols (N) */
     uint32_t bk;             /* SHARED: K depth of one shared tile; 0 otherwise */
+    /* REGISTER: 0, or the subgroup size S when lane l of a subgroup reads
+     * row m0 + S*g + l of A (vec4 texels along K) and subgroupShuffle
+     * hands it to the other lanes: one texel fetch per subgroup instead of
+     * one per lane and row. Only when tm and wg_x are multiples of S and
+     * the device has subgroup shuffles in compute shaders. */
+    uint32_t a_shuffle;
 } tg_mm_tiling;
 
 /* Chooses the strategy and tile for an M x N x K matmul on a device.
@@ -38,6 +45,12 @@ typedef struct tg_mm_tiling {
  * cannot run even the smallest tile of the strategy. */
 tg_status tg_mm_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int64_t M, int64_t N,
                               int64_t K, tg_mm_tiling *out);
+/* The same for a product whose A can (a_rows_vec4) or cannot be read as
+ * vec4 texels along K (transposed, or K, lda or a batch stride not a
+ * multiple of 4): without them the CPU class keeps an 8 x 8 block with
+ * one fetch per lane and row (tg_mm_choose_tiling assumes they can). */
+tg_status tg_mm_choose_tiling_for(const tg_vk_caps *caps, tg_mm_strategy forced, int64_t M,
+                                  int64_t N, int64_t K, bool a_rows_vec4, tg_mm_tiling *out);
 
 /* Flash attention (gen_attention.c): REGISTER reads K/V from texel
  * buffers, SHARED stages tiles of keys in shared memory. */
@@ -54,7 +67,6 @@ typedef struct tg_attn_tiling {
  * ($TG_ATTN_STRATEGY = "register" / "shared" overrides AUTO; $TG_ATTN_TILE
  * = "wg,rows,keys[,tile]" replaces the table's tile, for tuning). */
 tg_status tg_attn_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int64_t Tq,
-                                int64_t d4, int64_t v4, uint32_t texel_bytes,
-                                tg_attn_tiling *out);
+                                int64_t d4, int64_t v4, uint32_t texel_bytes, tg_attn_tiling *out);
 
 #endif /* TG_BACKEND_DEVICE_CLASS_H */

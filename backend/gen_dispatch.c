@@ -1,6 +1,7 @@
 /* backend/gen_dispatch.c — tg_gen_kernel: picks the generator of a
  * kernel's kind from the op of its last node (backend/kernel.h). */
 #include "backend/gen_common.h"
+#include "backend/gen_group.h"
 #include "backend/gen_matmul.h"
 
 #include <stdio.h>
@@ -274,6 +275,7 @@ tg_status tg_gen_kernel(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
     if (!caps || !k || !out || !k->g || k->n_nodes < 1 || !k->nodes)
         return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_gen_kernel: bad arguments");
     memset(out, 0, sizeof *out);
+    if (tg_gen_is_group(k)) return tg_gen_group(caps, k, out); /* sibling matmuls */
     int ri = kernel_root(k);
     const tg_node *n = &k->g->nodes[k->nodes[ri]];
     switch (tg_ops[n->op].klass) {
@@ -287,6 +289,11 @@ tg_status tg_gen_kernel(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
     case TG_CLASS_MATMUL: return gen_matmul_kernel(caps, k, ri, out);
     case TG_CLASS_OPAQUE:
         if (n->op == TG_OP_SCATTER_ADD) return tg_gen_movement(caps, k, out);
+        /* fused layer norm backward, cross-entropy with its gradient (gen_nn.c) */
+        if (k->n_nodes > 1 &&
+            (n->op == TG_OP_LAYER_NORM_GRAD_X || n->op == TG_OP_LAYER_NORM_GRAD_WB ||
+             n->op == TG_OP_CROSS_ENTROPY || n->op == TG_OP_CROSS_ENTROPY_GRAD))
+            return tg_gen_nn(caps, k, out);
         if (tg_gen_grad_handles(n->op)) return tg_gen_grad(caps, k, out);
         if (n->op == TG_OP_ATTENTION) return tg_gen_attention(caps, k, out);
         return tg_gen_nn(caps, k, out);

@@ -25,6 +25,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define SERIAL_MAX TG_GEN_ROW_SERIAL_MAX
 
@@ -386,10 +387,353 @@ static tg_status gen_attention(tg_gen *g, const tg_node *n) {
     return tg_gen_finish(g, (uint64_t)(batches * Tq));
 }
 
+/* ---- the layer norm backward as one kernel (passes/fusion.c,
+ * merge_norm_grads): layer_norm_grad_x (dy, x, w) with, optionally, its
+ * layer_norm_grad_wb sibling (dy, x) -> [2, D], the slices of its two rows,
+ * elementwise members computed per element from dx (the residual add) and
+ * sums of dx or of such a member over every axis but the last (bias
+ * gradients).
+ *
+ * The grid is the column workgroups first, then the row workgroups. Row
+ * workgroups compute dx as layer_norm_grad_x's kernel does (one invocation
+ * per row for short rows, else a workgroup per row) and store dx and the
+ * elementwise outputs. Column workgroups (CPU devices: one for all
+ * columns; else one per WG columns) compute the sums over rows as
+ * layer_norm_grad_wb's kernel does: rows in chunks of WG, invocation l
+ * computing chunk row l's mean and inv (and, for the sums of dx, mean(g)
+ * and mean(g xhat), g = dy w) into shared memory, then every invocation
+ * adding the chunk's rows to its own columns; dx is recomputed there for
+ * the sums (a dispatch has no scratch buffer to pass it between
+ * workgroups). The column workgroup runs beside the row workgroups. */
+
+#define LNB_MAX_COLS 8
+#define LNB_MAX_SUMS 4
+
+typedef struct lnb_kernel {
+    const tg_node *x_node; /* layer_norm_grad_x */
+    int32_t x_id, wb_id;   /* wb_id -1: none */
+    int dy, x, w;          /* kernel input indices */
+    int n_elem;            /* elementwise members */
+    int32_t elem[TG_KERNEL_MAX_IO * 4];
+    int n_sums;
+    int32_t sum_in[LNB_MAX_SUMS]; /* per sum: its input (x_id or a member) */
+    int sum_out[LNB_MAX_SUMS];    /* its output index */
+} lnb_kernel;
+
+/* What each member and output of kernel k is; an error for anything else. */
+static tg_status lnb_describe(const tg_kernel *k, lnb_kernel *d) {
+    const tg_graph *gr = k->g;
+    memset(d, 0, sizeof *d);
+    d->x_id = d->wb_id = -1;
+    for (int i = 0; i < k->n_nodes; i++) {
+        int32_t id = k->nodes[i];
+        const tg_node *n = &gr->nodes[id];
+        if (n->op == TG_OP_LAYER_NORM_GRAD_X && d->x_id < 0) {
+            d->x_id = id;
+            d->x_node = n;
+        } else if (n->op == TG_OP_LAYER_NORM_GRAD_WB && d->wb_id < 0)
+            d->wb_id = id;
+        else if (n->op == TG_OP_SUM && d->n_sums < LNB_MAX_SUMS)
+            d->sum_in[d->n_sums++] = n->inputs[0];
+        else if (tg_ops[n->op].klass == TG_CLASS_ELEMENTWISE &&
+                 d->n_elem < (int)(sizeof d->elem / sizeof d->elem[0]))
+            d->elem[d->n_elem++] = id;
+        else if (n->op != TG_OP_SLICE)
+            return tg_set_error(TG_ERR_UNSUPPORTED, "layer norm backward kernel: member %d (%s)",
+                                (int)id, tg_ops[n->op].name);
+    }
+    if (d->x_id < 0)
+        return tg_set_error(TG_ERR_UNSUPPORTED, "layer norm backward kernel without layer_norm_grad_x");
+    const tg_node *xn = d->x_node;
+    d->dy = tg_gen_input_index(k, xn->inputs[0]);
+    d->x = tg_gen_input_index(k, xn->inputs[1]);
+    d->w = tg_gen_input_index(k, xn->inputs[2]);
+    const tg_node *wb = d->wb_id >= 0 ? &gr->nodes[d->wb_id] : NULL;
+    if (d->dy < 0 || d->x < 0 || d->w < 0 || xn->rank < 1 ||
+        (wb && (wb->inputs[0] != xn->inputs[0] || wb->inputs[1] != xn->inputs[1])))
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "layer norm backward kernel %d: dy, x and w must be kernel inputs "
+                            "shared by its layer_norm_grad_wb",
+                            (int)d->x_id);
+    int s = 0;
+    for (int i = 0; i < k->n_nodes; i++)
+        if (gr->nodes[k->nodes[i]].op == TG_OP_SUM) {
+            d->sum_out[s] = -1;
+            for (int j = 0; j < k->n_outputs; j++)
+                if (k->outputs[j] == k->nodes[i]) d->sum_out[s] = j;
+            if (d->sum_out[s] < 0)
+                return tg_set_error(TG_ERR_UNSUPPORTED,
+                                    "layer norm backward kernel: sum %d is not an output",
+                                    (int)k->nodes[i]);
+            s++;
+        }
+    return TG_OK;
+}
+
+/* The row part: dx of row r and the outputs computed from it. */
+static void lnb_emit_rows(tg_gen *g, const lnb_kernel *d, bool serial, int64_t rows, int64_t D) {
+    const tg_kernel *k = g->k;
+    tg_sb *b = &g->b;
+    char dl[64], el[64];
+    tg_gen_flit((double)D, dl, sizeof dl);
+    tg_gen_flit(d->x_node->attrs.eps, el, sizeof el);
+    if (serial)
+        tg_sb_printf(b,
+                     "#define WG_SUM(x) (x)\n"
+                     "void lnb_rows(uint gid) {\n"
+                     "    uint r = gid * %uu + gl_LocalInvocationID.x;\n"
+                     "    if (r >= %lluu) return;\n"
+                     "    const uint l = 0u, step = 1u;\n",
+                     g->wg, (unsigned long long)rows);
+    else
+        tg_sb_printf(b,
+                     "#define WG_SUM(x) tg_wg_sum(x)\n"
+                     "void lnb_rows(uint gid) {\n"
+                     "    uint r = gid;\n" /* uniform over the workgroup */
+                     "    uint l = gl_LocalInvocationID.x, step = %uu;\n",
+                     g->wg);
+    tg_sb_printf(b,
+                 "    uint base = r * %lluu;\n"
+                 "    float s = 0.0;\n"
+                 "    for (uint c = l; c < %lluu; c += step) s += ld%d(base + c);\n"
+                 "    float mean = WG_SUM(s) / %s;\n"
+                 "    float q = 0.0;\n"
+                 "    for (uint c = l; c < %lluu; c += step) {\n"
+                 "        float e = ld%d(base + c) - mean;\n"
+                 "        q += e * e;\n"
+                 "    }\n"
+                 "    float inv = 1.0 / sqrt(WG_SUM(q) / %s + %s);\n"
+                 "    float sg = 0.0, sgx = 0.0;\n"
+                 "    for (uint c = l; c < %lluu; c += step) {\n"
+                 "        float gc = ld%d(base + c) * ld%d(c);\n"
+                 "        sg += gc;\n"
+                 "        sgx += gc * (ld%d(base + c) - mean) * inv;\n"
+                 "    }\n"
+                 "    float mg = WG_SUM(sg) / %s, mgx = WG_SUM(sgx) / %s;\n"
+                 "    for (uint c = l; c < %lluu; c += step) {\n"
+                 "        float xhat = (ld%d(base + c) - mean) * inv;\n"
+                 "        float dx = inv * (ld%d(base + c) * ld%d(c) - mg - xhat * mgx);\n",
+                 (unsigned long long)D, (unsigned long long)D, d->x, dl, (unsigned long long)D,
+                 d->x, dl, el, (unsigned long long)D, d->dy, d->w, d->x, dl, dl,
+                 (unsigned long long)D, d->x, d->dy, d->w);
+    for (int j = 0; j < k->n_outputs; j++) {
+        int32_t o = k->outputs[j];
+        if (o == d->x_id) tg_sb_printf(b, "        st%d(base + c, dx);\n", j);
+        for (int e = 0; e < d->n_elem; e++)
+            if (o == d->elem[e]) tg_sb_printf(b, "        st%d(base + c, lnb_e%d(base + c, dx));\n", j, j);
+    }
+    tg_sb_printf(b, "    }\n}\n#undef WG_SUM\n");
+}
+
+/* The column part: the sums over rows of dy xhat and dy (the weight and
+ * bias gradients) and of the summed members, for the columns of block
+ * blk. */
+static void lnb_emit_cols(tg_gen *g, const lnb_kernel *d, int64_t rows, int64_t D, int64_t cpi) {
+    const tg_kernel *k = g->k;
+    tg_sb *b = &g->b;
+    typedef unsigned long long ull;
+    ull d4 = (ull)(D / 4 * 4);
+    uint32_t wg = g->wg;
+    bool sums = d->n_sums > 0;
+    char dl[64], el[64];
+    tg_gen_flit((double)D, dl, sizeof dl);
+    tg_gen_flit(d->x_node->attrs.eps, el, sizeof el);
+    tg_sb_printf(b, "shared float s_mean[%u], s_inv[%u];\n", wg, wg);
+    if (sums)
+        tg_sb_printf(b,
+                     "shared float s_mg[%u], s_mgx[%u];\n"
+                     "void lnb_g(uint base, uint c, float mean, float inv, inout float sg,\n"
+                     "           inout float sgx) {\n"
+                     "    float gc = ld%d(base + c) * ld%d(c);\n"
+                     "    sg += gc;\n"
+                     "    sgx += gc * (ld%d(base + c) - mean) * inv;\n"
+                     "}\n",
+                     wg, wg, d->dy, d->w, d->x);
+    tg_sb_printf(b,
+                 "void lnb_cols(uint blk) {\n"
+                 "    uint l = gl_LocalInvocationID.x, j0 = blk * %lluu + l;\n"
+                 "    float aw[%lld], ab[%lld];\n"
+                 "    for (int t = 0; t < %lld; t++) { aw[t] = 0.0; ab[t] = 0.0; }\n",
+                 (ull)((int64_t)wg * cpi), (long long)cpi, (long long)cpi, (long long)cpi);
+    for (int s = 0; s < d->n_sums; s++)
+        tg_sb_printf(b,
+                     "    float as%d[%lld];\n"
+                     "    for (int t = 0; t < %lld; t++) as%d[t] = 0.0;\n",
+                     s, (long long)cpi, (long long)cpi, s);
+    tg_sb_printf(b,
+                 "    for (uint r0 = 0u; r0 < %lluu; r0 += %uu) {\n"
+                 "        if (r0 + l < %lluu) {\n"
+                 "            uint base = (r0 + l) * %lluu;\n"
+                 "            float s = 0.0;\n"
+                 "            for (uint c = 0u; c < %lluu; c += 4u)\n"
+                 "                s += (ld%d(base + c) + ld%d(base + c + 1u)) +\n"
+                 "                     (ld%d(base + c + 2u) + ld%d(base + c + 3u));\n"
+                 "            for (uint c = %lluu; c < %lluu; c++) s += ld%d(base + c);\n"
+                 "            float mean = s / %s, q = 0.0;\n"
+                 "            for (uint c = 0u; c < %lluu; c += 4u) {\n"
+                 "                float e0 = ld%d(base + c) - mean, e1 = ld%d(base + c + 1u) - mean;\n"
+                 "                float e2 = ld%d(base + c + 2u) - mean, e3 = ld%d(base + c + 3u) - mean;\n"
+                 "                q += (e0 * e0 + e1 * e1) + (e2 * e2 + e3 * e3);\n"
+                 "            }\n"
+                 "            for (uint c = %lluu; c < %lluu; c++) {\n"
+                 "                float e = ld%d(base + c) - mean;\n"
+                 "                q += e * e;\n"
+                 "            }\n"
+                 "            float inv = 1.0 / sqrt(q / %s + %s);\n"
+                 "            s_mean[l] = mean;\n"
+                 "            s_inv[l] = inv;\n",
+                 (ull)rows, wg, (ull)rows, (ull)D, d4, d->x, d->x, d->x, d->x, d4, (ull)D, d->x, dl,
+                 d4, d->x, d->x, d->x, d->x, d4, (ull)D, d->x, dl, el);
+    if (sums)
+        tg_sb_printf(b,
+                     "            float sg = 0.0, sgx = 0.0;\n"
+                     "            for (uint c = 0u; c < %lluu; c += 4u) {\n"
+                     "                lnb_g(base, c, mean, inv, sg, sgx);\n"
+                     "                lnb_g(base, c + 1u, mean, inv, sg, sgx);\n"
+                     "                lnb_g(base, c + 2u, mean, inv, sg, sgx);\n"
+                     "                lnb_g(base, c + 3u, mean, inv, sg, sgx);\n"
+                     "            }\n"
+                     "            for (uint c = %lluu; c < %lluu; c++) lnb_g(base, c, mean, inv, sg, sgx);\n"
+                     "            s_mg[l] = sg / %s;\n"
+                     "            s_mgx[l] = sgx / %s;\n",
+                     d4, d4, (ull)D, dl, dl);
+    tg_sb_printf(b,
+                 "        }\n"
+                 "        barrier();\n"
+                 "        uint nr = min(%uu, %lluu - r0);\n"
+                 "        for (uint i = 0u; i < nr; i++) {\n"
+                 "            uint base = (r0 + i) * %lluu;\n"
+                 "            float mean = s_mean[i], inv = s_inv[i];\n",
+                 wg, (ull)rows, (ull)D);
+    if (sums) tg_sb_printf(b, "            float mg = s_mg[i], mgx = s_mgx[i];\n");
+    for (int64_t t = 0; t < cpi; t++) {
+        tg_sb_printf(b,
+                     "            { uint j = j0 + %lluu;\n"
+                     "              if (j < %lluu) {\n"
+                     "                float dy = ld%d(base + j);\n"
+                     "                float xhat = (ld%d(base + j) - mean) * inv;\n"
+                     "                aw[%lld] += dy * xhat;\n"
+                     "                ab[%lld] += dy;\n",
+                     (ull)(t * wg), (ull)D, d->dy, d->x, (long long)t, (long long)t);
+        if (sums)
+            tg_sb_printf(b, "                float dx = inv * (dy * ld%d(j) - mg - xhat * mgx);\n",
+                         d->w);
+        for (int s = 0; s < d->n_sums; s++)
+            if (d->sum_in[s] == d->x_id)
+                tg_sb_printf(b, "                as%d[%lld] += dx;\n", s, (long long)t);
+            else
+                tg_sb_printf(b, "                as%d[%lld] += lnb_s%d(base + j, dx);\n", s,
+                             (long long)t, s);
+        tg_sb_printf(b, "              } }\n");
+    }
+    tg_sb_printf(b,
+                 "        }\n"
+                 "        barrier();\n" /* the next chunk rewrites the shared rows */
+                 "    }\n"
+                 "    for (int t = 0; t < %lld; t++) {\n"
+                 "        uint j = j0 + uint(t) * %uu;\n"
+                 "        if (j >= %lluu) continue;\n",
+                 (long long)cpi, wg, (ull)D);
+    const tg_graph *gr = k->g;
+    for (int j = 0; j < k->n_outputs; j++) {
+        int32_t o = k->outputs[j];
+        const tg_node *on = &gr->nodes[o];
+        if (o == d->wb_id)
+            tg_sb_printf(b, "        st%d(j, aw[t]);\n        st%d(%lluu + j, ab[t]);\n", j, j,
+                         (ull)D);
+        else if (on->op == TG_OP_SLICE && on->inputs[0] == d->wb_id)
+            tg_sb_printf(b, "        st%d(j, %s[t]);\n", j, on->attrs.begin[0] == 0 ? "aw" : "ab");
+    }
+    for (int s = 0; s < d->n_sums; s++)
+        tg_sb_printf(b, "        st%d(j, as%d[t]);\n", d->sum_out[s], s);
+    tg_sb_printf(b, "    }\n}\n");
+}
+
+/* Loop iterations of one column-workgroup invocation (lavapipe's limit). */
+static int64_t lnb_col_iters(int64_t rows, int64_t D, uint32_t wg, bool sums) {
+    int64_t chunks = (rows + wg - 1) / wg;
+    int64_t pass = (D + 3) / 4 + 3;
+    return chunks * ((sums ? 3 * pass + D : 2 * pass) + (int64_t)wg + 2);
+}
+
+static tg_status gen_layer_norm_backward(const tg_vk_caps *caps, const tg_kernel *k,
+                                         tg_kernel_code *out) {
+    const tg_graph *gr = k->g;
+    lnb_kernel *d = malloc(sizeof *d);
+    if (!d) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    tg_status st = lnb_describe(k, d);
+    const tg_node *xn = d->x_node;
+    int64_t D = xn ? xn->shape[xn->rank - 1] : 0;
+    int64_t rows = D ? tg_shape_count(xn->rank, xn->shape) / D : 0;
+    bool cpu = caps->device_class == TG_VK_CLASS_CPU;
+    bool serial = tg_gen_row_serial(caps, D);
+    uint32_t wg = tg_gen_wg_size(caps, serial || cpu ? 128 : 64);
+    bool cols = d->wb_id >= 0 || d->n_sums > 0;
+    int64_t cpi = cpu ? (D + wg - 1) / wg : 1;
+    if (cpi < 1) cpi = 1;
+    if (cpi > LNB_MAX_COLS) cpi = LNB_MAX_COLS;
+    int64_t per_block = (int64_t)wg * cpi;
+    uint64_t col_groups = cols ? (uint64_t)((D + per_block - 1) / per_block) : 0;
+    uint64_t row_groups = serial ? ((uint64_t)rows + wg - 1) / wg : (uint64_t)rows;
+    if (st == TG_OK && tg_shape_count(xn->rank, xn->shape) > (int64_t)UINT32_MAX)
+        st = tg_set_error(TG_ERR_UNSUPPORTED, "layer norm backward of 2^32 elements or more");
+    if (st == TG_OK && cpu && cols && lnb_col_iters(rows, D, wg, d->n_sums > 0) > CPU_LOOP_LIMIT)
+        st = tg_set_error(TG_ERR_UNSUPPORTED,
+                          "layer norm backward of %lld rows x %lld: over the %d loop iterations "
+                          "an invocation may run on this CPU device",
+                          (long long)rows, (long long)D, CPU_LOOP_LIMIT);
+    tg_gen g;
+    if (st == TG_OK) st = tg_gen_begin(&g, caps, k, out, wg, !serial);
+    if (st != TG_OK) {
+        free(d);
+        return st;
+    }
+    /* the elementwise members: per output, and per sum of a member */
+    tg_sb *b = &g.b;
+    const char *gx_name = "gx";
+    char fn[16];
+    for (int j = 0; st == TG_OK && j < k->n_outputs; j++)
+        for (int e = 0; st == TG_OK && e < d->n_elem; e++)
+            if (k->outputs[j] == d->elem[e]) {
+                snprintf(fn, sizeof fn, "lnb_e%d", j);
+                st = tg_gen_member_fn(b, k, d->n_elem, d->elem, xn->rank, xn->shape, d->elem[e],
+                                      fn, ", float gx", 1, &d->x_id, &gx_name);
+            }
+    for (int s = 0; st == TG_OK && s < d->n_sums; s++)
+        if (d->sum_in[s] != d->x_id) {
+            snprintf(fn, sizeof fn, "lnb_s%d", s);
+            st = tg_gen_member_fn(b, k, d->n_elem, d->elem, xn->rank, xn->shape, d->sum_in[s],
+                                  fn, ", float gx", 1, &d->x_id, &gx_name);
+        }
+    if (st == TG_OK) {
+        lnb_emit_rows(&g, d, serial, rows, D);
+        if (cols) lnb_emit_cols(&g, d, rows, D, cpi);
+        if (!cols) tg_sb_printf(b, "void lnb_cols(uint blk) {}\n");
+        tg_sb_printf(b,
+                     "void main() {\n"
+                     "    uint gid = tg_group();\n" /* uniform over the workgroup */
+                     "    if (gid < %lluu) lnb_cols(gid);\n"
+                     "    else if (gid < %lluu) lnb_rows(gid - %lluu);\n"
+                     "}\n",
+                     (unsigned long long)col_groups, (unsigned long long)(col_groups + row_groups),
+                     (unsigned long long)col_groups);
+    }
+    free(d);
+    (void)gr;
+    if (st != TG_OK) {
+        tg_gen_abort(&g);
+        return st;
+    }
+    return tg_gen_finish(&g, col_groups + row_groups);
+}
+
 tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
     const tg_graph *gr = k->g;
     int32_t id = k->nodes[k->n_nodes - 1];
     const tg_node *n = &gr->nodes[id];
+    for (int i = 0; k->n_nodes > 1 && i < k->n_nodes; i++)
+        if (gr->nodes[k->nodes[i]].op == TG_OP_LAYER_NORM_GRAD_X)
+            return gen_layer_norm_backward(caps, k, out);
     if (k->n_nodes != 1 || k->n_inputs != n->n_inputs || k->n_outputs != 1)
         return tg_set_error(TG_ERR_UNSUPPORTED,
                             "nn generator: %s %d must be alone in its kernel, reading each input "

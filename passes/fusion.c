@@ -387,6 +387,97 @@ static void group_optimizer(fuser *f) {
     }
 }
 
+/* Node id is alone in its kernel. */
+static bool alone(fuser *f, int32_t id) {
+    int32_t r = find(f, id);
+    return r >= 0 && f->head[r] == id && f->tail[r] == id;
+}
+
+/* Merges kernel c into p when that stays within the limits and acyclic. */
+static bool merge_if_legal(fuser *f, int32_t p, int32_t c) {
+    if (p < 0 || c < 0 || p == c || !within_limits(f, p, c) || makes_cycle(f, p, c)) return false;
+    merge(f, p, c);
+    return true;
+}
+
+/* Slice s is row 0 (the weight's gradient) or row 1 (the bias's) of
+ * layer_norm_grad_wb node wb, whole. */
+static bool wb_row(const tg_graph *g, int32_t s, int32_t wb) {
+    const tg_node *n = &g->nodes[s], *w = &g->nodes[wb];
+    return n->op == TG_OP_SLICE && n->inputs[0] == wb && n->rank == 2 && n->shape[0] == 1 &&
+           n->shape[1] == w->shape[1] && (n->attrs.begin[0] == 0 || n->attrs.begin[0] == 1) &&
+           n->attrs.begin[1] == 0 && n->attrs.step[0] == 1 && n->attrs.step[1] == 1;
+}
+
+#define TG_FUSION_MAX_NORM_SUMS 4
+
+/* Kernel e can follow layer_norm_grad_x node x in its kernel c (backend/
+ * gen_nn.c computes it per element from dx): elementwise members of x's
+ * shape after x (the residual add), and sums of x or of a member over
+ * every axis but the last (bias gradients), which the kernel's column
+ * workgroup computes; members read nothing else of c. *sums counts the
+ * kernel's sums. */
+static bool legal_norm_epilogue(fuser *f, int32_t c, int32_t e, int32_t x, int *sums) {
+    const tg_node *xn = &f->g->nodes[x];
+    bool reads_x = false;
+    int n_sums = *sums;
+    FOR_MEMBERS(f, e, m) {
+        const tg_node *n = &f->g->nodes[m];
+        if (m < x || n->dtype != TG_F32) return false;
+        if (n->op == TG_OP_SUM) {
+            int32_t in = n->inputs[0];
+            if (xn->rank < 2 || n->attrs.keepdims || n->attrs.n_axes != xn->rank - 1 ||
+                !same_shape(&f->g->nodes[in], xn) || (in != x && find(f, in) != e) ||
+                ++n_sums > TG_FUSION_MAX_NORM_SUMS)
+                return false;
+            for (int d = 0; d < n->attrs.n_axes; d++)
+                if (n->attrs.axes[d] != d) return false;
+        } else if (!per_element(f, m) || !same_shape(n, xn))
+            return false;
+        for (int k = 0; k < n->n_inputs; k++) {
+            if (producer(f, n->inputs[k]) != c) continue;
+            if (n->inputs[k] != x) return false;
+            reads_x = true;
+        }
+    }
+    *sums = n_sums;
+    return reads_x;
+}
+
+/* The layer norm backward as one kernel (backend/gen_nn.c): each lone
+ * layer_norm_grad_x takes its layer_norm_grad_wb sibling (same dy and x),
+ * the lone slices of its weight and bias rows, and the kernels that
+ * consume dx per element (the residual add) and sum it for a bias. */
+static void merge_norm_grads(fuser *f) {
+    const tg_graph *g = f->g;
+    for (int32_t x = 0; x < g->n_nodes; x++) {
+        const tg_node *xn = &g->nodes[x];
+        if (xn->op != TG_OP_LAYER_NORM_GRAD_X || xn->dtype != TG_F32 || !alone(f, x)) continue;
+        int32_t c = find(f, x);
+        int32_t dx_in = xn->inputs[1];
+        for (int32_t i = f->users.start[dx_in]; i < f->users.start[dx_in + 1]; i++) {
+            int32_t wb = f->users.list[i];
+            const tg_node *wn = &g->nodes[wb];
+            if (wn->op != TG_OP_LAYER_NORM_GRAD_WB || wn->inputs[0] != xn->inputs[0] ||
+                wn->inputs[1] != dx_in || wn->dtype != TG_F32 || !alone(f, wb) ||
+                !merge_if_legal(f, c, find(f, wb)))
+                continue;
+            for (int32_t j = f->users.start[wb]; j < f->users.start[wb + 1]; j++) {
+                int32_t s = f->users.list[j];
+                if (alone(f, s) && wb_row(g, s, wb)) merge_if_legal(f, c, find(f, s));
+            }
+            break;
+        }
+        int sums = 0;
+        for (int32_t i = f->users.start[x]; i < f->users.start[x + 1]; i++) {
+            int32_t e = find(f, f->users.list[i]);
+            if (e < 0 || e == c) continue;
+            int s = sums;
+            if (legal_norm_epilogue(f, c, e, x, &s) && merge_if_legal(f, c, e)) sums = s;
+        }
+    }
+}
+
 /* Node id is a kernel of its own that copies its input: a permute,
  * broadcast_to or slice. */
 static bool lone_copy(fuser *f, int32_t id) {
@@ -698,6 +789,7 @@ tg_status tg_partition_graph(const tg_graph *g, int n_targets, const int32_t *ta
         for (int k = 0; k < n->n_inputs; k++) try_merge(&f, find(&f, n->inputs[k]), find(&f, id));
     }
     if (st == TG_OK) group_optimizer(&f);
+    if (st == TG_OK) merge_norm_grads(&f);
     if (st == TG_OK) merge_siblings(&f);
     if (st == TG_OK) merge_alike_copies(&f);
     tg_partition *p = st == TG_OK ? calloc(1, sizeof *p) : NULL;

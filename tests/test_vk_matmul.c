@@ -133,6 +133,7 @@ static const int64_t shapes[][3] = {
     {17, 9, 1},                                                           /* K = 1 */
     {1, 384, 64},  {1, 37, 12}, {3, 20, 8},                               /* M = 1 .. 3 */
     {130, 70, 33},                                                        /* > one workgroup */
+    {150, 36, 24}, /* vec4 K: A's rows shuffled across subgroups, an edge past 128 rows */
 };
 
 static void run_suite(tg_dtype dt, tg_dtype odt, tg_mm_strategy s) {
@@ -168,6 +169,32 @@ static void test_register_f16(void **state) {
     (void)state;
     if (!dev->caps.storage_16bit || !dev->caps.texel_r16f) skip();
     run_suite(TG_F16, TG_F16, TG_MM_STRATEGY_REGISTER);
+}
+/* The register kernel with one A fetch per lane and row (what devices
+ * without subgroup shuffles run), and which one the default picks. */
+static void test_register_per_lane(void **state) {
+    (void)state;
+    bool can =
+        dev->caps.subgroup_in_compute && (dev->caps.subgroup_ops & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
+    tg_mm_params p = {0};
+    p.M = p.N = p.K = 64;
+    p.dtype = p.out_dtype = TG_F32;
+    p.strategy = TG_MM_STRATEGY_REGISTER;
+    tg_mm_kernel k;
+    assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
+    assert_int_equal(k.tiling.a_shuffle != 0, can && dev->caps.subgroup_size <= 8);
+    tg_mm_kernel_free(&k);
+    p.transpose_a = true; /* A's rows are not vec4 texels along K */
+    assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
+    assert_int_equal(k.tiling.a_shuffle, 0);
+    tg_mm_kernel_free(&k);
+    setenv("TG_MM_SHUFFLE", "0", 1);
+    p.transpose_a = false;
+    assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
+    assert_int_equal(k.tiling.a_shuffle, 0);
+    tg_mm_kernel_free(&k);
+    run_suite(TG_F32, TG_F32, TG_MM_STRATEGY_REGISTER);
+    unsetenv("TG_MM_SHUFFLE");
 }
 static void test_shared_f32(void **state) {
     (void)state;
@@ -397,7 +424,24 @@ static void test_tiling_table(void **state) {
     caps.device_class = TG_VK_CLASS_CPU;
     assert_int_equal(tg_mm_choose_tiling(&caps, TG_MM_STRATEGY_AUTO, 1024, 1024, 1024, &t), TG_OK);
     assert_int_equal(t.strategy, TG_MM_STRATEGY_REGISTER);
+    /* with subgroup shuffles: 16 x 4 blocks, A's rows shuffled across the
+     * subgroup; without (or when A is not vec4 along K): 8 x 8 */
+    caps.subgroup_size = 8;
+    caps.subgroup_in_compute = true;
+    caps.subgroup_ops |= VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
+    assert_int_equal(tg_mm_choose_tiling(&caps, TG_MM_STRATEGY_AUTO, 1024, 1024, 1024, &t), TG_OK);
+    assert_int_equal(t.tm * t.wg_y, 128);
+    assert_int_equal(t.a_shuffle, 8);
+    assert_int_equal(
+        tg_mm_choose_tiling_for(&caps, TG_MM_STRATEGY_AUTO, 1024, 1024, 1024, false, &t), TG_OK);
     assert_int_equal(t.tm * t.wg_y, 64);
+    assert_int_equal(t.a_shuffle, 0);
+    caps.subgroup_ops &= ~(VkSubgroupFeatureFlags)VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
+    assert_int_equal(tg_mm_choose_tiling(&caps, TG_MM_STRATEGY_AUTO, 1024, 1024, 1024, &t), TG_OK);
+    assert_int_equal(t.tm, 8);
+    assert_int_equal(t.tn, 8);
+    assert_int_equal(t.a_shuffle, 0);
+    caps.subgroup_ops |= VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
     /* a decoder step: one row per invocation, lanes spent along N */
     assert_int_equal(tg_mm_choose_tiling(&caps, TG_MM_STRATEGY_AUTO, 1, 384, 384, &t), TG_OK);
     assert_int_equal(t.tm, 1);
@@ -443,12 +487,12 @@ static int teardown(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tiling_table),     cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_register_f32),     cmocka_unit_test(test_register_f16),
-        cmocka_unit_test(test_shared_f32),       cmocka_unit_test(test_shared_f16),
-        cmocka_unit_test(test_auto_mixed),       cmocka_unit_test(test_conv_register),
-        cmocka_unit_test(test_conv_shared),      cmocka_unit_test(test_batch_dims),
-        cmocka_unit_test(test_validation_clean),
+        cmocka_unit_test(test_tiling_table),      cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_register_f32),      cmocka_unit_test(test_register_f16),
+        cmocka_unit_test(test_register_per_lane), cmocka_unit_test(test_shared_f32),
+        cmocka_unit_test(test_shared_f16),        cmocka_unit_test(test_auto_mixed),
+        cmocka_unit_test(test_conv_register),     cmocka_unit_test(test_conv_shared),
+        cmocka_unit_test(test_batch_dims),        cmocka_unit_test(test_validation_clean),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

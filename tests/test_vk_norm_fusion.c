@@ -1,0 +1,167 @@
+/* test_vk_norm_fusion.c — the fused backward kernels of passes/fusion.c's
+ * merge_norm_grads and backend/gen_nn.c: layer_norm_grad_x with its
+ * layer_norm_grad_wb sibling, the rows of the weight and bias gradients,
+ * the residual add and the bias sums in one dispatch (and cross_entropy
+ * with cross_entropy_grad). Each graph runs with every pass off, with the
+ * passes on and on the interpreter; the results agree, the fused IR shows
+ * the kernel, the validation layer (with synchronization validation) says
+ * nothing. Row lengths cover one invocation per row (64, 384), a
+ * workgroup per row with two column blocks (1100), rows not a multiple of
+ * the workgroup. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "test_checks.h"
+
+#include "tg.h"
+
+static tg_device *dev;
+static char cache_dir[256];
+
+#define ALL_PASSES "dce,cse,fold,algebra,permute_matmul,fusion"
+#define MAX_T 12
+
+static void assert_close(const tg_array *got, const tg_array *want, double tol, const char *what) {
+    assert_int_equal(tg_array_count(got), tg_array_count(want));
+    for (int64_t i = 0; i < tg_array_count(got); i++) {
+        double g = tg_array_get(got, i), w = tg_array_get(want, i);
+        if (!(fabs(g - w) <= tol + tol * fabs(w)))
+            fail_msg("%s element %lld: got %.9g, want %.9g", what, (long long)i, g, w);
+    }
+}
+
+static tg_array ramp(int rank, const int64_t *shape, float start, float step, int mod) {
+    tg_array a = {0};
+    OK(tg_array_alloc(&a, TG_F32, rank, shape));
+    for (int64_t i = 0; i < tg_array_count(&a); i++)
+        ((float *)a.data)[i] = start + step * (float)((i * 7) % mod);
+    return a;
+}
+
+typedef struct fused_ir {
+    char text[1 << 16];
+} fused_ir;
+
+static void keep_ir(void *user, const char *pass, const char *ir) {
+    (void)pass;
+    snprintf(((fused_ir *)user)->text, sizeof((fused_ir *)user)->text, "%s", ir);
+}
+
+/* Runs targets of g on the interpreter, with every pass off and with the
+ * passes on; compares; returns the dispatches with the passes on and off
+ * and the fused IR in *ir. */
+static void run_three(const tg_graph *g, int n, const tg_tensor *targets, int n_feeds,
+                      const tg_feed *feeds, double tol, int *on, int *off, fused_ir *ir) {
+    tg_array res[3][MAX_T];
+    assert_true(n <= MAX_T);
+    tg_store *st = tg_store_new();
+    OK(tg_store_init_missing(st, g, 7, 0.3));
+    OK(tg_interpret(g, st, n_feeds, feeds, n, targets, res[0], 0, NULL, 0));
+    for (int pass = 0; pass < 2; pass++) {
+        tg_compile_options o = {.disable_passes = pass ? NULL : ALL_PASSES};
+        tg_executable *e = NULL;
+        OK(tg_compile(dev, g, st, n, targets, 0, NULL, &o, &e));
+        OK(tg_run(e, n_feeds, feeds, res[1 + pass]));
+        *(pass ? on : off) = tg_executable_dispatches(e);
+        tg_executable_free(e);
+        tg_test_assert_validation_silent();
+    }
+    for (int i = 0; i < n; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "target %d passes off vs interpreter", i);
+        assert_close(&res[1][i], &res[0][i], tol, what);
+        snprintf(what, sizeof what, "target %d passes on vs off", i);
+        assert_close(&res[2][i], &res[1][i], tol, what);
+        for (int k = 0; k < 3; k++) tg_array_free(&res[k][i]);
+    }
+    tg_pass_options po = {.dump_after = "fusion", .dump = keep_ir, .dump_user = ir};
+    tg_graph *opt = NULL;
+    tg_tensor nt[MAX_T];
+    ir->text[0] = 0;
+    OK(tg_optimize(g, n, targets, 0, NULL, &po, &opt, nt, NULL, NULL));
+    tg_graph_free(opt);
+    tg_store_free(st);
+}
+
+/* out = ln2(x + tanh(ln1(x)) W + b) (W a row: no matmul), loss = sum(out * c): the gradients of x,
+ * both layer norms' weights and biases, W and b. ln2's backward takes b's
+ * sum (of dx); ln1's the residual add dx + dh (and, with `bias_after`, a
+ * second bias: the sum of that add). */
+static void check_norm_block(int64_t B, int64_t T, int64_t D, bool bias_after) {
+    tg_graph *g = tg_graph_new();
+    int64_t xs[3] = {B, T, D}, vs[1] = {D};
+    tg_tensor x = tg_placeholder(g, "x", TG_F32, 3, xs);
+    tg_tensor c = tg_placeholder(g, "c", TG_F32, 3, xs);
+    tg_tensor w1 = tg_variable(g, "ln1.w", TG_F32, 1, vs, true);
+    tg_tensor b1 = tg_variable(g, "ln1.b", TG_F32, 1, vs, true);
+    tg_tensor w2 = tg_variable(g, "ln2.w", TG_F32, 1, vs, true);
+    tg_tensor b2 = tg_variable(g, "ln2.b", TG_F32, 1, vs, true);
+    tg_tensor W = tg_variable(g, "W", TG_F32, 1, vs, true);
+    tg_tensor bias = tg_variable(g, "bias", TG_F32, 1, vs, true);
+    tg_tensor pre = tg_variable(g, "pre", TG_F32, 1, vs, true);
+    /* with bias_after: x + pre first, so the gradient of x + pre (the
+     * residual add after ln1's dx) is summed for pre */
+    tg_tensor x0 = bias_after ? tg_add(g, x, pre) : x;
+    tg_tensor h = tg_layer_norm(g, x0, w1, b1, 1e-5);
+    h = tg_add(g, tg_add(g, x0, tg_mul(g, tg_tanh(g, h), W)), bias);
+    tg_tensor out = tg_layer_norm(g, h, w2, b2, 1e-5);
+    tg_tensor loss = tg_sum(g, tg_mul(g, out, c), 0, NULL, false);
+    tg_tensor wrt[8] = {x, w1, b1, w2, b2, W, bias, pre};
+    int n = bias_after ? 8 : 7;
+    tg_tensor targets[9];
+    OK(tg_gradients(g, loss, n, wrt, targets));
+    targets[n] = loss;
+    OK(tg_graph_status(g));
+    tg_array xv = ramp(3, xs, -1.0f, 0.013f, 97), cv = ramp(3, xs, -0.5f, 0.011f, 89);
+    tg_feed f[2] = {{x, &xv}, {c, &cv}};
+    int on, off;
+    fused_ir *ir = malloc(sizeof *ir);
+    assert_non_null(ir);
+    run_three(g, n + 1, targets, 2, f, 2e-4, &on, &off, ir);
+    /* both layer norms' backward: one kernel each, with the weight and
+     * bias rows; ln2's with b's sum, ln1's with the residual add */
+    const char *ln2 = strstr(ir->text, "layer_norm_grad_x + layer_norm_grad_wb + slice + slice + sum");
+    const char *ln1 = strstr(ir->text, "layer_norm_grad_x + add + layer_norm_grad_wb + slice + slice");
+    if (!ln2 || !ln1) fail_msg("layer norm backward kernels not fused:\n%s", ir->text);
+    if (bias_after && !strstr(ln1, "slice + slice + sum"))
+        fail_msg("the residual add's sum is not in ln1's kernel:\n%s", ir->text);
+    assert_true(on < off);
+    free(ir);
+    tg_array_free(&xv);
+    tg_array_free(&cv);
+    tg_graph_free(g);
+}
+
+static void test_norm_rows_serial(void **state) {
+    (void)state;
+    check_norm_block(2, 37, 64, false);
+    check_norm_block(1, 300, 384, true);
+}
+
+static void test_norm_rows_workgroup(void **state) {
+    (void)state;
+    check_norm_block(1, 130, 1100, true);
+}
+
+int main(void) {
+    if (!tg_test_device_env(cache_dir, sizeof cache_dir, "tg_test_vk_norm_fusion", true)) return 1;
+    unsetenv("TG_DISABLE_PASSES");
+    unsetenv("TG_DUMP_IR");
+    if (tg_test_open_device(&dev, true) != 0) return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_norm_rows_serial),
+        cmocka_unit_test(test_norm_rows_workgroup),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    tg_device_free(dev);
+    return rc;
+}
