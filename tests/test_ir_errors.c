@@ -2,6 +2,7 @@
  * as "FILE:LINE:COL: message" with a NULL graph, and thousands of random
  * mutations of valid IR never crash or leak (run under ASan in CI); the
  * mutants that do parse print canonically. */
+#define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
 #include "tg.h"
 
 #define H "# tg ir v1\n"
@@ -176,20 +178,7 @@ static void test_nul_and_length(void **state) {
 static char *read_data_file(const char *name, size_t *len) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", TG_TEST_DATA_DIR, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    fclose(f);
-    if (s) s[n] = '\0';
-    *len = (size_t)n;
-    return s;
+    return tg_test_read_file(path, len);
 }
 
 static uint64_t rng_state;

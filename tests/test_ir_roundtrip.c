@@ -2,6 +2,7 @@
  * byte-identical for a graph holding every op; parsing gives identical
  * nodes; non-canonical input prints canonically; constants round-trip
  * bit-exactly; the example files in tests/data parse; DOT output. */
+#define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,26 +14,10 @@
 #include <cmocka.h>
 
 #include "graph/graph_internal.h"
+#include "test_util.h"
 
 #include <float.h>
 #include <math.h>
-
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    fclose(f);
-    if (s) s[n] = '\0';
-    if (len) *len = (size_t)n;
-    return s;
-}
 
 static tg_graph *parse_string(const char *text) {
     tg_graph *g = tg_graph_parse(text, strlen(text), "test.tgir");
@@ -186,8 +171,7 @@ static tg_graph *build_every_op_graph(void) {
                 TG_F32);
     tg_node_add(g, TG_OP_ATTENTION_GRAD_V, 4, (tg_tensor[]){q, k, k, dout}, &att, TG_F32);
     tg_tensor lse = tg_node_add(g, TG_OP_ATTENTION_LSE, 3, (tg_tensor[]){q, k, k}, &att, TG_F32);
-    tg_node_add(g, TG_OP_ATTENTION_GRAD_Q, 6, (tg_tensor[]){q, k, k, dout, lse, lse}, &att,
-                TG_F32);
+    tg_node_add(g, TG_OP_ATTENTION_GRAD_Q, 6, (tg_tensor[]){q, k, k, dout, lse, lse}, &att, TG_F32);
     tg_node_add(g, TG_OP_ATTENTION_GRAD_V, 7, (tg_tensor[]){q, k, k, amask, dout, lse, lse},
                 &att_mask, TG_F32);
     tg_attrs ignore = {.ignore_index = -100};
@@ -316,7 +300,7 @@ static void test_every_op_round_trip(void **state) {
         fputs(text, f);
         fclose(f);
     }
-    char *golden = read_file(path, NULL);
+    char *golden = tg_test_read_file(path, NULL);
     assert_non_null(golden);
     if (strcmp(golden, text) != 0) fprintf(stderr, "every_op.tgir differs; now:\n%s", text);
     assert_string_equal(golden, text);
@@ -542,8 +526,8 @@ static void test_f32_constants_exact(void **state) {
 static void check_example_file(const char *file) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", TG_TEST_DATA_DIR, file);
-    size_t len;
-    char *src = read_file(path, &len);
+    size_t len = 0;
+    char *src = tg_test_read_file(path, &len);
     assert_non_null(src);
     tg_graph *g = tg_graph_parse(src, len, file);
     if (!g) fprintf(stderr, "%s\n", tg_last_error());
@@ -565,8 +549,8 @@ static void test_example_files(void **state) {
     /* Other tests rely on mlp.tgir's interface: x f32[2,4] in, probs out. */
     char path[1024];
     snprintf(path, sizeof path, "%s/mlp.tgir", TG_TEST_DATA_DIR);
-    size_t len;
-    char *src = read_file(path, &len);
+    size_t len = 0;
+    char *src = tg_test_read_file(path, &len);
     tg_graph *g = tg_graph_parse(src, len, "mlp.tgir");
     assert_non_null(g);
     tg_tensor x = tg_graph_find(g, "x");
@@ -585,14 +569,14 @@ static void test_example_files(void **state) {
     /* The comments-and-blank-lines example parses to the same graph as
      * mlp.tgir. */
     snprintf(path, sizeof path, "%s/mlp_commented.tgir", TG_TEST_DATA_DIR);
-    src = read_file(path, &len);
+    src = tg_test_read_file(path, &len);
     assert_non_null(src);
     g = tg_graph_parse(src, len, "mlp_commented.tgir");
     if (!g) fprintf(stderr, "%s\n", tg_last_error());
     assert_non_null(g);
     char *text = tg_graph_to_text(g);
     snprintf(path, sizeof path, "%s/mlp.tgir", TG_TEST_DATA_DIR);
-    char *mlp = read_file(path, NULL);
+    char *mlp = tg_test_read_file(path, NULL);
     assert_string_equal(text, mlp);
     free(mlp);
     free(text);

@@ -7,6 +7,7 @@
 #define TG_TEST_PASS_HARNESS_H
 
 #include "graph/graph_internal.h"
+#include "frontend/safetensors.h" /* tg_read_whole_file */
 #include "passes/passes.h"
 
 #include <math.h>
@@ -14,20 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The whole file as a NUL-terminated string, NULL if unreadable. */
 static inline char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    fclose(f);
-    if (s) s[n] = '\0';
-    return s;
+    char *text = NULL;
+    size_t n = 0;
+    return tg_read_whole_file(path, (size_t)1 << 30, &text, &n) == TG_OK ? text : NULL;
 }
 
 static inline tg_graph *load_graph(const char *path) {

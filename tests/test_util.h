@@ -11,6 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "frontend/safetensors.h"
+#include "tg.h"
+
 /* Removes a file or a directory tree. */
 static inline void tg_test_remove_tree(const char *path) {
     DIR *d = opendir(path);
@@ -33,6 +36,16 @@ static inline void tg_test_remove_tree(const char *path) {
 static inline bool tg_test_temp_dir(char *buf, size_t n, const char *prefix) {
     int w = snprintf(buf, n, "/tmp/%s-XXXXXX", prefix);
     return w > 0 && (size_t)w < n && mkdtemp(buf) != NULL;
+}
+
+/* The whole file as a NUL-terminated string (NULL if it cannot be read);
+ * its length in *len unless len is NULL. */
+static inline char *tg_test_read_file(const char *path, size_t *len) {
+    char *text = NULL;
+    size_t n = 0;
+    if (tg_read_whole_file(path, (size_t)1 << 30, &text, &n) != TG_OK) return NULL;
+    if (len) *len = n;
+    return text;
 }
 
 /* A fresh temporary TG_CACHE_DIR in buf, so tests never share caches. */
