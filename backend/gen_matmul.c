@@ -380,7 +380,21 @@ static void emit_reg_step(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg
     /* A values a(i, kk) */
     for (int i = 0; i < TM; i++) {
         for (int kk = 0; kk < ku; kk++) {
-            if (t->a_shuffle) {
+            if (t->a_shuffle && d->ta) {
+                /* A^T: lane l fetched K value k + l % 4 of rows m0 + S*g +
+                 * 4*(l / 4) .. + 3 (vec4 along M); a(i, kk) is component
+                 * i % 4 of lane kk + 4 * ((i % S) / 4) */
+                int S = (int)t->a_shuffle, g = i / S, src = kk + 4 * ((i % S) / 4);
+                if (kk == 0 && i % S == 0)
+                    tg_sb_printf(b,
+                                 "        vec4 val%d = texelFetch(tA, (a_base + (%s + ral_k) * "
+                                 "LDA + ral%d) >> 2);\n",
+                                 g, k, g);
+                if (i % 4 == 0)
+                    tg_sb_printf(b, "        vec4 vt%d_%d = subgroupShuffle(val%d, %d);\n", i / 4,
+                                 kk, g, src);
+                snprintf(aexpr[i][kk], sizeof aexpr[i][kk], "vt%d_%d.%c", i / 4, kk, xyzw[i % 4]);
+            } else if (t->a_shuffle) {
                 /* lane l fetched row m0 + S*g + l (ral<g>); the constant lane
                  * index makes the shuffle a register permute on llvmpipe
                  * (subgroupBroadcast is a scalar loop there) */
@@ -546,12 +560,20 @@ static void emit_register(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg
         else if (!L.b_vec)
             tg_sb_printf(b, "    int bn%d = min(n0 + %d, N - 1);\n", c, c);
     }
+    if (t->a_shuffle && d->ta)
+        tg_sb_printf(b, "    int ral_k = int(gl_SubgroupInvocationID) & 3;\n");
     for (int g = 0; t->a_shuffle && g < TM / (int)t->a_shuffle; g++)
-        tg_sb_printf(
-            b,
-            "    int ral%d = (a_base + min(m0 + %d + int(gl_SubgroupInvocationID), M - 1) * "
-            "LDA) >> 2;\n",
-            g, g * (int)t->a_shuffle);
+        if (d->ta)
+            tg_sb_printf(b,
+                         "    int ral%d = min(m0 + %d + 4 * (int(gl_SubgroupInvocationID) >> 2), "
+                         "M4 - 4);\n",
+                         g, g * (int)t->a_shuffle);
+        else
+            tg_sb_printf(
+                b,
+                "    int ral%d = (a_base + min(m0 + %d + int(gl_SubgroupInvocationID), M - 1) * "
+                "LDA) >> 2;\n",
+                g, g * (int)t->a_shuffle);
     for (int i = 0; i < TM; i++)
         for (int j = 0; j < NJ; j++) tg_sb_printf(b, "    vec4 acc%d_%d = vec4(0.0);\n", i, j);
     int64_t kmain = d->K / 4 * 4;
@@ -663,8 +685,11 @@ static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel
     if (st != TG_OK) return st;
     /* A's rows as vec4 texels along K (the register strategy may then
      * shuffle them across a subgroup) */
-    bool a_rows_vec4 = !d->ta && d->K % 4 == 0 && d->lda % 4 == 0 && batch_vec4(d, OP_A) &&
+    bool a_rows_vec4 = d->K % 4 == 0 && d->lda % 4 == 0 && batch_vec4(d, OP_A) &&
                        (d->dtype == TG_F16 ? caps->texel_rgba16f : caps->texel_rgba32f);
+    /* transposed: vec4 along M, lanes spread over 4 K values and groups of
+     * 4 rows */
+    if (d->ta && caps->subgroup_size % 4 != 0) a_rows_vec4 = false;
     tg_mm_tiling t;
     st = tg_mm_choose_tiling_for(caps, d->strategy, d->M, d->N, d->K, a_rows_vec4, &t);
     if (st != TG_OK) return st;
@@ -683,7 +708,7 @@ static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel
     reg_layout L;
     L.a_vec = pick_format(caps, d->dtype, a_vec, &fa);
     L.b_vec = pick_format(caps, d->dtype, b_vec, &fb);
-    if (!L.a_vec || d->ta) t.a_shuffle = 0; /* (a_rows_vec4 said so already) */
+    if (!L.a_vec) t.a_shuffle = 0; /* (a_rows_vec4 said so already) */
     if (L.a_vec != a_vec || L.b_vec != b_vec)
         return tg_set_error(TG_ERR_UNSUPPORTED,
                             "%s: device '%s' has only vec4 %s texel buffers, and this shape "

@@ -184,12 +184,17 @@ static void test_register_per_lane(void **state) {
     assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
     assert_int_equal(k.tiling.a_shuffle != 0, can && dev->caps.subgroup_size <= 8);
     tg_mm_kernel_free(&k);
-    p.transpose_a = true; /* A's rows are not vec4 texels along K */
+    p.transpose_a = true; /* A^T: vec4 texels along M, shuffled too */
+    assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
+    assert_int_equal(k.tiling.a_shuffle != 0, can && dev->caps.subgroup_size <= 8);
+    tg_mm_kernel_free(&k);
+    p.K = 66; /* not vec4 texels along K */
+    p.transpose_a = false;
     assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
     assert_int_equal(k.tiling.a_shuffle, 0);
     tg_mm_kernel_free(&k);
+    p.K = 64;
     setenv("TG_MM_SHUFFLE", "0", 1);
-    p.transpose_a = false;
     assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
     assert_int_equal(k.tiling.a_shuffle, 0);
     tg_mm_kernel_free(&k);
