@@ -163,32 +163,36 @@ int64_t tg_gen_ce_row_iters(int64_t C, int64_t step) {
  * max, and the sum of exp(x - m), of the logits (ld0) base + j for j = j0,
  * j0 + js, ... < C, four elements an iteration (fewer loop iterations:
  * lavapipe's limit above), the sum in element order. */
-void tg_gen_ce_row_fns(tg_gen *g, int64_t C) {
+static void ce_row_fns_at(tg_gen *g, int64_t C, int in) {
     unsigned long long c = (unsigned long long)C;
+    tg_sb_printf(&g->b,
+                 "#define CE_LD(i) ld%d(i)\n", in);
     tg_sb_printf(&g->b,
                  "float ce_row_max(uint base, uint j0, uint js) {\n"
                  "    float m = uintBitsToFloat(0xff800000u);\n"
                  "    uint j = j0;\n"
                  "    for (; j + 3u * js < %lluu; j += 4u * js)\n"
-                 "        m = tg_maxf(tg_maxf(m, tg_maxf(ld0(base + j), ld0(base + j + js))),\n"
-                 "                    tg_maxf(ld0(base + j + 2u * js), ld0(base + j + 3u * js)));\n"
-                 "    for (; j < %lluu; j += js) m = tg_maxf(m, ld0(base + j));\n"
+                 "        m = tg_maxf(tg_maxf(m, tg_maxf(CE_LD(base + j), CE_LD(base + j + js))),\n"
+                 "                    tg_maxf(CE_LD(base + j + 2u * js), CE_LD(base + j + 3u * js)));\n"
+                 "    for (; j < %lluu; j += js) m = tg_maxf(m, CE_LD(base + j));\n"
                  "    return m;\n"
                  "}\n"
                  "float ce_row_sumexp(uint base, uint j0, uint js, float m) {\n"
                  "    float s = 0.0;\n"
                  "    uint j = j0;\n"
                  "    for (; j + 3u * js < %lluu; j += 4u * js) {\n"
-                 "        s += exp(ld0(base + j) - m);\n"
-                 "        s += exp(ld0(base + j + js) - m);\n"
-                 "        s += exp(ld0(base + j + 2u * js) - m);\n"
-                 "        s += exp(ld0(base + j + 3u * js) - m);\n"
+                 "        s += exp(CE_LD(base + j) - m);\n"
+                 "        s += exp(CE_LD(base + j + js) - m);\n"
+                 "        s += exp(CE_LD(base + j + 2u * js) - m);\n"
+                 "        s += exp(CE_LD(base + j + 3u * js) - m);\n"
                  "    }\n"
-                 "    for (; j < %lluu; j += js) s += exp(ld0(base + j) - m);\n"
+                 "    for (; j < %lluu; j += js) s += exp(CE_LD(base + j) - m);\n"
                  "    return s;\n"
                  "}\n",
                  c, c, c, c);
 }
+
+void tg_gen_ce_row_fns(tg_gen *g, int64_t C) { ce_row_fns_at(g, C, 0); }
 
 /* Loop iterations of one invocation of the cross_entropy kernel: rows
  * per invocation (serial) or all rows, each two row passes (and, walked
@@ -208,7 +212,12 @@ static int64_t ce_iters(bool serial, int64_t rows, int64_t C, uint32_t wg) {
  * totals and counts once at the end. Otherwise the workgroup walks the
  * rows together (coalesced reads, two reductions per row). Either way the
  * order of the sum is fixed. */
-static tg_status gen_cross_entropy(tg_gen *g, const tg_node *n, bool serial) {
+/* Emits the cross_entropy loss as `void fn()` (serial or not, as above)
+ * reading logits from input li, labels from input yi, storing output jo:
+ * the kernel of its own (main) or the loss part of the cross-entropy pair
+ * (gen_cross_entropy_pair). The row functions must be emitted first. */
+static tg_status emit_cross_entropy(tg_gen *g, const tg_node *n, bool serial, const char *fn,
+                                    int li, int yi, int jo) {
     const tg_graph *gr = g->k->g;
     const tg_node *x = &gr->nodes[n->inputs[0]], *y = &gr->nodes[n->inputs[1]];
     int64_t C = x->shape[x->rank - 1], rows = tg_shape_count(y->rank, y->shape);
@@ -225,36 +234,45 @@ static tg_status gen_cross_entropy(tg_gen *g, const tg_node *n, bool serial) {
     else
         snprintf(ign, sizeof ign, "false");
     tg_sb *b = &g->b;
-    tg_gen_ce_row_fns(g, C);
     if (serial)
         tg_sb_printf(b,
                      "#define ROW_MAX(x) (x)\n#define ROW_SUM(x) (x)\n"
-                     "void main() {\n"
+                     "void %s() {\n"
                      "    uint l = gl_LocalInvocationID.x;\n"
                      "    const uint r0 = l, rstep = %uu, j0 = 0u, jstep = 1u;\n",
-                     g->wg);
+                     fn, g->wg);
     else
         tg_sb_printf(b,
                      "#define ROW_MAX(x) tg_wg_max(x)\n#define ROW_SUM(x) tg_wg_sum(x)\n"
-                     "void main() {\n"
+                     "void %s() {\n"
                      "    uint l = gl_LocalInvocationID.x;\n"
                      "    const uint r0 = 0u, rstep = 1u, j0 = l, jstep = %uu;\n",
-                     g->wg);
+                     fn, g->wg);
     tg_sb_printf(b,
                  "    float total = 0.0, cnt = 0.0;\n"
                  "    for (uint r = r0; r < %lluu; r += rstep) {\n"
-                 "        int lab = ld1(r);\n" /* uniform when the workgroup walks the row */
+                 "        int lab = ld%d(r);\n" /* uniform when the workgroup walks the row */
                  "        if (%s || lab < 0 || lab >= %lld) continue;\n"
                  "        uint base = r * %lluu;\n"
                  "        float m = ROW_MAX(ce_row_max(base, j0, jstep));\n"
                  "        float s = ROW_SUM(ce_row_sumexp(base, j0, jstep, m));\n"
-                 "        total += m + log(s) - ld0(base + uint(lab));\n"
+                 "        total += m + log(s) - ld%d(base + uint(lab));\n"
                  "        cnt += 1.0;\n"
                  "    }\n",
-                 (unsigned long long)rows, ign, (long long)C, (unsigned long long)C);
+                 (unsigned long long)rows, yi, ign, (long long)C, (unsigned long long)C, li);
     if (serial) tg_sb_printf(b, "    total = tg_wg_sum(total);\n    cnt = tg_wg_sum(cnt);\n");
-    tg_sb_printf(b, "    if (l == 0u) st0(0u, cnt > 0.0 ? total / cnt : 0.0);\n}\n");
-    return tg_gen_finish(g, 1);
+    tg_sb_printf(b,
+                 "    if (l == 0u) st%d(0u, cnt > 0.0 ? total / cnt : 0.0);\n}\n"
+                 "#undef ROW_MAX\n#undef ROW_SUM\n",
+                 jo);
+    return TG_OK;
+}
+
+static tg_status gen_cross_entropy(tg_gen *g, const tg_node *n, bool serial) {
+    const tg_node *x = &g->k->g->nodes[n->inputs[0]];
+    tg_gen_ce_row_fns(g, x->shape[x->rank - 1]);
+    tg_status st = emit_cross_entropy(g, n, serial, "main", 0, 1, 0);
+    return st == TG_OK ? tg_gen_finish(g, 1) : st;
 }
 
 /* The attention score function (gen_common.h); used by gen_grad.c too. */
@@ -727,6 +745,141 @@ static tg_status gen_layer_norm_backward(const tg_vk_caps *caps, const tg_kernel
     return tg_gen_finish(&g, col_groups + row_groups);
 }
 
+/* ---- cross_entropy with cross_entropy_grad (passes/fusion.c,
+ * merge_cross_entropy): one kernel reading the logits for both. The
+ * first workgroup computes the loss (emit_cross_entropy); the others the
+ * gradient, (softmax(row) - onehot) * dloss / count, as gen_grad.c's
+ * cross_entropy_grad kernel does: each owns a block of rows (serial: one
+ * row per invocation; else rows walked together), after counting the
+ * counted labels of all rows together. */
+static tg_status emit_cross_entropy_grad(tg_gen *g, const tg_node *n, bool serial, int li,
+                                         int yi, int di, int jo, uint64_t *groups) {
+    typedef unsigned long long ull;
+    const tg_node *y = tg_gen_node(g, n->inputs[1]);
+    int64_t C = n->shape[n->rank - 1], rows = tg_shape_count(y->rank, y->shape);
+    int64_t ig = n->attrs.ignore_index, wg = g->wg;
+    int64_t per_group = serial ? wg : (rows + 255) / 256;
+    int64_t count_iters = (rows + wg - 1) / wg + 2 * wg;
+    int64_t row_iters =
+        1 + 2 * tg_gen_ce_row_iters(C, serial ? 1 : wg) + (C + wg - 1) / wg + (serial ? 0 : 2 * wg);
+    bool cpu = g->caps->device_class == TG_VK_CLASS_CPU;
+    if (cpu && !serial && count_iters + per_group * row_iters > CPU_LOOP_LIMIT)
+        per_group = (CPU_LOOP_LIMIT - count_iters) / row_iters;
+    if (per_group < 1) per_group = 1;
+    if (cpu && count_iters + (serial ? 1 : per_group) * row_iters > CPU_LOOP_LIMIT)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "cross_entropy_grad of %lld rows x %lld classes: over the %d loop "
+                            "iterations an invocation may run on this CPU device",
+                            (long long)rows, (long long)C, CPU_LOOP_LIMIT);
+    *groups = (uint64_t)((rows + per_group - 1) / per_group);
+    char skip[96];
+    if (ig >= INT32_MIN && ig <= INT32_MAX)
+        snprintf(skip, sizeof skip, "(lb == %lld || lb < 0 || lb >= %lld)", (long long)ig,
+                 (long long)C);
+    else
+        snprintf(skip, sizeof skip, "(lb < 0 || lb >= %lld)", (long long)C);
+    tg_sb *b = &g->b;
+    tg_sb_printf(b,
+                 "#define ROW_SUM(x) %s\n#define ROW_MAX(x) %s\n"
+                 "void ce_grad(uint grp) {\n"
+                 "    uint l = gl_LocalInvocationID.x;\n"
+                 "    float cnt = 0.0;\n"
+                 "    for (uint q = l; q < %lluu; q += %uu) {\n"
+                 "        int lb = ld%d(q);\n"
+                 "        cnt += %s ? 0.0 : 1.0;\n"
+                 "    }\n"
+                 "    float scale = ld%d(0u) / tg_wg_sum(cnt);\n",
+                 serial ? "(x)" : "tg_wg_sum(x)", serial ? "(x)" : "tg_wg_max(x)", (ull)rows,
+                 g->wg, yi, skip, di);
+    if (serial)
+        tg_sb_printf(b,
+                     "    const uint j0 = 0u, step = 1u;\n"
+                     "    uint r0 = grp * %uu + l, r1 = min(%lluu, r0 + 1u);\n",
+                     g->wg, (ull)rows);
+    else
+        tg_sb_printf(b,
+                     "    uint j0 = l, step = %uu;\n"
+                     "    uint r0 = grp * %lluu, r1 = min(%lluu, r0 + %lluu);\n",
+                     g->wg, (ull)per_group, (ull)rows, (ull)per_group);
+    tg_sb_printf(b,
+                 "    for (uint r = r0; r < r1; r++) {\n"
+                 "        int lb = ld%d(r);\n"
+                 "        uint base = r * %lluu;\n"
+                 "        if (%s) {\n" /* uniform when the workgroup walks the row */
+                 "            for (uint j = j0; j < %lluu; j += step) st%d(base + j, 0.0);\n"
+                 "            continue;\n"
+                 "        }\n"
+                 "        float m = ROW_MAX(ce_row_max(base, j0, step));\n"
+                 "        float f = scale / ROW_SUM(ce_row_sumexp(base, j0, step, m));\n"
+                 "        for (uint j = j0; j < %lluu; j += step)\n"
+                 "            st%d(base + j, exp(ld%d(base + j) - m) * f - (int(j) == lb ? scale : "
+                 "0.0));\n"
+                 "    }\n"
+                 "}\n#undef ROW_SUM\n#undef ROW_MAX\n",
+                 yi, (ull)C, skip, (ull)C, jo, (ull)C, jo, li);
+    return TG_OK;
+}
+
+/* The output index of node id in kernel k, or -1. */
+static int output_of(const tg_kernel *k, int32_t id) {
+    for (int j = 0; j < k->n_outputs; j++)
+        if (k->outputs[j] == id) return j;
+    return -1;
+}
+
+static tg_status gen_cross_entropy_pair(const tg_vk_caps *caps, const tg_kernel *k,
+                                        tg_kernel_code *out) {
+    const tg_graph *gr = k->g;
+    const tg_node *loss = NULL, *grad = NULL;
+    int32_t loss_id = -1, grad_id = -1;
+    for (int i = 0; i < k->n_nodes; i++) {
+        const tg_node *n = &gr->nodes[k->nodes[i]];
+        if (n->op == TG_OP_CROSS_ENTROPY) loss = n, loss_id = k->nodes[i];
+        if (n->op == TG_OP_CROSS_ENTROPY_GRAD) grad = n, grad_id = k->nodes[i];
+    }
+    int li = loss ? tg_gen_input_index(k, loss->inputs[0]) : -1;
+    int yi = loss ? tg_gen_input_index(k, loss->inputs[1]) : -1;
+    int di = grad ? tg_gen_input_index(k, grad->inputs[2]) : -1;
+    if (k->n_nodes != 2 || !loss || !grad || grad->inputs[0] != loss->inputs[0] ||
+        grad->inputs[1] != loss->inputs[1] || li < 0 || yi < 0 || di < 0 ||
+        output_of(k, loss_id) < 0 || output_of(k, grad_id) < 0 ||
+        tg_shape_count(grad->rank, grad->shape) > (int64_t)UINT32_MAX)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "nn generator: a cross-entropy pair is cross_entropy and its "
+                            "cross_entropy_grad of the same logits and labels, both outputs");
+    const tg_node *y = &gr->nodes[loss->inputs[1]];
+    int64_t C = grad->shape[grad->rank - 1], rows = tg_shape_count(y->rank, y->shape);
+    bool cpu = caps->device_class == TG_VK_CLASS_CPU;
+    /* the loss's workgroup size (its kernel alone), for both parts */
+    uint32_t wg = tg_gen_wg_size(caps, cpu ? 1024 : 256);
+    bool loss_serial =
+        C <= TG_GEN_ROW_SERIAL_MAX ||
+        (cpu && ce_iters(true, rows, C, wg) <= ce_iters(false, rows, C, wg));
+    bool grad_serial = tg_gen_row_serial(caps, C);
+    tg_gen g;
+    uint64_t grad_groups = 0;
+    tg_status st = tg_gen_begin(&g, caps, k, out, wg, true);
+    if (st == TG_OK) {
+        ce_row_fns_at(&g, C, li);
+        st = emit_cross_entropy(&g, loss, loss_serial, "ce_loss", li, yi, output_of(k, loss_id));
+    }
+    if (st == TG_OK)
+        st = emit_cross_entropy_grad(&g, grad, grad_serial, li, yi, di, output_of(k, grad_id),
+                                     &grad_groups);
+    if (st != TG_OK) {
+        tg_gen_abort(&g);
+        return st;
+    }
+    tg_sb_printf(&g.b,
+                 "void main() {\n"
+                 "    uint gid = tg_group();\n" /* uniform over the workgroup */
+                 "    if (gid == 0u) ce_loss();\n"
+                 "    else if (gid <= %lluu) ce_grad(gid - 1u);\n"
+                 "}\n",
+                 (unsigned long long)grad_groups);
+    return tg_gen_finish(&g, 1 + grad_groups);
+}
+
 tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
     const tg_graph *gr = k->g;
     int32_t id = k->nodes[k->n_nodes - 1];
@@ -734,6 +887,7 @@ tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *
     for (int i = 0; k->n_nodes > 1 && i < k->n_nodes; i++)
         if (gr->nodes[k->nodes[i]].op == TG_OP_LAYER_NORM_GRAD_X)
             return gen_layer_norm_backward(caps, k, out);
+    if (k->n_nodes > 1) return gen_cross_entropy_pair(caps, k, out);
     if (k->n_nodes != 1 || k->n_inputs != n->n_inputs || k->n_outputs != 1)
         return tg_set_error(TG_ERR_UNSUPPORTED,
                             "nn generator: %s %d must be alone in its kernel, reading each input "

@@ -478,6 +478,33 @@ static void merge_norm_grads(fuser *f) {
     }
 }
 
+/* Classes of a cross-entropy pair: backend/gen_nn.c runs the loss in one
+ * workgroup beside the gradient's, walking rows serially on CPU devices;
+ * longer rows keep the loss's own kernel. */
+#define TG_FUSION_MAX_CE_CLASSES 1024
+
+/* cross_entropy and its cross_entropy_grad (same logits, labels and
+ * ignore_index), each alone, share a kernel (backend/gen_nn.c): the
+ * logits are read by one dispatch for both. */
+static void merge_cross_entropy(fuser *f) {
+    const tg_graph *g = f->g;
+    for (int32_t gid = 0; gid < g->n_nodes; gid++) {
+        const tg_node *gn = &g->nodes[gid];
+        if (gn->op != TG_OP_CROSS_ENTROPY_GRAD || !alone(f, gid) || gn->rank < 1 ||
+            gn->shape[gn->rank - 1] > TG_FUSION_MAX_CE_CLASSES)
+            continue;
+        int32_t logits = gn->inputs[0];
+        for (int32_t i = f->users.start[logits]; i < f->users.start[logits + 1]; i++) {
+            int32_t l = f->users.list[i];
+            const tg_node *ln = &g->nodes[l];
+            if (ln->op == TG_OP_CROSS_ENTROPY && ln->inputs[0] == logits &&
+                ln->inputs[1] == gn->inputs[1] && ln->attrs.ignore_index == gn->attrs.ignore_index &&
+                alone(f, l) && merge_if_legal(f, find(f, l), find(f, gid)))
+                break;
+        }
+    }
+}
+
 /* Node id is a kernel of its own that copies its input: a permute,
  * broadcast_to or slice. */
 static bool lone_copy(fuser *f, int32_t id) {
@@ -790,6 +817,7 @@ tg_status tg_partition_graph(const tg_graph *g, int n_targets, const int32_t *ta
     }
     if (st == TG_OK) group_optimizer(&f);
     if (st == TG_OK) merge_norm_grads(&f);
+    if (st == TG_OK) merge_cross_entropy(&f);
     if (st == TG_OK) merge_siblings(&f);
     if (st == TG_OK) merge_alike_copies(&f);
     tg_partition *p = st == TG_OK ? calloc(1, sizeof *p) : NULL;

@@ -7,7 +7,7 @@
  * the kernel, the validation layer (with synchronization validation) says
  * nothing. Row lengths cover one invocation per row (64, 384), a
  * workgroup per row with two column blocks (1100), rows not a multiple of
- * the workgroup. */
+ * the workgroup; cross-entropy rows of 96 and 1000 classes, ignored labels. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <setjmp.h>
@@ -152,6 +152,44 @@ static void test_norm_rows_workgroup(void **state) {
     check_norm_block(1, 130, 1100, true);
 }
 
+/* loss = cross_entropy(tanh(x) * s, labels) with some labels ignored; the
+ * gradient of x: cross_entropy and cross_entropy_grad share a kernel. */
+static void check_cross_entropy(int64_t rows, int64_t C) {
+    tg_graph *g = tg_graph_new();
+    int64_t xs[2] = {rows, C}, cs[1] = {C}, ls[1] = {rows};
+    tg_tensor x = tg_placeholder(g, "x", TG_F32, 2, xs);
+    tg_tensor lab = tg_placeholder(g, "labels", TG_I32, 1, ls);
+    tg_tensor sc = tg_variable(g, "scale", TG_F32, 1, cs, true);
+    tg_tensor logits = tg_mul(g, tg_tanh(g, x), sc);
+    tg_tensor loss = tg_cross_entropy(g, logits, lab, 3);
+    tg_tensor targets[3];
+    tg_tensor wrt[2] = {x, sc};
+    OK(tg_gradients(g, loss, 2, wrt, targets));
+    targets[2] = loss;
+    OK(tg_graph_status(g));
+    tg_array xv = ramp(2, xs, -2.0f, 0.031f, 131), lv = {0};
+    OK(tg_array_alloc(&lv, TG_I32, 1, ls));
+    for (int64_t i = 0; i < rows; i++) ((int32_t *)lv.data)[i] = (int32_t)((i * 13) % C);
+    tg_feed f[2] = {{x, &xv}, {lab, &lv}};
+    int on, off;
+    fused_ir *ir = malloc(sizeof *ir);
+    assert_non_null(ir);
+    run_three(g, 3, targets, 2, f, 1e-4, &on, &off, ir);
+    if (!strstr(ir->text, "opaque: cross_entropy + cross_entropy_grad"))
+        fail_msg("cross_entropy and its gradient not fused:\n%s", ir->text);
+    assert_true(on < off);
+    free(ir);
+    tg_array_free(&xv);
+    tg_array_free(&lv);
+    tg_graph_free(g);
+}
+
+static void test_cross_entropy_pair(void **state) {
+    (void)state;
+    check_cross_entropy(1030, 96);
+    check_cross_entropy(77, 1000);
+}
+
 int main(void) {
     if (!tg_test_device_env(cache_dir, sizeof cache_dir, "tg_test_vk_norm_fusion", true)) return 1;
     unsetenv("TG_DISABLE_PASSES");
@@ -160,6 +198,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_norm_rows_serial),
         cmocka_unit_test(test_norm_rows_workgroup),
+        cmocka_unit_test(test_cross_entropy_pair),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     tg_device_free(dev);
