@@ -397,6 +397,10 @@ static void vjp_attention(tg_ad *ad, const tg_node *n, tg_tensor y, tg_tensor dy
         tg_ad_fail(ad, n, "the mask gets no gradient; wrap it in stop_gradient");
         return;
     }
+    if (n->attrs.transpose_a) { /* only permute_matmul makes it, after autodiff */
+        tg_ad_fail(ad, n, "no gradient of an attention with transpose_a; differentiate first");
+        return;
+    }
     if (!tg_ad_wants(ad, n, 0) && !tg_ad_wants(ad, n, 1) && !tg_ad_wants(ad, n, 2)) return;
     tg_tensor ins[7];
     for (int k = 0; k < n->n_inputs; k++) ins[k] = in(n, k);

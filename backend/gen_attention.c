@@ -43,15 +43,52 @@ static int64_t prod(const int64_t *s, int from, int to) {
     return p;
 }
 
+/* Where the rows of an operand are: row i of (logical) batch index bb
+ * starts at element <name>_off(bb) + i * row. */
+typedef struct fa_operand {
+    int64_t strides[TG_MAX_RANK], row;
+} fa_operand;
+
+/* Operands in fa_shape.op */
+enum { FA_Q, FA_K, FA_V, FA_OUT, FA_DOUT, FA_OPERANDS };
+
 /* The parts of one attention node the generators need. */
 typedef struct fa_shape {
     const tg_node *n, *q, *k, *v;
     bool has_mask;
+    bool heads_inner; /* transpose_a: [.., T, H, D] storage (graph/ops.c) */
+    int br;           /* logical batch rank */
+    int64_t batch[TG_MAX_RANK];
     int64_t Tq, Tk, D, Dv, batches;
-    int W;          /* elements per texel: 4 (vec4) or 1 */
-    int64_t D4, V4; /* texels per q/k row and per v row */
-    const char *vt; /* "vec4" or "float" */
+    fa_operand op[FA_OPERANDS]; /* FA_DOUT: after fa_describe_dout */
+    int W;                      /* elements per texel: 4 (vec4) or 1 */
+    int64_t D4, V4;             /* texels per q/k row and per v row */
+    const char *vt;             /* "vec4" or "float" */
 } fa_shape;
+
+/* x [..., T, W] read at the position of the logical batch dims (0 strides
+ * along broadcast dims), or, with transpose_a, x stored dense as
+ * [outer..., T, H, W] for the logical [outer..., H, T, W]. */
+static fa_operand fa_operand_of(const fa_shape *s, const tg_node *x) {
+    fa_operand o;
+    int r = x->rank;
+    memset(&o, 0, sizeof o);
+    o.row = x->shape[r - 1];
+    if (!s->heads_inner) {
+        tg_gen_bcast_strides(r - 2, x->shape, s->br, s->batch, o.strides);
+        for (int d = 0; d < s->br; d++) o.strides[d] *= x->shape[r - 2] * o.row;
+        return o;
+    }
+    int64_t dense[TG_MAX_RANK], e = 1;
+    for (int d = r - 1; d >= 0; d--) {
+        dense[d] = e;
+        e *= x->shape[d];
+    }
+    for (int d = 0; d < r - 3; d++) o.strides[d] = dense[d];
+    o.strides[r - 3] = dense[r - 2];
+    o.row = dense[r - 3];
+    return o;
+}
 
 static void fa_describe(const tg_graph *gr, const tg_node *n, fa_shape *s) {
     memset(s, 0, sizeof *s);
@@ -60,39 +97,45 @@ static void fa_describe(const tg_graph *gr, const tg_node *n, fa_shape *s) {
     s->k = &gr->nodes[n->inputs[1]];
     s->v = &gr->nodes[n->inputs[2]];
     s->has_mask = n->attrs.has_mask && n->n_inputs > 3;
-    s->Tq = s->q->shape[s->q->rank - 2];
-    s->D = s->q->shape[s->q->rank - 1];
-    s->Tk = s->k->shape[s->k->rank - 2];
+    s->heads_inner = n->attrs.transpose_a;
+    int r = s->q->rank, t = s->heads_inner ? r - 3 : r - 2; /* the stored time axis */
+    s->Tq = s->q->shape[t];
+    s->D = s->q->shape[r - 1];
+    s->Tk = s->k->shape[t - r + s->k->rank];
     s->Dv = s->v->shape[s->v->rank - 1];
-    s->batches = prod(n->shape, 0, n->rank - 2);
+    s->br = n->rank - 2;
+    memcpy(s->batch, n->shape, sizeof s->batch);
+    if (s->heads_inner) s->batch[r - 3] = s->q->shape[r - 2]; /* H; lse's n is logical */
+    s->batches = prod(s->batch, 0, s->br);
+    s->op[FA_Q] = fa_operand_of(s, s->q);
+    s->op[FA_K] = fa_operand_of(s, s->k);
+    s->op[FA_V] = fa_operand_of(s, s->v);
+    if (n->op != TG_OP_ATTENTION_LSE) s->op[FA_OUT] = fa_operand_of(s, n);
     s->W = (s->D % 4 == 0 && s->Dv % 4 == 0) ? 4 : 1;
     s->D4 = s->D / s->W;
     s->V4 = s->Dv / s->W;
     s->vt = s->W == 4 ? "vec4" : "float";
 }
 
-/* q_off/k_off/v_off(batch): element offsets of a batch index's matrices
- * (0 strides along broadcast dims); mask_off(row * Tk + j) for the mask
- * broadcast to [batch..., Tq, Tk]. */
-static void fa_offsets(tg_sb *b, const fa_shape *s) {
-    const tg_node *n = s->n;
-    int br = n->rank - 2;
-    const tg_node *ops[3] = {s->q, s->k, s->v};
-    const char *names[3] = {"q_off", "k_off", "v_off"};
-    for (int t = 0; t < 3; t++) {
-        int64_t st[TG_MAX_RANK];
-        const tg_node *x = ops[t];
-        tg_gen_bcast_strides(x->rank - 2, x->shape, br, n->shape, st);
-        for (int d = 0; d < br; d++) st[d] *= x->shape[x->rank - 2] * x->shape[x->rank - 1];
-        tg_gen_offset_fn(b, names[t], br, n->shape, st, 0);
-    }
+/* Operand i's row stride in texels (in elements when W is 1). */
+static ull fa_row4(const fa_shape *s, int i) {
+    return (ull)(s->op[i].row / s->W);
+}
+
+/* q_off/k_off/v_off/o_off[/d_off](batch): element offsets of a batch
+ * index's rows of q, k, v, the result [and dout]; mask_off(row * Tk + j)
+ * for the mask broadcast to [batch..., Tq, Tk]. */
+static void fa_offsets(tg_sb *b, const fa_shape *s, bool dout) {
+    const char *names[FA_OPERANDS] = {"q_off", "k_off", "v_off", "o_off", "d_off"};
+    for (int t = 0; t < (dout ? FA_OPERANDS : FA_DOUT); t++)
+        tg_gen_offset_fn(b, names[t], s->br, s->batch, s->op[t].strides, 0);
 }
 
 static void fa_mask_offset(tg_sb *b, const tg_graph *gr, const fa_shape *s) {
     const tg_node *n = s->n, *m = &gr->nodes[n->inputs[3]];
-    int br = n->rank - 2;
+    int br = s->br;
     int64_t full[TG_MAX_RANK], st[TG_MAX_RANK];
-    for (int d = 0; d < br; d++) full[d] = n->shape[d];
+    for (int d = 0; d < br; d++) full[d] = s->batch[d];
     full[br] = s->Tq;
     full[br + 1] = s->Tk;
     tg_gen_bcast_strides(m->rank, m->shape, br + 2, full, st);
@@ -127,7 +170,7 @@ static void fa_texel(char *buf, size_t n, const fa_shape *s, fa_src src, bool v,
     const char *sel = s->W == 4 ? "" : ".r";
     if (src == SRC_TEXEL)
         snprintf(buf, n, "texelFetch(t%d, int(%s + kr%u * %lluu + %lldu))%s", v ? 2 : 1,
-                 v ? "vo" : "ko", kb, (ull)per, (long long)d, sel);
+                 v ? "vo" : "ko", kb, fa_row4(s, v ? FA_V : FA_K), (long long)d, sel);
     else
         snprintf(buf, n, "%cs[(jj + %uu) * %lluu + %lldu]", v ? 'V' : 'K', kb, (ull)per,
                  (long long)d);
@@ -206,7 +249,7 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
     tg_gen_flit(n->attrs.scale > 0 ? n->attrs.scale : 1.0 / sqrt((double)s->D), scale,
                 sizeof scale);
 
-    fa_offsets(b, s);
+    fa_offsets(b, s, false);
     if (s->has_mask) fa_mask_offset(b, g->k->g, s);
     if (shared)
         tg_sb_printf(b, "shared %s Ks[%u];\nshared %s Vs[%u];\n", s->vt, (unsigned)(BC * s->D4),
@@ -241,7 +284,7 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
         for (int64_t d = 0; d < s->D4; d++)
             tg_sb_printf(b,
                          "    %s q%u_%d = texelFetch(t0, int(qo + rc%u * %lluu + %du))%s * %s;\n",
-                         s->vt, r, (int)d, r, (ull)s->D4, (int)d, W == 4 ? "" : ".r", scale);
+                         s->vt, r, (int)d, r, fa_row4(s, FA_Q), (int)d, W == 4 ? "" : ".r", scale);
         for (int64_t d = 0; d < s->V4; d++)
             tg_sb_printf(b, "    %s a%u_%d = %s(0.0);\n", s->vt, r, (int)d, s->vt);
     }
@@ -269,9 +312,9 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
                      "        barrier();\n"
                      "        for (uint jj = 0u; jj < %uu && t0 + jj < nkw; jj += %uu) {\n"
                      "        uint j0 = t0 + jj;\n",
-                     BC, (unsigned)(BC * s->D4), WG, (ull)s->D4, (ull)(s->Tk - 1), (ull)s->D4,
+                     BC, (unsigned)(BC * s->D4), WG, (ull)s->D4, (ull)(s->Tk - 1), fa_row4(s, FA_K),
                      (ull)s->D4, sel, (unsigned)(BC * s->V4), WG, (ull)s->V4, (ull)(s->Tk - 1),
-                     (ull)s->V4, (ull)s->V4, sel, BC, B);
+                     fa_row4(s, FA_V), (ull)s->V4, sel, BC, B);
     } else {
         tg_sb_printf(b, "    for (uint j0 = 0u; j0 < nkw; j0 += %uu) {\n", B);
         for (uint32_t kb = 0; kb < B; kb++)
@@ -286,8 +329,8 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
         tg_sb_printf(b,
                      "    if (row%u < %lluu) {\n"
                      "        float inv = l%u > 0.0 ? 1.0 / l%u : 0.0;\n"
-                     "        uint o = (bb * %lluu + row%u) * %lluu;\n",
-                     r, (ull)s->Tq, r, r, (ull)s->Tq, r, (ull)s->Dv);
+                     "        uint o = o_off(bb) + row%u * %lluu;\n",
+                     r, (ull)s->Tq, r, r, r, (ull)s->op[FA_OUT].row);
         for (int64_t d = 0; d < s->V4; d++)
             for (int c = 0; c < W; c++)
                 tg_sb_printf(b, "        st0(o + %du, a%u_%d%s * inv);\n", (int)(d * W + c), r,
@@ -311,8 +354,13 @@ tg_status tg_gen_attention(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel
     fa_describe(gr, n, &s);
     /* $TG_ATTN_STRATEGY=nn: gen_nn.c's kernel (for comparisons) */
     const char *env = getenv("TG_ATTN_STRATEGY");
-    if (!fa_supported(caps, k, &s) || (env && strcmp(env, "nn") == 0))
-        return tg_gen_nn(caps, k, out);
+    bool nn = !fa_supported(caps, k, &s) || (env && strcmp(env, "nn") == 0);
+    if (nn && s.heads_inner) /* gen_nn.c reads the logical layout only */
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "attention %d: transpose_a (heads inside time) needs the flash "
+                            "kernel: head dims up to 256 and texel buffers of the dtype",
+                            (int)id);
+    if (nn) return tg_gen_nn(caps, k, out);
     tg_attn_tiling t;
     tg_status st =
         tg_attn_choose_tiling(caps, TG_MM_STRATEGY_AUTO, s.Tq, s.D4, s.V4, (uint32_t)(s.W * 4), &t);
@@ -402,6 +450,7 @@ static void fb_head(tg_gen *g, const fb_io *io, int64_t rows, uint64_t nblk) {
                  "    uint lane = gl_LocalInvocationID.x;\n"
                  "    uint qo = q_off(bb)%s, ko = k_off(bb)%s, vo = v_off(bb)%s;\n",
                  (ull)(s->batches * nblk), (ull)nblk, (ull)nblk, (ull)io->R * g->wg, sh, sh, sh);
+    if (s->n->op != TG_OP_ATTENTION_LSE) tg_sb_printf(&g->b, "    uint dro = d_off(bb)%s;\n", sh);
     for (uint32_t r = 0; r < io->R; r++)
         tg_sb_printf(&g->b, "    uint row%u = r0 + %uu + lane, rc%u = min(row%u, %lluu);\n", r,
                      r * g->wg, r, r, (ull)(rows - 1));
@@ -420,7 +469,7 @@ static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
                 sizeof scale);
     snprintf(times, sizeof times, " * %s", scale);
     tg_sb *b = &g->b;
-    fa_offsets(b, s);
+    fa_offsets(b, s, !lse);
     if (s->has_mask) fa_mask_offset(b, g->k->g, s);
     fb_head(g, io, s->Tq, nblk);
     if (n->attrs.causal) /* the visible keys of the workgroup's last row */
@@ -432,7 +481,7 @@ static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
     for (uint32_t r = 0; r < R; r++) {
         char qn[16];
         snprintf(qn, sizeof qn, "q%u_", r);
-        snprintf(base, sizeof base, "qo + rc%u * %lluu", r, (ull)s->D4);
+        snprintf(base, sizeof base, "qo + rc%u * %lluu", r, fa_row4(s, FA_Q));
         fb_load_row(b, io, 0, qn, base, s->D4, times);
         if (n->attrs.causal)
             tg_sb_printf(b, "    int lim%u = clamp(int(rc%u) + %lld, 0, %lld);\n", r, r,
@@ -445,7 +494,7 @@ static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
             continue;
         }
         snprintf(qn, sizeof qn, "o%u_", r);
-        snprintf(base, sizeof base, "orow%u * %lluu", r, (ull)s->V4);
+        snprintf(base, sizeof base, "dro + rc%u * %lluu", r, fa_row4(s, FA_DOUT));
         fb_load_row(b, io, io->dout, qn, base, s->V4, "");
         tg_sb_printf(b, "    float lse%u = ld%d(orow%u), dl%u = ld%d(orow%u);\n", r, io->dout + 1,
                      r, r, io->dout + 2, r);
@@ -455,7 +504,7 @@ static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
     tg_sb_printf(b, "    for (uint j = 0u; j < nkw; j++) {\n");
     for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, "        float sc%u = 0.0;\n", r);
     for (int64_t d = 0; d < s->D4; d++) {
-        snprintf(idx, sizeof idx, "ko + j * %lluu + %lldu", (ull)s->D4, (long long)d);
+        snprintf(idx, sizeof idx, "ko + j * %lluu + %lldu", fa_row4(s, FA_K), (long long)d);
         tg_sb_printf(b, "        %s k%d = %s;", s->vt, (int)d, fb_fetch(f, sizeof f, io, 1, idx));
         for (uint32_t r = 0; r < R; r++)
             tg_sb_printf(b, " sc%u += dot(q%u_%d, k%d);", r, r, (int)d, (int)d);
@@ -492,7 +541,7 @@ static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
         return tg_gen_finish(g, s->batches * nblk);
     }
     for (int64_t d = 0; d < s->V4; d++) {
-        snprintf(idx, sizeof idx, "vo + j * %lluu + %lldu", (ull)s->V4, (long long)d);
+        snprintf(idx, sizeof idx, "vo + j * %lluu + %lldu", fa_row4(s, FA_V), (long long)d);
         tg_sb_printf(b, "        { %s vv = %s;", s->vt, fb_fetch(f, sizeof f, io, 2, idx));
         for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, " dp%u += dot(o%u_%d, vv);", r, r, (int)d);
         tg_sb_printf(b, " }\n");
@@ -507,8 +556,9 @@ static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
         tg_sb_printf(b, "    if (row%u < %lluu) {\n", r, (ull)s->Tq);
         for (int64_t d = 0; d < s->D4; d++)
             for (int c = 0; c < s->W; c++)
-                tg_sb_printf(b, "        st0(orow%u * %lluu + %du, a%u_%d%s * %s);\n", r, (ull)s->D,
-                             (int)(d * s->W + c), r, (int)d, fb_comp(io, c), scale);
+                tg_sb_printf(b, "        st0(o_off(bb) + row%u * %lluu + %du, a%u_%d%s * %s);\n", r,
+                             (ull)s->op[FA_OUT].row, (int)(d * s->W + c), r, (int)d, fb_comp(io, c),
+                             scale);
         tg_sb_printf(b, "    }\n");
     }
     tg_sb_printf(b, "}\n");
@@ -524,21 +574,21 @@ static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
     bool dk = n->op == TG_OP_ATTENTION_GRAD_K;
     uint32_t R = io->R;
     uint64_t RB = (uint64_t)R * g->wg, nblk = ((uint64_t)s->Tk + RB - 1) / RB;
-    int64_t out4 = dk ? s->D4 : s->V4, outw = dk ? s->D : s->Dv;
+    int64_t out4 = dk ? s->D4 : s->V4;
     char scale[64], f[192], idx[96], base[64], nm[16];
     tg_gen_flit(n->attrs.scale > 0 ? n->attrs.scale : 1.0 / sqrt((double)s->D), scale,
                 sizeof scale);
     tg_sb *b = &g->b;
-    fa_offsets(b, s);
+    fa_offsets(b, s, true);
     if (s->has_mask) fa_mask_offset(b, g->k->g, s);
     fb_head(g, io, s->Tk, nblk);
     for (uint32_t r = 0; r < R; r++) {
         snprintf(nm, sizeof nm, "k%u_", r);
-        snprintf(base, sizeof base, "ko + rc%u * %lluu", r, (ull)s->D4);
+        snprintf(base, sizeof base, "ko + rc%u * %lluu", r, fa_row4(s, FA_K));
         fb_load_row(b, io, 1, nm, base, s->D4, "");
         if (dk) {
             snprintf(nm, sizeof nm, "v%u_", r);
-            snprintf(base, sizeof base, "vo + rc%u * %lluu", r, (ull)s->V4);
+            snprintf(base, sizeof base, "vo + rc%u * %lluu", r, fa_row4(s, FA_V));
             fb_load_row(b, io, 2, nm, base, s->V4, "");
         }
         for (int64_t d = 0; d < out4; d++)
@@ -560,7 +610,7 @@ static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
                  (ull)s->Tq, (ull)s->Tq, io->dout + 1);
     for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, "        float sc%u = 0.0;\n", r);
     for (int64_t d = 0; d < s->D4; d++) {
-        snprintf(idx, sizeof idx, "qo + i * %lluu + %lldu", (ull)s->D4, (long long)d);
+        snprintf(idx, sizeof idx, "qo + i * %lluu + %lldu", fa_row4(s, FA_Q), (long long)d);
         tg_sb_printf(b, "        %s q%d = %s;", s->vt, (int)d, fb_fetch(f, sizeof f, io, 0, idx));
         for (uint32_t r = 0; r < R; r++)
             tg_sb_printf(b, " sc%u += dot(q%d, k%u_%d);", r, (int)d, r, (int)d);
@@ -580,7 +630,7 @@ static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
         tg_sb_printf(b, "        float p%u = sc%u == NEG_INF ? 0.0 : exp(sc%u - lse);\n", r, r, r);
     }
     for (int64_t d = 0; d < s->V4; d++) {
-        snprintf(idx, sizeof idx, "orow * %lluu + %lldu", (ull)s->V4, (long long)d);
+        snprintf(idx, sizeof idx, "dro + i * %lluu + %lldu", fa_row4(s, FA_DOUT), (long long)d);
         tg_sb_printf(b, "        %s o%d = %s;\n", s->vt, (int)d,
                      fb_fetch(f, sizeof f, io, io->dout, idx));
     }
@@ -601,8 +651,8 @@ static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
     }
     tg_sb_printf(b, "    }\n");
     for (uint32_t r = 0; r < R; r++) {
-        tg_sb_printf(b, "    if (live%u) {\n        uint w = (bb * %lluu + row%u) * %lluu;\n", r,
-                     (ull)s->Tk, r, (ull)outw);
+        tg_sb_printf(b, "    if (live%u) {\n        uint w = o_off(bb) + row%u * %lluu;\n", r, r,
+                     (ull)s->op[FA_OUT].row);
         for (int64_t d = 0; d < out4; d++)
             for (int c = 0; c < s->W; c++)
                 tg_sb_printf(b, "        st0(w + %du, a%u_%d%s%s%s);\n", (int)(d * s->W + c), r,
@@ -634,6 +684,8 @@ tg_status tg_gen_attention_backward(const tg_vk_caps *caps, const tg_kernel *k,
     fa_describe(gr, n, &io.s);
     io.nops = n->attrs.has_mask ? 4 : 3;
     io.dout = io.nops;
+    if (n->op != TG_OP_ATTENTION_LSE)
+        io.s.op[FA_DOUT] = fa_operand_of(&io.s, &gr->nodes[n->inputs[io.dout]]);
     bool lse = n->op == TG_OP_ATTENTION_LSE;
     if (io.s.D < 1 || io.s.Dv < 1 || io.s.D > 256 || io.s.Dv > 256)
         return tg_set_error(TG_ERR_UNSUPPORTED,

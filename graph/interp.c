@@ -701,29 +701,68 @@ static tg_status k_layer_norm_grad_wb(interp *in, const tg_node *n, double *out)
     return TG_OK;
 }
 
+/* Where an attention operand's rows are: row i of batch index bi (over the
+ * logical batch dims) starts at offset_of(bi, batch_rank, batch, strides)
+ * + i * row. */
+typedef struct attention_operand {
+    int64_t strides[TG_MAX_RANK], row;
+} attention_operand;
+
 typedef struct attention_layout {
     int batch_rank;
+    int64_t batch[TG_MAX_RANK]; /* the logical batch dims */
     int64_t batches, Tq, Tk, D, Dv;
-    int64_t sq[TG_MAX_RANK], sk[TG_MAX_RANK], sv[TG_MAX_RANK];
+    attention_operand q, k, v;
     int full_rank; /* mask is read as [batch..., Tq, Tk] */
     int64_t full[TG_MAX_RANK], smask[TG_MAX_RANK];
 } attention_layout;
+
+/* x [..., T, W] read at the position of the batch dims (broadcast), or,
+ * with transpose_a, x stored [outer..., T, H, W] for logical
+ * [outer..., H, T, W] (graph/ops.c). */
+static attention_operand attention_operand_of(const tg_node *n, const tg_node *x,
+                                              const attention_layout *L) {
+    attention_operand o = {{0}, x->shape[x->rank - 1]};
+    int r = x->rank;
+    if (!n->attrs.transpose_a) {
+        broadcast_strides(r - 2, x->shape, L->batch_rank, L->batch, o.strides);
+        for (int d = 0; d < L->batch_rank; d++) o.strides[d] *= x->shape[r - 2] * o.row;
+        return o;
+    }
+    int64_t contiguous[TG_MAX_RANK], s = 1;
+    for (int d = r - 1; d >= 0; d--) {
+        contiguous[d] = s;
+        s *= x->shape[d];
+    }
+    for (int d = 0; d < r - 3; d++) o.strides[d] = contiguous[d];
+    o.strides[r - 3] = contiguous[r - 2];
+    o.row = contiguous[r - 3];
+    return o;
+}
+
+static int64_t operand_at(const attention_layout *L, const attention_operand *o, int64_t bi) {
+    return offset_of(bi, L->batch_rank, L->batch, o->strides);
+}
 
 static attention_layout attention_layout_of(const interp *in, const tg_node *n) {
     const tg_node *q = input_node(in, n, 0), *k = input_node(in, n, 1);
     const tg_node *v = input_node(in, n, 2);
     attention_layout L = {0};
+    bool ht = n->attrs.transpose_a;
+    int t = ht ? q->rank - 3 : q->rank - 2; /* the stored time axis */
     L.batch_rank = n->rank - 2;
-    L.batches = prod(n->shape, 0, L.batch_rank);
-    L.Tq = q->shape[q->rank - 2];
+    memcpy(L.batch, n->shape, sizeof L.batch);
+    if (ht) L.batch[n->rank - 3] = q->shape[q->rank - 2]; /* H (lse's n is logical) */
+    L.batches = prod(L.batch, 0, L.batch_rank);
+    L.Tq = q->shape[t];
     L.D = q->shape[q->rank - 1];
-    L.Tk = k->shape[k->rank - 2];
+    L.Tk = k->shape[t - q->rank + k->rank];
     L.Dv = v->shape[v->rank - 1];
-    batch_strides(q, n, L.sq);
-    batch_strides(k, n, L.sk);
-    batch_strides(v, n, L.sv);
+    L.q = attention_operand_of(n, q, &L);
+    L.k = attention_operand_of(n, k, &L);
+    L.v = attention_operand_of(n, v, &L);
     L.full_rank = n->rank;
-    memcpy(L.full, n->shape, sizeof L.full);
+    memcpy(L.full, L.batch, sizeof L.full);
     L.full[n->rank - 2] = L.Tq;
     L.full[n->rank - 1] = L.Tk;
     if (n->attrs.has_mask && n->n_inputs > 3) {
@@ -745,7 +784,7 @@ static void attention_probs(const attention_layout *L, const tg_node *n, const d
         double s = -INFINITY;
         if (!n->attrs.causal || j <= i + L->Tk - L->Tq) {
             s = 0;
-            for (int64_t d = 0; d < L->D; d++) s += qrow[d] * K[j * L->D + d];
+            for (int64_t d = 0; d < L->D; d++) s += qrow[d] * K[j * L->k.row + d];
             s *= scale;
             if (mask)
                 s += mask[offset_of((bi * L->Tq + i) * L->Tk + j, L->full_rank, L->full, L->smask)];
@@ -768,22 +807,22 @@ static void attention_row(const attention_layout *L, const tg_node *n, const dou
     attention_probs(L, n, qrow, K, mask, bi, i, scores);
     for (int64_t d = 0; d < L->Dv; d++) dst[d] = 0;
     for (int64_t j = 0; j < L->Tk; j++)
-        for (int64_t d = 0; d < L->Dv; d++) dst[d] += scores[j] * V[j * L->Dv + d];
+        for (int64_t d = 0; d < L->Dv; d++) dst[d] += scores[j] * V[j * L->v.row + d];
 }
 
 static tg_status k_attention(interp *in, const tg_node *n, double *out) {
     attention_layout L = attention_layout_of(in, n);
     const double *q = input_val(in, n, 0), *k = input_val(in, n, 1), *v = input_val(in, n, 2);
     const double *mask = (n->attrs.has_mask && n->n_inputs > 3) ? input_val(in, n, 3) : NULL;
+    attention_operand o = attention_operand_of(n, n, &L);
     double *scores = alloc_doubles(L.Tk);
     if (!scores) return tg_set_error(TG_ERR_NO_MEMORY, "tg_interpret: attention: out of memory");
     for (int64_t bi = 0; bi < L.batches; bi++) {
-        const double *Q = q + offset_of(bi, L.batch_rank, n->shape, L.sq);
-        const double *K = k + offset_of(bi, L.batch_rank, n->shape, L.sk);
-        const double *V = v + offset_of(bi, L.batch_rank, n->shape, L.sv);
+        const double *Q = q + operand_at(&L, &L.q, bi), *K = k + operand_at(&L, &L.k, bi);
+        const double *V = v + operand_at(&L, &L.v, bi);
         for (int64_t i = 0; i < L.Tq; i++)
-            attention_row(&L, n, Q + i * L.D, K, V, mask, bi, i, scores,
-                          out + (bi * L.Tq + i) * L.Dv);
+            attention_row(&L, n, Q + i * L.q.row, K, V, mask, bi, i, scores,
+                          out + operand_at(&L, &o, bi) + i * o.row);
     }
     free(scores);
     return TG_OK;
@@ -797,15 +836,14 @@ static tg_status k_attention_lse(interp *in, const tg_node *n, double *out) {
     const double *mask = (n->attrs.has_mask && n->n_inputs > 3) ? input_val(in, n, 3) : NULL;
     double scale = n->attrs.scale > 0 ? n->attrs.scale : 1.0 / sqrt((double)L.D);
     for (int64_t bi = 0; bi < L.batches; bi++) {
-        const double *Q = q + offset_of(bi, L.batch_rank, n->shape, L.sq);
-        const double *K = k + offset_of(bi, L.batch_rank, n->shape, L.sk);
+        const double *Q = q + operand_at(&L, &L.q, bi), *K = k + operand_at(&L, &L.k, bi);
         for (int64_t i = 0; i < L.Tq; i++) {
             double mx = -INFINITY, sum = 0;
             for (int pass = 0; pass < 2; pass++)
                 for (int64_t j = 0; j < L.Tk; j++) {
                     if (n->attrs.causal && j > i + L.Tk - L.Tq) break;
                     double s = 0;
-                    for (int64_t d = 0; d < L.D; d++) s += Q[i * L.D + d] * K[j * L.D + d];
+                    for (int64_t d = 0; d < L.D; d++) s += Q[i * L.q.row + d] * K[j * L.k.row + d];
                     s *= scale;
                     if (mask)
                         s += mask[offset_of((bi * L.Tq + i) * L.Tk + j, L.full_rank, L.full,
@@ -842,29 +880,30 @@ static tg_status k_attention_grad(interp *in, const tg_node *n, double *out) {
         return tg_set_error(TG_ERR_NO_MEMORY, "tg_interpret: attention_grad: out of memory");
     }
     zero(out, node_count(n));
-    int64_t rows_out = n->shape[n->rank - 2], cols_out = n->shape[n->rank - 1];
+    attention_operand lo =
+        attention_operand_of(n, input_node(in, n, n->attrs.has_mask ? 4 : 3), &L);
+    attention_operand go = attention_operand_of(n, n, &L);
+    int64_t qr = L.q.row, kr = L.k.row, vr = L.v.row, gr = go.row;
     for (int64_t bi = 0; bi < L.batches; bi++) {
-        const double *Q = q + offset_of(bi, L.batch_rank, n->shape, L.sq);
-        const double *K = k + offset_of(bi, L.batch_rank, n->shape, L.sk);
-        const double *V = v + offset_of(bi, L.batch_rank, n->shape, L.sv);
-        const double *dO = dout + bi * L.Tq * L.Dv;
-        double *G = out + bi * rows_out * cols_out;
+        const double *Q = q + operand_at(&L, &L.q, bi), *K = k + operand_at(&L, &L.k, bi);
+        const double *V = v + operand_at(&L, &L.v, bi), *dO = dout + operand_at(&L, &lo, bi);
+        double *G = out + operand_at(&L, &go, bi);
         for (int64_t i = 0; i < L.Tq; i++) {
-            attention_probs(&L, n, Q + i * L.D, K, mask, bi, i, p);
+            attention_probs(&L, n, Q + i * qr, K, mask, bi, i, p);
             double pdp = 0;
             for (int64_t j = 0; j < L.Tk; j++) {
                 dp[j] = 0;
-                for (int64_t d = 0; d < L.Dv; d++) dp[j] += dO[i * L.Dv + d] * V[j * L.Dv + d];
+                for (int64_t d = 0; d < L.Dv; d++) dp[j] += dO[i * lo.row + d] * V[j * vr + d];
                 pdp += p[j] * dp[j];
             }
             for (int64_t j = 0; j < L.Tk; j++) {
                 double ds = p[j] * (dp[j] - pdp) * scale;
                 if (n->op == TG_OP_ATTENTION_GRAD_Q)
-                    for (int64_t d = 0; d < L.D; d++) G[i * L.D + d] += ds * K[j * L.D + d];
+                    for (int64_t d = 0; d < L.D; d++) G[i * gr + d] += ds * K[j * kr + d];
                 else if (n->op == TG_OP_ATTENTION_GRAD_K)
-                    for (int64_t d = 0; d < L.D; d++) G[j * L.D + d] += ds * Q[i * L.D + d];
+                    for (int64_t d = 0; d < L.D; d++) G[j * gr + d] += ds * Q[i * qr + d];
                 else
-                    for (int64_t d = 0; d < L.Dv; d++) G[j * L.Dv + d] += p[j] * dO[i * L.Dv + d];
+                    for (int64_t d = 0; d < L.Dv; d++) G[j * gr + d] += p[j] * dO[i * lo.row + d];
             }
         }
     }

@@ -635,11 +635,54 @@ static bool shape_layer_norm(const tg_graph *g, tg_node *n, char *err, size_t er
     return true;
 }
 
+/* transpose_a on the attention ops: q, k, v, dout and the q/k/v-shaped
+ * result are stored [batch..., T, H, D] for the logical [batch..., H, T, D]
+ * (the head and time axes swapped, as a linear layer's output reshaped to
+ * heads lays them out), so no permute copies them; mask, lse and delta
+ * stay logical. permute_matmul (passes/algebra.c) sets it. */
+static void swap_heads_time(tg_node *x) {
+    int64_t t = x->shape[x->rank - 3];
+    x->shape[x->rank - 3] = x->shape[x->rank - 2];
+    x->shape[x->rank - 2] = t;
+}
+
+/* With transpose_a: q, k and v of one rank >= 3 and equal batch and head
+ * dims (no broadcasting), as logical views in *lq, *lk, *lv. */
+static bool heads_inner_views(const tg_node *q, const tg_node *k, const tg_node *v, tg_node *lq,
+                              tg_node *lk, tg_node *lv, char *err, size_t errsz) {
+    int r = q->rank;
+    bool ok = r >= 3 && k->rank == r && v->rank == r;
+    for (int d = 0; ok && d < r - 3; d++)
+        ok = dims_match(q->shape[d], k->shape[d]) && dims_match(q->shape[d], v->shape[d]);
+    ok = ok && dims_match(q->shape[r - 2], k->shape[r - 2]) &&
+         dims_match(q->shape[r - 2], v->shape[r - 2]);
+    if (!ok)
+        return fail(err, errsz,
+                    "transpose_a: expected q, k, v [..., T, H, D] of one rank >= 3 with equal "
+                    "batch and head dims");
+    *lq = *q;
+    *lk = *k;
+    *lv = *v;
+    swap_heads_time(lq);
+    swap_heads_time(lk);
+    swap_heads_time(lv);
+    return true;
+}
+
 /* attention of its first n_operands inputs (q, k, v, [mask]): fills n's
- * dtype and shape [batch..., Tq, Dv] and normalises the scale. */
+ * dtype and shape [batch..., Tq, Dv] (stored: [batch..., Tq, H, Dv] with
+ * transpose_a) and normalises the scale. */
 static bool attention_shape(const tg_graph *g, tg_node *n, int n_operands, char *err,
                             size_t errsz) {
     const tg_node *q = IN(0), *k = IN(1), *v = IN(2);
+    tg_node lq, lk, lv;
+    if (n->attrs.transpose_b) return fail(err, errsz, "transpose_b is not an attention attribute");
+    if (n->attrs.transpose_a) {
+        if (!heads_inner_views(q, k, v, &lq, &lk, &lv, err, errsz)) return false;
+        q = &lq;
+        k = &lk;
+        v = &lv;
+    }
     char sq[96], sk[96], sv[96];
     if (n->attrs.has_mask != (n_operands == 4))
         return fail(err, errsz, "has_mask is %s but there are %d inputs",
@@ -687,6 +730,7 @@ static bool attention_shape(const tg_graph *g, tg_node *n, int n_operands, char 
         n->attrs.scale = 1.0 / sqrt((double)dh);
     }
     if (!isfinite(n->attrs.scale)) return fail(err, errsz, "scale is not finite");
+    if (n->attrs.transpose_a) swap_heads_time(n);
     return true;
 }
 
@@ -697,6 +741,7 @@ static bool shape_attention(const tg_graph *g, tg_node *n, char *err, size_t err
 /* attention_lse (q, k, v, [mask]) -> [batch..., Tq, 1] */
 static bool shape_attention_lse(const tg_graph *g, tg_node *n, char *err, size_t errsz) {
     if (!attention_shape(g, n, n->n_inputs, err, errsz)) return false;
+    if (n->attrs.transpose_a) swap_heads_time(n); /* row statistics stay logical */
     n->shape[n->rank - 1] = 1;
     return true;
 }
@@ -828,6 +873,7 @@ static bool shape_attention_grad(const tg_graph *g, tg_node *n, char *err, size_
     if (!expect_same(n, IN(nops), "dout", err, errsz)) return false;
     if (stats) {
         tg_node row = *n;
+        if (n->attrs.transpose_a) swap_heads_time(&row);
         row.shape[row.rank - 1] = 1;
         if (!expect_same(&row, IN(nops + 1), "lse", err, errsz) ||
             !expect_same(&row, IN(nops + 2), "delta", err, errsz))
@@ -836,7 +882,8 @@ static bool shape_attention_grad(const tg_graph *g, tg_node *n, char *err, size_
     const tg_node *src = n->op == TG_OP_ATTENTION_GRAD_Q   ? IN(0)
                          : n->op == TG_OP_ATTENTION_GRAD_K ? IN(1)
                                                            : IN(2);
-    n->shape[n->rank - 2] = src->shape[src->rank - 2];
+    int t = n->rank - (n->attrs.transpose_a ? 3 : 2); /* the time axis */
+    n->shape[t] = src->shape[t - n->rank + src->rank];
     n->shape[n->rank - 1] = src->shape[src->rank - 1];
     return true;
 }
@@ -1043,8 +1090,9 @@ const tg_op_info tg_ops[TG_OP_COUNT] = {
         OP("log_softmax", 1, 1, TG_ATTR_AXIS, TG_CLASS_OPAQUE, shape_softmax, NULL, NULL),
     [TG_OP_LAYER_NORM] =
         OP("layer_norm", 3, 3, TG_ATTR_EPS, TG_CLASS_OPAQUE, shape_layer_norm, NULL, NULL),
-    [TG_OP_ATTENTION] = OP("attention", 3, 4, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK, TG_CLASS_OPAQUE,
-                           shape_attention, NULL, NULL),
+    [TG_OP_ATTENTION] =
+        OP("attention", 3, 4, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK | TG_ATTR_TRANSPOSE,
+           TG_CLASS_OPAQUE, shape_attention, NULL, NULL),
     [TG_OP_CROSS_ENTROPY] =
         OP("cross_entropy", 2, 2, TG_ATTR_IGNORE, TG_CLASS_OPAQUE, shape_cross_entropy, NULL, NULL),
     [TG_OP_ASSIGN] = OPW("assign", 2, 2, 0, TG_CLASS_STATE, shape_assign, NULL, NULL, 1u),
@@ -1062,14 +1110,18 @@ const tg_op_info tg_ops[TG_OP_COUNT] = {
                                    shape_layer_norm_grad_x, NULL, NULL),
     [TG_OP_LAYER_NORM_GRAD_WB] = OP("layer_norm_grad_wb", 2, 2, TG_ATTR_EPS, TG_CLASS_OPAQUE,
                                     shape_layer_norm_grad_wb, NULL, NULL),
-    [TG_OP_ATTENTION_GRAD_Q] = OP("attention_grad_q", 4, 7, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
-                                  TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL),
-    [TG_OP_ATTENTION_GRAD_K] = OP("attention_grad_k", 4, 7, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
-                                  TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL),
-    [TG_OP_ATTENTION_GRAD_V] = OP("attention_grad_v", 4, 7, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
-                                  TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL),
-    [TG_OP_ATTENTION_LSE] = OP("attention_lse", 3, 4, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK,
-                               TG_CLASS_OPAQUE, shape_attention_lse, NULL, NULL),
+    [TG_OP_ATTENTION_GRAD_Q] =
+        OP("attention_grad_q", 4, 7, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK | TG_ATTR_TRANSPOSE,
+           TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL),
+    [TG_OP_ATTENTION_GRAD_K] =
+        OP("attention_grad_k", 4, 7, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK | TG_ATTR_TRANSPOSE,
+           TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL),
+    [TG_OP_ATTENTION_GRAD_V] =
+        OP("attention_grad_v", 4, 7, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK | TG_ATTR_TRANSPOSE,
+           TG_CLASS_OPAQUE, shape_attention_grad, NULL, NULL),
+    [TG_OP_ATTENTION_LSE] =
+        OP("attention_lse", 3, 4, TG_ATTR_ATTENTION | TG_ATTR_HAS_MASK | TG_ATTR_TRANSPOSE,
+           TG_CLASS_OPAQUE, shape_attention_lse, NULL, NULL),
     [TG_OP_CROSS_ENTROPY_GRAD] = OP("cross_entropy_grad", 3, 3, TG_ATTR_IGNORE, TG_CLASS_OPAQUE,
                                     shape_cross_entropy_grad, NULL, NULL),
     [TG_OP_CONV1D_GRAD_INPUT] =

@@ -158,12 +158,100 @@ static bool swaps_last_two(const tg_node *p) {
     return p->attrs.axes[r - 2] == r - 1 && p->attrs.axes[r - 1] == r - 2;
 }
 
+/* A permute that swaps axes rank-3 and rank-2 (heads and time) and keeps
+ * the others. */
+static bool swaps_heads_time(const tg_node *p) {
+    int r = p->attrs.n_axes;
+    if (p->op != TG_OP_PERMUTE || r < 3) return false;
+    for (int i = 0; i < r; i++)
+        if (p->attrs.axes[i] != (i == r - 3 ? r - 2 : i == r - 2 ? r - 3 : i)) return false;
+    return true;
+}
+
+/* Permutes folded into the attention ops (transpose_a, graph/ops.c): when
+ * q, k, v (and a gradient's dout) are each the heads/time swap of a
+ * [..., T, H, D] tensor with one batch and head shape, the op reads those
+ * directly and writes its result as [..., T, H, D], which a swap turns
+ * back into the old value (cancelling the permute after it, as heads are
+ * merged). Only what the flash kernels take (head dims up to 256; the
+ * gradients with lse and delta). */
+static tg_status fold_attention_permutes(tg_rewriter *rw, int id, bool *done) {
+    const tg_node *n = &rw->old->nodes[id];
+    int nops = n->attrs.has_mask ? 4 : 3;
+    bool grad = n->op != TG_OP_ATTENTION && n->op != TG_OP_ATTENTION_LSE;
+    int32_t in[8];
+    *done = false;
+    if (n->attrs.transpose_a || n->n_inputs > 8 || (grad && n->n_inputs != nops + 3)) return TG_OK;
+    const tg_node *first = NULL;
+    for (int i = 0; i < n->n_inputs; i++) {
+        in[i] = rw->map[n->inputs[i]];
+        if (i == 3 && nops == 4) continue; /* the mask */
+        if (i >= nops && (!grad || i > nops)) continue;
+        const tg_node *x = tg_rw_node(rw, n->inputs[i]);
+        if (!swaps_heads_time(x)) return TG_OK;
+        const tg_node *src = &rw->g->nodes[x->inputs[0]];
+        int r = src->rank;
+        if (src->shape[r - 1] < 1 || src->shape[r - 1] > 256) return TG_OK;
+        if (first) {
+            if (r != first->rank || src->shape[r - 2] != first->shape[r - 2]) return TG_OK;
+            for (int d = 0; d < r - 3; d++)
+                if (src->shape[d] != first->shape[d]) return TG_OK;
+        }
+        first = first ? first : src;
+        in[i] = x->inputs[0];
+    }
+    tg_attrs at = n->attrs;
+    at.transpose_a = true;
+    *done = true;
+    if (n->op == TG_OP_ATTENTION_LSE) /* its result stays logical */
+        return tg_rw_emit(rw, id, n->op, n->n_inputs, in, &at, n->dtype);
+    tg_tensor ins[8];
+    for (int i = 0; i < n->n_inputs; i++) ins[i].id = in[i];
+    tg_tensor t = tg_node_add(rw->g, n->op, n->n_inputs, ins, &at, n->dtype);
+    if (t.id < 0)
+        return tg_set_error(rw->g->status ? rw->g->status : TG_ERR_INVALID_ARGUMENT,
+                            "rewriting node %d: %s", id, rw->g->error);
+    if (n->name && tg_tensor_set_name(rw->g, t, n->name) != TG_OK) return TG_ERR_NO_MEMORY;
+    tg_attrs swap = {.n_axes = first->rank};
+    for (int i = 0; i < swap.n_axes; i++) swap.axes[i] = i;
+    swap.axes[swap.n_axes - 3] = swap.n_axes - 2;
+    swap.axes[swap.n_axes - 2] = swap.n_axes - 3;
+    tg_tensor back = tg_node_add(rw->g, TG_OP_PERMUTE, 1, &t, &swap, n->dtype);
+    if (back.id < 0)
+        return tg_set_error(rw->g->status ? rw->g->status : TG_ERR_INVALID_ARGUMENT,
+                            "rewriting node %d: %s", id, rw->g->error);
+    tg_rw_replace(rw, id, back.id);
+    return TG_OK;
+}
+
+/* A heads/time swap of the swap after a folded attention op is that op's
+ * [..., T, H, D] result. */
+static bool cancels_heads_swap(tg_rewriter *rw, int id) {
+    const tg_node *n = &rw->old->nodes[id], *x = tg_rw_node(rw, n->inputs[0]);
+    if (!swaps_heads_time(n) || !swaps_heads_time(x)) return false;
+    const tg_node *op = &rw->g->nodes[x->inputs[0]];
+    if (!op->attrs.transpose_a || op->op == TG_OP_MATMUL) return false;
+    tg_rw_replace(rw, id, x->inputs[0]);
+    return true;
+}
+
+static bool attention_op(tg_op op) {
+    return op == TG_OP_ATTENTION || op == TG_OP_ATTENTION_LSE || op == TG_OP_ATTENTION_GRAD_Q ||
+           op == TG_OP_ATTENTION_GRAD_K || op == TG_OP_ATTENTION_GRAD_V;
+}
+
 tg_status tg_pass_permute_matmul(tg_graph **g, const tg_pass_ctx *ctx) {
     const tg_graph *old = *g;
     tg_rewriter rw;
     tg_status st = tg_rw_begin(&rw, old, ctx->map);
     for (int id = 0; st == TG_OK && id < old->n_nodes; id++) {
         const tg_node *n = &old->nodes[id];
+        bool done = false;
+        if (attention_op(n->op)) /* and the swaps back after them cancel: */
+            st = fold_attention_permutes(&rw, id, &done);
+        else if (n->op == TG_OP_PERMUTE)
+            done = cancels_heads_swap(&rw, id);
+        if (st != TG_OK || done) continue;
         if (n->op != TG_OP_MATMUL) {
             st = tg_rw_copy(&rw, id);
             continue;

@@ -162,12 +162,105 @@ static void test_detects_errors(void **state) {
     feeds_reset();
 }
 
+/* ---- heads inside time (transpose_a, graph/ops.c) ---- */
+
+static const int heads_perm[4] = {0, 2, 1, 3};
+
+/* Multi-head attention as models write it: q, k, v [B, T, H, D] swapped to
+ * [B, H, T, D], the result swapped back; the gradients of q, k, v with dy
+ * [B, Tq, H, Dv]. The passes fold every swap into transpose_a attention
+ * ops; the device (passes on) must match the interpreter on the graph as
+ * written. */
+static void heads_case(const char *what, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t D,
+                       bool causal, bool mask) {
+    tg_graph *g = tg_graph_new();
+    int64_t qs[] = {B, Tq, H, D}, ks[] = {B, Tk, H, D}, ms[] = {Tq, Tk}, ys[] = {B, Tq, H, D};
+    tg_tensor q = ph(g, TG_F32, 4, qs, -1, 1), k = ph(g, TG_F32, 4, ks, -1, 1),
+              v = ph(g, TG_F32, 4, ks, -1, 1), m = TG_INVALID;
+    if (mask) {
+        m = ph(g, TG_F32, 2, ms, -2, 0);
+        tg_array_set(last_feed(), 1, -INFINITY);
+        m = tg_stop_gradient(g, m);
+    }
+    tg_tensor a = tg_attention(g, tg_permute(g, q, 4, heads_perm), tg_permute(g, k, 4, heads_perm),
+                               tg_permute(g, v, 4, heads_perm), m, causal, 0);
+    tg_tensor y = tg_permute(g, a, 4, heads_perm);
+    tg_tensor dy = ph(g, TG_F32, 4, ys, -1, 1);
+    tg_tensor wrt[3] = {q, k, v}, outs[4];
+    OK(tg_gradients_seeded(g, y, dy, 3, wrt, outs));
+    outs[3] = y;
+    for (int i = 0; i < 4; i++) {
+        tg_array want = {0}, got = {0};
+        OK(tg_interpret(g, NULL, n_feeds, feeds, 1, &outs[i], &want, 0, NULL, 0));
+        run_device(g, NULL, outs[i], &got);
+        char w[160];
+        snprintf(w, sizeof w, "%s: %s", what, (const char *[]){"dq", "dk", "dv", "y"}[i]);
+        compare(w, &got, &want, 1e-4, 1e-5);
+        tg_array_free(&want);
+        tg_array_free(&got);
+    }
+    tg_graph_free(g);
+    feeds_reset();
+}
+
+static void test_heads_inside_time(void **state) {
+    (void)state;
+    heads_case("B=2 T=37 H=3 D=8 causal", 2, 37, 37, 3, 8, true, false);
+    heads_case("B=1 Tq=9 Tk=13 H=2 D=6 mask", 1, 9, 13, 2, 6, false, true);
+}
+
+/* The interpreter on transpose_a ops built directly: equal to the swapped
+ * formulation, for attention, attention_lse and the three gradients. */
+static void test_heads_inside_time_interp(void **state) {
+    (void)state;
+    int64_t B = 2, Tq = 5, Tk = 7, H = 3, D = 4;
+    tg_graph *g = tg_graph_new();
+    int64_t qs[] = {B, Tq, H, D}, ks[] = {B, Tk, H, D};
+    tg_tensor in[7] = {ph(g, TG_F32, 4, qs, -1, 1), ph(g, TG_F32, 4, ks, -1, 1),
+                       ph(g, TG_F32, 4, ks, -1, 1), ph(g, TG_F32, 4, qs, -1, 1)};
+    tg_tensor sw[4];
+    for (int i = 0; i < 4; i++) sw[i] = tg_permute(g, in[i], 4, heads_perm);
+    tg_attrs plain = {.causal = true}, inner = {.causal = true, .transpose_a = true};
+    tg_tensor want[5], got[5];
+    want[0] = tg_permute(g, tg_node_add(g, TG_OP_ATTENTION, 3, sw, &plain, TG_F32), 4, heads_perm);
+    got[0] = tg_node_add(g, TG_OP_ATTENTION, 3, in, &inner, TG_F32);
+    want[1] = tg_node_add(g, TG_OP_ATTENTION_LSE, 3, sw, &plain, TG_F32);
+    got[1] = tg_node_add(g, TG_OP_ATTENTION_LSE, 3, in, &inner, TG_F32);
+    int last = 3;
+    in[4] = got[1];
+    in[5] = tg_sum(g, tg_mul(g, sw[3], tg_permute(g, got[0], 4, heads_perm)), 1, &last, true);
+    in[6] = in[5];
+    tg_tensor swi[7] = {sw[0], sw[1], sw[2], sw[3], in[4], in[5], in[6]};
+    static const tg_op grads[3] = {TG_OP_ATTENTION_GRAD_Q, TG_OP_ATTENTION_GRAD_K,
+                                   TG_OP_ATTENTION_GRAD_V};
+    for (int i = 0; i < 3; i++) {
+        tg_tensor gi[7] = {in[0], in[1], in[2], in[3], in[4], in[5], in[6]};
+        want[2 + i] =
+            tg_permute(g, tg_node_add(g, grads[i], 6, swi, &plain, TG_F32), 4, heads_perm);
+        got[2 + i] = tg_node_add(g, grads[i], 6, gi, &inner, TG_F32);
+    }
+    OK(tg_graph_status(g));
+    tg_array w[5] = {{0}}, o[5] = {{0}};
+    OK(tg_interpret(g, NULL, n_feeds, feeds, 5, want, w, 0, NULL, 0));
+    OK(tg_interpret(g, NULL, n_feeds, feeds, 5, got, o, 0, NULL, 0));
+    for (int i = 0; i < 5; i++) {
+        compare((const char *[]){"attention", "lse", "dq", "dk", "dv"}[i], &o[i], &w[i], 1e-12,
+                1e-12);
+        tg_array_free(&w[i]);
+        tg_array_free(&o[i]);
+    }
+    tg_graph_free(g);
+    feeds_reset();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_gradients_f32, reset_feeds),
         cmocka_unit_test_setup(test_gradients_f16, reset_feeds),
         cmocka_unit_test_setup(test_lse, reset_feeds),
         cmocka_unit_test_setup(test_detects_errors, reset_feeds),
+        cmocka_unit_test_setup(test_heads_inside_time, reset_feeds),
+        cmocka_unit_test_setup(test_heads_inside_time_interp, reset_feeds),
         cmocka_unit_test_setup(test_validation_clean, reset_feeds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
