@@ -266,6 +266,8 @@ static void emit_batch(tg_sb *b, const mm_desc *d) {
 
 static void emit_bases(tg_sb *b, const mm_desc *d) {
     char bo[32];
+    tg_sb_printf(b, "    c_off0 = int(pc.c_off);\n");
+    for (int i = 0; i < d->n_extra; i++) tg_sb_printf(b, "    e%d_off0 = int(pc.e%d_off);\n", i, i);
     tg_sb_printf(b, "    int a_base = int(pc.a_off) + %s;\n", batch_off(d, OP_A, bo, sizeof bo));
     tg_sb_printf(b, "    int b_base = int(pc.b_off) + %s;\n", batch_off(d, OP_B, bo, sizeof bo));
 }
@@ -306,11 +308,17 @@ static void emit_header(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t) {
                  (long long)((d->N + 3) / 4 * 4));
     if (d->functions && d->functions[0]) tg_sb_printf(b, "%s\n", d->functions);
 
+    /* The push-constant offsets of C and the extras, read once at the top
+     * of main (emit_offsets): read where they are used, under the store's
+     * mask, llvmpipe gathered them per lane at every store (25
+     * instructions each, 64 stores per invocation). */
+    tg_sb_printf(b, "int c_off0;\n");
+    for (int i = 0; i < d->n_extra; i++) tg_sb_printf(b, "int e%d_off0;\n", i);
     /* The extras at (bz, row, col), in range (callers clamp or mask). */
     for (int i = 0; i < d->n_extra; i++) {
         tg_sb_printf(b, "float load_e%d(int bz, int row, int col) {\n", i);
         char idx[160];
-        snprintf(idx, sizeof idx, "int(pc.e%d_off) + %s + row * %lld + col * %lld", i,
+        snprintf(idx, sizeof idx, "e%d_off0 + %s + row * %lld + col * %lld", i,
                  batch_off(d, OP_E0 + i, bo, sizeof bo), (long long)d->extra[i].stride_row,
                  (long long)d->extra[i].stride_col);
         if (d->extra_texel[i])
@@ -331,11 +339,11 @@ static void emit_header(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t) {
         tg_sb_printf(b, "    if (row_f >= M || col >= N) return;\n");
         tg_sb_printf(b, "    int bz = row_f / %lld, row = row_f - bz * %lld;\n",
                      (long long)d->fold_m, (long long)d->fold_m);
-        tg_sb_printf(b, "    c_data[int(pc.c_off) + row_f * LDC + col] = %s(%s);\n",
+        tg_sb_printf(b, "    c_data[c_off0 + row_f * LDC + col] = %s(%s);\n",
                      store_type(d->out_dtype), expr);
     } else {
         tg_sb_printf(b, "    if (row >= M || col >= N) return;\n");
-        tg_sb_printf(b, "    c_data[int(pc.c_off) + %s + row * LDC + col] = %s(%s);\n",
+        tg_sb_printf(b, "    c_data[c_off0 + %s + row * LDC + col] = %s(%s);\n",
                      batch_off(d, OP_C, bo, sizeof bo), store_type(d->out_dtype), expr);
     }
     tg_sb_printf(b, "}\n");
