@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -944,40 +943,27 @@ static void mark_best(run *r) {
 /* Length buckets and their loader thread                              */
 /* ------------------------------------------------------------------ */
 
-/* A batch of the bucketed order: mel [B, n_mels, frames of its bucket],
- * tokens and labels [B, tokens of its bucket]. */
-typedef struct bucket_batch {
-    float *mel;
-    int32_t *tokens, *labels;
-    int bucket;
-    int64_t k; /* batch index in the order; -1: empty */
-} bucket_batch;
-
-/* Prepares batch k+1 while batch k trains (as tg_loader, for the bucketed
- * order of tg_whisper_buckets, which only this loader reads). */
-typedef struct bucket_loader {
+/* The bucketed order of tg_whisper_buckets (only `graph train` reads it):
+ * batch k is mel [B, n_mels, frames of its bucket], tokens and labels
+ * [B, tokens of its bucket]; tg_loader prepares batch k + 1 while batch k
+ * trains. */
+typedef struct bucket_order {
     const tg_dataset *d;
     tg_whisper_buckets *plan;
     int B;
     int32_t pad;
-    int *idx;
-    bucket_batch buf[2];
-    int current;
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int64_t want; /* batch to prepare into buf[1 - current]; -1: none */
-    bool busy, stop, started;
-} bucket_loader;
+    int *idx; /* [B] */
+} bucket_order;
 
-static void bucket_fill(bucket_loader *l, bucket_batch *b, int64_t k) {
-    const tg_dataset *d = l->d;
+static void bucket_fill(void *ctx, int64_t k, tg_loader_batch *b) {
+    bucket_order *o = ctx;
+    const tg_dataset *d = o->d;
     int frames, T;
-    tg_whisper_buckets_batch(l->plan, k, &b->bucket, l->idx);
-    tg_whisper_buckets_shape(l->plan, b->bucket, &frames, &T, NULL);
-    for (int r = 0; r < l->B; r++) {
-        int i = l->idx[r];
-        int src = i >= 0 ? i : l->idx[0]; /* a padding row: any mel, no labels */
+    tg_whisper_buckets_batch(o->plan, k, &b->bucket, o->idx);
+    tg_whisper_buckets_shape(o->plan, b->bucket, &frames, &T, NULL);
+    for (int r = 0; r < o->B; r++) {
+        int i = o->idx[r];
+        int src = i >= 0 ? i : o->idx[0]; /* a padding row: any mel, no labels */
         for (int m = 0; m < d->n_mels; m++)
             memcpy(b->mel + ((size_t)r * d->n_mels + m) * frames,
                    d->mels + ((size_t)src * d->n_mels + m) * d->frames,
@@ -986,99 +972,10 @@ static void bucket_fill(bucket_loader *l, bucket_batch *b, int64_t k) {
         int len = i >= 0 ? d->seq_len[i] : 0;
         for (int t = 0; t < T; t++) {
             bool in = t + 1 < len;
-            b->tokens[(size_t)r * T + t] = in ? seq[t] : l->pad;
+            b->tokens[(size_t)r * T + t] = in ? seq[t] : o->pad;
             b->labels[(size_t)r * T + t] = in ? seq[t + 1] : TG_WHISPER_IGNORE;
         }
     }
-    b->k = k;
-}
-
-static void *bucket_loader_main(void *arg) {
-    bucket_loader *l = arg;
-    pthread_mutex_lock(&l->mu);
-    for (;;) {
-        while (!l->stop && l->want < 0) pthread_cond_wait(&l->cv, &l->mu);
-        if (l->stop) break;
-        int64_t k = l->want;
-        bucket_batch *b = &l->buf[1 - l->current];
-        l->want = -1;
-        l->busy = true;
-        pthread_mutex_unlock(&l->mu);
-        bucket_fill(l, b, k);
-        pthread_mutex_lock(&l->mu);
-        l->busy = false;
-        pthread_cond_broadcast(&l->cv);
-    }
-    pthread_mutex_unlock(&l->mu);
-    return NULL;
-}
-
-static void bucket_loader_free(bucket_loader *l) {
-    if (!l) return;
-    if (l->started) {
-        pthread_mutex_lock(&l->mu);
-        l->stop = true;
-        pthread_cond_broadcast(&l->cv);
-        pthread_mutex_unlock(&l->mu);
-        pthread_join(l->thread, NULL);
-        pthread_mutex_destroy(&l->mu);
-        pthread_cond_destroy(&l->cv);
-    }
-    for (int i = 0; i < 2; i++) {
-        free(l->buf[i].mel);
-        free(l->buf[i].tokens);
-        free(l->buf[i].labels);
-    }
-    free(l->idx);
-    free(l);
-}
-
-/* Buffers hold the largest bucket: the full window and max_tokens. */
-static bucket_loader *bucket_loader_new(const tg_dataset *d, tg_whisper_buckets *plan, int B,
-                                        int max_tokens, int32_t pad) {
-    bucket_loader *l = calloc(1, sizeof *l);
-    if (!l) return NULL;
-    l->d = d;
-    l->plan = plan;
-    l->B = B;
-    l->pad = pad;
-    l->want = -1;
-    l->idx = malloc((size_t)B * sizeof *l->idx);
-    bool ok = l->idx != NULL;
-    for (int i = 0; i < 2; i++) {
-        l->buf[i].mel = malloc((size_t)B * d->n_mels * d->frames * sizeof(float));
-        l->buf[i].tokens = malloc((size_t)B * max_tokens * sizeof(int32_t));
-        l->buf[i].labels = malloc((size_t)B * max_tokens * sizeof(int32_t));
-        l->buf[i].k = -1;
-        ok = ok && l->buf[i].mel && l->buf[i].tokens && l->buf[i].labels;
-    }
-    if (ok) {
-        pthread_mutex_init(&l->mu, NULL);
-        pthread_cond_init(&l->cv, NULL);
-        l->started = pthread_create(&l->thread, NULL, bucket_loader_main, l) == 0;
-        if (!l->started) {
-            pthread_mutex_destroy(&l->mu);
-            pthread_cond_destroy(&l->cv);
-        }
-    }
-    if (!ok || !l->started) {
-        bucket_loader_free(l);
-        return NULL;
-    }
-    return l;
-}
-
-/* Batch k (valid until the next call); starts preparing batch k + 1. */
-static const bucket_batch *bucket_loader_get(bucket_loader *l, int64_t k) {
-    pthread_mutex_lock(&l->mu);
-    while (l->busy || l->want >= 0) pthread_cond_wait(&l->cv, &l->mu);
-    int next = 1 - l->current;
-    if (l->buf[next].k != k) bucket_fill(l, &l->buf[next], k); /* not prefetched */
-    l->current = next;
-    l->want = k + 1;
-    pthread_cond_broadcast(&l->cv);
-    pthread_mutex_unlock(&l->mu);
-    return &l->buf[next];
 }
 
 /* The bucket lengths in mel frames, ascending, the full window last:
@@ -1384,14 +1281,20 @@ int cli_train(int argc, char **argv) {
     char p[4096];
     fmt(p, sizeof p, "%s/metrics.jsonl", r.out);
     r.metrics = fopen(p, "a");
+    /* the bucketed order, or the shuffled one; buffers for the largest batch */
     tg_loader *loader = NULL;
-    bucket_loader *bloader = NULL;
-    if (r.buckets)
-        bloader = bucket_loader_new(r.train, r.buckets, r.o.batch, r.o.max_tokens, r.eot);
-    if (r.buckets ? !bloader
-                  : tg_loader_new(r.train, r.state.seed, r.o.batch, r.o.max_tokens, r.eot,
-                                  &loader) != TG_OK) {
-        cli_error("loader: %s", r.buckets ? "out of memory" : tg_last_error());
+    bucket_order border = {r.train, r.buckets, r.o.batch, r.eot, NULL};
+    tg_status lst = TG_ERR_NO_MEMORY;
+    if (!r.buckets) {
+        lst = tg_loader_new(r.train, r.state.seed, r.o.batch, r.o.max_tokens, r.eot, &loader);
+    } else if ((border.idx = malloc((size_t)r.o.batch * sizeof *border.idx))) {
+        size_t B = (size_t)r.o.batch;
+        lst = tg_loader_new_custom(r.o.batch, B * r.train->n_mels * r.train->frames,
+                                   B * (size_t)r.o.max_tokens, 1, bucket_fill, &border, &loader);
+    }
+    if (lst != TG_OK) {
+        cli_error("loader: %s", border.idx || !r.buckets ? tg_last_error() : "out of memory");
+        free(border.idx);
         tg_whisper_decoder_free(dec);
         run_free(&r);
         return CLI_FAIL;
@@ -1416,14 +1319,13 @@ int cli_train(int argc, char **argv) {
 #define GET_BATCH(k)                                                                               \
     do {                                                                                           \
         int64_t k_ = (k), pos_ = r.state.position + k_ * r.o.batch;                                \
-        if (bloader) {                                                                             \
-            const bucket_batch *bb_ = bucket_loader_get(bloader, pos_ / r.o.batch);                \
-            mel = bb_->mel;                                                                        \
-            tokens = bb_->tokens;                                                                  \
-            labels = bb_->labels;                                                                  \
-            tr = r.bucket_trainer[bb_->bucket];                                                    \
-        } else {                                                                                   \
-            ok = tg_loader_get(loader, pos_, &mel, &tokens, &labels) == TG_OK;                     \
+        const tg_loader_batch *b_ = NULL;                                                          \
+        ok = tg_loader_next(loader, r.buckets ? pos_ / r.o.batch : pos_, &b_) == TG_OK;            \
+        if (ok) {                                                                                  \
+            mel = b_->mel;                                                                         \
+            tokens = b_->tokens;                                                                   \
+            labels = b_->labels;                                                                   \
+            if (r.buckets) tr = r.bucket_trainer[b_->bucket];                                      \
         }                                                                                          \
     } while (0)
         if (r.o.grad_accum == 1) {
@@ -1527,7 +1429,7 @@ int cli_train(int argc, char **argv) {
     fprintf(stderr, "%d steps in %.1f s\n", r.state.step - first_step, total);
     print_profiles(&r);
     tg_loader_free(loader);
-    bucket_loader_free(bloader);
+    free(border.idx);
     tg_whisper_decoder_free(dec);
     if (r.metrics) {
         fclose(r.metrics);

@@ -64,7 +64,8 @@ static char *join_path(const char *dir, const char *path) {
 }
 
 /* Parses one line into *r; returns NULL or the reason it is bad. */
-static const char *parse_line(const char *line, size_t len, const char *dir, tg_manifest_record *r) {
+static const char *parse_line(const char *line, size_t len, const char *dir,
+                              tg_manifest_record *r) {
     if (memchr(line, '\0', len)) return "contains a NUL byte";
     cJSON *root = cJSON_ParseWithLength(line, len);
     if (!root) return "is not valid JSON";
@@ -146,7 +147,8 @@ tg_status tg_manifest_parse(const char *text, size_t len, const char *dir, const
 }
 
 tg_status tg_manifest_load(const char *path, tg_manifest **out) {
-    if (!path || !out) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_manifest_load: NULL argument");
+    if (!path || !out)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_manifest_load: NULL argument");
     char *buf;
     size_t len;
     tg_status st = tg_read_whole_file(path, (size_t)1 << 30, &buf, &len);
@@ -231,7 +233,8 @@ static tg_status compute_mels(const tg_dataset_options *o, const float *samples,
         tg_array a = {TG_F32, 2, {MEL_BATCH, o->window_samples}, buf}, r = {0};
         tg_feed f = {x, &a};
         st = exe ? tg_run(exe, 1, &f, &r) : tg_interpret(g, NULL, 1, &f, 1, &y, &r, 0, NULL, 0);
-        if (st == TG_OK) memcpy(mels + (size_t)i * per_mel, r.data, (size_t)k * per_mel * sizeof(float));
+        if (st == TG_OK)
+            memcpy(mels + (size_t)i * per_mel, r.data, (size_t)k * per_mel * sizeof(float));
         tg_array_free(&r);
     }
     free(buf);
@@ -269,7 +272,8 @@ tg_status tg_dataset_build(const tg_manifest *m, const tg_dataset_options *o, tg
     d->seq_len = calloc((size_t)(n_rec ? n_rec : 1), sizeof *d->seq_len);
     d->texts = calloc((size_t)(n_rec ? n_rec : 1), sizeof *d->texts);
     d->record = calloc((size_t)(n_rec ? n_rec : 1), sizeof *d->record);
-    float *samples = calloc((size_t)(n_rec ? n_rec : 1) * (size_t)o->window_samples, sizeof *samples);
+    float *samples =
+        calloc((size_t)(n_rec ? n_rec : 1) * (size_t)o->window_samples, sizeof *samples);
     if (!d->seqs || !d->seq_len || !d->texts || !d->record || !samples) {
         free(samples);
         tg_dataset_free(d);
@@ -295,7 +299,8 @@ tg_status tg_dataset_build(const tg_manifest *m, const tg_dataset_options *o, tg
         if (len <= 0) {
             d->n_skipped++;
             warn(d->warnings, &d->n_warnings, "record at line %d: skipped: %s", r->line,
-                 len < 0 ? "the text cannot be tokenized" : "the text is longer than the decoder window");
+                 len < 0 ? "the text cannot be tokenized"
+                         : "the text is longer than the decoder window");
             continue;
         }
         /* The audio is read even with a cache: which records are usable
@@ -312,8 +317,8 @@ tg_status tg_dataset_build(const tg_manifest *m, const tg_dataset_options *o, tg
         if (n > o->window_samples) {
             d->n_skipped++;
             warn(d->warnings, &d->n_warnings,
-                 "record at line %d: skipped: %s is %.2f s, longer than the %.2f s window",
-                 r->line, r->audio, (double)n / TG_WHISPER_SAMPLE_RATE,
+                 "record at line %d: skipped: %s is %.2f s, longer than the %.2f s window", r->line,
+                 r->audio, (double)n / TG_WHISPER_SAMPLE_RATE,
                  (double)o->window_samples / TG_WHISPER_SAMPLE_RATE);
             free(x);
             continue;
@@ -393,30 +398,35 @@ void tg_dataset_batch(const tg_dataset *d, const int *idx, int B, int T, int32_t
 /* The loader thread                                                   */
 /* ------------------------------------------------------------------ */
 
-typedef struct loader_buf {
-    float *mel;
-    int32_t *tokens, *labels;
-    int64_t position; /* -1: empty */
-} loader_buf;
-
+/* Two batch buffers (each the largest batch of the order) and the thread
+ * that fills the spare one. */
 struct tg_loader {
+    int B;
+    int64_t stride; /* key of the batch after key k: k + stride */
+    tg_loader_fill fill;
+    void *ctx; /* the fill's; the shuffled order's is the loader */
+    tg_loader_batch buf[2];
+    int64_t key[2]; /* what buf[i] holds; -1: nothing */
+    int current;    /* the buffer handed out last */
+    /* the shuffled order (tg_loader_new) */
     const tg_dataset *d;
     uint64_t seed;
-    int B, T;
+    int T;
     int32_t pad;
     int *idx;
-    int *perm;          /* the permutation of epoch perm_epoch */
+    int *perm; /* the permutation of epoch perm_epoch */
     int64_t perm_epoch;
-    loader_buf buf[2];
-    int current;        /* the buffer handed out last */
+    /* the thread */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int64_t want;       /* position to prepare into buf[1 - current]; -1: none */
-    bool busy, stop;
+    int64_t want; /* key to prepare into buf[1 - current]; -1: none */
+    bool busy, stop, started;
 };
 
-static void fill(tg_loader *l, loader_buf *b, int64_t position) {
+/* The shuffled order: the batch at sample `position`. */
+static void fill_shuffled(void *ctx, int64_t position, tg_loader_batch *b) {
+    tg_loader *l = ctx;
     for (int k = 0; k < l->B; k++) {
         int64_t p = position + k, epoch = p / l->d->n;
         if (epoch != l->perm_epoch) {
@@ -426,7 +436,7 @@ static void fill(tg_loader *l, loader_buf *b, int64_t position) {
         l->idx[k] = l->perm[p % l->d->n];
     }
     tg_dataset_batch(l->d, l->idx, l->B, l->T, l->pad, b->mel, b->tokens, b->labels);
-    b->position = position;
+    b->bucket = 0;
 }
 
 static void *loader_main(void *arg) {
@@ -435,13 +445,14 @@ static void *loader_main(void *arg) {
     for (;;) {
         while (!l->stop && l->want < 0) pthread_cond_wait(&l->cv, &l->mu);
         if (l->stop) break;
-        int64_t pos = l->want;
-        loader_buf *b = &l->buf[1 - l->current];
+        int64_t key = l->want;
+        int spare = 1 - l->current;
         l->want = -1;
         l->busy = true;
         pthread_mutex_unlock(&l->mu);
-        fill(l, b, pos);
+        l->fill(l->ctx, key, &l->buf[spare]);
         pthread_mutex_lock(&l->mu);
+        l->key[spare] = key;
         l->busy = false;
         pthread_cond_broadcast(&l->cv);
     }
@@ -451,13 +462,15 @@ static void *loader_main(void *arg) {
 
 void tg_loader_free(tg_loader *l) {
     if (!l) return;
-    pthread_mutex_lock(&l->mu);
-    l->stop = true;
-    pthread_cond_broadcast(&l->cv);
-    pthread_mutex_unlock(&l->mu);
-    pthread_join(l->thread, NULL);
-    pthread_mutex_destroy(&l->mu);
-    pthread_cond_destroy(&l->cv);
+    if (l->started) {
+        pthread_mutex_lock(&l->mu);
+        l->stop = true;
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+        pthread_join(l->thread, NULL);
+        pthread_mutex_destroy(&l->mu);
+        pthread_cond_destroy(&l->cv);
+    }
     for (int i = 0; i < 2; i++) {
         free(l->buf[i].mel);
         free(l->buf[i].tokens);
@@ -468,68 +481,101 @@ void tg_loader_free(tg_loader *l) {
     free(l);
 }
 
-tg_status tg_loader_new(const tg_dataset *d, uint64_t seed, int B, int T, int32_t pad,
-                        tg_loader **out) {
-    if (!d || !out || B < 1 || T < 1 || d->n < 1)
-        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_loader_new: bad argument (%d records)",
-                            d ? d->n : 0);
+tg_status tg_loader_new_custom(int B, size_t mel_floats, size_t label_count, int64_t stride,
+                               tg_loader_fill fill, void *ctx, tg_loader **out) {
+    if (!out || B < 1 || mel_floats == 0 || label_count == 0 || stride < 1 || !fill)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_loader_new: bad argument");
     *out = NULL;
     tg_loader *l = calloc(1, sizeof *l);
     if (!l) return tg_set_error(TG_ERR_NO_MEMORY, "tg_loader_new: out of memory");
-    l->d = d;
-    l->seed = seed;
     l->B = B;
-    l->T = T;
-    l->pad = pad;
+    l->stride = stride;
+    l->fill = fill;
+    l->ctx = ctx;
     l->want = -1;
-    size_t per_mel = (size_t)d->n_mels * (size_t)d->frames;
-    l->idx = malloc((size_t)B * sizeof *l->idx);
-    l->perm = malloc((size_t)d->n * sizeof *l->perm);
-    l->perm_epoch = -1;
-    bool ok = l->idx != NULL && l->perm != NULL;
+    bool ok = true;
     for (int i = 0; i < 2; i++) {
-        l->buf[i].mel = malloc((size_t)B * per_mel * sizeof(float));
-        l->buf[i].tokens = malloc((size_t)B * (size_t)T * sizeof(int32_t));
-        l->buf[i].labels = malloc((size_t)B * (size_t)T * sizeof(int32_t));
-        l->buf[i].position = -1;
+        l->buf[i].mel = malloc(mel_floats * sizeof(float));
+        l->buf[i].tokens = malloc(label_count * sizeof(int32_t));
+        l->buf[i].labels = malloc(label_count * sizeof(int32_t));
+        l->key[i] = -1;
         ok = ok && l->buf[i].mel && l->buf[i].tokens && l->buf[i].labels;
     }
-    pthread_mutex_init(&l->mu, NULL);
-    pthread_cond_init(&l->cv, NULL);
-    if (!ok || pthread_create(&l->thread, NULL, loader_main, l) != 0) {
-        for (int i = 0; i < 2; i++) {
-            free(l->buf[i].mel);
-            free(l->buf[i].tokens);
-            free(l->buf[i].labels);
+    if (ok) {
+        pthread_mutex_init(&l->mu, NULL);
+        pthread_cond_init(&l->cv, NULL);
+        l->started = pthread_create(&l->thread, NULL, loader_main, l) == 0;
+        if (!l->started) {
+            pthread_mutex_destroy(&l->mu);
+            pthread_cond_destroy(&l->cv);
         }
-        free(l->idx);
-        free(l->perm);
-        pthread_mutex_destroy(&l->mu);
-        pthread_cond_destroy(&l->cv);
-        free(l);
+    }
+    if (!ok || !l->started) {
+        tg_loader_free(l);
         return tg_set_error(TG_ERR_NO_MEMORY, "tg_loader_new: out of memory");
     }
     *out = l;
     return TG_OK;
 }
 
-tg_status tg_loader_get(tg_loader *l, int64_t position, const float **mel, const int32_t **tokens,
-                        const int32_t **labels) {
-    if (!l || position < 0 || !mel || !tokens || !labels)
-        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_loader_get: bad argument");
+tg_status tg_loader_new(const tg_dataset *d, uint64_t seed, int B, int T, int32_t pad,
+                        tg_loader **out) {
+    if (!d || !out || B < 1 || T < 1 || d->n < 1)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_loader_new: bad argument (%d records)",
+                            d ? d->n : 0);
+    size_t mel = (size_t)B * (size_t)d->n_mels * (size_t)d->frames;
+    int *idx = malloc((size_t)B * sizeof *idx), *perm = malloc((size_t)d->n * sizeof *perm);
+    tg_status st =
+        idx && perm ? TG_OK : tg_set_error(TG_ERR_NO_MEMORY, "tg_loader_new: out of memory");
+    tg_loader *l = NULL;
+    /* the fill reads these fields only once a batch is asked for */
+    if (st == TG_OK)
+        st = tg_loader_new_custom(B, mel, (size_t)B * (size_t)T, B, fill_shuffled, NULL, &l);
+    if (st != TG_OK) {
+        free(idx);
+        free(perm);
+        return st;
+    }
+    l->ctx = l;
+    l->d = d;
+    l->seed = seed;
+    l->T = T;
+    l->pad = pad;
+    l->idx = idx;
+    l->perm = perm;
+    l->perm_epoch = -1;
+    *out = l;
+    return TG_OK;
+}
+
+tg_status tg_loader_next(tg_loader *l, int64_t key, const tg_loader_batch **out) {
+    if (!l || key < 0 || !out)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_loader_next: bad argument");
     pthread_mutex_lock(&l->mu);
     while (l->busy || l->want >= 0) pthread_cond_wait(&l->cv, &l->mu);
     int next = 1 - l->current;
-    if (l->buf[next].position != position) {
+    if (l->key[next] != key) {
         /* not prefetched (the first batch, or a jump): fill it here */
-        fill(l, &l->buf[next], position);
+        l->fill(l->ctx, key, &l->buf[next]);
+        l->key[next] = key;
     }
     l->current = next;
-    l->want = position + l->B; /* prefetch into the other buffer */
+    l->want = key + l->stride; /* prefetch into the other buffer */
     pthread_cond_broadcast(&l->cv);
     pthread_mutex_unlock(&l->mu);
-    *mel = l->buf[next].mel;
-    *tokens = l->buf[next].tokens;
-    *labels = l->buf[next].labels;
+    *out = &l->buf[next];
+    return TG_OK;
+}
+
+tg_status tg_loader_get(tg_loader *l, int64_t position, const float **mel, const int32_t **tokens,
+                        const int32_t **labels) {
+    if (!mel || !tokens || !labels)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_loader_get: bad argument");
+    const tg_loader_batch *b = NULL;
+    tg_status st = tg_loader_next(l, position, &b);
+    if (st != TG_OK) return st;
+    *mel = b->mel;
+    *tokens = b->tokens;
+    *labels = b->labels;
     return TG_OK;
 }

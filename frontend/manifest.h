@@ -41,13 +41,13 @@ extern "C" {
 typedef struct tg_manifest_record {
     char *audio; /* the path, resolved against the manifest's directory */
     char *text;
-    int line;    /* 1-based line in the manifest */
+    int line; /* 1-based line in the manifest */
 } tg_manifest_record;
 
 typedef struct tg_manifest {
     int n; /* usable records */
     tg_manifest_record *records;
-    int n_skipped; /* bad lines */
+    int n_skipped;  /* bad lines */
     int n_warnings; /* kept messages, <= TG_MANIFEST_MAX_WARNINGS */
     char *warnings[TG_MANIFEST_MAX_WARNINGS];
     uint64_t hash; /* FNV-1a of the manifest's bytes and directory */
@@ -72,9 +72,9 @@ typedef struct tg_dataset_options {
     int32_t prompt[4]; /* sot, language, task, notimestamps; -1 entries are left out */
     int32_t eot;
     int n_mels;
-    int window_samples; /* a multiple of 160, >= 480: 64000 for 4 s */
-    int max_tokens;     /* the longest label sequence kept (prompt + text + eot) */
-    tg_device *dev;     /* computes the log-Mel; NULL: the interpreter */
+    int window_samples;    /* a multiple of 160, >= 480: 64000 for 4 s */
+    int max_tokens;        /* the longest label sequence kept (prompt + text + eot) */
+    tg_device *dev;        /* computes the log-Mel; NULL: the interpreter */
     const char *cache_dir; /* NULL: no cache */
 } tg_dataset_options;
 
@@ -83,10 +83,10 @@ typedef struct tg_dataset {
     int n_mels, frames; /* frames = window_samples / 160 */
     float *mels;        /* [n, n_mels, frames] */
     int max_tokens;
-    int32_t *seqs;      /* [n, max_tokens] label sequences */
-    int *seq_len;       /* [n] */
-    char **texts;       /* [n] the transcripts */
-    int *record;        /* [n] index of the manifest record */
+    int32_t *seqs; /* [n, max_tokens] label sequences */
+    int *seq_len;  /* [n] */
+    char **texts;  /* [n] the transcripts */
+    int *record;   /* [n] index of the manifest record */
     int n_skipped;
     int n_warnings;
     char *warnings[TG_MANIFEST_MAX_WARNINGS];
@@ -110,15 +110,42 @@ void tg_dataset_permutation(const tg_dataset *d, uint64_t seed, int64_t epoch, i
 void tg_dataset_batch(const tg_dataset *d, const int *idx, int B, int T, int32_t pad, float *mel,
                       int32_t *tokens, int32_t *labels);
 
-/** A loader thread that assembles batch k+1 while batch k trains. */
+/** A loader thread that assembles batch k+1 while batch k trains, in two
+ *  buffers. Batches are named by a key: the shuffled order of
+ *  tg_loader_new keys them by their first sample's position (the next is
+ *  position + B); tg_loader_new_custom takes any order through a fill
+ *  function and a key stride (e.g. the bucketed order of `graph train`,
+ *  keyed by batch index). */
 typedef struct tg_loader tg_loader;
+
+/** One batch: mel [B, n_mels, frames], tokens and labels [B, T], with
+ *  the frames and T of its shape; `bucket` is the fill's to set. */
+typedef struct tg_loader_batch {
+    float *mel;
+    int32_t *tokens, *labels;
+    int bucket;
+} tg_loader_batch;
+
+/** Writes batch `key` into b (runs on the loader thread, or on the
+ *  caller's when the batch was not prefetched; never both at once). */
+typedef void (*tg_loader_fill)(void *ctx, int64_t key, tg_loader_batch *b);
+
+/** The shuffled order of d (tg_dataset_permutation): batches of B records,
+ *  labels T long. */
 tg_status tg_loader_new(const tg_dataset *d, uint64_t seed, int B, int T, int32_t pad,
                         tg_loader **out);
+/** Any order: buffers of mel_floats floats and label_count tokens and
+ *  labels (the largest batch); after batch key, key + stride is
+ *  prepared. */
+tg_status tg_loader_new_custom(int B, size_t mel_floats, size_t label_count, int64_t stride,
+                               tg_loader_fill fill, void *ctx, tg_loader **out);
+/** Batch `key`, valid until the next call; starts preparing the next. */
+tg_status tg_loader_next(tg_loader *l, int64_t key, const tg_loader_batch **out);
 /** The batch starting at sample `position` of the order: pointers into
  *  the loader's buffers, valid until the next call. Starts preparing the
  *  batch at position + B before it returns. */
-tg_status tg_loader_get(tg_loader *l, int64_t position, const float **mel,
-                        const int32_t **tokens, const int32_t **labels);
+tg_status tg_loader_get(tg_loader *l, int64_t position, const float **mel, const int32_t **tokens,
+                        const int32_t **labels);
 void tg_loader_free(tg_loader *l);
 
 #ifdef __cplusplus
