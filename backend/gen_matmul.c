@@ -5,7 +5,9 @@
  *    accumulators, fully unrolled, reading A and B straight from texel
  *    buffers. No shared memory and no barriers: on CPU devices (lavapipe)
  *    invocations are SIMD lanes, shared memory is plain memory plus
- *    barriers, and texel fetches are 4-5x cheaper than SSBO loads.
+ *    barriers, and texel fetches are 4-5x cheaper than SSBO loads. Where
+ *    the device has subgroup shuffles, each lane fetches a different row
+ *    of A and subgroupShuffle hands the rows around (tiling.a_shuffle).
  *  - SHARED: the classic GPU kernel: the workgroup stages a BM x BK tile of
  *    A and a BK x BN tile of B in shared memory (vec4 loads where the
  *    contiguous dimension allows), then each invocation accumulates TM x TN
