@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "backend/vk.h"
 
 #define N_DISPATCH 1000
@@ -25,22 +26,6 @@ static const char *src = "#version 450\n"
                          "layout(local_size_x = 64) in;\n"
                          "layout(std430, binding = 0) buffer X { float x[]; };\n"
                          "void main() { x[gl_GlobalInvocationID.x] += 1.0; }\n";
-
-static double now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static int fail(const char *what) {
     printf("{\"bench\": \"dispatch\", \"error\": \"%s: %s\"}\n", what, tg_last_error());
@@ -74,17 +59,17 @@ int main(void) {
         if (i && tg_vk_cmd_compute_barrier(cmd) != TG_OK) return fail("barrier");
         if (tg_vk_cmd_dispatch(cmd, pipe, &bind, NULL, 0, groups) != TG_OK) return fail("dispatch");
     }
-    double t0 = now_us();
+    double t0 = 1e6 * bench_now_s();
     if (tg_vk_cmd_end(cmd) != TG_OK) return fail("end");
-    double record_us = now_us() - t0;
-    t0 = now_us();
+    double record_us = 1e6 * bench_now_s() - t0;
+    t0 = 1e6 * bench_now_s();
     if (tg_vk_cmd_run(cmd) != TG_OK) return fail("first run");
-    double first_run_us = now_us() - t0;
+    double first_run_us = 1e6 * bench_now_s() - t0;
     double per[N_REPLAY];
     for (int r = 0; r < N_REPLAY; r++) {
-        t0 = now_us();
+        t0 = 1e6 * bench_now_s();
         if (tg_vk_cmd_run(cmd) != TG_OK) return fail("replay");
-        per[r] = (now_us() - t0) / N_DISPATCH;
+        per[r] = (1e6 * bench_now_s() - t0) / N_DISPATCH;
     }
     float out[N_ELEMS];
     if (tg_vk_buffer_download(dev, &x, 0, out, sizeof out) != TG_OK) return fail("download");
@@ -94,7 +79,7 @@ int main(void) {
     double min_dispatch = per[0];
     for (int r = 1; r < N_REPLAY; r++)
         if (per[r] < min_dispatch) min_dispatch = per[r];
-    double med_dispatch = median(per, N_REPLAY);
+    double med_dispatch = bench_median(per, N_REPLAY);
 
     /* submit-and-wait of an empty command buffer */
     if (tg_vk_cmd_begin(dev, 0, &cmd) != TG_OK || tg_vk_cmd_end(cmd) != TG_OK)
@@ -102,12 +87,12 @@ int main(void) {
     tg_vk_cmd_run(cmd); /* warm-up */
     static double sub[N_SUBMIT];
     for (int r = 0; r < N_SUBMIT; r++) {
-        t0 = now_us();
+        t0 = 1e6 * bench_now_s();
         if (tg_vk_cmd_run(cmd) != TG_OK) return fail("submit");
-        sub[r] = now_us() - t0;
+        sub[r] = 1e6 * bench_now_s() - t0;
     }
     tg_vk_cmd_free(cmd);
-    double med_submit = median(sub, N_SUBMIT);
+    double med_submit = bench_median(sub, N_SUBMIT);
 
     const char *lp = getenv("LP_NUM_THREADS");
     printf("{\n  \"bench\": \"dispatch\",\n  \"device\": \"%s\",\n  \"driver\": \"%s %s\",\n",

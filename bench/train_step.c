@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "../examples/charlm_model.h"
 #include "tg.h"
 #include "tg_whisper.h"
@@ -29,12 +30,6 @@
 #define B 16 /* sequences a step (examples/charlm.c trains with 8) */
 #define VOCAB 96
 #define ALL_PASSES "dce,cse,fold,algebra,permute_matmul,fusion"
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static int fail(const char *what) {
     fprintf(stderr, "train_step: %s: %s\n", what, tg_last_error());
@@ -153,9 +148,9 @@ int main(int argc, char **argv) {
         double *acc[2] = {&t_on, &t_off};
         for (int j = 0; j < 2; j++) {
             tg_array loss;
-            double t0 = now();
+            double t0 = bench_now_s();
             if (tg_run(e[j], 4, feeds, &loss) != TG_OK) return fail("tg_run");
-            if (i >= 0) *acc[j] += now() - t0;
+            if (i >= 0) *acc[j] += bench_now_s() - t0;
             tg_array_free(&loss);
         }
     }

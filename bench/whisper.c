@@ -28,14 +28,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "tg.h"
 #include "tg_whisper.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int fail(const char *what) {
     printf("{\"bench\": \"whisper\", \"error\": \"%s: %s\"}\n", what, tg_last_error());
@@ -75,13 +70,15 @@ static tg_status write_checkpoint(const tg_whisper_config *cfg, const char *path
 
 /* Runs whisper_torch.py (next to this file) and returns its JSON line, or
  * NULL with *why set. */
-static char *run_torch(const tg_whisper_config *cfg, const char *ckpt, int tokens,
-                       char *why, size_t why_size) {
+static char *run_torch(const tg_whisper_config *cfg, const char *ckpt, int tokens, char *why,
+                       size_t why_size) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s", __FILE__);
     char *slash = strrchr(dir, '/');
-    if (slash) *slash = '\0';
-    else snprintf(dir, sizeof dir, ".");
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
     const char *script = getenv("TG_BENCH_TORCH_SCRIPT");
     char path[1100];
     snprintf(path, sizeof path, "%s/whisper_torch.py", dir);
@@ -136,13 +133,13 @@ int main(int argc, char **argv) {
     if (write_checkpoint(&cfg, ckpt) != TG_OK) return fail("checkpoint");
 
     /* load */
-    double t0 = now();
+    double t0 = bench_now_s();
     tg_safetensors *st = NULL;
     tg_store *store = tg_store_new();
     if (tg_safetensors_open(ckpt, &st) != TG_OK) return fail("open");
     if (tg_whisper_load_weights(store, &cfg, st, TG_F32) != TG_OK) return fail("load");
     tg_safetensors_close(st);
-    double load_s = now() - t0;
+    double load_s = bench_now_s() - t0;
 
     tg_device *dev = NULL;
     if (tg_device_open(-1, &dev) != TG_OK) return fail("device");
@@ -151,7 +148,7 @@ int main(int argc, char **argv) {
 
     /* compile: the log-Mel, encoder and decoder executables */
     int max_len = cfg.max_target_positions;
-    t0 = now();
+    t0 = bench_now_s();
     tg_graph *mg = tg_graph_new();
     int64_t ashape[2] = {1, TG_WHISPER_N_SAMPLES};
     tg_tensor a = tg_placeholder(mg, "audio", TG_F32, 2, ashape);
@@ -165,9 +162,8 @@ int main(int argc, char **argv) {
     tg_executable *enc_exe = NULL;
     if (tg_compile(dev, g, store, 1, &y, 0, NULL, NULL, &enc_exe) != TG_OK) return fail("encoder");
     tg_whisper_decoder *dec = NULL;
-    if (tg_whisper_decoder_new(&cfg, store, dev, 1, max_len, &dec) != TG_OK)
-        return fail("decoder");
-    double compile_s = now() - t0;
+    if (tg_whisper_decoder_new(&cfg, store, dev, 1, max_len, &dec) != TG_OK) return fail("decoder");
+    double compile_s = bench_now_s() - t0;
 
     /* mel: 30 s of noise */
     tg_array audio = {0}, mel = {0}, enc = {0};
@@ -175,36 +171,37 @@ int main(int argc, char **argv) {
     uint64_t state = 99;
     for (int i = 0; i < TG_WHISPER_N_SAMPLES; i++) {
         state = state * 6364136223846793005ull + 1442695040888963407ull;
-        ((float *)audio.data)[i] = (float)(0.2 * ((double)(state >> 11) / 9007199254740992.0 - 0.5));
+        ((float *)audio.data)[i] =
+            (float)(0.2 * ((double)(state >> 11) / 9007199254740992.0 - 0.5));
     }
     tg_feed afeed = {a, &audio};
-    t0 = now();
+    t0 = bench_now_s();
     if (tg_run(mel_exe, 1, &afeed, &mel) != TG_OK) return fail("mel run");
-    double mel_first_s = now() - t0;
+    double mel_first_s = bench_now_s() - t0;
     tg_array_free(&mel);
-    t0 = now();
+    t0 = bench_now_s();
     if (tg_run(mel_exe, 1, &afeed, &mel) != TG_OK) return fail("mel run");
-    double mel_s = now() - t0;
+    double mel_s = bench_now_s() - t0;
 
     /* encoder on that window */
     tg_feed feed = {x, &mel};
-    t0 = now();
+    t0 = bench_now_s();
     if (tg_run(enc_exe, 1, &feed, &enc) != TG_OK) return fail("encoder run");
-    double enc_first_s = now() - t0;
+    double enc_first_s = bench_now_s() - t0;
     tg_array_free(&enc);
-    t0 = now();
+    t0 = bench_now_s();
     if (tg_run(enc_exe, 1, &feed, &enc) != TG_OK) return fail("encoder run");
-    double enc_s = now() - t0;
+    double enc_s = bench_now_s() - t0;
 
     /* decoder: one step executable for max_len positions */
     if (tg_whisper_decoder_set_audio(dec, &enc) != TG_OK) return fail("cross kv");
     int32_t tok = cfg.decoder_start_token_id;
     tg_array logits = {0};
-    t0 = now();
+    t0 = bench_now_s();
     if (tg_whisper_decoder_step(dec, &tok, 0, &logits) != TG_OK) return fail("step");
-    double step_first_s = now() - t0;
+    double step_first_s = bench_now_s() - t0;
     tg_array_free(&logits);
-    t0 = now();
+    t0 = bench_now_s();
     for (int pos = 0; pos < tokens; pos++) {
         if (tg_whisper_decoder_step(dec, &tok, pos, &logits) != TG_OK) return fail("step");
         const float *l = logits.data;
@@ -214,7 +211,7 @@ int main(int argc, char **argv) {
         tok = best;
         tg_array_free(&logits);
     }
-    double step_ms = 1000.0 * (now() - t0) / tokens;
+    double step_ms = 1000.0 * (bench_now_s() - t0) / tokens;
     double rtf = (mel_s + enc_s + 100 * step_ms / 1000.0) / 30.0;
 
     char why[256] = "";
@@ -229,8 +226,8 @@ int main(int argc, char **argv) {
            "\"mel_s\": %.4f, \"encoder_first_s\": %.3f, \"encoder_s\": %.3f, "
            "\"decoder_first_step_s\": %.3f, \"decoder_ms_per_token\": %.2f, "
            "\"decoder_tokens\": %d, \"decoder_cache_len\": %d, \"rtf_100_tokens\": %.3f},\n",
-           load_s, compile_s, mel_first_s, mel_s, enc_first_s, enc_s, step_first_s, step_ms,
-           tokens, max_len, rtf);
+           load_s, compile_s, mel_first_s, mel_s, enc_first_s, enc_s, step_first_s, step_ms, tokens,
+           max_len, rtf);
     if (torch) {
         double t_mel = json_number(torch, "mel_s"), t_enc = json_number(torch, "encoder_s");
         double t_dec = json_number(torch, "decoder_ms_per_token");
