@@ -5,7 +5,8 @@
  *
  *   mel [B, mels, 2S] -> encoder -> [B, S, d] --+
  *   tokens [B, T] --------------------------> decoder -> logits [B, T, V]
- *   loss = cross_entropy(logits, labels, ignore -100)     (mean over labels)
+ *   loss = cross_entropy(logits, labels, ignore -100)     (mean over labels;
+ *          optionally with label smoothing)
  *   grads = tg_gradients(loss, trainable weights)
  *   clipped, norm = tg_clip_by_global_norm(grads, max_grad_norm)
  *   one adamw op per weight (lr, step fed)                (target operations)
@@ -421,6 +422,26 @@ static tg_tensor build_decoder_primitive(tg_graph *g, const tg_whisper_train_opt
     return mm(g, half, x, embed, false, true);
 }
 
+/* The mean cross-entropy over the labels that are not ignored, with label
+ * smoothing eps (torch's cross_entropy): (1 - eps) * nll + eps * the mean
+ * over those labels of -mean_v log p_v. Autodiff gives its gradient. */
+static tg_tensor smoothed_cross_entropy(tg_graph *g, tg_tensor logits, tg_tensor labels,
+                                        double eps) {
+    tg_tensor nll = tg_cross_entropy(g, logits, labels, TG_WHISPER_IGNORE);
+    if (eps == 0) return nll;
+    int vocab_axis = tg_tensor_rank(g, logits) - 1;
+    tg_tensor uniform = /* [B, T]: -mean_v log p_v */
+        tg_neg(g, tg_mean(g, tg_log_softmax(g, logits, -1), 1, &vocab_axis, false));
+    tg_tensor kept = tg_ne(g, labels, tg_scalar(g, TG_I32, TG_WHISPER_IGNORE));
+    tg_tensor zero = tg_scalar(g, TG_F32, 0.0);
+    tg_tensor total = tg_sum(g, tg_where(g, kept, uniform, zero), 0, NULL, false);
+    /* every label ignored: 0, as tg_cross_entropy */
+    tg_tensor count = tg_maximum(g, tg_sum(g, tg_cast(g, kept, TG_F32), 0, NULL, false),
+                                 tg_scalar(g, TG_F32, 1.0));
+    return tg_add(g, tg_mul(g, nll, tg_scalar(g, TG_F32, 1.0 - eps)),
+                  tg_mul(g, tg_div(g, total, count), tg_scalar(g, TG_F32, eps)));
+}
+
 /* The update ops: AdamW, then (with accumulation) zeroing the
  * accumulators; f16 without accumulation assigns them each step. */
 static int apply_op_count(const tg_whisper_trainer *t) {
@@ -447,6 +468,10 @@ tg_status tg_whisper_trainer_new(const tg_whisper_config *cfg, const tg_whisper_
     if (o->precision != TG_F32 && o->precision != TG_F16)
         return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_whisper_trainer_new: precision %s",
                             tg_dtype_name(o->precision));
+    if (!(o->label_smoothing >= 0 && o->label_smoothing < 1))
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                            "tg_whisper_trainer_new: label_smoothing %g is outside [0, 1)",
+                            o->label_smoothing);
     bool half = o->precision == TG_F16;
     if (half && (!o->primitive_ops || !(o->loss_scale > 0) || !isfinite(o->loss_scale) ||
                  o->scale_growth_interval < 1))
@@ -487,7 +512,7 @@ tg_status tg_whisper_trainer_new(const tg_whisper_config *cfg, const tg_whisper_
         t->encoder_out = tg_whisper_build_encoder(g, cfg, t->mel);
         t->logits = tg_whisper_build_decoder(g, cfg, t->tokens, t->encoder_out);
     }
-    t->loss = tg_cross_entropy(g, t->logits, t->labels, TG_WHISPER_IGNORE);
+    t->loss = smoothed_cross_entropy(g, t->logits, t->labels, o->label_smoothing);
     tg_status st = tg_graph_status(g);
     if (st != TG_OK) {
         tg_set_error(st, "whisper trainer: %s", tg_graph_error(g));

@@ -64,6 +64,13 @@ typedef struct tg_whisper_train_options {
      *  slower at T = 448 and on par at T = 1500, docs/training.md). 1:
      *  every attention. */
     int64_t fused_attention_min_scores;
+    /** Label smoothing eps in [0, 1) (0, off): the loss is
+     *  (1 - eps) * cross-entropy + eps * the mean over the vocabulary of
+     *  -log p, each averaged over the labels that are not ignored, as
+     *  torch.nn.functional.cross_entropy(label_smoothing = eps,
+     *  ignore_index = -100) and transformers' LabelSmoother. The loss the
+     *  trainer reports is this one. 0 adds nothing to the graph. */
+    double label_smoothing;
 } tg_whisper_train_options;
 
 /** Dynamic loss scaling state (f16): kept by the trainer, saved in

@@ -7,6 +7,10 @@
  *  - the first step's loss and the gradient of every trainable weight
  *    (before clipping) within 1e-4 relative, with the model built from
  *    primitives (the default) and from the conv1d/attention composites;
+ *  - the same with every attention fused (tg_attention);
+ *  - with label smoothing 0.1, the loss and the gradients the reference
+ *    kept (expected_smoothing.safetensors), interpreter and device;
+ *    smoothing outside [0, 1) is refused;
  *  - 20 AdamW steps (clipping at 2.0, weight decay 0.05 on matrices, tg's
  *    warm-up + linear decay schedule) alternating the batches: every
  *    step's loss and gradient norm, and the loss after the last update,
@@ -85,13 +89,19 @@ static tg_store *load_checkpoint(void) {
     return s;
 }
 
-static tg_whisper_trainer *new_trainer(tg_store *s, bool primitive_ops) {
+/* The reference's options (batch, positions, AdamW, clipping). */
+static tg_whisper_train_options reference_options(void) {
     tg_whisper_train_options o;
     tg_whisper_train_options_default(&o);
     o.batch = batch;
     o.n_tokens = n_tokens;
     o.weight_decay = meta("weight_decay");
     o.max_grad_norm = meta("max_grad_norm");
+    return o;
+}
+
+static tg_whisper_trainer *new_trainer(tg_store *s, bool primitive_ops) {
+    tg_whisper_train_options o = reference_options();
     o.primitive_ops = primitive_ops;
     tg_whisper_trainer *t = NULL;
     OK(tg_whisper_trainer_new(&cfg, &o, s, dev, &t));
@@ -221,10 +231,95 @@ static void test_first_step_composite(void **state) {
     tg_store_free(s);
 }
 
+/* Every attention as tg_attention (flash; at the trainer's default bound
+ * only attentions of >= 1,000,000 scores per head are): the same first
+ * step as the reference. */
+static void test_first_step_fused_attention(void **state) {
+    (void)state;
+    if (!dev) skip();
+    tg_store *s = load_checkpoint();
+    tg_whisper_train_options o = reference_options();
+    o.fused_attention_min_scores = 1;
+    tg_whisper_trainer *t = NULL;
+    OK(tg_whisper_trainer_new(&cfg, &o, s, dev, &t));
+    check_first_step(t, true);
+    tg_whisper_trainer_free(t);
+    tg_store_free(s);
+}
+
+/* Label smoothing against torch's cross_entropy(label_smoothing): the
+ * loss and the gradients the reference kept (expected_smoothing), on
+ * device `d` (NULL: the interpreter); *max_error receives the largest
+ * relative error of the loss and the gradients. */
+static void check_label_smoothing(tg_device *d, tg_safetensors *ref, double *max_error) {
+    tg_store *s = load_checkpoint();
+    tg_whisper_train_options o = reference_options();
+    o.label_smoothing = strtod(tg_safetensors_metadata_get(ref, "label_smoothing"), NULL);
+    assert_true(o.label_smoothing > 0);
+    tg_whisper_trainer *t = NULL;
+    OK(tg_whisper_trainer_new(&cfg, &o, s, d, &t));
+    int n = tg_whisper_trainer_param_count(t), checked = 0;
+    tg_array *grads = calloc((size_t)n, sizeof *grads), ref_loss = {0};
+    assert_non_null(grads);
+    double loss;
+    OK(tg_whisper_trainer_gradients(t, mel_of(0), tokens_of(0), labels_of(0), &loss, grads));
+    OK(tg_safetensors_read(ref, "loss", TG_F32, &ref_loss));
+    double worst = fabs(loss - tg_array_get(&ref_loss, 0)) / tg_array_get(&ref_loss, 0);
+    fprintf(stderr, "label smoothing %g (%s): loss %.7f, reference %.7f\n", o.label_smoothing,
+            d ? "device" : "interpreter", loss, tg_array_get(&ref_loss, 0));
+    for (int i = 0; i < n; i++) {
+        char key[192];
+        snprintf(key, sizeof key, "grad.%s", tg_whisper_trainer_param_name(t, i));
+        tg_array r = {0};
+        if (tg_safetensors_find(ref, key) >= 0) {
+            OK(tg_safetensors_read(ref, key, TG_F32, &r));
+            double e = rel_error(&grads[i], &r);
+            if (e > 1e-4) fail_msg("%s: gradient relative error %.3g", key, e);
+            if (e > worst) worst = e;
+            checked++;
+            tg_array_free(&r);
+        }
+        tg_array_free(&grads[i]);
+    }
+    assert_true(checked >= 70); /* the reference keeps 78 */
+    *max_error = worst;
+    tg_array_free(&ref_loss);
+    free(grads);
+    tg_whisper_trainer_free(t);
+    tg_store_free(s);
+}
+
+static void test_label_smoothing(void **state) {
+    (void)state;
+    tg_safetensors *ref = NULL;
+    OK(tg_safetensors_open(REF "/expected_smoothing.safetensors", &ref));
+    double ei = 0, ed = 0;
+    check_label_smoothing(NULL, ref, &ei);
+    if (dev) check_label_smoothing(dev, ref, &ed);
+    fprintf(stderr, "largest relative error (loss, gradients): interpreter %.2g, device %.2g\n", ei,
+            ed);
+    assert_true(ei < 1e-4 && ed < 1e-4);
+    tg_safetensors_close(ref);
+    /* eps outside [0, 1) is refused with the option's name */
+    tg_store *s = load_checkpoint();
+    tg_whisper_train_options o = reference_options();
+    const double bad[3] = {-0.1, 1.0, NAN};
+    for (int i = 0; i < 3; i++) {
+        o.label_smoothing = bad[i];
+        tg_whisper_trainer *t = NULL;
+        assert_int_equal(tg_whisper_trainer_new(&cfg, &o, s, NULL, &t), TG_ERR_INVALID_ARGUMENT);
+        assert_null(t);
+        assert_non_null(strstr(tg_last_error(), "label_smoothing"));
+    }
+    tg_store_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_first_step_then_twenty_adamw_steps),
         cmocka_unit_test(test_first_step_composite),
+        cmocka_unit_test(test_first_step_fused_attention),
+        cmocka_unit_test(test_label_smoothing),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

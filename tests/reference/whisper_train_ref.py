@@ -39,6 +39,14 @@ Writes tests/reference/whisper_train_ref/:
       grad_norms      F32 [STEPS]: the global norm before clipping
       final_loss      F32 [1]: the loss of batch 0 after STEPS updates
       metadata: peak_lr, warmup, steps, weight_decay, max_grad_norm
+  expected_smoothing.safetensors
+      the first step (batch 0) with label smoothing SMOOTHING (torch's
+      cross_entropy(label_smoothing=SMOOTHING, ignore_index=-100)):
+      loss F32 [1], and grad.<name> F32 for the trainable weights of at
+      most 1024 elements (every bias and LayerNorm parameter, the 32 x 32
+      attention projections) and the token embedding (the tied output
+      projection), to keep the file small
+      metadata: label_smoothing
 """
 import json
 import os
@@ -63,6 +71,7 @@ K, B, T = 2, 3, 10
 STEPS, WARMUP, PEAK_LR = 20, 4, 3e-3
 WEIGHT_DECAY, MAX_GRAD_NORM = 0.05, 2.0
 FROZEN = "model.encoder.embed_positions.weight"
+SMOOTHING = 0.1
 
 
 def lr_at(step):
@@ -92,10 +101,10 @@ def decoder(ids, enc, w, cfg):
     return x @ w[dd + "embed_tokens.weight"].T
 
 
-def loss_of(w, mel, tokens, labels):
+def loss_of(w, mel, tokens, labels, smoothing=0.0):
     logits = decoder(tokens, ref.encoder(mel, w, CONFIG), w, CONFIG)
     return F.cross_entropy(logits.reshape(-1, CONFIG["vocab_size"]), labels.reshape(-1),
-                           ignore_index=-100)
+                           ignore_index=-100, label_smoothing=smoothing)
 
 
 def make_batches(gen):
@@ -161,6 +170,17 @@ def main():
     loss = loss_of(w, *batch[0])
     first = torch.autograd.grad(loss, params)
     out = {"grad." + k: (g.numpy(), "F32") for k, g in zip(names, first)}
+
+    smooth_loss = loss_of(w, *batch[0], smoothing=SMOOTHING)
+    smooth_grads = torch.autograd.grad(smooth_loss, params)
+    kept = [(k, g) for k, g in zip(names, smooth_grads)
+            if g.numel() <= 1024 or k == "model.decoder.embed_tokens.weight"]
+    smooth = {"grad." + k: (g.numpy(), "F32") for k, g in kept}
+    smooth["loss"] = (np.array([smooth_loss.item()]), "F32")
+    save_safetensors(os.path.join(OUT, "expected_smoothing.safetensors"), smooth,
+                     {"label_smoothing": repr(SMOOTHING)})
+    print("label smoothing %g: loss %.6f (without: %.6f), %d gradients kept" %
+          (SMOOTHING, smooth_loss.item(), loss.item(), len(kept)))
 
     no_decay = [k for k in names if k.endswith(".bias") or "layer_norm" in k]
     opt = torch.optim.AdamW(
