@@ -53,6 +53,9 @@ const char cli_train_help[] =
     "  --weight-decay X       AdamW weight decay of matrices (0.01)\n"
     "  --max-grad-norm X      global-norm clipping, 0 = off (1.0)\n"
     "  --freeze-encoder       train the decoder only\n"
+    "  --label-smoothing X    X in [0, 1): the loss is (1-X) * cross-entropy + X *\n"
+    "                         the mean over the vocabulary of -log p, as PyTorch's\n"
+    "                         cross_entropy(label_smoothing=X) (0: off)\n"
     "  --grad-accum N         micro-batches per optimizer step (1)\n"
     "  --precision f32|f16    f16: matmuls read f16 (f32 accumulation), master\n"
     "                         weights and optimizer state f32, dynamic loss scaling\n"
@@ -80,7 +83,7 @@ typedef struct options {
     const char *train, *eval, *out, *config, *init, *tokenizer, *resume, *language, *schedule;
     int steps, batch, max_tokens, warmup, eval_every, eval_limit, save_every, keep, log_every;
     int print_eval, grad_accum, scale_growth;
-    double window_seconds, lr, weight_decay, max_grad_norm, loss_scale;
+    double window_seconds, lr, weight_decay, max_grad_norm, loss_scale, label_smoothing;
     bool freeze_encoder;
     const char *precision, *buckets;
     int pad_to_window; /* 1: --pad-to-30s, 0: buckets, -1: the default */
@@ -180,6 +183,7 @@ static int parse_options(int argc, char **argv, options *o) {
         NUM("--lr", lr, x)
         NUM("--weight-decay", weight_decay, x)
         NUM("--max-grad-norm", max_grad_norm, x)
+        NUM("--label-smoothing", label_smoothing, x)
         NUM("--seed", seed, (uint64_t)x)
 #undef STR
 #undef NUM
@@ -201,6 +205,9 @@ static int parse_options(int argc, char **argv, options *o) {
         o->log_every < 1 || o->grad_accum < 1 || o->eval_every < 0 || o->save_every < 0 ||
         !(o->lr > 0) || o->window_seconds < 0 || o->weight_decay < 0 || o->max_grad_norm < 0)
         return cli_usage_error("train", "a numeric option is out of range");
+    if (!(o->label_smoothing >= 0 && o->label_smoothing < 1))
+        return cli_usage_error("train", "--label-smoothing must be in [0, 1), not %g",
+                               o->label_smoothing);
     if (strcmp(o->schedule, "linear") != 0 && strcmp(o->schedule, "cosine") != 0)
         return cli_usage_error("train", "--schedule is linear or cosine, not '%s'", o->schedule);
     if (strcmp(o->precision, "f32") != 0 && strcmp(o->precision, "f16") != 0)
@@ -565,6 +572,7 @@ static bool save_checkpoint(run *r) {
     cJSON_AddStringToObject(j, "schedule", r->o.schedule);
     cJSON_AddNumberToObject(j, "weight_decay", r->o.weight_decay);
     cJSON_AddNumberToObject(j, "max_grad_norm", r->o.max_grad_norm);
+    cJSON_AddNumberToObject(j, "label_smoothing", r->o.label_smoothing);
     cJSON_AddBoolToObject(j, "freeze_encoder", r->o.freeze_encoder);
     cJSON_AddStringToObject(j, "language", r->o.language);
     cJSON_AddStringToObject(j, "precision", r->o.precision);
@@ -665,6 +673,7 @@ static bool load_state(run *r, const char *ckpt, int argc, char **argv) {
             {"--lr", "lr", NULL, &r->o.lr, NULL},
             {"--weight-decay", "weight_decay", NULL, &r->o.weight_decay, NULL},
             {"--max-grad-norm", "max_grad_norm", NULL, &r->o.max_grad_norm, NULL},
+            {"--label-smoothing", "label_smoothing", NULL, &r->o.label_smoothing, NULL},
             {"--schedule", "schedule", NULL, NULL, &r->o.schedule},
             {"--precision", "precision", NULL, NULL, &r->o.precision},
             {"--buckets", "buckets", NULL, NULL, &r->o.buckets},
@@ -1233,6 +1242,7 @@ int cli_train(int argc, char **argv) {
     to.weight_decay = r.o.weight_decay;
     to.max_grad_norm = r.o.max_grad_norm;
     to.freeze_encoder = r.o.freeze_encoder;
+    to.label_smoothing = r.o.label_smoothing;
     to.accum_steps = r.o.grad_accum;
     bool half = strcmp(r.o.precision, "f16") == 0;
     to.precision = half ? TG_F16 : TG_F32;
