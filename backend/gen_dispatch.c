@@ -1,6 +1,7 @@
 /* backend/gen_dispatch.c — tg_gen_kernel: picks the generator of a
  * kernel's kind from the op of its last node (backend/kernel.h). */
 #include "backend/gen_common.h"
+#include "backend/gen_group.h"
 #include "backend/gen_matmul.h"
 
 #include <stdio.h>
@@ -274,6 +275,7 @@ tg_status tg_gen_kernel(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
     if (!caps || !k || !out || !k->g || k->n_nodes < 1 || !k->nodes)
         return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_gen_kernel: bad arguments");
     memset(out, 0, sizeof *out);
+    if (tg_gen_is_group(k)) return tg_gen_group(caps, k, out); /* sibling matmuls */
     int ri = kernel_root(k);
     const tg_node *n = &k->g->nodes[k->nodes[ri]];
     switch (tg_ops[n->op].klass) {
