@@ -53,11 +53,11 @@ static int64_t padded(int64_t extent, uint32_t block) {
 }
 
 /* Whether lanes of a subgroup can hand A's rows to each other: subgroup
- * shuffles in compute shaders, and A readable as vec4 texels along K. */
-static bool can_shuffle_a(const tg_vk_caps *caps, bool a_rows_vec4) {
+ * shuffles in compute shaders, and an A layout that allows it. */
+static bool can_shuffle_a(const tg_vk_caps *caps, bool a_shufflable) {
     const char *env = getenv("TG_MM_SHUFFLE");
     if (env && strcmp(env, "0") == 0) return false;
-    return a_rows_vec4 && caps->subgroup_size >= 1 && caps->subgroup_in_compute &&
+    return a_shufflable && caps->subgroup_size >= 1 && caps->subgroup_in_compute &&
            (caps->subgroup_ops & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
 }
 
@@ -67,7 +67,7 @@ tg_status tg_mm_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int
 }
 
 tg_status tg_mm_choose_tiling_for(const tg_vk_caps *caps, tg_mm_strategy forced, int64_t M,
-                                  int64_t N, int64_t K, bool a_rows_vec4, tg_mm_tiling *out) {
+                                  int64_t N, int64_t K, bool a_shufflable, tg_mm_tiling *out) {
     (void)K;
     if (!caps || !out) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "mm tiling: NULL argument");
     if (forced == TG_MM_STRATEGY_AUTO) {
@@ -82,7 +82,7 @@ tg_status tg_mm_choose_tiling_for(const tg_vk_caps *caps, tg_mm_strategy forced,
     if (forced == TG_MM_STRATEGY_SHARED && t.strategy != forced) t = default_shared;
     /* $TG_MM_SHUFFLE=0 (for comparisons) or a device or operand that
      * cannot shuffle A: the per-lane register tile */
-    if (t.a_shuffle && !can_shuffle_a(caps, a_rows_vec4)) t = default_register;
+    if (t.a_shuffle && !can_shuffle_a(caps, a_shufflable)) t = default_register;
 
     /* $TG_MM_TILE = "wg_x,wg_y,tm,tn[,bk]" replaces the table's tile (for
      * tuning on a new device; the limits below still apply). */

@@ -45,12 +45,12 @@ typedef struct tg_mm_tiling {
  * cannot run even the smallest tile of the strategy. */
 tg_status tg_mm_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int64_t M, int64_t N,
                               int64_t K, tg_mm_tiling *out);
-/* The same for a product whose A can (a_rows_vec4) or cannot be read as
- * vec4 texels along K (transposed, or K, lda or a batch stride not a
- * multiple of 4): without them the CPU class keeps an 8 x 8 block with
- * one fetch per lane and row (tg_mm_choose_tiling assumes they can). */
+/* The same for a product whose A can or cannot be shuffled across a
+ * subgroup (a_shufflable: A not transposed, or transposed with vec4
+ * texels along M): without it the CPU class keeps an 8 x 8 block with one
+ * fetch per lane and row (tg_mm_choose_tiling assumes it can). */
 tg_status tg_mm_choose_tiling_for(const tg_vk_caps *caps, tg_mm_strategy forced, int64_t M,
-                                  int64_t N, int64_t K, bool a_rows_vec4, tg_mm_tiling *out);
+                                  int64_t N, int64_t K, bool a_shufflable, tg_mm_tiling *out);
 
 /* Flash attention (gen_attention.c): REGISTER reads K/V from texel
  * buffers, SHARED stages tiles of keys in shared memory. */

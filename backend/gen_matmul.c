@@ -404,6 +404,25 @@ static void emit_reg_step(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg
                     tg_sb_printf(b, "        vec4 vt%d_%d = subgroupShuffle(val%d, %d);\n", i / 4,
                                  kk, g, src);
                 snprintf(aexpr[i][kk], sizeof aexpr[i][kk], "vt%d_%d.%c", i / 4, kk, xyzw[i % 4]);
+            } else if (t->a_shuffle && !L.a_vec) {
+                /* scalar texels (lda not a multiple of 4): lane l fetches the
+                 * ku values of row m0 + S*g + l one by one */
+                int S = (int)t->a_shuffle, g = i / S;
+                if (kk == 0 && i % S == 0) {
+                    tg_sb_printf(b, "        %s val%d = %s(", ku == 4 ? "vec4" : "float", g,
+                                 ku == 4 ? "vec4" : "float");
+                    for (int q = 0; q < ku; q++)
+                        tg_sb_printf(b, "%stexelFetch(tA, ral%d + %s + %d).r", q ? ", " : "", g, k,
+                                     q);
+                    tg_sb_printf(b, ");\n");
+                }
+                if (kk == 0)
+                    tg_sb_printf(b, "        %s va%d = subgroupShuffle(val%d, %d);\n",
+                                 ku == 4 ? "vec4" : "float", i, g, i % S);
+                if (ku == 4)
+                    snprintf(aexpr[i][kk], sizeof aexpr[i][kk], "va%d.%c", i, xyzw[kk]);
+                else
+                    snprintf(aexpr[i][kk], sizeof aexpr[i][kk], "va%d", i);
             } else if (t->a_shuffle) {
                 /* lane l fetched row m0 + S*g + l (ral<g>); the constant lane
                  * index makes the shuffle a register permute on llvmpipe
@@ -582,8 +601,8 @@ static void emit_register(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg
             tg_sb_printf(
                 b,
                 "    int ral%d = (a_base + min(m0 + %d + int(gl_SubgroupInvocationID), M - 1) * "
-                "LDA) >> 2;\n",
-                g, g * (int)t->a_shuffle);
+                "LDA)%s;\n",
+                g, g * (int)t->a_shuffle, L.a_vec ? " >> 2" : "");
     for (int i = 0; i < TM; i++)
         for (int j = 0; j < NJ; j++) tg_sb_printf(b, "    vec4 acc%d_%d = vec4(0.0);\n", i, j);
     int64_t kmain = d->K / 4 * 4;
@@ -700,8 +719,10 @@ static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel
     /* transposed: vec4 along M, lanes spread over 4 K values and groups of
      * 4 rows */
     if (d->ta && caps->subgroup_size % 4 != 0) a_rows_vec4 = false;
+    /* not transposed, scalar texels: each lane still reads its own row */
+    bool a_shufflable = a_rows_vec4 || !d->ta;
     tg_mm_tiling t;
-    st = tg_mm_choose_tiling_for(caps, d->strategy, d->M, d->N, d->K, a_rows_vec4, &t);
+    st = tg_mm_choose_tiling_for(caps, d->strategy, d->M, d->N, d->K, a_shufflable, &t);
     if (st != TG_OK) return st;
 
     /* vec4 texels need the contiguous dimension, the batch stride and (on
@@ -718,7 +739,7 @@ static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel
     reg_layout L;
     L.a_vec = pick_format(caps, d->dtype, a_vec, &fa);
     L.b_vec = pick_format(caps, d->dtype, b_vec, &fb);
-    if (!L.a_vec) t.a_shuffle = 0; /* (a_rows_vec4 said so already) */
+    if (d->ta && !L.a_vec) t.a_shuffle = 0; /* (a_shufflable said so already) */
     if (L.a_vec != a_vec || L.b_vec != b_vec)
         return tg_set_error(TG_ERR_UNSUPPORTED,
                             "%s: device '%s' has only vec4 %s texel buffers, and this shape "

@@ -188,12 +188,19 @@ static void test_register_per_lane(void **state) {
     assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
     assert_int_equal(k.tiling.a_shuffle != 0, can && dev->caps.subgroup_size <= 8);
     tg_mm_kernel_free(&k);
-    p.K = 66; /* not vec4 texels along K */
+    p.K = 66; /* scalar texels along K: still one row per lane */
     p.transpose_a = false;
+    assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
+    assert_int_equal(k.tiling.a_shuffle != 0, can && dev->caps.subgroup_size <= 8);
+    tg_mm_kernel_free(&k);
+    p.K = 64;
+    p.M = 66; /* A^T with rows of 66: scalar texels along M, no shuffle */
+    p.transpose_a = true;
     assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
     assert_int_equal(k.tiling.a_shuffle, 0);
     tg_mm_kernel_free(&k);
-    p.K = 64;
+    p.M = 64;
+    p.transpose_a = false;
     setenv("TG_MM_SHUFFLE", "0", 1);
     assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
     assert_int_equal(k.tiling.a_shuffle, 0);
