@@ -743,18 +743,9 @@ static tg_status make_kernel(builder *b, const tg_part_kernel *pk, exec_kernel *
     tg_kernel_code code;
     memset(&code, 0, sizeof code);
     st = tg_gen_kernel(b->caps, &kern, &code);
-    if (st == TG_OK && !code.io_mapped && code.n_bindings != kern.n_inputs + kern.n_outputs)
+    if (st == TG_OK && code.n_bindings != kern.n_inputs + kern.n_outputs)
         st = tg_set_error(TG_ERR_RUNTIME, "the generator of %s made %d bindings, expected %d", lab,
                           code.n_bindings, kern.n_inputs + kern.n_outputs);
-    int n_input_bindings = code.io_mapped ? 0 : kern.n_inputs;
-    for (int i = 0; st == TG_OK && code.io_mapped && i < code.n_bindings; i++) {
-        int io = code.io_of_binding[i];
-        bool input = io < kern.n_inputs;
-        if (io < 0 || io >= kern.n_inputs + kern.n_outputs || (input && i != n_input_bindings))
-            st = tg_set_error(TG_ERR_RUNTIME, "the generator of %s maps binding %d to %d", lab, i,
-                              io);
-        n_input_bindings += input;
-    }
     if (st == TG_OK && (code.push_bytes > sizeof code.push || code.push_bytes % 4))
         st = tg_set_error(TG_ERR_RUNTIME, "the generator of %s asks for %u push constant bytes",
                           lab, code.push_bytes);
@@ -769,14 +760,11 @@ static tg_status make_kernel(builder *b, const tg_part_kernel *pk, exec_kernel *
     memcpy(k->name, code.name, sizeof k->name);
     k->name[sizeof k->name - 1] = 0;
     k->n_bindings = code.n_bindings;
-    k->n_inputs = n_input_bindings;
+    k->n_inputs = kern.n_inputs;
     memcpy(k->kinds, code.kinds, sizeof k->kinds);
     memcpy(k->formats, code.texel_formats, sizeof k->formats);
-    for (int i = 0; i < code.n_bindings; i++) {
-        int io = code.io_mapped ? code.io_of_binding[i] : i;
-        k->at[i] = io < kern.n_inputs ? s->locs[s->root[kern.inputs[io]]]
-                                      : out_at[io - kern.n_inputs];
-    }
+    for (int i = 0; i < kern.n_inputs; i++) k->at[i] = s->locs[s->root[kern.inputs[i]]];
+    for (int j = 0; j < kern.n_outputs; j++) k->at[kern.n_inputs + j] = out_at[j];
     memcpy(k->groups, code.groups, sizeof k->groups);
     k->push_bytes = code.push_bytes;
     memcpy(k->push, code.push, code.push_bytes);
@@ -888,6 +876,21 @@ static tg_status single_partition(const tg_graph *g, const bool *needed, tg_part
  * graph, with the targets, placeholders and target ops mapped into it, and
  * s->part its kernels. Placeholders go in as targets, so that feeds keep
  * their place even where a pass would have no use for them. */
+/* adamw updates one multi-tensor optimizer kernel may hold on this
+ * device (backend/gen_optim.c): each binds w, m, v and its gradient as
+ * inputs (texel buffers on CPU devices, else storage buffers) and w, m, v
+ * as storage outputs; lr and step once. lavapipe: 32 storage buffers per
+ * stage -> 10. 0 (fewer than 4): fusion's kernel limits decide. */
+static int optimizer_updates_per_kernel(const tg_vk_caps *caps) {
+    bool texel = caps->device_class == TG_VK_CLASS_CPU && caps->texel_r32f;
+    int64_t storage = caps->max_per_stage_storage_buffers, sampled = caps->max_per_stage_sampled_images;
+    int64_t n = (storage - 2) / (texel ? 3 : 7);
+    if (texel && (sampled - 1) / 4 < n) n = (sampled - 1) / 4;
+    if ((TG_VK_MAX_BINDINGS - 2) / 7 < n) n = (TG_VK_MAX_BINDINGS - 2) / 7;
+    if ((TG_KERNEL_MAX_IO - 2) / 4 < n) n = (TG_KERNEL_MAX_IO - 2) / 4;
+    return n >= 4 ? (int)n : 0;
+}
+
 static tg_status optimise(tg_executable *e, spec *s) {
     int n = e->n_targets + e->n_ph;
     int32_t *ids = malloc((size_t)(n ? n : 1) * sizeof *ids);
@@ -899,10 +902,12 @@ static tg_status optimise(tg_executable *e, spec *s) {
     memcpy(ids, e->targets, (size_t)e->n_targets * sizeof *ids);
     memcpy(ids + e->n_targets, e->ph, (size_t)e->n_ph * sizeof *ids);
     /* kernels as large as the bindings allow (fusion keeps inputs +
-     * outputs within TG_FUSION_MAX_BINDINGS = TG_VK_MAX_BINDINGS) */
+     * outputs within TG_FUSION_MAX_BINDINGS = 32); optimizer kernels as
+     * the device's per-type limits allow */
     tg_pass_options o = {.disable = e->disable_passes,
-                         .fusion_max_inputs = TG_KERNEL_MAX_IO,
-                         .fusion_max_outputs = TG_KERNEL_MAX_IO};
+                         .fusion_max_inputs = TG_KERNEL_FUSED_IO,
+                         .fusion_max_outputs = TG_KERNEL_FUSED_IO,
+                         .fusion_max_optimizer_updates = optimizer_updates_per_kernel(&e->dev->caps)};
     if (env_is_1("TG_DUMP_IR")) {
         o.dump = dump_ir;
         o.dump_all = true;

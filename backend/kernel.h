@@ -14,8 +14,11 @@
 #include "backend/vk.h"
 #include "graph/graph_internal.h"
 
-/* inputs or outputs of a kernel; both together at most TG_VK_MAX_BINDINGS */
-#define TG_KERNEL_MAX_IO 30
+/* inputs or outputs of a kernel; both together at most TG_VK_MAX_BINDINGS.
+ * Fusion gets TG_KERNEL_FUSED_IO for each (and 32 together) for ordinary
+ * kernels; multi-tensor optimizer kernels take up to the capacity. */
+#define TG_KERNEL_MAX_IO 64
+#define TG_KERNEL_FUSED_IO 30
 
 typedef struct tg_kernel {
     const tg_graph *g; /* specialised: no dynamic dims */
@@ -49,13 +52,6 @@ typedef struct tg_kernel_code {
     uint32_t groups[3];
     uint32_t push_bytes;
     uint32_t push[32];
-    /* Set by a generator whose bindings are not the kernel's inputs and
-     * outputs one to one (backend/gen_group.c: each part of a group binds
-     * its own operands, a tensor maybe twice): binding b is kernel input
-     * io_of_binding[b] when that is < n_inputs, else output
-     * io_of_binding[b] - n_inputs; input bindings come first. */
-    bool io_mapped;
-    int8_t io_of_binding[TG_VK_MAX_BINDINGS];
 } tg_kernel_code;
 
 void tg_kernel_code_free(tg_kernel_code *c);

@@ -281,7 +281,11 @@ typedef enum tg_vk_binding_kind {
     TG_VK_BIND_UNIFORM,     /* layout(std140, binding=i) uniform (params) */
 } tg_vk_binding_kind;
 
-#define TG_VK_MAX_BINDINGS 32
+/* bindings of one pipeline: lavapipe's maxPerStageResources (its storage
+ * buffers stop at 32: ordinary kernels stay within 32 bindings, only the
+ * multi-tensor optimizer's kernels, sized from the device's per-type
+ * limits, bind more) */
+#define TG_VK_MAX_BINDINGS 128
 #define TG_VK_MAX_SPEC 16
 
 typedef struct tg_vk_pipeline_desc {

@@ -514,6 +514,10 @@ typedef struct tg_pass_options {
     int64_t fold_max_elements;
     /** fusion: most external inputs and outputs of one kernel (0: 16). */
     int fusion_max_inputs, fusion_max_outputs;
+    /** fusion: most adamw updates in one multi-tensor optimizer kernel,
+     *  whatever the other limits (0: those limits decide; tg_compile sets
+     *  it from the device's descriptor limits). */
+    int fusion_max_optimizer_updates;
 } tg_pass_options;
 
 /** What the passes did to a graph (tg_optimize, `graph dump --stats`). */

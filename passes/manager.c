@@ -161,7 +161,8 @@ static tg_status run_one(const tg_pass_info *p, const tg_pass_options *o, int n_
         .target_ops = r->target_ops,
         .fold_max_elements = o->fold_max_elements > 0 ? o->fold_max_elements : TG_FOLD_MAX_ELEMENTS,
         .limits = {o->fusion_max_inputs > 0 ? o->fusion_max_inputs : TG_FUSION_MAX_INPUTS,
-                   o->fusion_max_outputs > 0 ? o->fusion_max_outputs : TG_FUSION_MAX_OUTPUTS},
+                   o->fusion_max_outputs > 0 ? o->fusion_max_outputs : TG_FUSION_MAX_OUTPUTS,
+                   o->fusion_max_optimizer_updates > 0 ? o->fusion_max_optimizer_updates : 0},
         .map = map,
         .partition = &part,
     };

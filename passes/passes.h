@@ -50,6 +50,9 @@ typedef struct tg_partition {
 typedef struct tg_fusion_limits {
     int max_inputs;  /* external inputs per kernel */
     int max_outputs; /* outputs per kernel */
+    /* adamw updates per multi-tensor optimizer kernel instead of the
+     * limits above (0: those decide); the caller checked the bindings */
+    int max_optimizer_updates;
 } tg_fusion_limits;
 
 void tg_partition_free(tg_partition *p);

@@ -190,6 +190,68 @@ static void test_cross_entropy_pair(void **state) {
     check_cross_entropy(77, 1000);
 }
 
+/* 25 adamw updates of one weight decay: multi-tensor optimizer kernels
+ * sized by the device's descriptor limits (lavapipe: 10 updates a kernel,
+ * 72 bindings: 42 texel inputs, 30 storage outputs), so 3 dispatches;
+ * weights and moments bit-equal to one kernel per update. */
+static void test_adamw_many_bindings(void **state) {
+    (void)state;
+    enum { N = 25 };
+    tg_graph *g = tg_graph_new();
+    tg_tensor lr = tg_placeholder(g, "lr", TG_F32, 0, NULL);
+    tg_tensor step = tg_placeholder(g, "step", TG_I32, 0, NULL);
+    tg_tensor updates[N];
+    char names[3 * N][32];
+    tg_array gv[N];
+    tg_feed f[N + 2];
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "w%d", i);
+        snprintf(names[N + i], sizeof names[i], "w%d.adam_m", i);
+        snprintf(names[2 * N + i], sizeof names[i], "w%d.adam_v", i);
+        int64_t sh[1] = {5 + 13 * i};
+        char gn[16];
+        snprintf(gn, sizeof gn, "g%d", i);
+        tg_tensor gr = tg_placeholder(g, gn, TG_F32, 1, sh);
+        gv[i] = ramp(1, sh, -0.4f + 0.03f * (float)i, 0.07f, 11);
+        f[i] = (tg_feed){gr, &gv[i]};
+        updates[i] = tg_adamw(g, tg_variable(g, names[i], TG_F32, 1, sh, true), gr, lr, step, 0.9,
+                              0.99, 1e-8, 0.01);
+    }
+    OK(tg_graph_status(g));
+    float lrv = 0.05f;
+    int32_t stepv = 2;
+    tg_array lra = {TG_F32, 0, {0}, &lrv}, sa = {TG_I32, 0, {0}, &stepv};
+    f[N] = (tg_feed){lr, &lra};
+    f[N + 1] = (tg_feed){step, &sa};
+    tg_store *st[2];
+    int disp[2];
+    for (int pass = 0; pass < 2; pass++) {
+        st[pass] = tg_store_new();
+        OK(tg_store_init_missing(st[pass], g, 5, 0.2));
+        tg_compile_options o = {.disable_passes = pass ? NULL : ALL_PASSES};
+        tg_executable *e = NULL;
+        OK(tg_compile(dev, g, st[pass], 0, NULL, N, updates, &o, &e));
+        OK(tg_run(e, N + 2, f, NULL));
+        disp[pass] = tg_executable_dispatches(e);
+        tg_executable_free(e);
+        tg_test_assert_validation_silent();
+    }
+    for (int i = 0; i < 3 * N; i++) {
+        tg_array a = {0}, b = {0};
+        OK(tg_store_get(st[0], names[i], &a));
+        OK(tg_store_get(st[1], names[i], &b));
+        assert_close(&b, &a, 0, names[i]);
+        tg_array_free(&a);
+        tg_array_free(&b);
+    }
+    assert_int_equal(disp[0], N);
+    assert_true(disp[1] >= 2 && disp[1] <= 3);
+    for (int i = 0; i < N; i++) tg_array_free(&gv[i]);
+    tg_store_free(st[0]);
+    tg_store_free(st[1]);
+    tg_graph_free(g);
+}
+
 int main(void) {
     if (!tg_test_device_env(cache_dir, sizeof cache_dir, "tg_test_vk_norm_fusion", true)) return 1;
     unsetenv("TG_DISABLE_PASSES");
@@ -199,6 +261,7 @@ int main(void) {
         cmocka_unit_test(test_norm_rows_serial),
         cmocka_unit_test(test_norm_rows_workgroup),
         cmocka_unit_test(test_cross_entropy_pair),
+        cmocka_unit_test(test_adamw_many_bindings),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     tg_device_free(dev);
