@@ -743,9 +743,18 @@ static tg_status make_kernel(builder *b, const tg_part_kernel *pk, exec_kernel *
     tg_kernel_code code;
     memset(&code, 0, sizeof code);
     st = tg_gen_kernel(b->caps, &kern, &code);
-    if (st == TG_OK && code.n_bindings != kern.n_inputs + kern.n_outputs)
+    if (st == TG_OK && !code.io_mapped && code.n_bindings != kern.n_inputs + kern.n_outputs)
         st = tg_set_error(TG_ERR_RUNTIME, "the generator of %s made %d bindings, expected %d", lab,
                           code.n_bindings, kern.n_inputs + kern.n_outputs);
+    int n_input_bindings = code.io_mapped ? 0 : kern.n_inputs;
+    for (int i = 0; st == TG_OK && code.io_mapped && i < code.n_bindings; i++) {
+        int io = code.io_of_binding[i];
+        bool input = io < kern.n_inputs;
+        if (io < 0 || io >= kern.n_inputs + kern.n_outputs || (input && i != n_input_bindings))
+            st = tg_set_error(TG_ERR_RUNTIME, "the generator of %s maps binding %d to %d", lab, i,
+                              io);
+        n_input_bindings += input;
+    }
     if (st == TG_OK && (code.push_bytes > sizeof code.push || code.push_bytes % 4))
         st = tg_set_error(TG_ERR_RUNTIME, "the generator of %s asks for %u push constant bytes",
                           lab, code.push_bytes);
@@ -760,11 +769,14 @@ static tg_status make_kernel(builder *b, const tg_part_kernel *pk, exec_kernel *
     memcpy(k->name, code.name, sizeof k->name);
     k->name[sizeof k->name - 1] = 0;
     k->n_bindings = code.n_bindings;
-    k->n_inputs = kern.n_inputs;
+    k->n_inputs = n_input_bindings;
     memcpy(k->kinds, code.kinds, sizeof k->kinds);
     memcpy(k->formats, code.texel_formats, sizeof k->formats);
-    for (int i = 0; i < kern.n_inputs; i++) k->at[i] = s->locs[s->root[kern.inputs[i]]];
-    for (int j = 0; j < kern.n_outputs; j++) k->at[kern.n_inputs + j] = out_at[j];
+    for (int i = 0; i < code.n_bindings; i++) {
+        int io = code.io_mapped ? code.io_of_binding[i] : i;
+        k->at[i] = io < kern.n_inputs ? s->locs[s->root[kern.inputs[io]]]
+                                      : out_at[io - kern.n_inputs];
+    }
     memcpy(k->groups, code.groups, sizeof k->groups);
     k->push_bytes = code.push_bytes;
     memcpy(k->push, code.push, code.push_bytes);

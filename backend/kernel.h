@@ -52,6 +52,13 @@ typedef struct tg_kernel_code {
     uint32_t groups[3];
     uint32_t push_bytes;
     uint32_t push[32];
+    /* Set by a generator whose bindings are not the kernel's inputs and
+     * outputs one to one (backend/gen_group.c: each part of a group binds
+     * its own operands, a tensor maybe twice): binding b is kernel input
+     * io_of_binding[b] when that is < n_inputs, else output
+     * io_of_binding[b] - n_inputs; input bindings come first. */
+    bool io_mapped;
+    int8_t io_of_binding[TG_VK_MAX_BINDINGS];
 } tg_kernel_code;
 
 void tg_kernel_code_free(tg_kernel_code *c);

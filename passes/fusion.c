@@ -17,7 +17,9 @@
  * updates with equal hyperparameters whose results nothing reads share a
  * kernel (one dispatch for several variables, within the limits), each
  * taking the slice that produces its gradient (layer_norm_grad_wb's rows)
- * when nothing else reads it. Last, lone permutes, broadcasts and slices
+ * when nothing else reads it. Sibling matmuls (independent matmul kernels
+ * that read one operand) share a kernel: backend/gen_group.c runs each
+ * product on its own workgroups of one dispatch. Last, lone permutes, broadcasts and slices
  * of one node with one element count share a kernel (sibling copies).
  * The graph is not changed. These are exactly
  * the kernels the backend's generators take (backend/gen_dispatch.c):
@@ -615,6 +617,90 @@ static void merge_alike_copies(fuser *f) {
     free(reps);
 }
 
+/* A kernel of one matmul (with its epilogue or batch sum) or a group of
+ * them: the matmul groups below take these. */
+static bool matmul_kernel(fuser *f, int32_t rep) {
+    if (rep < 0 || f->root[rep] < 0 || f->g->nodes[f->root[rep]].op != TG_OP_MATMUL) return false;
+    FOR_MEMBERS(f, rep, m) {
+        if (klass(f, m) != TG_CLASS_MATMUL && !per_element(f, m) && f->g->nodes[m].op != TG_OP_SUM)
+            return false;
+    }
+    return true;
+}
+
+/* Bindings of a kernel generated alone: its distinct inputs and outputs
+ * (a group binds each member product's own, backend/gen_group.c). */
+static int kernel_bindings(fuser *f, int32_t rep) {
+    int n = 0;
+    f->stamp++;
+    FOR_MEMBERS(f, rep, m) {
+        const tg_node *nd = &f->g->nodes[m];
+        for (int k = 0; k < nd->n_inputs; k++) {
+            int32_t x = nd->inputs[k];
+            if (producer(f, x) == rep || f->seen[x] == f->stamp) continue;
+            f->seen[x] = f->stamp;
+            n++;
+        }
+        if (escapes(f, m, rep, rep)) n += output_count(f, m);
+    }
+    return n;
+}
+
+/* The products of a matmul kernel or group. */
+static int products_in(fuser *f, int32_t rep) {
+    int n = 0;
+    FOR_MEMBERS(f, rep, m) n += f->g->nodes[m].op == TG_OP_MATMUL;
+    return n;
+}
+
+/* The matmul kernels that read node x join groups: each the first group
+ * of this x it can join, else it starts one (groups: scratch). In round 0
+ * only kernels reading nothing but their operands take part. bindings[rep]
+ * is a group's count of bindings (each product binds its own). */
+static void group_readers(fuser *f, int32_t x, int round, int32_t *bindings, int32_t *groups) {
+    int n_groups = 0;
+    for (int32_t i = f->users.start[x]; i < f->users.start[x + 1]; i++) {
+        int32_t u = f->users.list[i], c = find(f, u);
+        if (!f->needed[u] || f->g->nodes[u].op != TG_OP_MATMUL || !matmul_kernel(f, c)) continue;
+        if (bindings[c] < 0) bindings[c] = kernel_bindings(f, c);
+        if (round == 0 && kernel_bindings(f, c) > 3 * products_in(f, c)) continue; /* A, B, C */
+        bool joined = false;
+        for (int j = 0; j < n_groups && !joined; j++) {
+            int32_t p = find(f, groups[j]);
+            joined = p == c;
+            if (joined || bindings[p] + bindings[c] > TG_FUSION_MAX_BINDINGS ||
+                reads_from(f, p, c) || reads_from(f, c, p) || !within_limits(f, p, c) ||
+                makes_cycle(f, p, c))
+                continue;
+            int32_t sum = bindings[p] + bindings[c];
+            merge(f, p, c);
+            bindings[p] = sum;
+            joined = true;
+        }
+        if (!joined) groups[n_groups++] = c;
+    }
+}
+
+/* Sibling matmuls: matmul kernels that read one operand (the q, k and v
+ * projections of x; a weight gradient x^T dy and the input gradient
+ * dy w^T) share a dispatch, each product on its own range of workgroups
+ * (backend/gen_group.c), when neither reads the other, no path joins
+ * them and the group's bindings fit. Products that read only their
+ * operands group first: a product whose epilogue adds others (dx =
+ * dv wv^T + dk wk^T + dq wq^T) would keep those out of its group. */
+static void group_matmuls(fuser *f) {
+    const tg_graph *g = f->g;
+    int32_t *bindings = malloc(((size_t)g->n_nodes + 1) * sizeof *bindings);
+    int32_t *groups = malloc(((size_t)g->n_nodes + 1) * sizeof *groups);
+    if (bindings && groups) { /* else only missed merges */
+        for (int32_t id = 0; id < g->n_nodes; id++) bindings[id] = -1;
+        for (int round = 0; round < 2; round++)
+            for (int32_t x = 0; x < g->n_nodes; x++) group_readers(f, x, round, bindings, groups);
+    }
+    free(bindings);
+    free(groups);
+}
+
 static bool kernel_node(const tg_node *n) {
     return tg_ops[n->op].klass != TG_CLASS_SOURCE && !tg_node_is_alias(n);
 }
@@ -830,6 +916,7 @@ tg_status tg_partition_graph(const tg_graph *g, int n_targets, const int32_t *ta
     if (st == TG_OK) group_optimizer(&f);
     if (st == TG_OK) merge_norm_grads(&f);
     if (st == TG_OK) merge_cross_entropy(&f);
+    if (st == TG_OK) group_matmuls(&f);
     if (st == TG_OK) merge_siblings(&f);
     if (st == TG_OK) merge_alike_copies(&f);
     tg_partition *p = st == TG_OK ? calloc(1, sizeof *p) : NULL;

@@ -339,18 +339,19 @@ static void test_alike_copies(void **state) {
 
 /* Aliases (reshape) are views: no dispatch, and kernels do not fuse
  * through them. A merge that would make the kernels cyclic is refused:
- * c = a + matmul(a, w) cannot put a and c in one kernel. */
+ * c = a + matmul(a, w2) cannot put a and c in one kernel (w2: with w, the
+ * two products would be sibling matmuls in one kernel). */
 static void test_aliases_and_cycles(void **state) {
     (void)state;
     tg_graph *g = tg_graph_new();
     int64_t xs[] = {4, 4}, flat[] = {16}, back[] = {4, 4};
     tg_tensor x = tg_placeholder(g, "x", TG_F32, 2, xs);
-    tg_tensor w = var(g, "w", 4, 4);
+    tg_tensor w = var(g, "w", 4, 4), w2 = var(g, "w2", 4, 4);
     tg_tensor mm = tg_matmul(g, x, w, false, false);
     tg_tensor r = tg_reshape(g, tg_reshape(g, mm, 1, flat), 2, back);
     tg_tensor y = tg_relu(g, r);
     tg_tensor a = tg_exp(g, x);
-    tg_tensor c = tg_add(g, a, tg_matmul(g, a, w, false, false));
+    tg_tensor c = tg_add(g, a, tg_matmul(g, a, w2, false, false));
     targets t = {.n = 2, .t = {y, c}};
     tg_partition *p = partition(g, &t, &default_limits);
     const char *expected[] = {"matmul", "relu", "exp", "matmul+add"};
