@@ -64,6 +64,7 @@ typedef struct fa_shape {
     int W;                      /* elements per texel: 4 (vec4) or 1 */
     int64_t D4, V4;             /* texels per q/k row and per v row */
     const char *vt;             /* "vec4" or "float" */
+    int out_o, out_lse;         /* forward: outputs of the result and lse (-1: none) */
 } fa_shape;
 
 /* x [..., T, W] read at the position of the logical batch dims (0 strides
@@ -140,6 +141,36 @@ static void fa_mask_offset(tg_sb *b, const tg_graph *gr, const fa_shape *s) {
     full[br + 1] = s->Tk;
     tg_gen_bcast_strides(m->rank, m->shape, br + 2, full, st);
     tg_gen_offset_fn(b, "mask_off", br + 2, full, st, 0);
+}
+
+/* Kernel k is exactly nodes of ops a and b (in any order) with the same
+ * inputs, attributes and dtype: their ids in *ia, *ib, each an output. */
+static bool fa_pair(const tg_kernel *k, tg_op a, tg_op b, int32_t *ia, int32_t *ib) {
+    if (k->n_nodes != 2) return false;
+    const tg_node *x = &k->g->nodes[k->nodes[0]], *y = &k->g->nodes[k->nodes[1]];
+    if (x->op == b) {
+        const tg_node *t = x;
+        x = y;
+        y = t;
+    }
+    if (x->op != a || y->op != b || x->n_inputs != y->n_inputs || x->dtype != y->dtype ||
+        x->attrs.causal != y->attrs.causal || x->attrs.scale != y->attrs.scale ||
+        x->attrs.transpose_a != y->attrs.transpose_a || x->attrs.has_mask != y->attrs.has_mask)
+        return false;
+    for (int i = 0; i < x->n_inputs; i++)
+        if (x->inputs[i] != y->inputs[i]) return false;
+    *ia = (int32_t)(x - k->g->nodes);
+    *ib = (int32_t)(y - k->g->nodes);
+    return k->n_outputs == 2 && k->outputs[0] != k->outputs[1] &&
+           (k->outputs[0] == *ia || k->outputs[0] == *ib) &&
+           (k->outputs[1] == *ia || k->outputs[1] == *ib);
+}
+
+/* The index of node id among kernel k's outputs (0 if it is not one). */
+static int fa_output(const tg_kernel *k, int32_t id) {
+    for (int j = 0; j < k->n_outputs; j++)
+        if (k->outputs[j] == id) return j;
+    return 0;
 }
 
 /* Can the flash kernel take this node on this device? */
@@ -333,8 +364,13 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
                      r, (ull)s->Tq, r, r, r, (ull)s->op[FA_OUT].row);
         for (int64_t d = 0; d < s->V4; d++)
             for (int c = 0; c < W; c++)
-                tg_sb_printf(b, "        st0(o + %du, a%u_%d%s * inv);\n", (int)(d * W + c), r,
-                             (int)d, W == 4 ? (const char *[]){"[0]", "[1]", "[2]", "[3]"}[c] : "");
+                tg_sb_printf(b, "        st%d(o + %du, a%u_%d%s * inv);\n", s->out_o,
+                             (int)(d * W + c), r, (int)d,
+                             W == 4 ? (const char *[]){"[0]", "[1]", "[2]", "[3]"}[c] : "");
+        if (s->out_lse >= 0) /* the backward's log-sum-exp, [batch..., Tq, 1] */
+            tg_sb_printf(
+                b, "        st%d(bb * %lluu + row%u, l%u > 0.0 ? m%u + log(l%u) : NEG_INF);\n",
+                s->out_lse, (ull)s->Tq, r, r, r, r);
         tg_sb_printf(b, "    }\n");
     }
     tg_sb_printf(b, "}\n");
@@ -343,19 +379,27 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
 
 tg_status tg_gen_attention(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
     const tg_graph *gr = k->g;
-    int32_t id = k->nodes[k->n_nodes - 1];
+    int32_t id = k->nodes[k->n_nodes - 1], il = -1;
+    bool pair = fa_pair(k, TG_OP_ATTENTION, TG_OP_ATTENTION_LSE, &id, &il);
     const tg_node *n = &gr->nodes[id];
-    if (n->op != TG_OP_ATTENTION || k->n_nodes != 1 || k->n_inputs != n->n_inputs ||
-        k->n_outputs != 1)
+    bool alone = n->op == TG_OP_ATTENTION && k->n_nodes == 1 && k->n_outputs == 1;
+    bool same_inputs = k->n_inputs == n->n_inputs;
+    for (int i = 0; same_inputs && i < n->n_inputs; i++) same_inputs = k->inputs[i] == n->inputs[i];
+    if (!(pair || alone) || !same_inputs) {
+        if (pair || n->attrs.transpose_a)
+            return tg_set_error(TG_ERR_UNSUPPORTED,
+                                "attention %d: the kernel must read q, k, v[, mask] in order",
+                                (int)id);
         return tg_gen_nn(caps, k, out);
-    for (int i = 0; i < n->n_inputs; i++)
-        if (k->inputs[i] != n->inputs[i]) return tg_gen_nn(caps, k, out);
+    }
     fa_shape s;
     fa_describe(gr, n, &s);
+    s.out_o = pair ? fa_output(k, id) : 0;
+    s.out_lse = pair ? fa_output(k, il) : -1;
     /* $TG_ATTN_STRATEGY=nn: gen_nn.c's kernel (for comparisons) */
     const char *env = getenv("TG_ATTN_STRATEGY");
     bool nn = !fa_supported(caps, k, &s) || (env && strcmp(env, "nn") == 0);
-    if (nn && s.heads_inner) /* gen_nn.c reads the logical layout only */
+    if (nn && (s.heads_inner || pair)) /* gen_nn.c: the logical layout, one output */
         return tg_set_error(TG_ERR_UNSUPPORTED,
                             "attention %d: transpose_a (heads inside time) needs the flash "
                             "kernel: head dims up to 256 and texel buffers of the dtype",
@@ -408,6 +452,11 @@ typedef struct fb_io {
     bool texel;      /* q, k, v, dout through texel buffers */
     const char *sel; /* ".r" for scalar texels */
     uint32_t R;      /* rows per invocation */
+    /* attention_grad_k and _v: which the kernel computes, into which of
+     * its outputs (both: one loop over the query rows for the two) */
+    bool want_k, want_v;
+    int out_k, out_v;
+    fa_operand dv; /* the dv result's rows when both */
 } fb_io;
 
 /* The expression reading texel (or element, W = 1) `idx` of input i. */
@@ -571,15 +620,15 @@ static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
 static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
     const fa_shape *s = &io->s;
     const tg_node *n = s->n;
-    bool dk = n->op == TG_OP_ATTENTION_GRAD_K;
+    bool dk = io->want_k, dv = io->want_v;
     uint32_t R = io->R;
     uint64_t RB = (uint64_t)R * g->wg, nblk = ((uint64_t)s->Tk + RB - 1) / RB;
-    int64_t out4 = dk ? s->D4 : s->V4;
     char scale[64], f[192], idx[96], base[64], nm[16];
     tg_gen_flit(n->attrs.scale > 0 ? n->attrs.scale : 1.0 / sqrt((double)s->D), scale,
                 sizeof scale);
     tg_sb *b = &g->b;
     fa_offsets(b, s, true);
+    if (dk && dv) tg_gen_offset_fn(b, "dv_off", s->br, s->batch, io->dv.strides, 0);
     if (s->has_mask) fa_mask_offset(b, g->k->g, s);
     fb_head(g, io, s->Tk, nblk);
     for (uint32_t r = 0; r < R; r++) {
@@ -591,8 +640,10 @@ static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
             snprintf(base, sizeof base, "vo + rc%u * %lluu", r, fa_row4(s, FA_V));
             fb_load_row(b, io, 2, nm, base, s->V4, "");
         }
-        for (int64_t d = 0; d < out4; d++)
+        for (int64_t d = 0; dk && d < s->D4; d++) /* dk */
             tg_sb_printf(b, "    %s a%u_%d = %s(0.0);\n", s->vt, r, (int)d, s->vt);
+        for (int64_t d = 0; dv && d < s->V4; d++) /* dv */
+            tg_sb_printf(b, "    %s b%u_%d = %s(0.0);\n", s->vt, r, (int)d, s->vt);
         tg_sb_printf(b, "    bool live%u = row%u < %lluu;\n", r, r, (ull)s->Tk);
     }
     /* visible: key j <= i + Tk - Tq; the workgroup starts at the first
@@ -634,6 +685,10 @@ static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
         tg_sb_printf(b, "        %s o%d = %s;\n", s->vt, (int)d,
                      fb_fetch(f, sizeof f, io, io->dout, idx));
     }
+    if (dv)
+        for (uint32_t r = 0; r < R; r++)
+            for (int64_t d = 0; d < s->V4; d++)
+                tg_sb_printf(b, "        b%u_%d += p%u * o%d;\n", r, (int)d, r, (int)d);
     if (dk) {
         tg_sb_printf(b, "        float dl = ld%d(orow);\n", io->dout + 2);
         for (uint32_t r = 0; r < R; r++) {
@@ -644,19 +699,26 @@ static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
             for (int64_t d = 0; d < s->D4; d++)
                 tg_sb_printf(b, "        a%u_%d += ds%u * q%d;\n", r, (int)d, r, (int)d);
         }
-    } else {
-        for (uint32_t r = 0; r < R; r++)
-            for (int64_t d = 0; d < s->V4; d++)
-                tg_sb_printf(b, "        a%u_%d += p%u * o%d;\n", r, (int)d, r, (int)d);
     }
     tg_sb_printf(b, "    }\n");
     for (uint32_t r = 0; r < R; r++) {
-        tg_sb_printf(b, "    if (live%u) {\n        uint w = o_off(bb) + row%u * %lluu;\n", r, r,
-                     (ull)s->op[FA_OUT].row);
-        for (int64_t d = 0; d < out4; d++)
-            for (int c = 0; c < s->W; c++)
-                tg_sb_printf(b, "        st0(w + %du, a%u_%d%s%s%s);\n", (int)(d * s->W + c), r,
-                             (int)d, fb_comp(io, c), dk ? " * " : "", dk ? scale : "");
+        tg_sb_printf(b, "    if (live%u) {\n", r);
+        if (dk) {
+            tg_sb_printf(b, "        uint w = o_off(bb) + row%u * %lluu;\n", r,
+                         (ull)s->op[FA_OUT].row);
+            for (int64_t d = 0; d < s->D4; d++)
+                for (int c = 0; c < s->W; c++)
+                    tg_sb_printf(b, "        st%d(w + %du, a%u_%d%s * %s);\n", io->out_k,
+                                 (int)(d * s->W + c), r, (int)d, fb_comp(io, c), scale);
+        }
+        if (dv) {
+            tg_sb_printf(b, "        uint wv = %s(bb) + row%u * %lluu;\n", dk ? "dv_off" : "o_off",
+                         r, (ull)(dk ? io->dv.row : s->op[FA_OUT].row));
+            for (int64_t d = 0; d < s->V4; d++)
+                for (int c = 0; c < s->W; c++)
+                    tg_sb_printf(b, "        st%d(wv + %du, b%u_%d%s);\n", io->out_v,
+                                 (int)(d * s->W + c), r, (int)d, fb_comp(io, c));
+        }
         tg_sb_printf(b, "    }\n");
     }
     tg_sb_printf(b, "}\n");
@@ -677,11 +739,31 @@ bool tg_gen_attention_backward_handles(const tg_node *n) {
 tg_status tg_gen_attention_backward(const tg_vk_caps *caps, const tg_kernel *k,
                                     tg_kernel_code *out) {
     const tg_graph *gr = k->g;
-    int32_t id = k->nodes[k->n_nodes - 1];
-    const tg_node *n = &gr->nodes[id];
+    int32_t id = k->nodes[k->n_nodes - 1], gk, gv;
     fb_io io;
     memset(&io, 0, sizeof io);
+    if (fa_pair(k, TG_OP_ATTENTION_GRAD_K, TG_OP_ATTENTION_GRAD_V, &gk, &gv)) {
+        /* dk and dv in one loop (passes/fusion.c merge_attention) */
+        id = gk;
+        io.want_k = io.want_v = true;
+        io.out_k = fa_output(k, gk);
+        io.out_v = fa_output(k, gv);
+    } else if (k->n_nodes != 1 || k->n_outputs != 1) {
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "attention backward: kernel of %d nodes is not a grad_k/grad_v pair",
+                            k->n_nodes);
+    } else {
+        io.want_k = gr->nodes[id].op == TG_OP_ATTENTION_GRAD_K;
+        io.want_v = gr->nodes[id].op == TG_OP_ATTENTION_GRAD_V;
+    }
+    const tg_node *n = &gr->nodes[id];
+    for (int i = 0; i < n->n_inputs; i++)
+        if (k->n_inputs != n->n_inputs || k->inputs[i] != n->inputs[i])
+            return tg_set_error(TG_ERR_UNSUPPORTED,
+                                "%s %d: kernel inputs must be the node's inputs in order",
+                                tg_ops[n->op].name, (int)id);
     fa_describe(gr, n, &io.s);
+    if (io.want_k && io.want_v) io.dv = fa_operand_of(&io.s, &gr->nodes[gv]);
     io.nops = n->attrs.has_mask ? 4 : 3;
     io.dout = io.nops;
     if (n->op != TG_OP_ATTENTION_LSE)

@@ -294,6 +294,9 @@ tg_status tg_gen_kernel(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
             (n->op == TG_OP_LAYER_NORM_GRAD_X || n->op == TG_OP_LAYER_NORM_GRAD_WB ||
              n->op == TG_OP_CROSS_ENTROPY || n->op == TG_OP_CROSS_ENTROPY_GRAD))
             return tg_gen_nn(caps, k, out);
+        /* attention_grad_k + attention_grad_v (passes/fusion.c merge_attention) */
+        if (k->n_nodes == 2 && tg_gen_attention_backward_handles(n))
+            return tg_gen_attention_backward(caps, k, out);
         if (tg_gen_grad_handles(n->op)) return tg_gen_grad(caps, k, out);
         if (n->op == TG_OP_ATTENTION) return tg_gen_attention(caps, k, out);
         return tg_gen_nn(caps, k, out);

@@ -492,6 +492,51 @@ static void merge_norm_grads(fuser *f) {
     }
 }
 
+/* Nodes a and b: the same inputs, attention attributes and dtype. */
+static bool same_attention_operands(const tg_node *a, const tg_node *b) {
+    if (a->n_inputs != b->n_inputs || a->dtype != b->dtype || a->attrs.causal != b->attrs.causal ||
+        a->attrs.scale != b->attrs.scale || a->attrs.transpose_a != b->attrs.transpose_a ||
+        a->attrs.has_mask != b->attrs.has_mask)
+        return false;
+    for (int i = 0; i < a->n_inputs; i++)
+        if (a->inputs[i] != b->inputs[i]) return false;
+    return true;
+}
+
+/* Head dims backend/gen_attention.c's flash forward unrolls: up to 256
+ * as vec4 texels, up to 64 as scalar ones. */
+static bool flash_head_dims(const tg_graph *g, const tg_node *n) {
+    int64_t d = g->nodes[n->inputs[0]].shape[g->nodes[n->inputs[0]].rank - 1];
+    int64_t dv = g->nodes[n->inputs[2]].shape[g->nodes[n->inputs[2]].rank - 1];
+    int64_t lim = d % 4 == 0 && dv % 4 == 0 ? 256 : 64;
+    return d >= 1 && dv >= 1 && d <= lim && dv <= lim;
+}
+
+/* Attention pairs of one kernel each (backend/gen_attention.c): the
+ * forward writes its rows' log-sum-exp for the backward's attention_lse
+ * of the same operands (which then costs nothing), and attention_grad_k
+ * and attention_grad_v (with lse and delta) walk the query rows once for
+ * both. */
+static void merge_attention(fuser *f) {
+    const tg_graph *g = f->g;
+    for (int32_t id = 0; id < g->n_nodes; id++) {
+        const tg_node *n = &g->nodes[id];
+        tg_op want = n->op == TG_OP_ATTENTION_LSE      ? TG_OP_ATTENTION
+                     : n->op == TG_OP_ATTENTION_GRAD_V ? TG_OP_ATTENTION_GRAD_K
+                                                       : TG_OP_CONSTANT;
+        if (want == TG_OP_CONSTANT || !alone(f, id) || !flash_head_dims(g, n) ||
+            (want == TG_OP_ATTENTION_GRAD_K && n->n_inputs != (n->attrs.has_mask ? 7 : 6)))
+            continue;
+        int32_t q = n->inputs[0];
+        for (int32_t i = f->users.start[q]; i < f->users.start[q + 1]; i++) {
+            int32_t o = f->users.list[i];
+            if (g->nodes[o].op == want && alone(f, o) && same_attention_operands(&g->nodes[o], n) &&
+                merge_if_legal(f, find(f, o), find(f, id)))
+                break;
+        }
+    }
+}
+
 /* Classes of a cross-entropy pair: backend/gen_nn.c runs the loss in one
  * workgroup beside the gradient's, walking rows serially on CPU devices;
  * longer rows keep the loss's own kernel. */
@@ -916,6 +961,7 @@ tg_status tg_partition_graph(const tg_graph *g, int n_targets, const int32_t *ta
     if (st == TG_OK) group_optimizer(&f);
     if (st == TG_OK) merge_norm_grads(&f);
     if (st == TG_OK) merge_cross_entropy(&f);
+    if (st == TG_OK) merge_attention(&f);
     if (st == TG_OK) group_matmuls(&f);
     if (st == TG_OK) merge_siblings(&f);
     if (st == TG_OK) merge_alike_copies(&f);
