@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "backend/gen_common.h"
 #include "backend/gen_matmul.h"
 #include "backend/vk.h"
@@ -36,30 +37,6 @@ void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float a
 char *openblas_get_corename(void);
 int openblas_get_num_threads(void);
 #endif
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* CPU time of the whole process (lavapipe's worker threads included):
- * wall / cpu says how many cores a kernel kept busy. */
-static double cpu_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* Repetitions so that one measurement takes about `budget` seconds. */
 static int reps_for(double one_run_s, double budget, int lo, int hi) {
@@ -290,25 +267,25 @@ static result run_ours(const shape *s, tg_dtype dt, const float *a, const float 
         r.error = fail("run");
         goto out;
     }
-    double t0 = now_s();
+    double t0 = bench_now_s();
     if (tg_vk_cmd_run(cmd) != TG_OK) {
         r.error = fail("run");
         goto out;
     }
-    double one = now_s() - t0;
+    double one = bench_now_s() - t0;
     int reps = reps_for(one, 1.5, 3, 11);
     double times[32];
-    double wall0 = now_s(), cpu0 = cpu_s();
+    double wall0 = bench_now_s(), cpu0 = bench_cpu_s();
     for (int i = 0; i < reps; i++) {
-        t0 = now_s();
+        t0 = bench_now_s();
         if (tg_vk_cmd_run(cmd) != TG_OK) {
             r.error = fail("run");
             goto out;
         }
-        times[i] = now_s() - t0;
+        times[i] = bench_now_s() - t0;
     }
-    r.ours_cores = (cpu_s() - cpu0) / (now_s() - wall0);
-    double med = median(times, reps);
+    r.ours_cores = (bench_cpu_s() - cpu0) / (bench_now_s() - wall0);
+    double med = bench_median(times, reps);
     r.ours_ms = med * 1e3;
     r.ours_gflops = 2.0 * (double)nbatch * (double)s->M * (double)s->N * (double)s->K / med * 1e-9;
     r.reps = reps;
@@ -383,18 +360,18 @@ static double run_openblas(const shape *s, const float *a, const float *b, float
 #ifdef TG_HAVE_OPENBLAS
     int M = (int)s->M, N = (int)s->N, K = (int)s->K;
     sgemm_batch(s, a, b, c);
-    double t0 = now_s();
+    double t0 = bench_now_s();
     sgemm_batch(s, a, b, c);
-    int reps = reps_for(now_s() - t0, 1.0, 3, 11);
+    int reps = reps_for(bench_now_s() - t0, 1.0, 3, 11);
     double times[32];
-    double wall0 = now_s(), cpu0 = cpu_s();
+    double wall0 = bench_now_s(), cpu0 = bench_cpu_s();
     for (int i = 0; i < reps; i++) {
-        t0 = now_s();
+        t0 = bench_now_s();
         sgemm_batch(s, a, b, c);
-        times[i] = now_s() - t0;
+        times[i] = bench_now_s() - t0;
     }
-    *cores = (cpu_s() - cpu0) / (now_s() - wall0);
-    return 2.0 * (double)batch_of(s) * M * N * K / median(times, reps) * 1e-9;
+    *cores = (bench_cpu_s() - cpu0) / (bench_now_s() - wall0);
+    return 2.0 * (double)batch_of(s) * M * N * K / bench_median(times, reps) * 1e-9;
 #else
     (void)s;
     (void)a;
