@@ -436,7 +436,16 @@ typedef struct lnb_kernel {
     int n_sums;
     int32_t sum_in[LNB_MAX_SUMS]; /* per sum: its input (x_id or a member) */
     int sum_out[LNB_MAX_SUMS];    /* its output index */
+    int n_copies;                 /* sums over axes of extent 1 */
+    int32_t copy_id[LNB_MAX_SUMS], copy_in[LNB_MAX_SUMS];
 } lnb_kernel;
+
+/* A sum over axes of extent 1 only: a copy of its input. */
+static bool sum_is_copy(const tg_graph *gr, const tg_node *n) {
+    const tg_node *in = &gr->nodes[n->inputs[0]];
+    return n->op == TG_OP_SUM &&
+           tg_shape_count(n->rank, n->shape) == tg_shape_count(in->rank, in->shape);
+}
 
 /* What each member and output of kernel k is; an error for anything else. */
 static tg_status lnb_describe(const tg_kernel *k, lnb_kernel *d) {
@@ -451,7 +460,10 @@ static tg_status lnb_describe(const tg_kernel *k, lnb_kernel *d) {
             d->x_node = n;
         } else if (n->op == TG_OP_LAYER_NORM_GRAD_WB && d->wb_id < 0)
             d->wb_id = id;
-        else if (n->op == TG_OP_SUM && d->n_sums < LNB_MAX_SUMS)
+        else if (sum_is_copy(gr, n) && d->n_copies < LNB_MAX_SUMS) {
+            d->copy_id[d->n_copies] = id;
+            d->copy_in[d->n_copies++] = n->inputs[0];
+        } else if (n->op == TG_OP_SUM && !sum_is_copy(gr, n) && d->n_sums < LNB_MAX_SUMS)
             d->sum_in[d->n_sums++] = n->inputs[0];
         else if (tg_ops[n->op].klass == TG_CLASS_ELEMENTWISE &&
                  d->n_elem < (int)(sizeof d->elem / sizeof d->elem[0]))
@@ -475,7 +487,7 @@ static tg_status lnb_describe(const tg_kernel *k, lnb_kernel *d) {
                             (int)d->x_id);
     int s = 0;
     for (int i = 0; i < k->n_nodes; i++)
-        if (gr->nodes[k->nodes[i]].op == TG_OP_SUM) {
+        if (gr->nodes[k->nodes[i]].op == TG_OP_SUM && !sum_is_copy(gr, &gr->nodes[k->nodes[i]])) {
             d->sum_out[s] = -1;
             for (int j = 0; j < k->n_outputs; j++)
                 if (k->outputs[j] == k->nodes[i]) d->sum_out[s] = j;
@@ -539,6 +551,11 @@ static void lnb_emit_rows(tg_gen *g, const lnb_kernel *d, bool serial, int64_t r
         if (o == d->x_id) tg_sb_printf(b, "        st%d(base + c, dx);\n", j);
         for (int e = 0; e < d->n_elem; e++)
             if (o == d->elem[e]) tg_sb_printf(b, "        st%d(base + c, lnb_e%d(base + c, dx));\n", j, j);
+        for (int s = 0; s < d->n_copies; s++)
+            if (o == d->copy_id[s] && d->copy_in[s] == d->x_id)
+                tg_sb_printf(b, "        st%d(base + c, dx);\n", j);
+            else if (o == d->copy_id[s])
+                tg_sb_printf(b, "        st%d(base + c, lnb_c%d(base + c, dx));\n", j, s);
     }
     tg_sb_printf(b, "    }\n}\n#undef WG_SUM\n");
 }
@@ -717,6 +734,12 @@ static tg_status gen_layer_norm_backward(const tg_vk_caps *caps, const tg_kernel
                 st = tg_gen_member_fn(b, k, d->n_elem, d->elem, xn->rank, xn->shape, d->elem[e],
                                       fn, ", float gx", 1, &d->x_id, &gx_name);
             }
+    for (int s = 0; st == TG_OK && s < d->n_copies; s++)
+        if (d->copy_in[s] != d->x_id) {
+            snprintf(fn, sizeof fn, "lnb_c%d", s);
+            st = tg_gen_member_fn(b, k, d->n_elem, d->elem, xn->rank, xn->shape, d->copy_in[s],
+                                  fn, ", float gx", 1, &d->x_id, &gx_name);
+        }
     for (int s = 0; st == TG_OK && s < d->n_sums; s++)
         if (d->sum_in[s] != d->x_id) {
             snprintf(fn, sizeof fn, "lnb_s%d", s);
