@@ -168,6 +168,76 @@ too_many:
                         TG_KERNEL_MAX_IO);
 }
 
+/* A part that is a lone sum of a f32 [..., N] tensor over every axis but
+ * the last (a bias gradient, passes/fusion.c lone_bias_sum): one
+ * invocation per column, no barriers, so it fits any group. */
+static bool bias_sum_part(const part_kernel *p) {
+    const tg_graph *g = p->k.g;
+    if (p->k.n_nodes != 1 || p->k.n_inputs != 1 || p->k.n_outputs != 1) return false;
+    const tg_node *n = &g->nodes[p->k.nodes[0]], *x = &g->nodes[p->k.inputs[0]];
+    if (n->op != TG_OP_SUM || n->attrs.keepdims || x->rank < 2 || n->attrs.n_axes != x->rank - 1 ||
+        p->k.input_storage[0] != TG_F32 || p->k.output_storage[0] != TG_F32)
+        return false;
+    for (int d = 0; d < n->attrs.n_axes; d++)
+        if (n->attrs.axes[d] != d) return false;
+    return true;
+}
+
+/* Column sums of x [R, N] (texel fetches where the device has R32F texel
+ * buffers: gathers on lavapipe, where storage loads are per-lane loops),
+ * four rows a step. */
+static tg_status gen_bias_sum(const tg_vk_caps *caps, part_kernel *p) {
+    const tg_node *x = &p->k.g->nodes[p->k.inputs[0]];
+    int64_t N = x->shape[x->rank - 1], R = tg_shape_count(x->rank, x->shape) / N;
+    bool texel = caps->texel_r32f && (uint64_t)(R * N) <= caps->max_texel_buffer_elements;
+    tg_kernel_code *c = &p->code;
+    tg_sb b = {0};
+    tg_sb_printf(&b, "#version 450\n"
+                     "layout(local_size_x = 64, local_size_y = 1, local_size_z = 1) in;\n");
+    if (texel)
+        tg_sb_printf(&b, "layout(binding = 0) uniform samplerBuffer tX;\n");
+    else
+        tg_sb_printf(&b, "layout(std430, binding = 0) readonly buffer BX { float xs[]; };\n");
+    tg_sb_printf(&b, "layout(std430, binding = 1) writeonly buffer BY { float ys[]; };\n");
+    tg_sb_printf(&b,
+                 "void main() {\n"
+                 "    uint n = gl_GlobalInvocationID.x;\n"
+                 "    if (n >= %lluu) return;\n"
+                 "    float a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;\n"
+                 "    uint r = 0u;\n"
+                 "    for (; r + 4u <= %lluu; r += 4u) {\n",
+                 (unsigned long long)N, (unsigned long long)R);
+    for (int k = 0; k < 5; k++) {
+        char idx[64];
+        snprintf(idx, sizeof idx, "(r + %du) * %lluu + n", k % 4, (unsigned long long)N);
+        char load[96];
+        if (texel)
+            snprintf(load, sizeof load, "texelFetch(tX, int(%s)).r", idx);
+        else
+            snprintf(load, sizeof load, "xs[%s]", idx);
+        if (k < 4)
+            tg_sb_printf(&b, "        a%d += %s;\n", k, load);
+        else
+            tg_sb_printf(&b, "    }\n    for (; r < %lluu; r++) a0 += %s;\n", (unsigned long long)R,
+                         load);
+    }
+    tg_sb_printf(&b, "    ys[n] = (a0 + a1) + (a2 + a3);\n}\n");
+    if (b.oom) {
+        free(b.s);
+        return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    }
+    memset(c, 0, sizeof *c);
+    c->glsl = b.s;
+    snprintf(c->name, sizeof c->name, "sum_%d", (int)p->k.nodes[0]);
+    c->n_bindings = 2;
+    c->kinds[0] = texel ? TG_VK_BIND_TEXEL : TG_VK_BIND_STORAGE;
+    c->texel_formats[0] = TG_VK_TEXEL_R32F;
+    c->kinds[1] = TG_VK_BIND_STORAGE;
+    c->groups[0] = (uint32_t)((N + 63) / 64);
+    c->groups[1] = c->groups[2] = 1;
+    return TG_OK;
+}
+
 /* ---- renaming a part's source ---- */
 
 static bool ident_start(char c) {
@@ -596,7 +666,8 @@ tg_status tg_gen_group(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_cod
                 p->nodes[p->k.n_nodes++] = k->nodes[m];
         }
         if (st == TG_OK) st = part_io(k, p);
-        if (st == TG_OK) st = tg_gen_kernel(caps, &p->k, &p->code);
+        if (st == TG_OK)
+            st = bias_sum_part(p) ? gen_bias_sum(caps, p) : tg_gen_kernel(caps, &p->k, &p->code);
         if (st == TG_OK && p->code.n_bindings != p->k.n_inputs + p->k.n_outputs)
             st =
                 tg_set_error(TG_ERR_RUNTIME, "group kernel: part %d has %d bindings for %d tensors",

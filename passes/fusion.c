@@ -429,26 +429,19 @@ static bool wb_row(const tg_graph *g, int32_t s, int32_t wb) {
  * gen_nn.c computes it per element from dx): elementwise members of x's
  * shape after x (the residual add), and sums of x or of a member over
  * every axis but the last (bias gradients), which the kernel's column
- * workgroup computes, or over axes of extent 1 only (copies); members
- * read nothing of c but x and its elementwise members. *sums counts the
+ * workgroup computes; members read nothing else of c. *sums counts the
  * kernel's sums. */
 static bool legal_norm_epilogue(fuser *f, int32_t c, int32_t e, int32_t x, int *sums) {
     const tg_node *xn = &f->g->nodes[x];
     bool reads_x = false;
-#define FROM_DX(in) ((in) == x || find(f, in) == e || (find(f, in) == c && (in) > x && per_element(f, in)))
     int n_sums = *sums;
     FOR_MEMBERS(f, e, m) {
         const tg_node *n = &f->g->nodes[m];
         if (m < x || n->dtype != TG_F32) return false;
-        if (n->op == TG_OP_SUM && tg_shape_count(n->rank, n->shape) ==
-                                      tg_shape_count(xn->rank, xn->shape)) {
-            /* over axes of extent 1 (a batch of 1): a copy, stored per element */
-            int32_t in = n->inputs[0];
-            if (!same_shape(&f->g->nodes[in], xn) || !FROM_DX(in)) return false;
-        } else if (n->op == TG_OP_SUM) {
+        if (n->op == TG_OP_SUM) {
             int32_t in = n->inputs[0];
             if (xn->rank < 2 || n->attrs.keepdims || n->attrs.n_axes != xn->rank - 1 ||
-                !same_shape(&f->g->nodes[in], xn) || !FROM_DX(in) ||
+                !same_shape(&f->g->nodes[in], xn) || (in != x && find(f, in) != e) ||
                 ++n_sums > TG_FUSION_MAX_NORM_SUMS)
                 return false;
             for (int d = 0; d < n->attrs.n_axes; d++)
@@ -456,13 +449,11 @@ static bool legal_norm_epilogue(fuser *f, int32_t c, int32_t e, int32_t x, int *
         } else if (!per_element(f, m) || !same_shape(n, xn))
             return false;
         for (int k = 0; k < n->n_inputs; k++) {
-            int32_t in = n->inputs[k];
-            if (producer(f, in) != c) continue;
-            if (!FROM_DX(in) || !same_shape(&f->g->nodes[in], xn)) return false;
+            if (producer(f, n->inputs[k]) != c) continue;
+            if (n->inputs[k] != x) return false;
             reads_x = true;
         }
     }
-#undef FROM_DX
     *sums = n_sums;
     return reads_x;
 }
@@ -491,17 +482,12 @@ static void merge_norm_grads(fuser *f) {
             }
             break;
         }
-        /* consumers of dx, then of the members they bring (a second sum
-         * of the residual add) */
         int sums = 0;
-        for (int32_t v = x; v < g->n_nodes; v++) {
-            if (v != x && (find(f, v) != c || !per_element(f, v))) continue;
-            for (int32_t i = f->users.start[v]; i < f->users.start[v + 1]; i++) {
-                int32_t e = find(f, f->users.list[i]);
-                if (e < 0 || e == c) continue;
-                int s = sums;
-                if (legal_norm_epilogue(f, c, e, x, &s) && merge_if_legal(f, c, e)) sums = s;
-            }
+        for (int32_t i = f->users.start[x]; i < f->users.start[x + 1]; i++) {
+            int32_t e = find(f, f->users.list[i]);
+            if (e < 0 || e == c) continue;
+            int s = sums;
+            if (legal_norm_epilogue(f, c, e, x, &s) && merge_if_legal(f, c, e)) sums = s;
         }
     }
 }
@@ -712,31 +698,56 @@ static int products_in(fuser *f, int32_t rep) {
     return n;
 }
 
+/* A lone sum of x over every axis but the last (a bias gradient: the
+ * column sums of dy), f32: backend/gen_group.c sums it in a group. */
+static bool lone_bias_sum(fuser *f, int32_t u, int32_t x) {
+    const tg_node *n = &f->g->nodes[u], *xn = &f->g->nodes[x];
+    int32_t c = find(f, u);
+    if (c < 0 || f->head[c] != u || f->tail[c] != u || n->op != TG_OP_SUM ||
+        n->inputs[0] != x || n->dtype != TG_F32 || xn->dtype != TG_F32 || xn->rank < 2 ||
+        n->attrs.keepdims || n->attrs.n_axes != xn->rank - 1)
+        return false;
+    for (int d = 0; d < n->attrs.n_axes; d++)
+        if (n->attrs.axes[d] != d) return false;
+    return true;
+}
+
+/* Kernel c (read by u, which reads x) may join a group of x's readers:
+ * a matmul kernel, or in pass 1 a lone bias sum of x. */
+static bool group_candidate(fuser *f, int32_t u, int32_t c, int32_t x, int pass) {
+    if (!f->needed[u]) return false;
+    if (pass == 1) return lone_bias_sum(f, u, x);
+    return f->g->nodes[u].op == TG_OP_MATMUL && matmul_kernel(f, c);
+}
+
 /* The matmul kernels that read node x join groups: each the first group
  * of this x it can join, else it starts one (groups: scratch). In round 0
- * only kernels reading nothing but their operands take part. bindings[rep]
- * is a group's count of bindings (each product binds its own). */
+ * only kernels reading nothing but their operands take part; in round 1
+ * a bias sum of x then joins a group of x too. bindings[rep] is a group's
+ * count of bindings (each product binds its own). */
 static void group_readers(fuser *f, int32_t x, int round, int32_t *bindings, int32_t *groups) {
     int n_groups = 0;
-    for (int32_t i = f->users.start[x]; i < f->users.start[x + 1]; i++) {
-        int32_t u = f->users.list[i], c = find(f, u);
-        if (!f->needed[u] || f->g->nodes[u].op != TG_OP_MATMUL || !matmul_kernel(f, c)) continue;
-        if (bindings[c] < 0) bindings[c] = kernel_bindings(f, c);
-        if (round == 0 && kernel_bindings(f, c) > 3 * products_in(f, c)) continue; /* A, B, C */
-        bool joined = false;
-        for (int j = 0; j < n_groups && !joined; j++) {
-            int32_t p = find(f, groups[j]);
-            joined = p == c;
-            if (joined || bindings[p] + bindings[c] > TG_FUSION_MAX_BINDINGS ||
-                reads_from(f, p, c) || reads_from(f, c, p) || !within_limits(f, p, c) ||
-                makes_cycle(f, p, c))
-                continue;
-            int32_t sum = bindings[p] + bindings[c];
-            merge(f, p, c);
-            bindings[p] = sum;
-            joined = true;
+    for (int pass = 0; pass < 1 + round; pass++) { /* the products, then the bias sums */
+        for (int32_t i = f->users.start[x]; i < f->users.start[x + 1]; i++) {
+            int32_t u = f->users.list[i], c = find(f, u);
+            if (!group_candidate(f, u, c, x, pass)) continue;
+            if (bindings[c] < 0) bindings[c] = kernel_bindings(f, c);
+            if (round == 0 && kernel_bindings(f, c) > 3 * products_in(f, c)) continue; /* A, B, C */
+            bool joined = false;
+            for (int j = 0; j < n_groups && !joined; j++) {
+                int32_t p = find(f, groups[j]);
+                joined = p == c;
+                if (joined || bindings[p] + bindings[c] > TG_FUSION_MAX_BINDINGS ||
+                    reads_from(f, p, c) || reads_from(f, c, p) || !within_limits(f, p, c) ||
+                    makes_cycle(f, p, c))
+                    continue;
+                int32_t total = bindings[p] + bindings[c];
+                merge(f, p, c);
+                bindings[p] = total;
+                joined = true;
+            }
+            if (!joined && pass == 0) groups[n_groups++] = c;
         }
-        if (!joined) groups[n_groups++] = c;
     }
 }
 
