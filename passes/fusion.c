@@ -429,19 +429,26 @@ static bool wb_row(const tg_graph *g, int32_t s, int32_t wb) {
  * gen_nn.c computes it per element from dx): elementwise members of x's
  * shape after x (the residual add), and sums of x or of a member over
  * every axis but the last (bias gradients), which the kernel's column
- * workgroup computes; members read nothing else of c. *sums counts the
+ * workgroup computes, or over axes of extent 1 only (copies); members
+ * read nothing of c but x and its elementwise members. *sums counts the
  * kernel's sums. */
 static bool legal_norm_epilogue(fuser *f, int32_t c, int32_t e, int32_t x, int *sums) {
     const tg_node *xn = &f->g->nodes[x];
     bool reads_x = false;
+#define FROM_DX(in) ((in) == x || find(f, in) == e || (find(f, in) == c && (in) > x && per_element(f, in)))
     int n_sums = *sums;
     FOR_MEMBERS(f, e, m) {
         const tg_node *n = &f->g->nodes[m];
         if (m < x || n->dtype != TG_F32) return false;
-        if (n->op == TG_OP_SUM) {
+        if (n->op == TG_OP_SUM && tg_shape_count(n->rank, n->shape) ==
+                                      tg_shape_count(xn->rank, xn->shape)) {
+            /* over axes of extent 1 (a batch of 1): a copy, stored per element */
+            int32_t in = n->inputs[0];
+            if (!same_shape(&f->g->nodes[in], xn) || !FROM_DX(in)) return false;
+        } else if (n->op == TG_OP_SUM) {
             int32_t in = n->inputs[0];
             if (xn->rank < 2 || n->attrs.keepdims || n->attrs.n_axes != xn->rank - 1 ||
-                !same_shape(&f->g->nodes[in], xn) || (in != x && find(f, in) != e) ||
+                !same_shape(&f->g->nodes[in], xn) || !FROM_DX(in) ||
                 ++n_sums > TG_FUSION_MAX_NORM_SUMS)
                 return false;
             for (int d = 0; d < n->attrs.n_axes; d++)
@@ -449,11 +456,13 @@ static bool legal_norm_epilogue(fuser *f, int32_t c, int32_t e, int32_t x, int *
         } else if (!per_element(f, m) || !same_shape(n, xn))
             return false;
         for (int k = 0; k < n->n_inputs; k++) {
-            if (producer(f, n->inputs[k]) != c) continue;
-            if (n->inputs[k] != x) return false;
+            int32_t in = n->inputs[k];
+            if (producer(f, in) != c) continue;
+            if (!FROM_DX(in) || !same_shape(&f->g->nodes[in], xn)) return false;
             reads_x = true;
         }
     }
+#undef FROM_DX
     *sums = n_sums;
     return reads_x;
 }
@@ -482,12 +491,17 @@ static void merge_norm_grads(fuser *f) {
             }
             break;
         }
+        /* consumers of dx, then of the members they bring (a second sum
+         * of the residual add) */
         int sums = 0;
-        for (int32_t i = f->users.start[x]; i < f->users.start[x + 1]; i++) {
-            int32_t e = find(f, f->users.list[i]);
-            if (e < 0 || e == c) continue;
-            int s = sums;
-            if (legal_norm_epilogue(f, c, e, x, &s) && merge_if_legal(f, c, e)) sums = s;
+        for (int32_t v = x; v < g->n_nodes; v++) {
+            if (v != x && (find(f, v) != c || !per_element(f, v))) continue;
+            for (int32_t i = f->users.start[v]; i < f->users.start[v + 1]; i++) {
+                int32_t e = find(f, f->users.list[i]);
+                if (e < 0 || e == c) continue;
+                int s = sums;
+                if (legal_norm_epilogue(f, c, e, x, &s) && merge_if_legal(f, c, e)) sums = s;
+            }
         }
     }
 }
