@@ -165,34 +165,36 @@ int64_t tg_gen_ce_row_iters(int64_t C, int64_t step) {
  * lavapipe's limit above), the sum in element order. */
 static void ce_row_fns_at(tg_gen *g, int64_t C, int in) {
     unsigned long long c = (unsigned long long)C;
-    tg_sb_printf(&g->b,
-                 "#define CE_LD(i) ld%d(i)\n", in);
-    tg_sb_printf(&g->b,
-                 "float ce_row_max(uint base, uint j0, uint js) {\n"
-                 "    float m = uintBitsToFloat(0xff800000u);\n"
-                 "    uint j = j0;\n"
-                 "    for (; j + 3u * js < %lluu; j += 4u * js)\n"
-                 "        m = tg_maxf(tg_maxf(m, tg_maxf(CE_LD(base + j), CE_LD(base + j + js))),\n"
-                 "                    tg_maxf(CE_LD(base + j + 2u * js), CE_LD(base + j + 3u * js)));\n"
-                 "    for (; j < %lluu; j += js) m = tg_maxf(m, CE_LD(base + j));\n"
-                 "    return m;\n"
-                 "}\n"
-                 "float ce_row_sumexp(uint base, uint j0, uint js, float m) {\n"
-                 "    float s = 0.0;\n"
-                 "    uint j = j0;\n"
-                 "    for (; j + 3u * js < %lluu; j += 4u * js) {\n"
-                 "        s += exp(CE_LD(base + j) - m);\n"
-                 "        s += exp(CE_LD(base + j + js) - m);\n"
-                 "        s += exp(CE_LD(base + j + 2u * js) - m);\n"
-                 "        s += exp(CE_LD(base + j + 3u * js) - m);\n"
-                 "    }\n"
-                 "    for (; j < %lluu; j += js) s += exp(CE_LD(base + j) - m);\n"
-                 "    return s;\n"
-                 "}\n",
-                 c, c, c, c);
+    tg_sb_printf(&g->b, "#define CE_LD(i) ld%d(i)\n", in);
+    tg_sb_printf(
+        &g->b,
+        "float ce_row_max(uint base, uint j0, uint js) {\n"
+        "    float m = uintBitsToFloat(0xff800000u);\n"
+        "    uint j = j0;\n"
+        "    for (; j + 3u * js < %lluu; j += 4u * js)\n"
+        "        m = tg_maxf(tg_maxf(m, tg_maxf(CE_LD(base + j), CE_LD(base + j + js))),\n"
+        "                    tg_maxf(CE_LD(base + j + 2u * js), CE_LD(base + j + 3u * js)));\n"
+        "    for (; j < %lluu; j += js) m = tg_maxf(m, CE_LD(base + j));\n"
+        "    return m;\n"
+        "}\n"
+        "float ce_row_sumexp(uint base, uint j0, uint js, float m) {\n"
+        "    float s = 0.0;\n"
+        "    uint j = j0;\n"
+        "    for (; j + 3u * js < %lluu; j += 4u * js) {\n"
+        "        s += exp(CE_LD(base + j) - m);\n"
+        "        s += exp(CE_LD(base + j + js) - m);\n"
+        "        s += exp(CE_LD(base + j + 2u * js) - m);\n"
+        "        s += exp(CE_LD(base + j + 3u * js) - m);\n"
+        "    }\n"
+        "    for (; j < %lluu; j += js) s += exp(CE_LD(base + j) - m);\n"
+        "    return s;\n"
+        "}\n",
+        c, c, c, c);
 }
 
-void tg_gen_ce_row_fns(tg_gen *g, int64_t C) { ce_row_fns_at(g, C, 0); }
+void tg_gen_ce_row_fns(tg_gen *g, int64_t C) {
+    ce_row_fns_at(g, C, 0);
+}
 
 /* Loop iterations of one invocation of the cross_entropy kernel: rows
  * per invocation (serial) or all rows, each two row passes (and, walked
@@ -473,7 +475,8 @@ static tg_status lnb_describe(const tg_kernel *k, lnb_kernel *d) {
                                 (int)id, tg_ops[n->op].name);
     }
     if (d->x_id < 0)
-        return tg_set_error(TG_ERR_UNSUPPORTED, "layer norm backward kernel without layer_norm_grad_x");
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "layer norm backward kernel without layer_norm_grad_x");
     const tg_node *xn = d->x_node;
     d->dy = tg_gen_input_index(k, xn->inputs[0]);
     d->x = tg_gen_input_index(k, xn->inputs[1]);
@@ -550,7 +553,8 @@ static void lnb_emit_rows(tg_gen *g, const lnb_kernel *d, bool serial, int64_t r
         int32_t o = k->outputs[j];
         if (o == d->x_id) tg_sb_printf(b, "        st%d(base + c, dx);\n", j);
         for (int e = 0; e < d->n_elem; e++)
-            if (o == d->elem[e]) tg_sb_printf(b, "        st%d(base + c, lnb_e%d(base + c, dx));\n", j, j);
+            if (o == d->elem[e])
+                tg_sb_printf(b, "        st%d(base + c, lnb_e%d(base + c, dx));\n", j, j);
         for (int s = 0; s < d->n_copies; s++)
             if (o == d->copy_id[s] && d->copy_in[s] == d->x_id)
                 tg_sb_printf(b, "        st%d(base + c, dx);\n", j);
@@ -595,43 +599,45 @@ static void lnb_emit_cols(tg_gen *g, const lnb_kernel *d, int64_t rows, int64_t 
                      "    float as%d[%lld];\n"
                      "    for (int t = 0; t < %lld; t++) as%d[t] = 0.0;\n",
                      s, (long long)cpi, (long long)cpi, s);
-    tg_sb_printf(b,
-                 "    for (uint r0 = 0u; r0 < %lluu; r0 += %uu) {\n"
-                 "        if (r0 + l < %lluu) {\n"
-                 "            uint base = (r0 + l) * %lluu;\n"
-                 "            float s = 0.0;\n"
-                 "            for (uint c = 0u; c < %lluu; c += 4u)\n"
-                 "                s += (ld%d(base + c) + ld%d(base + c + 1u)) +\n"
-                 "                     (ld%d(base + c + 2u) + ld%d(base + c + 3u));\n"
-                 "            for (uint c = %lluu; c < %lluu; c++) s += ld%d(base + c);\n"
-                 "            float mean = s / %s, q = 0.0;\n"
-                 "            for (uint c = 0u; c < %lluu; c += 4u) {\n"
-                 "                float e0 = ld%d(base + c) - mean, e1 = ld%d(base + c + 1u) - mean;\n"
-                 "                float e2 = ld%d(base + c + 2u) - mean, e3 = ld%d(base + c + 3u) - mean;\n"
-                 "                q += (e0 * e0 + e1 * e1) + (e2 * e2 + e3 * e3);\n"
-                 "            }\n"
-                 "            for (uint c = %lluu; c < %lluu; c++) {\n"
-                 "                float e = ld%d(base + c) - mean;\n"
-                 "                q += e * e;\n"
-                 "            }\n"
-                 "            float inv = 1.0 / sqrt(q / %s + %s);\n"
-                 "            s_mean[l] = mean;\n"
-                 "            s_inv[l] = inv;\n",
-                 (ull)rows, wg, (ull)rows, (ull)D, d4, d->x, d->x, d->x, d->x, d4, (ull)D, d->x, dl,
-                 d4, d->x, d->x, d->x, d->x, d4, (ull)D, d->x, dl, el);
+    tg_sb_printf(
+        b,
+        "    for (uint r0 = 0u; r0 < %lluu; r0 += %uu) {\n"
+        "        if (r0 + l < %lluu) {\n"
+        "            uint base = (r0 + l) * %lluu;\n"
+        "            float s = 0.0;\n"
+        "            for (uint c = 0u; c < %lluu; c += 4u)\n"
+        "                s += (ld%d(base + c) + ld%d(base + c + 1u)) +\n"
+        "                     (ld%d(base + c + 2u) + ld%d(base + c + 3u));\n"
+        "            for (uint c = %lluu; c < %lluu; c++) s += ld%d(base + c);\n"
+        "            float mean = s / %s, q = 0.0;\n"
+        "            for (uint c = 0u; c < %lluu; c += 4u) {\n"
+        "                float e0 = ld%d(base + c) - mean, e1 = ld%d(base + c + 1u) - mean;\n"
+        "                float e2 = ld%d(base + c + 2u) - mean, e3 = ld%d(base + c + 3u) - mean;\n"
+        "                q += (e0 * e0 + e1 * e1) + (e2 * e2 + e3 * e3);\n"
+        "            }\n"
+        "            for (uint c = %lluu; c < %lluu; c++) {\n"
+        "                float e = ld%d(base + c) - mean;\n"
+        "                q += e * e;\n"
+        "            }\n"
+        "            float inv = 1.0 / sqrt(q / %s + %s);\n"
+        "            s_mean[l] = mean;\n"
+        "            s_inv[l] = inv;\n",
+        (ull)rows, wg, (ull)rows, (ull)D, d4, d->x, d->x, d->x, d->x, d4, (ull)D, d->x, dl, d4,
+        d->x, d->x, d->x, d->x, d4, (ull)D, d->x, dl, el);
     if (sums)
-        tg_sb_printf(b,
-                     "            float sg = 0.0, sgx = 0.0;\n"
-                     "            for (uint c = 0u; c < %lluu; c += 4u) {\n"
-                     "                lnb_g(base, c, mean, inv, sg, sgx);\n"
-                     "                lnb_g(base, c + 1u, mean, inv, sg, sgx);\n"
-                     "                lnb_g(base, c + 2u, mean, inv, sg, sgx);\n"
-                     "                lnb_g(base, c + 3u, mean, inv, sg, sgx);\n"
-                     "            }\n"
-                     "            for (uint c = %lluu; c < %lluu; c++) lnb_g(base, c, mean, inv, sg, sgx);\n"
-                     "            s_mg[l] = sg / %s;\n"
-                     "            s_mgx[l] = sgx / %s;\n",
-                     d4, d4, (ull)D, dl, dl);
+        tg_sb_printf(
+            b,
+            "            float sg = 0.0, sgx = 0.0;\n"
+            "            for (uint c = 0u; c < %lluu; c += 4u) {\n"
+            "                lnb_g(base, c, mean, inv, sg, sgx);\n"
+            "                lnb_g(base, c + 1u, mean, inv, sg, sgx);\n"
+            "                lnb_g(base, c + 2u, mean, inv, sg, sgx);\n"
+            "                lnb_g(base, c + 3u, mean, inv, sg, sgx);\n"
+            "            }\n"
+            "            for (uint c = %lluu; c < %lluu; c++) lnb_g(base, c, mean, inv, sg, sgx);\n"
+            "            s_mg[l] = sg / %s;\n"
+            "            s_mgx[l] = sgx / %s;\n",
+            d4, d4, (ull)D, dl, dl);
     tg_sb_printf(b,
                  "        }\n"
                  "        barrier();\n"
@@ -726,25 +732,25 @@ static tg_status gen_layer_norm_backward(const tg_vk_caps *caps, const tg_kernel
     /* the elementwise members: per output, and per sum of a member */
     tg_sb *b = &g.b;
     const char *gx_name = "gx";
-    char fn[16];
+    char fn[32]; /* "lnb_o" and any int */
     for (int j = 0; st == TG_OK && j < k->n_outputs; j++)
         for (int e = 0; st == TG_OK && e < d->n_elem; e++)
             if (k->outputs[j] == d->elem[e]) {
                 snprintf(fn, sizeof fn, "lnb_e%d", j);
-                st = tg_gen_member_fn(b, k, d->n_elem, d->elem, xn->rank, xn->shape, d->elem[e],
-                                      fn, ", float gx", 1, &d->x_id, &gx_name);
+                st = tg_gen_member_fn(b, k, d->n_elem, d->elem, xn->rank, xn->shape, d->elem[e], fn,
+                                      ", float gx", 1, &d->x_id, &gx_name);
             }
     for (int s = 0; st == TG_OK && s < d->n_copies; s++)
         if (d->copy_in[s] != d->x_id) {
             snprintf(fn, sizeof fn, "lnb_c%d", s);
-            st = tg_gen_member_fn(b, k, d->n_elem, d->elem, xn->rank, xn->shape, d->copy_in[s],
-                                  fn, ", float gx", 1, &d->x_id, &gx_name);
+            st = tg_gen_member_fn(b, k, d->n_elem, d->elem, xn->rank, xn->shape, d->copy_in[s], fn,
+                                  ", float gx", 1, &d->x_id, &gx_name);
         }
     for (int s = 0; st == TG_OK && s < d->n_sums; s++)
         if (d->sum_in[s] != d->x_id) {
             snprintf(fn, sizeof fn, "lnb_s%d", s);
-            st = tg_gen_member_fn(b, k, d->n_elem, d->elem, xn->rank, xn->shape, d->sum_in[s],
-                                  fn, ", float gx", 1, &d->x_id, &gx_name);
+            st = tg_gen_member_fn(b, k, d->n_elem, d->elem, xn->rank, xn->shape, d->sum_in[s], fn,
+                                  ", float gx", 1, &d->x_id, &gx_name);
         }
     if (st == TG_OK) {
         lnb_emit_rows(&g, d, serial, rows, D);
@@ -775,8 +781,8 @@ static tg_status gen_layer_norm_backward(const tg_vk_caps *caps, const tg_kernel
  * cross_entropy_grad kernel does: each owns a block of rows (serial: one
  * row per invocation; else rows walked together), after counting the
  * counted labels of all rows together. */
-static tg_status emit_cross_entropy_grad(tg_gen *g, const tg_node *n, bool serial, int li,
-                                         int yi, int di, int jo, uint64_t *groups) {
+static tg_status emit_cross_entropy_grad(tg_gen *g, const tg_node *n, bool serial, int li, int yi,
+                                         int di, int jo, uint64_t *groups) {
     typedef unsigned long long ull;
     const tg_node *y = tg_gen_node(g, n->inputs[1]);
     int64_t C = n->shape[n->rank - 1], rows = tg_shape_count(y->rank, y->shape);
@@ -812,8 +818,8 @@ static tg_status emit_cross_entropy_grad(tg_gen *g, const tg_node *n, bool seria
                  "        cnt += %s ? 0.0 : 1.0;\n"
                  "    }\n"
                  "    float scale = ld%d(0u) / tg_wg_sum(cnt);\n",
-                 serial ? "(x)" : "tg_wg_sum(x)", serial ? "(x)" : "tg_wg_max(x)", (ull)rows,
-                 g->wg, yi, skip, di);
+                 serial ? "(x)" : "tg_wg_sum(x)", serial ? "(x)" : "tg_wg_max(x)", (ull)rows, g->wg,
+                 yi, skip, di);
     if (serial)
         tg_sb_printf(b,
                      "    const uint j0 = 0u, step = 1u;\n"
@@ -875,9 +881,8 @@ static tg_status gen_cross_entropy_pair(const tg_vk_caps *caps, const tg_kernel 
     bool cpu = caps->device_class == TG_VK_CLASS_CPU;
     /* the loss's workgroup size (its kernel alone), for both parts */
     uint32_t wg = tg_gen_wg_size(caps, cpu ? 1024 : 256);
-    bool loss_serial =
-        C <= TG_GEN_ROW_SERIAL_MAX ||
-        (cpu && ce_iters(true, rows, C, wg) <= ce_iters(false, rows, C, wg));
+    bool loss_serial = C <= TG_GEN_ROW_SERIAL_MAX ||
+                       (cpu && ce_iters(true, rows, C, wg) <= ce_iters(false, rows, C, wg));
     bool grad_serial = tg_gen_row_serial(caps, C);
     tg_gen g;
     uint64_t grad_groups = 0;
