@@ -57,7 +57,8 @@ tg_status tg_gen_begin(tg_gen *g, const tg_vk_caps *caps, const tg_kernel *k, tg
  * texel buffers `t<i>` whatever the device class: vec4 texels (RGBA32F,
  * RGBA16F for f16 storage) when `vec4`, else scalar ones. The caller checks
  * that the device supports the format and that the tensor fits
- * maxTexelBufferElements. ld<i> still reads one element. */
+ * maxTexelBufferElements. ld<i> still reads one element. Only inputs 0-31
+ * can be named. */
 tg_status tg_gen_begin_texel(tg_gen *g, const tg_vk_caps *caps, const tg_kernel *k,
                              tg_kernel_code *out, uint32_t wg, bool reductions,
                              uint32_t texel_inputs, bool vec4);
