@@ -232,15 +232,18 @@ static void test_sigkill_during_save(void **state) {
         /* after the first checkpoint, kill as soon as a later save starts
          * (at most 10 minutes) */
         bool seen = false;
+        int status;
         for (int i = 0; i < 600000 && !seen; i++) {
             seen = newest_checkpoint(out) >= 1 && save_in_progress(out);
             if (!seen) {
+                /* a run that ended (or crashed) before the save: fail now */
+                if (waitpid(pid, &status, WNOHANG) == pid)
+                    fail_msg("graph train exited (status %d) before a save was seen", status);
                 struct timespec ts = {0, 1000000};
                 nanosleep(&ts, NULL);
             }
         }
         kill(pid, SIGKILL);
-        int status;
         assert_int_equal(waitpid(pid, &status, 0), pid);
         assert_true(WIFSIGNALED(status));
         cut_short = save_in_progress(out);
