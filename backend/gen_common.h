@@ -123,6 +123,10 @@ tg_status tg_gen_optim(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_cod
  * after 65535 iterations in all: gen_nn.c). */
 void tg_gen_ce_row_fns(tg_gen *g, int64_t C);
 int64_t tg_gen_ce_row_iters(int64_t C, int64_t step);
+/* A cross_entropy_grad kernel's rows per workgroup and workgroups
+ * (gen_grad.c); TG_ERR_UNSUPPORTED past lavapipe's loop limit. */
+tg_status tg_gen_ce_grad_rows(tg_gen *g, const tg_node *n, bool serial, int64_t *rows_per_group,
+                              uint64_t *groups);
 
 /* Rows of at most this many elements take one invocation per row; on CPU
  * devices (lavapipe) rows up to TG_GEN_ROW_SERIAL_MAX_CPU do, since

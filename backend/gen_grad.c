@@ -243,20 +243,16 @@ static tg_status gen_layer_norm_grad_wb(tg_gen *g, const tg_node *n) {
     return tg_gen_finish(g, blocks);
 }
 
-/* (logits = ld0, labels = ld1, dloss = ld2): (softmax(row) - onehot) *
- * dloss / count for counted rows, zeros otherwise. Each workgroup owns a
- * block of rows: serial, one row per invocation (WG rows); else
- * `per_group` rows that the workgroup walks together. It first counts
- * the counted labels of all rows, together (each invocation every WG-th
- * label, then one workgroup sum): the labels are read once per
- * workgroup, not once per row. */
-static tg_status gen_cross_entropy_grad(tg_gen *g, const tg_node *n, bool serial) {
+/* The rows each workgroup of a cross_entropy_grad kernel owns, and the
+ * workgroups: serial, one row per invocation; else rows walked together,
+ * at most 256 workgroups, so the label reads (rows per workgroup) stay
+ * small next to the logits; on CPU devices few enough rows per workgroup
+ * for lavapipe's loop limit (gen_nn.c). */
+tg_status tg_gen_ce_grad_rows(tg_gen *g, const tg_node *n, bool serial, int64_t *rows_per_group,
+                              uint64_t *groups) {
     const tg_node *y = tg_gen_node(g, n->inputs[1]);
     int64_t C = n->shape[n->rank - 1], rows = tg_shape_count(y->rank, y->shape);
-    int64_t ig = n->attrs.ignore_index, wg = g->wg;
-    /* walked together: at most 256 workgroups, so the label reads (rows
-     * per workgroup) stay small next to the logits; on CPU devices few
-     * enough rows per workgroup for lavapipe's loop limit (gen_nn.c) */
+    int64_t wg = g->wg;
     int64_t per_group = serial ? wg : (rows + 255) / 256;
     int64_t count_iters = (rows + wg - 1) / wg + 2 * wg;
     int64_t row_iters =
@@ -270,7 +266,26 @@ static tg_status gen_cross_entropy_grad(tg_gen *g, const tg_node *n, bool serial
                             "cross_entropy_grad of %lld rows x %lld classes: over the %d loop "
                             "iterations an invocation may run on this CPU device",
                             (long long)rows, (long long)C, CPU_LOOP_LIMIT);
-    uint64_t groups = (uint64_t)((rows + per_group - 1) / per_group);
+    *rows_per_group = per_group;
+    *groups = (uint64_t)((rows + per_group - 1) / per_group);
+    return TG_OK;
+}
+
+/* (logits = ld0, labels = ld1, dloss = ld2): (softmax(row) - onehot) *
+ * dloss / count for counted rows, zeros otherwise. Each workgroup owns a
+ * block of rows: serial, one row per invocation (WG rows); else
+ * `per_group` rows that the workgroup walks together. It first counts
+ * the counted labels of all rows, together (each invocation every WG-th
+ * label, then one workgroup sum): the labels are read once per
+ * workgroup, not once per row. */
+static tg_status gen_cross_entropy_grad(tg_gen *g, const tg_node *n, bool serial) {
+    const tg_node *y = tg_gen_node(g, n->inputs[1]);
+    int64_t C = n->shape[n->rank - 1], rows = tg_shape_count(y->rank, y->shape);
+    int64_t ig = n->attrs.ignore_index;
+    int64_t per_group;
+    uint64_t groups;
+    tg_status st = tg_gen_ce_grad_rows(g, n, serial, &per_group, &groups);
+    if (st != TG_OK) return st;
     char skip[96];
     if (ig >= INT32_MIN && ig <= INT32_MAX)
         snprintf(skip, sizeof skip, "(lb == %lld || lb < 0 || lb >= %lld)", (long long)ig,

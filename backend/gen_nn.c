@@ -786,21 +786,10 @@ static tg_status emit_cross_entropy_grad(tg_gen *g, const tg_node *n, bool seria
     typedef unsigned long long ull;
     const tg_node *y = tg_gen_node(g, n->inputs[1]);
     int64_t C = n->shape[n->rank - 1], rows = tg_shape_count(y->rank, y->shape);
-    int64_t ig = n->attrs.ignore_index, wg = g->wg;
-    int64_t per_group = serial ? wg : (rows + 255) / 256;
-    int64_t count_iters = (rows + wg - 1) / wg + 2 * wg;
-    int64_t row_iters =
-        1 + 2 * tg_gen_ce_row_iters(C, serial ? 1 : wg) + (C + wg - 1) / wg + (serial ? 0 : 2 * wg);
-    bool cpu = g->caps->device_class == TG_VK_CLASS_CPU;
-    if (cpu && !serial && count_iters + per_group * row_iters > CPU_LOOP_LIMIT)
-        per_group = (CPU_LOOP_LIMIT - count_iters) / row_iters;
-    if (per_group < 1) per_group = 1;
-    if (cpu && count_iters + (serial ? 1 : per_group) * row_iters > CPU_LOOP_LIMIT)
-        return tg_set_error(TG_ERR_UNSUPPORTED,
-                            "cross_entropy_grad of %lld rows x %lld classes: over the %d loop "
-                            "iterations an invocation may run on this CPU device",
-                            (long long)rows, (long long)C, CPU_LOOP_LIMIT);
-    *groups = (uint64_t)((rows + per_group - 1) / per_group);
+    int64_t ig = n->attrs.ignore_index;
+    int64_t per_group;
+    tg_status st = tg_gen_ce_grad_rows(g, n, serial, &per_group, groups);
+    if (st != TG_OK) return st;
     char skip[96];
     if (ig >= INT32_MIN && ig <= INT32_MAX)
         snprintf(skip, sizeof skip, "(lb == %lld || lb < 0 || lb >= %lld)", (long long)ig,
