@@ -110,10 +110,11 @@ void tg_plan_lifetimes(int n, const tg_plan_kernel *k, const int *order, int n_b
     for (int b = 0; b < n_bufs; b++) claimed[b] = -1;
     for (int i = 0; i < n; i++) {
         const tg_plan_kernel *kk = &k[order[i]];
-        if (!kk->in_place_ok) continue;
+        if (!kk->in_place_ok && !kk->in_place_reads) continue;
         for (int w = 0; w < kk->n_writes; w++) {
             tg_plan_buf *o = &bufs[kk->writes[w]];
             for (int r = 0; r < kk->n_reads && o->same_as < 0; r++) {
+                if (!kk->in_place_ok && (r >= 64 || !(kk->in_place_reads[w] >> r & 1u))) continue;
                 int g = group_of(bufs, kk->reads[r]);
                 tg_plan_buf *gb = &bufs[g];
                 if (g == kk->writes[w] || gb->last != i + 1 || !o->shape_key ||

@@ -15,10 +15,10 @@
 
 /* A buffer of the arena. */
 typedef struct tg_plan_buf {
-    uint64_t bytes;  /* rounded up to the offset alignment by the planner */
-    int first, last; /* positions it is live over (inclusive), set by tg_plan_lifetimes */
-    bool at_start;   /* written before the kernels (a feed, a preloaded temporary) */
-    bool at_end;     /* read after the kernels (a target, a write-back) */
+    uint64_t bytes;     /* rounded up to the offset alignment by the planner */
+    int first, last;    /* positions it is live over (inclusive), set by tg_plan_lifetimes */
+    bool at_start;      /* written before the kernels (a feed, a preloaded temporary) */
+    bool at_end;        /* read after the kernels (a target, a write-back) */
     uint64_t shape_key; /* in place only between buffers of equal nonzero keys (the
                            executor: element count and storage dtype, so an
                            elementwise kernel reads and writes the same index) */
@@ -33,8 +33,12 @@ typedef struct tg_plan_buf {
 typedef struct tg_plan_kernel {
     int n_reads, n_writes, n_deps;
     const int *reads, *writes, *deps;
-    bool in_place_ok; /* an output may take the memory of an input that dies here
-                         (elementwise: each element is read before it is written) */
+    bool in_place_ok;               /* an output may take the memory of an input that dies here
+                                       (elementwise: each element is read before it is written) */
+    const uint64_t *in_place_reads; /* else, per write (may be NULL): bit r set if the
+                                       write may take read r's memory (r < 64): a
+                                       matmul epilogue's operand read at the element
+                                       the same invocation then writes */
 } tg_plan_kernel;
 
 typedef struct tg_plan_stats {
@@ -51,8 +55,8 @@ tg_status tg_plan_schedule(int n_kernels, const tg_plan_kernel *k, int n_bufs,
                            const tg_plan_buf *bufs, int *order);
 
 /* first/last of every buffer over the schedule `order`, and same_as for
- * outputs that take a dying input's memory of the same size (only in
- * kernels with in_place_ok). */
+ * outputs that take a dying input's memory of the same size (in kernels
+ * with in_place_ok, or where in_place_reads allows the pair). */
 void tg_plan_lifetimes(int n_kernels, const tg_plan_kernel *k, const int *order, int n_bufs,
                        tg_plan_buf *bufs);
 

@@ -774,8 +774,8 @@ static tg_status make_kernel(builder *b, const tg_part_kernel *pk, exec_kernel *
     memcpy(k->formats, code.texel_formats, sizeof k->formats);
     for (int i = 0; i < code.n_bindings; i++) {
         int io = code.io_mapped ? code.io_of_binding[i] : i;
-        k->at[i] = io < kern.n_inputs ? s->locs[s->root[kern.inputs[io]]]
-                                      : out_at[io - kern.n_inputs];
+        k->at[i] =
+            io < kern.n_inputs ? s->locs[s->root[kern.inputs[io]]] : out_at[io - kern.n_inputs];
     }
     memcpy(k->groups, code.groups, sizeof k->groups);
     k->push_bytes = code.push_bytes;
@@ -895,7 +895,8 @@ static tg_status single_partition(const tg_graph *g, const bool *needed, tg_part
  * stage -> 10. 0 (fewer than 4): fusion's kernel limits decide. */
 static int optimizer_updates_per_kernel(const tg_vk_caps *caps) {
     bool texel = caps->device_class == TG_VK_CLASS_CPU && caps->texel_r32f;
-    int64_t storage = caps->max_per_stage_storage_buffers, sampled = caps->max_per_stage_sampled_images;
+    int64_t storage = caps->max_per_stage_storage_buffers,
+            sampled = caps->max_per_stage_sampled_images;
     int64_t n = (storage - 2) / (texel ? 3 : 7);
     if (texel && (sampled - 1) / 4 < n) n = (sampled - 1) / 4;
     if ((TG_VK_MAX_BINDINGS - 2) / 7 < n) n = (TG_VK_MAX_BINDINGS - 2) / 7;
@@ -919,7 +920,8 @@ static tg_status optimise(tg_executable *e, spec *s) {
     tg_pass_options o = {.disable = e->disable_passes,
                          .fusion_max_inputs = TG_KERNEL_FUSED_IO,
                          .fusion_max_outputs = TG_KERNEL_FUSED_IO,
-                         .fusion_max_optimizer_updates = optimizer_updates_per_kernel(&e->dev->caps)};
+                         .fusion_max_optimizer_updates =
+                             optimizer_updates_per_kernel(&e->dev->caps)};
     if (env_is_1("TG_DUMP_IR")) {
         o.dump = dump_ir;
         o.dump_all = true;
@@ -982,22 +984,119 @@ static void state_writes(const spec *s, int kk, int32_t sid, tg_plan_kernel *k, 
     }
 }
 
+static bool same_shape(const tg_node *a, const tg_node *b) {
+    if (a->rank != b->rank) return false;
+    for (int d = 0; d < a->rank; d++)
+        if (a->shape[d] != b->shape[d]) return false;
+    return true;
+}
+
+static int member_of(const tg_part_kernel *pk, int32_t id) {
+    for (int m = 0; m < pk->n_nodes; m++)
+        if (pk->nodes[m] == id) return m;
+    return -1;
+}
+
+/* in_part[m]: member m is connected to member `from` (reads or is read
+ * by, through aliases): the part of a matmul group (gen_group.c) holding
+ * it. */
+static void mark_part(const spec *s, const tg_part_kernel *pk, int from, bool *in_part) {
+    memset(in_part, 0, (size_t)pk->n_nodes * sizeof *in_part);
+    in_part[from] = true;
+    for (bool grew = true; grew;) {
+        grew = false;
+        for (int m = 0; m < pk->n_nodes; m++) {
+            const tg_node *n = &s->g->nodes[pk->nodes[m]];
+            for (int i = 0; i < n->n_inputs; i++) {
+                int r = member_of(pk, s->root[n->inputs[i]]);
+                if (r < 0 || in_part[m] == in_part[r]) continue;
+                in_part[m] = in_part[r] = grew = true;
+            }
+        }
+    }
+}
+
+/* True if matmul kernel pk's output member `out` may take the memory of
+ * its input `x` (request `req`): x is read only by elementwise epilogue
+ * members of the part computing `out`, all of the matmul's shape, so
+ * gen_matmul.c's store_c reads x at the element it then stores, in the
+ * invocation storing it; no other input shares x's memory. */
+static bool epilogue_in_place(const spec *s, const tg_part_kernel *pk, int32_t x, int req,
+                              int32_t out, bool *in_part) {
+    const tg_graph *g = s->g;
+    int o = member_of(pk, out);
+    if (o < 0) return false;
+    mark_part(s, pk, o, in_part);
+    int32_t mm = -1;
+    for (int m = 0; m < pk->n_nodes; m++) {
+        if (!in_part[m]) continue;
+        tg_op_class c = tg_ops[g->nodes[pk->nodes[m]].op].klass;
+        if (c == TG_CLASS_MATMUL && mm < 0)
+            mm = pk->nodes[m];
+        else if (c != TG_CLASS_ELEMENTWISE)
+            return false;
+    }
+    if (mm < 0 || !same_shape(&g->nodes[out], &g->nodes[mm]) ||
+        !same_shape(&g->nodes[x], &g->nodes[mm]))
+        return false;
+    for (int i = 0; i < pk->n_inputs; i++)
+        if (pk->inputs[i] != x && req_of(&s->locs[s->root[pk->inputs[i]]]) == req) return false;
+    for (int m = 0; m < pk->n_nodes; m++) {
+        const tg_node *n = &g->nodes[pk->nodes[m]];
+        for (int i = 0; i < n->n_inputs; i++)
+            if (n->inputs[i] == x &&
+                (!in_part[m] || pk->nodes[m] == mm || !same_shape(n, &g->nodes[mm])))
+                return false;
+    }
+    return true;
+}
+
+/* True if kernel pk's output `out` may take the memory of its input `x`
+ * (request `req`) where x dies there: a matmul epilogue operand read at
+ * the element it becomes, or the logits of a cross_entropy_grad kernel of
+ * its own (gen_grad.c: a row of the logits is read whole, by its
+ * invocation or by the workgroup before a barrier, before the row's
+ * gradient is written). */
+static bool may_take(const spec *s, const tg_part_kernel *pk, int32_t x, int req, int32_t out,
+                     bool *in_part) {
+    const tg_node *n = &s->g->nodes[pk->nodes[0]];
+    if (pk->n_nodes == 1 && n->op == TG_OP_CROSS_ENTROPY_GRAD) {
+        for (int i = 0; i < pk->n_inputs; i++)
+            if (pk->inputs[i] != x && req_of(&s->locs[s->root[pk->inputs[i]]]) == req) return false;
+        return n->inputs[0] == x && out == pk->nodes[0];
+    }
+    return epilogue_in_place(s, pk, x, req, out, in_part);
+}
+
 /* The planner's view of kernel kk: the arena buffers it reads and writes,
  * and the kernels before it: producers of its inputs and, for a state op
  * writing a variable in place, every kernel reading that variable. */
 static void describe_kernel(const spec *s, int kk, tg_plan_kernel *k, int *reads, int *writes,
-                            int *deps) {
+                            int *deps, uint64_t *in_place_reads, bool *in_part) {
     const tg_partition *p = s->part;
     const tg_part_kernel *pk = &p->kernels[kk];
+    int32_t read_node[64];
+    bool pairs = (pk->kind == TG_CLASS_MATMUL ||
+                  (pk->n_nodes == 1 && s->g->nodes[pk->nodes[0]].op == TG_OP_CROSS_ENTROPY_GRAD)) &&
+                 pk->n_outputs <= 64;
     memset(k, 0, sizeof *k);
     for (int i = 0; i < pk->n_inputs; i++) {
         int32_t r = s->root[pk->inputs[i]];
-        if (req_of(&s->locs[r]) >= 0) reads[k->n_reads++] = req_of(&s->locs[r]);
+        if (req_of(&s->locs[r]) >= 0) {
+            if (k->n_reads < 64) read_node[k->n_reads] = pk->inputs[i];
+            reads[k->n_reads++] = req_of(&s->locs[r]);
+        }
         if (p->kernel_of[r] >= 0) add_dep(k, deps, p->kernel_of[r]);
     }
     for (int j = 0; j < pk->n_outputs; j++)
-        if (req_of(&s->locs[pk->outputs[j]]) >= 0)
+        if (req_of(&s->locs[pk->outputs[j]]) >= 0) {
+            in_place_reads[k->n_writes] = 0;
+            for (int r = 0; pairs && r < k->n_reads && r < 64; r++)
+                if (may_take(s, pk, read_node[r], reads[r], pk->outputs[j], in_part))
+                    in_place_reads[k->n_writes] |= 1ull << r;
             writes[k->n_writes++] = req_of(&s->locs[pk->outputs[j]]);
+        }
+    if (pairs) k->in_place_reads = in_place_reads;
     /* in place: each element is read and written by one invocation, not
      * so through a movement member (a permuted or sliced read) */
     k->in_place_ok = pk->kind == TG_CLASS_ELEMENTWISE;
@@ -1036,9 +1135,16 @@ static tg_status plan_arena(builder *b, int *order) {
     tg_plan_stats alt_stats;
     tg_status st =
         pk && pool && alt && copy ? TG_OK : tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    int max_members = 1;
+    for (int i = 0; i < nk; i++)
+        if (s->part->kernels[i].n_nodes > max_members) max_members = s->part->kernels[i].n_nodes;
+    uint64_t *masks = malloc(((size_t)nk + 1) * 64 * sizeof *masks);
+    bool *in_part = malloc((size_t)max_members * sizeof *in_part);
+    if (st == TG_OK && (!masks || !in_part)) st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
     for (int i = 0; st == TG_OK && i < nk; i++)
         describe_kernel(s, i, &pk[i], pool + (size_t)i * 3 * per, pool + (size_t)i * 3 * per + per,
-                        pool + (size_t)i * 3 * per + 2 * per);
+                        pool + (size_t)i * 3 * per + 2 * per, masks + (size_t)i * 64, in_part);
+    free(in_part);
     if (st == TG_OK) st = tg_plan_schedule(nk, pk, nr, b->reqs, order);
     if (st == TG_OK) {
         memcpy(copy, b->reqs, (size_t)nr * sizeof *copy);
@@ -1096,6 +1202,7 @@ static tg_status plan_arena(builder *b, int *order) {
     free(chunks_alt);
     free(pk);
     free(pool);
+    free(masks);
     free(alt);
     free(copy);
     return st;

@@ -391,8 +391,8 @@ static void group_optimizer(fuser *f) {
         if (!is_sink(f, c)) continue;
         int j = 0;
         while (j < n_groups && (!same_adamw(&f->g->nodes[f->root[groups[j]]], n) ||
-                                !optimizer_fits(f, groups[j], c) || reads_written(f, groups[j], c) ||
-                                reads_written(f, c, groups[j])))
+                                !optimizer_fits(f, groups[j], c) ||
+                                reads_written(f, groups[j], c) || reads_written(f, c, groups[j])))
             j++;
         if (j < n_groups)
             merge(f, groups[j], c);
@@ -435,13 +435,14 @@ static bool wb_row(const tg_graph *g, int32_t s, int32_t wb) {
 static bool legal_norm_epilogue(fuser *f, int32_t c, int32_t e, int32_t x, int *sums) {
     const tg_node *xn = &f->g->nodes[x];
     bool reads_x = false;
-#define FROM_DX(in) ((in) == x || find(f, in) == e || (find(f, in) == c && (in) > x && per_element(f, in)))
+#define FROM_DX(in)                                                                                \
+    ((in) == x || find(f, in) == e || (find(f, in) == c && (in) > x && per_element(f, in)))
     int n_sums = *sums;
     FOR_MEMBERS(f, e, m) {
         const tg_node *n = &f->g->nodes[m];
         if (m < x || n->dtype != TG_F32) return false;
-        if (n->op == TG_OP_SUM && tg_shape_count(n->rank, n->shape) ==
-                                      tg_shape_count(xn->rank, xn->shape)) {
+        if (n->op == TG_OP_SUM &&
+            tg_shape_count(n->rank, n->shape) == tg_shape_count(xn->rank, xn->shape)) {
             /* over axes of extent 1 (a batch of 1): a copy, stored per element */
             int32_t in = n->inputs[0];
             if (!same_shape(&f->g->nodes[in], xn) || !FROM_DX(in)) return false;
@@ -556,9 +557,25 @@ static void merge_attention(fuser *f) {
  * longer rows keep the loss's own kernel. */
 #define TG_FUSION_MAX_CE_CLASSES 1024
 
+/* True if x (no alias) and its aliases are read by no needed node but a
+ * and b, and are no target. */
+static bool read_only_by(fuser *f, int32_t x, int32_t a, int32_t b) {
+    if (f->is_target[x]) return false;
+    for (int32_t i = f->users.start[x]; i < f->users.start[x + 1]; i++) {
+        int32_t u = f->users.list[i];
+        if (!f->needed[u] || u == a || u == b) continue;
+        if (!tg_node_is_alias(&f->g->nodes[u]) || !read_only_by(f, u, a, b)) return false;
+    }
+    return true;
+}
+
 /* cross_entropy and its cross_entropy_grad (same logits, labels and
  * ignore_index), each alone, share a kernel (backend/gen_nn.c): the
- * logits are read by one dispatch for both. */
+ * logits are read by one dispatch for both. Not where the logits are an
+ * intermediate that only the pair reads: there the gradient kernel alone
+ * writes over the logits in place (backend/executor.c), which saves a
+ * [tokens, classes] buffer at the training step's peak; the loss reads
+ * them in a kernel before it. */
 static void merge_cross_entropy(fuser *f) {
     const tg_graph *g = f->g;
     for (int32_t gid = 0; gid < g->n_nodes; gid++) {
@@ -566,13 +583,17 @@ static void merge_cross_entropy(fuser *f) {
         if (gn->op != TG_OP_CROSS_ENTROPY_GRAD || !alone(f, gid) || gn->rank < 1 ||
             gn->shape[gn->rank - 1] > TG_FUSION_MAX_CE_CLASSES)
             continue;
+        int32_t src = gn->inputs[0];
+        while (tg_node_is_alias(&g->nodes[src])) src = g->nodes[src].inputs[0];
         int32_t logits = gn->inputs[0];
         for (int32_t i = f->users.start[logits]; i < f->users.start[logits + 1]; i++) {
             int32_t l = f->users.list[i];
             const tg_node *ln = &g->nodes[l];
             if (ln->op == TG_OP_CROSS_ENTROPY && ln->inputs[0] == logits &&
-                ln->inputs[1] == gn->inputs[1] && ln->attrs.ignore_index == gn->attrs.ignore_index &&
-                alone(f, l) && merge_if_legal(f, find(f, l), find(f, gid)))
+                ln->inputs[1] == gn->inputs[1] &&
+                ln->attrs.ignore_index == gn->attrs.ignore_index && alone(f, l) &&
+                (find(f, src) < 0 || !read_only_by(f, src, l, gid)) &&
+                merge_if_legal(f, find(f, l), find(f, gid)))
                 break;
         }
     }
@@ -717,9 +738,9 @@ static int products_in(fuser *f, int32_t rep) {
 static bool lone_bias_sum(fuser *f, int32_t u, int32_t x) {
     const tg_node *n = &f->g->nodes[u], *xn = &f->g->nodes[x];
     int32_t c = find(f, u);
-    if (c < 0 || f->head[c] != u || f->tail[c] != u || n->op != TG_OP_SUM ||
-        n->inputs[0] != x || n->dtype != TG_F32 || xn->dtype != TG_F32 || xn->rank < 2 ||
-        n->attrs.keepdims || n->attrs.n_axes != xn->rank - 1)
+    if (c < 0 || f->head[c] != u || f->tail[c] != u || n->op != TG_OP_SUM || n->inputs[0] != x ||
+        n->dtype != TG_F32 || xn->dtype != TG_F32 || xn->rank < 2 || n->attrs.keepdims ||
+        n->attrs.n_axes != xn->rank - 1)
         return false;
     for (int d = 0; d < n->attrs.n_axes; d++)
         if (n->attrs.axes[d] != d) return false;

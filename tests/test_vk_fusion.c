@@ -516,6 +516,79 @@ static void test_reuse_needs_war_barrier(void **state) {
     tg_graph_free(g);
 }
 
+/* The arena of g compiled with every pass on. */
+static uint64_t arena_on(const tg_graph *g, int n_targets, const tg_tensor *targets) {
+    tg_store *st = tg_store_new();
+    OK(tg_store_init_missing(st, g, 99, 0.2));
+    tg_executable *e = NULL;
+    OK(tg_compile(dev, g, st, n_targets, targets, 0, NULL, NULL, &e));
+    uint64_t arena, naive, lb;
+    OK(tg_executable_memory_stats(e, &arena, &naive, &lb));
+    tg_executable_free(e);
+    tg_store_free(st);
+    return arena;
+}
+
+/* out = x w + e, with e = gather(table, idx) [R, N] (a kernel of its
+ * own) read only by the matmul's epilogue: out takes e's memory (each
+ * element of e is read by the invocation that then stores out's), so the
+ * arena holds one [R, N] buffer, not two; same values with the passes
+ * off. */
+static void test_matmul_epilogue_in_place(void **state) {
+    (void)state;
+    enum { R = 96, K = 8, N = 80, V = 13 };
+    tg_graph *g = tg_graph_new();
+    int64_t xs[] = {R, K}, is[] = {R};
+    tg_tensor x = tg_placeholder(g, "x", TG_F32, 2, xs);
+    tg_tensor idx = tg_placeholder(g, "idx", TG_I32, 1, is);
+    tg_tensor e = tg_gather(g, var(g, "table", 2, V, N), idx, 0);
+    tg_tensor out = tg_add(g, tg_matmul(g, x, var(g, "w", 2, K, N), false, false), e);
+    OK(tg_graph_status(g));
+    tg_array xv = make_f32(2, xs, -1, 0.03f, 67), iv = {0};
+    OK(tg_array_alloc(&iv, TG_I32, 1, is));
+    for (int i = 0; i < R; i++) ((int32_t *)iv.data)[i] = (i * 5) % V;
+    tg_feed f[] = {{x, &xv}, {idx, &iv}};
+    int on, off;
+    compare(g, 1, &out, 0, NULL, 2, f, 0, NULL, 1e-5, &on, &off);
+    assert_int_equal(on, 2);
+    uint64_t arena = arena_on(g, 1, &out);
+    assert_true(arena >= (uint64_t)R * N * 4);
+    assert_true(arena < (uint64_t)2 * R * N * 4);
+    tg_array_free(&xv);
+    tg_array_free(&iv);
+    tg_graph_free(g);
+}
+
+/* Logits read only by cross_entropy and its gradient: the two are kernels
+ * of their own (the loss first) and the gradient is written over the
+ * logits, so the arena holds one [R, C] buffer, not two; loss and the
+ * weight gradient as with the passes off. */
+static void test_cross_entropy_grad_in_place(void **state) {
+    (void)state;
+    enum { R = 256, K = 4, C = 100 };
+    tg_graph *g = tg_graph_new();
+    int64_t xs[] = {R, K}, ys[] = {R};
+    tg_tensor x = tg_placeholder(g, "x", TG_F32, 2, xs);
+    tg_tensor y = tg_placeholder(g, "y", TG_I32, 1, ys);
+    tg_tensor w = var(g, "w", 2, K, C);
+    tg_tensor loss = tg_cross_entropy(g, tg_matmul(g, x, w, false, false), y, -100);
+    tg_tensor targets[2] = {loss};
+    OK(tg_gradients(g, loss, 1, &w, &targets[1]));
+    OK(tg_graph_status(g));
+    tg_array xv = make_f32(2, xs, -1, 0.07f, 29), yv = {0};
+    OK(tg_array_alloc(&yv, TG_I32, 1, ys));
+    for (int i = 0; i < R; i++) ((int32_t *)yv.data)[i] = i % 7 == 3 ? -100 : (i * 37) % C;
+    tg_feed f[] = {{x, &xv}, {y, &yv}};
+    int on, off;
+    compare(g, 2, targets, 0, NULL, 2, f, 0, NULL, 1e-5, &on, &off);
+    uint64_t arena = arena_on(g, 2, targets);
+    assert_true(arena >= (uint64_t)R * C * 4);
+    assert_true(arena < (uint64_t)R * C * 4 * 3 / 2);
+    tg_array_free(&xv);
+    tg_array_free(&yv);
+    tg_graph_free(g);
+}
+
 /* An unknown pass name in disable_passes is a compile error naming it. */
 static void test_disable_unknown_pass(void **state) {
     (void)state;
@@ -563,6 +636,8 @@ int main(void) {
         cmocka_unit_test(test_alike_head_permutes),
         cmocka_unit_test(test_movement_in_chain),
         cmocka_unit_test(test_reuse_needs_war_barrier),
+        cmocka_unit_test(test_matmul_epilogue_in_place),
+        cmocka_unit_test(test_cross_entropy_grad_in_place),
         cmocka_unit_test(test_disable_unknown_pass),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);

@@ -159,7 +159,10 @@ static void test_norm_rows_workgroup(void **state) {
 }
 
 /* loss = cross_entropy(tanh(x) * s, labels) with some labels ignored; the
- * gradient of x: cross_entropy and cross_entropy_grad share a kernel. */
+ * gradient of x: cross_entropy and cross_entropy_grad share a kernel
+ * (the logits are a target too: were the pair their only reader, the
+ * gradient would be written over them in a kernel of its own,
+ * test_vk_fusion's test_cross_entropy_grad_in_place). */
 static void check_cross_entropy(int64_t rows, int64_t C) {
     tg_graph *g = tg_graph_new();
     int64_t xs[2] = {rows, C}, cs[1] = {C}, ls[1] = {rows};
@@ -168,10 +171,11 @@ static void check_cross_entropy(int64_t rows, int64_t C) {
     tg_tensor sc = tg_variable(g, "scale", TG_F32, 1, cs, true);
     tg_tensor logits = tg_mul(g, tg_tanh(g, x), sc);
     tg_tensor loss = tg_cross_entropy(g, logits, lab, 3);
-    tg_tensor targets[3];
+    tg_tensor targets[4];
     tg_tensor wrt[2] = {x, sc};
     OK(tg_gradients(g, loss, 2, wrt, targets));
     targets[2] = loss;
+    targets[3] = logits;
     OK(tg_graph_status(g));
     tg_array xv = ramp(2, xs, -2.0f, 0.031f, 131), lv = {0};
     OK(tg_array_alloc(&lv, TG_I32, 1, ls));
@@ -180,7 +184,7 @@ static void check_cross_entropy(int64_t rows, int64_t C) {
     int on, off;
     fused_ir *ir = malloc(sizeof *ir);
     assert_non_null(ir);
-    run_three(g, 3, targets, 2, f, 1e-4, &on, &off, ir);
+    run_three(g, 4, targets, 2, f, 1e-4, &on, &off, ir);
     if (!strstr(ir->text, "opaque: cross_entropy + cross_entropy_grad"))
         fail_msg("cross_entropy and its gradient not fused:\n%s", ir->text);
     assert_true(on < off);

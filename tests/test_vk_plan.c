@@ -22,8 +22,8 @@ static void assert_no_conflicts(int n, const tg_plan_buf *b) {
             if (b[i].chunk != b[j].chunk || b[i].last < b[j].first || b[j].last < b[i].first)
                 continue;
             if (b[i].same_as == j || b[j].same_as == i) continue;
-            bool apart = b[i].offset + b[i].bytes <= b[j].offset ||
-                         b[j].offset + b[j].bytes <= b[i].offset;
+            bool apart =
+                b[i].offset + b[i].bytes <= b[j].offset || b[j].offset + b[j].bytes <= b[i].offset;
             assert_true(apart);
         }
 }
@@ -108,9 +108,19 @@ static void test_lifetimes_and_in_place(void **state) {
     int r1[] = {A}, w0[] = {A}, w1[] = {B}, r2[] = {B, F}, w2[] = {C}, d1[] = {0}, d2[] = {1};
     tg_plan_kernel k[3] = {
         {.n_writes = 1, .writes = w0},
-        {.n_reads = 1, .reads = r1, .n_writes = 1, .writes = w1, .n_deps = 1, .deps = d1,
+        {.n_reads = 1,
+         .reads = r1,
+         .n_writes = 1,
+         .writes = w1,
+         .n_deps = 1,
+         .deps = d1,
          .in_place_ok = true},
-        {.n_reads = 2, .reads = r2, .n_writes = 1, .writes = w2, .n_deps = 1, .deps = d2,
+        {.n_reads = 2,
+         .reads = r2,
+         .n_writes = 1,
+         .writes = w2,
+         .n_deps = 1,
+         .deps = d2,
          .in_place_ok = true},
     };
     int order[] = {0, 1, 2};
@@ -119,7 +129,7 @@ static void test_lifetimes_and_in_place(void **state) {
     assert_int_equal(b[F].last, 3);
     assert_int_equal(b[B].same_as, A); /* in place */
     assert_int_equal(b[A].first, 1);
-    assert_int_equal(b[A].last, 3); /* a's memory lives on as b */
+    assert_int_equal(b[A].last, 3);     /* a's memory lives on as b */
     assert_int_equal(b[C].same_as, -1); /* other shape: no reuse of b or f */
     assert_int_equal(b[C].first, 3);
     assert_int_equal(b[C].last, 4); /* a target: to the end */
@@ -135,13 +145,41 @@ static void test_lifetimes_and_in_place(void **state) {
     free(chunks);
 }
 
+/* Per-write masks (a matmul's epilogue): k1 reads a and e, both dying
+ * there, and writes b of their shape; its mask lets b take e's memory
+ * only (a is a matmul operand: other invocations read it). */
+static void test_in_place_reads_mask(void **state) {
+    (void)state;
+    enum { A, E, B };
+    tg_plan_buf b[3] = {buf(64, 0, 0), buf(64, 0, 0), buf(64, 0, 0)};
+    for (int i = 0; i < 3; i++) b[i].shape_key = 9;
+    b[B].at_end = true;
+    int w0[] = {A, E}, r1[] = {A, E}, w1[] = {B}, d1[] = {0};
+    uint64_t mask[] = {1u << 1}; /* write 0 may take read 1 (e) */
+    tg_plan_kernel k[2] = {
+        {.n_writes = 2, .writes = w0},
+        {.n_reads = 2,
+         .reads = r1,
+         .n_writes = 1,
+         .writes = w1,
+         .n_deps = 1,
+         .deps = d1,
+         .in_place_reads = mask},
+    };
+    int order[] = {0, 1};
+    tg_plan_lifetimes(2, k, order, 3, b);
+    assert_int_equal(b[B].same_as, E);
+    mask[0] = 0; /* nothing allowed: b has its own memory */
+    tg_plan_lifetimes(2, k, order, 3, b);
+    assert_int_equal(b[B].same_as, -1);
+}
+
 /* The scheduler runs, of the ready kernels, the one that frees the most net
  * of what it allocates: k1 (reads the 64-byte feed g for the last time,
  * writes 16) before k0 (reads 16, writes 64), although k0 comes first. */
 static void test_schedule_frees_memory_first(void **state) {
     (void)state;
-    tg_plan_buf b[5] = {buf(16, 0, 0), buf(64, 0, 0), buf(64, 0, 0), buf(16, 0, 0),
-                        buf(16, 0, 0)};
+    tg_plan_buf b[5] = {buf(16, 0, 0), buf(64, 0, 0), buf(64, 0, 0), buf(16, 0, 0), buf(16, 0, 0)};
     b[0].at_start = b[1].at_start = true;
     int r0[] = {0}, w0[] = {2}, r1[] = {1}, w1[] = {3}, r2[] = {2, 3}, w2[] = {4}, d2[] = {0, 1};
     tg_plan_kernel k[3] = {
@@ -166,6 +204,7 @@ int main(void) {
         cmocka_unit_test(test_chunks_respect_the_limit),
         cmocka_unit_test(test_alignment),
         cmocka_unit_test(test_lifetimes_and_in_place),
+        cmocka_unit_test(test_in_place_reads_mask),
         cmocka_unit_test(test_schedule_frees_memory_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
