@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "test_checks.h"
+#include "test_util.h"
 
 #include "backend/vk.h"
 #include "tg.h"
@@ -606,7 +607,7 @@ static void test_disable_unknown_pass(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    return tg_device_open(-1, &dev) == TG_OK ? 0 : -1;
+    return tg_test_open_device(&dev, true);
 }
 
 static int teardown(void **state) {
@@ -616,13 +617,9 @@ static int teardown(void **state) {
 }
 
 int main(void) {
-    setenv("TG_VALIDATION", "1", 1);
-    setenv("VK_LAYER_ENABLES", "VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT", 0);
+    if (!tg_test_device_env(cache_dir, sizeof cache_dir, "tg_test_vk_fusion", true)) return 1;
     unsetenv("TG_DISABLE_PASSES");
     unsetenv("TG_DUMP_IR");
-    snprintf(cache_dir, sizeof cache_dir, "/tmp/tg_test_vk_fusion_XXXXXX");
-    if (!mkdtemp(cache_dir)) return 1;
-    setenv("TG_CACHE_DIR", cache_dir, 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mlp),
         cmocka_unit_test(test_reduction_prologue_epilogue),
@@ -641,8 +638,6 @@ int main(void) {
         cmocka_unit_test(test_disable_unknown_pass),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache_dir);
-    if (system(cmd) != 0) rc = rc ? rc : 1;
+    tg_test_remove_tree(cache_dir);
     return rc;
 }

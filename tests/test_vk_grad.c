@@ -42,17 +42,13 @@
 #include <cmocka.h>
 
 #include "test_checks.h"
+#include "test_util.h"
 
 #include "backend/vk.h"
 #include "tg.h"
 
 static tg_device *dev;
 static char cache_dir[256];
-
-static void check_validation(void) {
-    if (tg_vk_validation_message_count() != 0)
-        fail_msg("validation: %s", tg_vk_validation_first_message());
-}
 
 /* ---- feeds ---- */
 
@@ -135,7 +131,7 @@ static void check_grads(fixture *f, const char *what, tg_tensor y, int n, const 
     }
     tg_executable_free(e);
     tg_store_free(store);
-    check_validation();
+    tg_test_assert_validation_silent();
 }
 
 #define S(...) ((const int64_t[]){__VA_ARGS__})
@@ -531,7 +527,7 @@ static void run_optimizer(const optim_case *c) {
     tg_store_free(si);
     tg_store_free(sv);
     tg_graph_free(g);
-    check_validation();
+    tg_test_assert_validation_silent();
 }
 
 static void test_optimizers_match_interpreter(void **state) {
@@ -620,12 +616,12 @@ static void test_training_step(void **state) {
     tg_store_free(si);
     tg_store_free(sv);
     tg_graph_free(g);
-    check_validation();
+    tg_test_assert_validation_silent();
 }
 
 static int setup(void **state) {
     (void)state;
-    return tg_device_open(-1, &dev) == TG_OK ? 0 : -1;
+    return tg_test_open_device(&dev, true);
 }
 
 static int teardown(void **state) {
@@ -635,12 +631,7 @@ static int teardown(void **state) {
 }
 
 int main(void) {
-    setenv("TG_VALIDATION", "1", 1);
-    setenv("VK_LAYER_ENABLES", "VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT", 0);
-    unsetenv("TG_PROFILE");
-    snprintf(cache_dir, sizeof cache_dir, "/tmp/tg_test_vk_grad_XXXXXX");
-    if (!mkdtemp(cache_dir)) return 1;
-    setenv("TG_CACHE_DIR", cache_dir, 1);
+    if (!tg_test_device_env(cache_dir, sizeof cache_dir, "tg_test_vk_grad", true)) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unary_grads),
         cmocka_unit_test(test_binary_grads),
@@ -654,8 +645,6 @@ int main(void) {
         cmocka_unit_test(test_training_step),
     };
     int failed = cmocka_run_group_tests(tests, setup, teardown);
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache_dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", cache_dir);
+    tg_test_remove_tree(cache_dir);
     return failed;
 }
