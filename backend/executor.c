@@ -1118,94 +1118,167 @@ static void place_loc(const tg_plan_buf *reqs, loc *l) {
     l->offset = r->offset;
 }
 
-/* Orders the kernels (order[i]: partition index of the i-th to run) and
- * plans the arena: the memory-aware schedule or the partition's order,
- * whichever needs the smaller arena. Then every arena loc gets its place. */
-static tg_status plan_arena(builder *b, int *order) {
-    spec *s = b->s;
+/* A plan of the arena for s->part: the kernels' order (order[i]: the
+ * partition index of the i-th to run), every request's lifetime and
+ * place, the chunks' sizes and the figures. */
+typedef struct arena_plan {
+    int *order;
+    tg_plan_buf *reqs;
+    uint64_t *chunks;
+    int n_chunks;
+    tg_plan_stats mem;
+} arena_plan;
+
+static void arena_plan_free(arena_plan *p) {
+    free(p->order);
+    free(p->reqs);
+    free(p->chunks);
+    memset(p, 0, sizeof *p);
+}
+
+/* Plans s->part over the requests reqs0: the memory-aware schedule or
+ * the partition's order, whichever needs the smaller arena. */
+static tg_status plan_partition(const builder *b, const tg_plan_buf *reqs0, arena_plan *out) {
+    const spec *s = b->s;
     int nk = s->part->n_kernels, nr = b->n_reqs;
+    memset(out, 0, sizeof *out);
     size_t per = 2 * TG_KERNEL_MAX_IO + (size_t)nk + 1;
     for (int i = 0; i < nk; i++) per += (size_t)s->part->kernels[i].n_inputs;
-    tg_plan_kernel *pk = calloc((size_t)nk + 1, sizeof *pk);
-    int *pool = malloc(((size_t)nk + 1) * 3 * per * sizeof *pool);
-    int *alt = malloc(((size_t)nk + 1) * sizeof *alt);
-    tg_plan_buf *copy = malloc(((size_t)nr + 1) * sizeof *copy);
-    uint64_t *chunks = NULL, *chunks_alt = NULL;
-    int n_chunks = 0, n_alt = 0;
-    tg_plan_stats alt_stats;
-    tg_status st =
-        pk && pool && alt && copy ? TG_OK : tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
     int max_members = 1;
     for (int i = 0; i < nk; i++)
         if (s->part->kernels[i].n_nodes > max_members) max_members = s->part->kernels[i].n_nodes;
+    tg_plan_kernel *pk = calloc((size_t)nk + 1, sizeof *pk);
+    int *pool = malloc(((size_t)nk + 1) * 3 * per * sizeof *pool);
     uint64_t *masks = malloc(((size_t)nk + 1) * 64 * sizeof *masks);
     bool *in_part = malloc((size_t)max_members * sizeof *in_part);
-    if (st == TG_OK && (!masks || !in_part)) st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    arena_plan alt = {0};
+    out->order = malloc(((size_t)nk + 1) * sizeof *out->order);
+    out->reqs = malloc(((size_t)nr + 1) * sizeof *out->reqs);
+    alt.order = malloc(((size_t)nk + 1) * sizeof *alt.order);
+    alt.reqs = malloc(((size_t)nr + 1) * sizeof *alt.reqs);
+    tg_status st =
+        pk && pool && masks && in_part && out->order && out->reqs && alt.order && alt.reqs
+            ? TG_OK
+            : tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
     for (int i = 0; st == TG_OK && i < nk; i++)
         describe_kernel(s, i, &pk[i], pool + (size_t)i * 3 * per, pool + (size_t)i * 3 * per + per,
                         pool + (size_t)i * 3 * per + 2 * per, masks + (size_t)i * 64, in_part);
-    free(in_part);
-    if (st == TG_OK) st = tg_plan_schedule(nk, pk, nr, b->reqs, order);
+    if (st == TG_OK) st = tg_plan_schedule(nk, pk, nr, reqs0, out->order);
     if (st == TG_OK) {
-        memcpy(copy, b->reqs, (size_t)nr * sizeof *copy);
-        tg_plan_lifetimes(nk, pk, order, nr, b->reqs);
-        st = tg_plan_offsets(nr, b->reqs, b->arena.align, b->arena.max_bytes, &chunks, &n_chunks,
-                             &s->mem);
+        memcpy(out->reqs, reqs0, (size_t)nr * sizeof *out->reqs);
+        tg_plan_lifetimes(nk, pk, out->order, nr, out->reqs);
+        st = tg_plan_offsets(nr, out->reqs, b->arena.align, b->arena.max_bytes, &out->chunks,
+                             &out->n_chunks, &out->mem);
     }
-    if (st == TG_OK) {
-        /* the partition's own order (a topological order of the data flow;
-         * kept only if it also satisfies the state ops' constraints) */
-        bool ok = true;
-        for (int i = 0; i < nk; i++) alt[i] = i;
-        for (int i = 0; i < nk && ok; i++)
-            for (int d = 0; d < pk[i].n_deps; d++) ok = ok && pk[i].deps[d] < i;
-        if (ok) {
-            tg_plan_lifetimes(nk, pk, alt, nr, copy);
-            st = tg_plan_offsets(nr, copy, b->arena.align, b->arena.max_bytes, &chunks_alt, &n_alt,
-                                 &alt_stats);
-            if (st == TG_OK && alt_stats.arena < s->mem.arena) {
-                memcpy(order, alt, (size_t)nk * sizeof *order);
-                memcpy(b->reqs, copy, (size_t)nr * sizeof *copy);
-                free(chunks);
-                chunks = chunks_alt;
-                chunks_alt = NULL;
-                n_chunks = n_alt;
-                s->mem = alt_stats;
-            }
+    /* the partition's own order (a topological order of the data flow;
+     * kept only if it also satisfies the state ops' constraints) */
+    bool ok = st == TG_OK;
+    for (int i = 0; i < nk; i++) alt.order[i] = i;
+    for (int i = 0; i < nk && ok; i++)
+        for (int d = 0; d < pk[i].n_deps; d++) ok = ok && pk[i].deps[d] < i;
+    if (ok) {
+        memcpy(alt.reqs, reqs0, (size_t)nr * sizeof *alt.reqs);
+        tg_plan_lifetimes(nk, pk, alt.order, nr, alt.reqs);
+        st = tg_plan_offsets(nr, alt.reqs, b->arena.align, b->arena.max_bytes, &alt.chunks,
+                             &alt.n_chunks, &alt.mem);
+        if (st == TG_OK && alt.mem.arena < out->mem.arena) {
+            arena_plan t = *out;
+            *out = alt;
+            alt = t;
         }
     }
-    if (st == TG_OK) {
-        free(b->arena.used);
-        b->arena.used = chunks;
-        b->arena.n_chunks = b->arena.cap = n_chunks;
-        chunks = NULL;
-        for (int id = 0; id < s->g->n_nodes; id++) place_loc(b->reqs, &s->locs[id]);
-        for (int i = 0; i < s->n_outs; i++) place_loc(b->reqs, &s->outs[i].at);
-        for (int i = 0; i < s->n_writeback; i++) {
-            place_loc(b->reqs, &s->writeback[i].src);
-            place_loc(b->reqs, &s->writeback[i].dst);
-        }
-        for (int i = 0; i < s->n_preload; i++) {
-            place_loc(b->reqs, &s->preload[i].src);
-            place_loc(b->reqs, &s->preload[i].dst);
-        }
-        for (int i = 0; i < s->n_feeds; i++) {
-            place_loc(b->reqs, &s->feeds[i].at);
-            place_loc(b->reqs, &s->feeds[i].src);
-        }
-        for (int i = 0; i < s->n_targets; i++) {
-            place_loc(b->reqs, &s->targets[i].at);
-            place_loc(b->reqs, &s->targets[i].src);
-        }
-    }
-    free(chunks);
-    free(chunks_alt);
+    arena_plan_free(&alt);
     free(pk);
     free(pool);
     free(masks);
-    free(alt);
-    free(copy);
+    free(in_part);
+    if (st != TG_OK) arena_plan_free(out);
     return st;
+}
+
+/* The partition index of the kernel running where plan p has the most
+ * bytes live, or -1 (the start or the end). */
+static int peak_kernel(const arena_plan *p, int nk, int nr) {
+    int best = 0;
+    uint64_t most = 0;
+    for (int pos = 0; pos <= nk + 1; pos++) {
+        uint64_t live = 0;
+        for (int r = 0; r < nr; r++)
+            if (p->reqs[r].same_as < 0 && p->reqs[r].first <= pos && pos <= p->reqs[r].last)
+                live += p->reqs[r].bytes;
+        if (live > most) most = live, best = pos;
+    }
+    return best >= 1 && best <= nk ? p->order[best - 1] : -1;
+}
+
+/* Orders the kernels and plans the arena (plan_partition). Where a
+ * kernel of independent parts (a matmul group, sibling copies, an
+ * optimizer group) runs at the peak, its parts as kernels of their own
+ * may need less (a part's last reader of a large buffer runs first and
+ * frees it): split while that lowers the arena by 64 KiB and 1/64 or
+ * more (a dispatch is worth more than a few bytes), one dispatch a part.
+ * Then every arena loc gets its place; *order_out: malloc'ed. */
+static tg_status plan_arena(builder *b, int **order_out) {
+    spec *s = b->s;
+    int nr = b->n_reqs;
+    *order_out = NULL;
+    tg_plan_buf *reqs0 = malloc(((size_t)nr + 1) * sizeof *reqs0);
+    if (!reqs0) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    memcpy(reqs0, b->reqs, (size_t)nr * sizeof *reqs0);
+    arena_plan best;
+    tg_status st = plan_partition(b, reqs0, &best);
+    for (int tries = 0; st == TG_OK && tries < 8; tries++) {
+        int k = peak_kernel(&best, s->part->n_kernels, nr);
+        tg_partition *split = NULL;
+        if (k >= 0) st = tg_partition_split_kernel(s->g, s->part, k, &split);
+        if (!split) break;
+        tg_partition *whole = s->part;
+        arena_plan cand;
+        s->part = split;
+        st = plan_partition(b, reqs0, &cand);
+        uint64_t gain =
+            st == TG_OK && cand.mem.arena < best.mem.arena ? best.mem.arena - cand.mem.arena : 0;
+        if (gain >= 65536 && gain >= best.mem.arena / 64) {
+            arena_plan_free(&best);
+            best = cand;
+            tg_partition_free(whole);
+            continue;
+        }
+        if (st == TG_OK) arena_plan_free(&cand);
+        s->part = whole;
+        tg_partition_free(split);
+        break;
+    }
+    free(reqs0);
+    if (st != TG_OK) return st;
+    memcpy(b->reqs, best.reqs, (size_t)nr * sizeof *b->reqs);
+    s->mem = best.mem;
+    free(b->arena.used);
+    b->arena.used = best.chunks;
+    b->arena.n_chunks = b->arena.cap = best.n_chunks;
+    best.chunks = NULL;
+    *order_out = best.order;
+    best.order = NULL;
+    arena_plan_free(&best);
+    for (int id = 0; id < s->g->n_nodes; id++) place_loc(b->reqs, &s->locs[id]);
+    for (int i = 0; i < s->n_outs; i++) place_loc(b->reqs, &s->outs[i].at);
+    for (int i = 0; i < s->n_writeback; i++) {
+        place_loc(b->reqs, &s->writeback[i].src);
+        place_loc(b->reqs, &s->writeback[i].dst);
+    }
+    for (int i = 0; i < s->n_preload; i++) {
+        place_loc(b->reqs, &s->preload[i].src);
+        place_loc(b->reqs, &s->preload[i].dst);
+    }
+    for (int i = 0; i < s->n_feeds; i++) {
+        place_loc(b->reqs, &s->feeds[i].at);
+        place_loc(b->reqs, &s->feeds[i].src);
+    }
+    for (int i = 0; i < s->n_targets; i++) {
+        place_loc(b->reqs, &s->targets[i].at);
+        place_loc(b->reqs, &s->targets[i].src);
+    }
+    return TG_OK;
 }
 
 static tg_status check_static(const tg_executable *e, const tg_graph *g) {
@@ -1269,11 +1342,9 @@ static tg_status build_spec(tg_executable *e, const int64_t (*shapes)[TG_MAX_RAN
         }
     }
     int *order = NULL;
-    if (st == TG_OK && !(order = malloc(((size_t)s->part->n_kernels + 1) * sizeof *order)))
-        st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
     if (st == TG_OK) st = place_nodes(&b);
     if (st == TG_OK) st = place_io(&b);
-    if (st == TG_OK) st = plan_arena(&b, order);
+    if (st == TG_OK) st = plan_arena(&b, &order);
     /* the arena exists before the kernels so that a bad size fails early */
     if (st == TG_OK) st = create_chunks(e->dev, &b.arena, &s->arena, &s->n_arena);
     if (st == TG_OK) st = upload_constants(&b);

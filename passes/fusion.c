@@ -874,6 +874,129 @@ static int cmp_i32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static int32_t index_in(const int32_t *list, int n, int32_t id) {
+    for (int i = 0; i < n; i++)
+        if (list[i] == id) return i;
+    return -1;
+}
+
+static int32_t part_root(int32_t *parent, int32_t i) {
+    while (parent[i] != i) i = parent[i] = parent[parent[i]];
+    return i;
+}
+
+/* The root and kind of a kernel of members `nodes`, as describe_kernel
+ * gives them: its matmul, reduction or opaque member, else the last. */
+static void part_kind(const tg_graph *g, tg_part_kernel *k) {
+    static const tg_op_class order[] = {TG_CLASS_STATE, TG_CLASS_MATMUL, TG_CLASS_OPAQUE,
+                                        TG_CLASS_REDUCTION};
+    bool movement_only = true;
+    for (int i = 0; i < k->n_nodes; i++)
+        movement_only =
+            movement_only && tg_ops[g->nodes[k->nodes[i]].op].klass == TG_CLASS_MOVEMENT;
+    k->root = k->nodes[k->n_nodes - 1];
+    k->kind = movement_only ? TG_CLASS_MOVEMENT : TG_CLASS_ELEMENTWISE;
+    for (int c = 0; c < 4; c++)
+        for (int i = 0; i < k->n_nodes; i++)
+            if (tg_ops[g->nodes[k->nodes[i]].op].klass == order[c]) {
+                k->root = k->nodes[i];
+                k->kind = order[c];
+                return;
+            }
+}
+
+/* Fills part kernel `out` with the members of kernel k in part `part`. */
+static tg_status fill_part(const tg_graph *g, const tg_part_kernel *k, const int32_t *part_of,
+                           int32_t part, tg_part_kernel *out) {
+    memset(out, 0, sizeof *out);
+    out->nodes = malloc((size_t)k->n_nodes * sizeof *out->nodes);
+    out->inputs = malloc(((size_t)k->n_inputs + 1) * sizeof *out->inputs);
+    out->outputs = malloc(((size_t)k->n_outputs + 1) * sizeof *out->outputs);
+    if (!out->nodes || !out->inputs || !out->outputs)
+        return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    for (int i = 0; i < k->n_nodes; i++)
+        if (part_of[i] == part) out->nodes[out->n_nodes++] = k->nodes[i];
+    for (int x = 0; x < k->n_inputs; x++) {
+        bool read = false;
+        for (int i = 0; i < out->n_nodes && !read; i++) {
+            const tg_node *n = &g->nodes[out->nodes[i]];
+            for (int j = 0; j < n->n_inputs; j++) read = read || n->inputs[j] == k->inputs[x];
+        }
+        if (read) out->inputs[out->n_inputs++] = k->inputs[x];
+    }
+    for (int o = 0; o < k->n_outputs; o++)
+        if (index_in(out->nodes, out->n_nodes, k->outputs[o]) >= 0)
+            out->outputs[out->n_outputs++] = k->outputs[o];
+    part_kind(g, out);
+    return TG_OK;
+}
+
+tg_status tg_partition_split_kernel(const tg_graph *g, const tg_partition *p, int k,
+                                    tg_partition **out) {
+    *out = NULL;
+    const tg_part_kernel *pk = &p->kernels[k];
+    int32_t *part_of = malloc(((size_t)pk->n_nodes + 1) * sizeof *part_of);
+    if (!part_of) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    for (int i = 0; i < pk->n_nodes; i++) part_of[i] = i;
+    for (int i = 0; i < pk->n_nodes; i++) {
+        const tg_node *n = &g->nodes[pk->nodes[i]];
+        for (int j = 0; j < n->n_inputs; j++) {
+            int32_t x = n->inputs[j];
+            while (tg_node_is_alias(&g->nodes[x])) x = g->nodes[x].inputs[0];
+            int32_t m = index_in(pk->nodes, pk->n_nodes, x);
+            if (m >= 0) part_of[part_root(part_of, i)] = part_root(part_of, m);
+        }
+    }
+    int n_parts = 0;
+    for (int i = 0; i < pk->n_nodes; i++) {
+        part_of[i] = part_root(part_of, i);
+        n_parts += part_of[i] == i;
+    }
+    if (n_parts < 2) {
+        free(part_of);
+        return TG_OK;
+    }
+    tg_partition *q = calloc(1, sizeof *q);
+    tg_status st = q ? TG_OK : tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    if (st == TG_OK) {
+        q->n_nodes = p->n_nodes;
+        q->unfused = p->unfused;
+        q->kernel_of = malloc(((size_t)p->n_nodes + 1) * sizeof *q->kernel_of);
+        q->kernels = calloc((size_t)(p->n_kernels + n_parts - 1), sizeof *q->kernels);
+        if (!q->kernel_of || !q->kernels) st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    }
+    for (int i = 0; st == TG_OK && i < p->n_kernels; i++) {
+        if (i == k) {
+            for (int m = 0; st == TG_OK && m < pk->n_nodes; m++)
+                if (part_of[m] == m) st = fill_part(g, pk, part_of, m, &q->kernels[q->n_kernels++]);
+            continue;
+        }
+        const tg_part_kernel *src = &p->kernels[i];
+        tg_part_kernel *d = &q->kernels[q->n_kernels++];
+        *d = *src;
+        d->nodes = malloc(((size_t)src->n_nodes + 1) * sizeof *d->nodes);
+        d->inputs = malloc(((size_t)src->n_inputs + 1) * sizeof *d->inputs);
+        d->outputs = malloc(((size_t)src->n_outputs + 1) * sizeof *d->outputs);
+        if (!d->nodes || !d->inputs || !d->outputs) {
+            st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+            break;
+        }
+        memcpy(d->nodes, src->nodes, (size_t)src->n_nodes * sizeof *d->nodes);
+        memcpy(d->inputs, src->inputs, (size_t)src->n_inputs * sizeof *d->inputs);
+        memcpy(d->outputs, src->outputs, (size_t)src->n_outputs * sizeof *d->outputs);
+    }
+    free(part_of);
+    if (st != TG_OK) {
+        tg_partition_free(q);
+        return st;
+    }
+    for (int id = 0; id < q->n_nodes; id++) q->kernel_of[id] = -1;
+    for (int i = 0; i < q->n_kernels; i++)
+        for (int m = 0; m < q->kernels[i].n_nodes; m++) q->kernel_of[q->kernels[i].nodes[m]] = i;
+    *out = q;
+    return TG_OK;
+}
+
 /* Fills kernel k of the partition from representative rep. */
 static tg_status describe_kernel(fuser *f, int32_t rep, tg_part_kernel *k) {
     int n = 0;

@@ -62,6 +62,14 @@ tg_status tg_partition_graph(const tg_graph *g, int n_targets, const int32_t *ta
                              int n_target_ops, const int32_t *target_ops,
                              const tg_fusion_limits *limits, tg_partition **out);
 
+/* Kernel k of p split into its connected parts (members joined by reads,
+ * through aliases), each a kernel of its own in k's place, in *out
+ * (NULL when k has one part). A group of sibling matmuls
+ * (backend/gen_group.c) becomes its products again: the executor does
+ * this where a group holds the arena's peak and apart they need less. */
+tg_status tg_partition_split_kernel(const tg_graph *g, const tg_partition *p, int k,
+                                    tg_partition **out);
+
 /* The text IR of g grouped by kernel (docs/ir.md, "Fused IR"): sources
  * first, then each kernel as a comment line and its member nodes indented,
  * in kernel order. It still parses as plain IR. malloc'ed; NULL on error. */
