@@ -27,31 +27,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_util.h"
 #include "tg.h"
 
 enum { HEADS = 6, DHEAD = 64 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* CPU time of the process: on lavapipe the work runs on its threads, so
- * this is less disturbed by other load on a shared machine than the wall
- * clock (reported as well, not instead). */
-static double cpu_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static uint64_t rng = 42;
 static float frand(void) {
@@ -109,17 +89,17 @@ static double run_case(tg_device *dev, int64_t T, impl which, bool backward, int
     if (which == PREVIOUS) unsetenv("TG_ATTN_STRATEGY");
     tg_array res[4];
     memset(res, 0, sizeof res);
-    double med = -1, gflops = 0;
+    double med = -1, cpu_med = 0, gflops = 0;
     uint64_t arena = 0;
     double times[64], cpu[64];
     int n = 0;
     if (st == TG_OK) st = tg_run(e, n_feeds, feeds, res); /* warm-up: JIT */
     for (int r = 0; st == TG_OK && r < reps && r < 64; r++) {
         for (int i = 0; i < n_targets; i++) tg_array_free(&res[i]);
-        double t0 = now_s(), c0 = cpu_s();
+        double t0 = bench_now_s(), c0 = bench_cpu_s();
         st = tg_run(e, n_feeds, feeds, res);
-        cpu[n] = cpu_s() - c0;
-        times[n++] = now_s() - t0;
+        cpu[n] = bench_cpu_s() - c0;
+        times[n++] = bench_now_s() - t0;
     }
     char err[512] = "";
     if (st != TG_OK) snprintf(err, sizeof err, "%s", tg_last_error());
@@ -129,9 +109,8 @@ static double run_case(tg_device *dev, int64_t T, impl which, bool backward, int
                 backward ? "forward+backward" : "forward", table);
     free(table);
     if (n) {
-        qsort(times, (size_t)n, sizeof times[0], cmp_double);
-        qsort(cpu, (size_t)n, sizeof cpu[0], cmp_double);
-        med = times[n / 2];
+        med = bench_median(times, n); /* sorts times: times[0] is the fastest run */
+        cpu_med = bench_median(cpu, n);
         double flops = 4.0 * HEADS * (double)T * (double)T * DHEAD * (backward ? 3.5 : 1.0);
         gflops = flops / med * 1e-9;
         tg_executable_memory_stats(e, &arena, NULL, NULL);
@@ -141,7 +120,7 @@ static double run_case(tg_device *dev, int64_t T, impl which, bool backward, int
     if (n)
         printf("\"median_ms\": %.3f, \"min_ms\": %.3f, \"cpu_ms\": %.3f, \"gflops\": %.2f, "
                "\"runs\": %d, \"peak_memory_bytes\": %llu, \"dispatches\": %d}",
-               med * 1e3, times[0] * 1e3, cpu[n / 2] * 1e3, gflops, n, (unsigned long long)arena,
+               med * 1e3, times[0] * 1e3, cpu_med * 1e3, gflops, n, (unsigned long long)arena,
                tg_executable_dispatches(e));
     else {
         for (char *c = err; *c; c++)
@@ -177,10 +156,7 @@ int main(int argc, char **argv) {
     }
     if (reps < 1) reps = 1;
     tg_device *dev = NULL;
-    if (tg_device_open(-1, &dev) != TG_OK) {
-        fprintf(stderr, "device: %s\n", tg_last_error());
-        return 1;
-    }
+    if (!bench_open_device(&dev)) return 1;
     tg_device_info info;
     tg_device_get_info(tg_device_default_index(), &info);
     const char *lp = getenv("LP_NUM_THREADS");

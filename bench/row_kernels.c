@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_util.h"
 #include "tg.h"
 
 #define MAX_KERNELS 32
@@ -121,10 +122,7 @@ int main(int argc, char **argv) {
     }
     if (reps < 1) reps = 1;
     tg_device *dev = NULL;
-    if (tg_device_open(-1, &dev) != TG_OK) {
-        fprintf(stderr, "device: %s\n", tg_last_error());
-        return 1;
-    }
+    if (!bench_open_device(&dev)) return 1;
     const char *lp = getenv("LP_NUM_THREADS");
     printf("{\n  \"benchmark\": \"row_kernels\",\n  \"lp_num_threads\": %s%s%s,\n"
            "  \"results\": [\n",
