@@ -127,6 +127,10 @@ int64_t tg_gen_ce_row_iters(int64_t C, int64_t step);
  * (gen_grad.c); TG_ERR_UNSUPPORTED past lavapipe's loop limit. */
 tg_status tg_gen_ce_grad_rows(tg_gen *g, const tg_node *n, bool serial, int64_t *rows_per_group,
                               uint64_t *groups);
+/* The GLSL condition under which the int `label` of a row of C classes
+ * counts for nothing (cross_entropy and its gradient, gen_grad.c): equal
+ * to ignore_index, or outside [0, C). Written to buf (96 bytes hold it). */
+void tg_gen_ce_skip(char *buf, size_t size, const char *label, int64_t ignore_index, int64_t C);
 
 /* Rows of at most this many elements take one invocation per row; on CPU
  * devices (lavapipe) rows up to TG_GEN_ROW_SERIAL_MAX_CPU do, since

@@ -271,6 +271,14 @@ tg_status tg_gen_ce_grad_rows(tg_gen *g, const tg_node *n, bool serial, int64_t 
     return TG_OK;
 }
 
+void tg_gen_ce_skip(char *buf, size_t size, const char *label, int64_t ignore_index, int64_t C) {
+    if (ignore_index >= INT32_MIN && ignore_index <= INT32_MAX)
+        snprintf(buf, size, "(%s == %lld || %s < 0 || %s >= %lld)", label, (long long)ignore_index,
+                 label, label, (long long)C);
+    else /* an int label never equals it */
+        snprintf(buf, size, "(%s < 0 || %s >= %lld)", label, label, (long long)C);
+}
+
 /* (logits = ld0, labels = ld1, dloss = ld2): (softmax(row) - onehot) *
  * dloss / count for counted rows, zeros otherwise. Each workgroup owns a
  * block of rows: serial, one row per invocation (WG rows); else
@@ -281,17 +289,12 @@ tg_status tg_gen_ce_grad_rows(tg_gen *g, const tg_node *n, bool serial, int64_t 
 static tg_status gen_cross_entropy_grad(tg_gen *g, const tg_node *n, bool serial) {
     const tg_node *y = tg_gen_node(g, n->inputs[1]);
     int64_t C = n->shape[n->rank - 1], rows = tg_shape_count(y->rank, y->shape);
-    int64_t ig = n->attrs.ignore_index;
     int64_t per_group;
     uint64_t groups;
     tg_status st = tg_gen_ce_grad_rows(g, n, serial, &per_group, &groups);
     if (st != TG_OK) return st;
     char skip[96];
-    if (ig >= INT32_MIN && ig <= INT32_MAX)
-        snprintf(skip, sizeof skip, "(lb == %lld || lb < 0 || lb >= %lld)", (long long)ig,
-                 (long long)C);
-    else
-        snprintf(skip, sizeof skip, "(lb < 0 || lb >= %lld)", (long long)C);
+    tg_gen_ce_skip(skip, sizeof skip, "lb", n->attrs.ignore_index, C);
     tg_sb *b = &g->b;
     tg_gen_ce_row_fns(g, C);
     tg_sb_printf(b,

@@ -223,18 +223,14 @@ static tg_status emit_cross_entropy(tg_gen *g, const tg_node *n, bool serial, co
     const tg_graph *gr = g->k->g;
     const tg_node *x = &gr->nodes[n->inputs[0]], *y = &gr->nodes[n->inputs[1]];
     int64_t C = x->shape[x->rank - 1], rows = tg_shape_count(y->rank, y->shape);
-    int64_t ig = n->attrs.ignore_index;
     if (g->caps->device_class == TG_VK_CLASS_CPU &&
         ce_iters(serial, rows, C, g->wg) > CPU_LOOP_LIMIT)
         return tg_set_error(TG_ERR_UNSUPPORTED,
                             "cross_entropy of %lld rows x %lld classes: over the %d loop "
                             "iterations an invocation may run on this CPU device",
                             (long long)rows, (long long)C, CPU_LOOP_LIMIT);
-    char ign[64];
-    if (ig >= INT32_MIN && ig <= INT32_MAX)
-        snprintf(ign, sizeof ign, "lab == %lld", (long long)ig);
-    else
-        snprintf(ign, sizeof ign, "false");
+    char skip[96];
+    tg_gen_ce_skip(skip, sizeof skip, "lab", n->attrs.ignore_index, C);
     tg_sb *b = &g->b;
     if (serial)
         tg_sb_printf(b,
@@ -254,14 +250,14 @@ static tg_status emit_cross_entropy(tg_gen *g, const tg_node *n, bool serial, co
                  "    float total = 0.0, cnt = 0.0;\n"
                  "    for (uint r = r0; r < %lluu; r += rstep) {\n"
                  "        int lab = ld%d(r);\n" /* uniform when the workgroup walks the row */
-                 "        if (%s || lab < 0 || lab >= %lld) continue;\n"
+                 "        if (%s) continue;\n"
                  "        uint base = r * %lluu;\n"
                  "        float m = ROW_MAX(ce_row_max(base, j0, jstep));\n"
                  "        float s = ROW_SUM(ce_row_sumexp(base, j0, jstep, m));\n"
                  "        total += m + log(s) - ld%d(base + uint(lab));\n"
                  "        cnt += 1.0;\n"
                  "    }\n",
-                 (unsigned long long)rows, yi, ign, (long long)C, (unsigned long long)C, li);
+                 (unsigned long long)rows, yi, skip, (unsigned long long)C, li);
     if (serial) tg_sb_printf(b, "    total = tg_wg_sum(total);\n    cnt = tg_wg_sum(cnt);\n");
     tg_sb_printf(b,
                  "    if (l == 0u) st%d(0u, cnt > 0.0 ? total / cnt : 0.0);\n}\n"
@@ -786,16 +782,11 @@ static tg_status emit_cross_entropy_grad(tg_gen *g, const tg_node *n, bool seria
     typedef unsigned long long ull;
     const tg_node *y = tg_gen_node(g, n->inputs[1]);
     int64_t C = n->shape[n->rank - 1], rows = tg_shape_count(y->rank, y->shape);
-    int64_t ig = n->attrs.ignore_index;
     int64_t per_group;
     tg_status st = tg_gen_ce_grad_rows(g, n, serial, &per_group, groups);
     if (st != TG_OK) return st;
     char skip[96];
-    if (ig >= INT32_MIN && ig <= INT32_MAX)
-        snprintf(skip, sizeof skip, "(lb == %lld || lb < 0 || lb >= %lld)", (long long)ig,
-                 (long long)C);
-    else
-        snprintf(skip, sizeof skip, "(lb < 0 || lb >= %lld)", (long long)C);
+    tg_gen_ce_skip(skip, sizeof skip, "lb", n->attrs.ignore_index, C);
     tg_sb *b = &g->b;
     tg_sb_printf(b,
                  "#define ROW_SUM(x) %s\n#define ROW_MAX(x) %s\n"
