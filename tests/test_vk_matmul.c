@@ -155,6 +155,10 @@ static void run_suite(tg_dtype dt, tg_dtype odt, tg_mm_strategy s) {
     /* operands at offsets in their buffers, and a fused epilogue */
     check_mm((mm_case){33, 65, 17, 2, 2, false, false, dt, odt, s, 8, true, 0, 0, 0});
     check_mm((mm_case){36, 68, 20, 2, 1, false, true, dt, odt, s, 4, true, 0, 0, 0});
+    /* plain products at an offset: whole 4-aligned blocks stored as vec4s
+     * (f32), the edge blocks by element */
+    check_mm((mm_case){36, 68, 20, 2, 1, false, false, dt, odt, s, 4, false, 0, 0, 0});
+    check_mm((mm_case){150, 36, 24, 1, 1, false, false, dt, odt, s, 8, false, 0, 0, 0});
     /* padded rows: odd N and M read as vec4 texels through ldb / lda */
     check_mm((mm_case){33, 65, 17, 1, 1, false, false, dt, odt, s, 0, false, 0, 68, 67});
     check_mm((mm_case){33, 65, 20, 2, 2, true, true, dt, odt, s, 0, false, 36, 24, 0});
