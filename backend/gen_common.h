@@ -127,6 +127,10 @@ int64_t tg_gen_ce_row_iters(int64_t C, int64_t step);
  * (gen_grad.c); TG_ERR_UNSUPPORTED past lavapipe's loop limit. */
 tg_status tg_gen_ce_grad_rows(tg_gen *g, const tg_node *n, bool serial, int64_t *rows_per_group,
                               uint64_t *groups);
+/* GLSL `void ce_grad(uint grp)`, the cross_entropy_grad rows of
+ * workgroup grp (gen_grad.c); *groups: the workgroups it needs. */
+tg_status tg_gen_ce_grad_fn(tg_gen *g, const tg_node *n, bool serial, int li, int yi, int di,
+                            int jo, uint64_t *groups);
 /* The GLSL condition under which the int `label` of a row of C classes
  * counts for nothing (cross_entropy and its gradient, gen_grad.c): equal
  * to ignore_index, or outside [0, C). Written to buf (96 bytes hold it). */

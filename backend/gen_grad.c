@@ -279,38 +279,39 @@ void tg_gen_ce_skip(char *buf, size_t size, const char *label, int64_t ignore_in
         snprintf(buf, size, "(%s < 0 || %s >= %lld)", label, label, (long long)C);
 }
 
-/* (logits = ld0, labels = ld1, dloss = ld2): (softmax(row) - onehot) *
- * dloss / count for counted rows, zeros otherwise. Each workgroup owns a
- * block of rows: serial, one row per invocation (WG rows); else
- * `per_group` rows that the workgroup walks together. It first counts
- * the counted labels of all rows, together (each invocation every WG-th
- * label, then one workgroup sum): the labels are read once per
- * workgroup, not once per row. */
-static tg_status gen_cross_entropy_grad(tg_gen *g, const tg_node *n, bool serial) {
+/* GLSL `void ce_grad(uint grp)`: workgroup grp's rows of the gradient
+ * (logits = input li, labels = yi, dloss = di, output jo):
+ * (softmax(row) - onehot) * dloss / count for counted rows, zeros
+ * otherwise. Each workgroup owns a block of rows: serial, one row per
+ * invocation (WG rows); else `per_group` rows that the workgroup walks
+ * together. It first counts the counted labels of all rows, together
+ * (each invocation every WG-th label, then one workgroup sum): the labels
+ * are read once per workgroup, not once per row. A row is read whole
+ * before its gradient is written, so the output may be the logits' memory
+ * (backend/executor.c). Used by the lone kernel below and by gen_nn.c's
+ * cross-entropy pair; the row functions must be emitted first. */
+tg_status tg_gen_ce_grad_fn(tg_gen *g, const tg_node *n, bool serial, int li, int yi, int di,
+                            int jo, uint64_t *groups) {
     const tg_node *y = tg_gen_node(g, n->inputs[1]);
     int64_t C = n->shape[n->rank - 1], rows = tg_shape_count(y->rank, y->shape);
     int64_t per_group;
-    uint64_t groups;
-    tg_status st = tg_gen_ce_grad_rows(g, n, serial, &per_group, &groups);
+    tg_status st = tg_gen_ce_grad_rows(g, n, serial, &per_group, groups);
     if (st != TG_OK) return st;
     char skip[96];
     tg_gen_ce_skip(skip, sizeof skip, "lb", n->attrs.ignore_index, C);
     tg_sb *b = &g->b;
-    tg_gen_ce_row_fns(g, C);
     tg_sb_printf(b,
                  "#define ROW_SUM(x) %s\n#define ROW_MAX(x) %s\n"
-                 "void main() {\n"
-                 "    uint grp = tg_group();\n"
-                 "    if (grp >= %lluu) return;\n" /* uniform over the workgroup */
+                 "void ce_grad(uint grp) {\n"
                  "    uint l = gl_LocalInvocationID.x;\n"
                  "    float cnt = 0.0;\n"
                  "    for (uint q = l; q < %lluu; q += %uu) {\n"
-                 "        int lb = ld1(q);\n"
+                 "        int lb = ld%d(q);\n"
                  "        cnt += %s ? 0.0 : 1.0;\n"
                  "    }\n"
-                 "    float scale = ld2(0u) / tg_wg_sum(cnt);\n",
-                 serial ? "(x)" : "tg_wg_sum(x)", serial ? "(x)" : "tg_wg_max(x)", (ull)groups,
-                 (ull)rows, g->wg, skip);
+                 "    float scale = ld%d(0u) / tg_wg_sum(cnt);\n",
+                 serial ? "(x)" : "tg_wg_sum(x)", serial ? "(x)" : "tg_wg_max(x)", (ull)rows, g->wg,
+                 yi, skip, di);
     if (serial)
         tg_sb_printf(b,
                      "    const uint j0 = 0u, step = 1u;\n"
@@ -323,20 +324,34 @@ static tg_status gen_cross_entropy_grad(tg_gen *g, const tg_node *n, bool serial
                      g->wg, (ull)per_group, (ull)rows, (ull)per_group);
     tg_sb_printf(b,
                  "    for (uint r = r0; r < r1; r++) {\n"
-                 "        int lb = ld1(r);\n"
+                 "        int lb = ld%d(r);\n"
                  "        uint base = r * %lluu;\n"
                  "        if (%s) {\n" /* uniform when the workgroup walks the row */
-                 "            for (uint j = j0; j < %lluu; j += step) st0(base + j, 0.0);\n"
+                 "            for (uint j = j0; j < %lluu; j += step) st%d(base + j, 0.0);\n"
                  "            continue;\n"
                  "        }\n"
                  "        float m = ROW_MAX(ce_row_max(base, j0, step));\n"
                  "        float f = scale / ROW_SUM(ce_row_sumexp(base, j0, step, m));\n"
                  "        for (uint j = j0; j < %lluu; j += step)\n"
-                 "            st0(base + j, exp(ld0(base + j) - m) * f - (int(j) == lb ? scale : "
+                 "            st%d(base + j, exp(ld%d(base + j) - m) * f - (int(j) == lb ? scale : "
                  "0.0));\n"
                  "    }\n"
+                 "}\n#undef ROW_SUM\n#undef ROW_MAX\n",
+                 yi, (ull)C, skip, (ull)C, jo, (ull)C, jo, li);
+    return TG_OK;
+}
+
+static tg_status gen_cross_entropy_grad(tg_gen *g, const tg_node *n, bool serial) {
+    uint64_t groups;
+    tg_gen_ce_row_fns(g, n->shape[n->rank - 1]);
+    tg_status st = tg_gen_ce_grad_fn(g, n, serial, 0, 1, 2, 0, &groups);
+    if (st != TG_OK) return st;
+    tg_sb_printf(&g->b,
+                 "void main() {\n"
+                 "    uint grp = tg_group();\n" /* uniform over the workgroup */
+                 "    if (grp < %lluu) ce_grad(grp);\n"
                  "}\n",
-                 (ull)C, skip, (ull)C, (ull)C);
+                 (ull)groups);
     return tg_gen_finish(g, groups);
 }
 

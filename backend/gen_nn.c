@@ -773,61 +773,8 @@ static tg_status gen_layer_norm_backward(const tg_vk_caps *caps, const tg_kernel
 /* ---- cross_entropy with cross_entropy_grad (passes/fusion.c,
  * merge_cross_entropy): one kernel reading the logits for both. The
  * first workgroup computes the loss (emit_cross_entropy); the others the
- * gradient, (softmax(row) - onehot) * dloss / count, as gen_grad.c's
- * cross_entropy_grad kernel does: each owns a block of rows (serial: one
- * row per invocation; else rows walked together), after counting the
- * counted labels of all rows together. */
-static tg_status emit_cross_entropy_grad(tg_gen *g, const tg_node *n, bool serial, int li, int yi,
-                                         int di, int jo, uint64_t *groups) {
-    typedef unsigned long long ull;
-    const tg_node *y = tg_gen_node(g, n->inputs[1]);
-    int64_t C = n->shape[n->rank - 1], rows = tg_shape_count(y->rank, y->shape);
-    int64_t per_group;
-    tg_status st = tg_gen_ce_grad_rows(g, n, serial, &per_group, groups);
-    if (st != TG_OK) return st;
-    char skip[96];
-    tg_gen_ce_skip(skip, sizeof skip, "lb", n->attrs.ignore_index, C);
-    tg_sb *b = &g->b;
-    tg_sb_printf(b,
-                 "#define ROW_SUM(x) %s\n#define ROW_MAX(x) %s\n"
-                 "void ce_grad(uint grp) {\n"
-                 "    uint l = gl_LocalInvocationID.x;\n"
-                 "    float cnt = 0.0;\n"
-                 "    for (uint q = l; q < %lluu; q += %uu) {\n"
-                 "        int lb = ld%d(q);\n"
-                 "        cnt += %s ? 0.0 : 1.0;\n"
-                 "    }\n"
-                 "    float scale = ld%d(0u) / tg_wg_sum(cnt);\n",
-                 serial ? "(x)" : "tg_wg_sum(x)", serial ? "(x)" : "tg_wg_max(x)", (ull)rows, g->wg,
-                 yi, skip, di);
-    if (serial)
-        tg_sb_printf(b,
-                     "    const uint j0 = 0u, step = 1u;\n"
-                     "    uint r0 = grp * %uu + l, r1 = min(%lluu, r0 + 1u);\n",
-                     g->wg, (ull)rows);
-    else
-        tg_sb_printf(b,
-                     "    uint j0 = l, step = %uu;\n"
-                     "    uint r0 = grp * %lluu, r1 = min(%lluu, r0 + %lluu);\n",
-                     g->wg, (ull)per_group, (ull)rows, (ull)per_group);
-    tg_sb_printf(b,
-                 "    for (uint r = r0; r < r1; r++) {\n"
-                 "        int lb = ld%d(r);\n"
-                 "        uint base = r * %lluu;\n"
-                 "        if (%s) {\n" /* uniform when the workgroup walks the row */
-                 "            for (uint j = j0; j < %lluu; j += step) st%d(base + j, 0.0);\n"
-                 "            continue;\n"
-                 "        }\n"
-                 "        float m = ROW_MAX(ce_row_max(base, j0, step));\n"
-                 "        float f = scale / ROW_SUM(ce_row_sumexp(base, j0, step, m));\n"
-                 "        for (uint j = j0; j < %lluu; j += step)\n"
-                 "            st%d(base + j, exp(ld%d(base + j) - m) * f - (int(j) == lb ? scale : "
-                 "0.0));\n"
-                 "    }\n"
-                 "}\n#undef ROW_SUM\n#undef ROW_MAX\n",
-                 yi, (ull)C, skip, (ull)C, jo, (ull)C, jo, li);
-    return TG_OK;
-}
+ * gradient, with gen_grad.c's ce_grad function (tg_gen_ce_grad_fn), as
+ * the lone cross_entropy_grad kernel does. */
 
 /* The output index of node id in kernel k, or -1. */
 static int output_of(const tg_kernel *k, int32_t id) {
@@ -872,8 +819,8 @@ static tg_status gen_cross_entropy_pair(const tg_vk_caps *caps, const tg_kernel 
         st = emit_cross_entropy(&g, loss, loss_serial, "ce_loss", li, yi, output_of(k, loss_id));
     }
     if (st == TG_OK)
-        st = emit_cross_entropy_grad(&g, grad, grad_serial, li, yi, di, output_of(k, grad_id),
-                                     &grad_groups);
+        st = tg_gen_ce_grad_fn(&g, grad, grad_serial, li, yi, di, output_of(k, grad_id),
+                               &grad_groups);
     if (st != TG_OK) {
         tg_gen_abort(&g);
         return st;
