@@ -34,6 +34,7 @@
 
 #include "backend/exec_internal.h"
 #include "backend/exec_plan.h"
+#include "graph/strbuf.h"
 #include "passes/passes.h"
 
 #define DEFAULT_MAX_SPECS 8
@@ -114,6 +115,7 @@ typedef struct spec {
     int32_t *tgt, *ph, *tops; /* e->targets, e->ph, e->target_ops as ids of g */
     tg_partition *part;       /* the kernels */
     tg_plan_stats mem;
+    char *peak;    /* what is live at the arena's peak (tg_executable_memory_peak) */
     int32_t *root; /* the node whose memory a node uses (aliases) */
     loc *locs;
     exec_kernel *kernels;
@@ -241,6 +243,7 @@ static void free_spec(tg_executable *e, spec *s) {
     free(s->ph);
     free(s->tops);
     tg_partition_free(s->part);
+    free(s->peak);
     free(s->root);
     free(s->locs);
     free(s->kernels);
@@ -1211,6 +1214,60 @@ static int peak_kernel(const arena_plan *p, int nk, int nr) {
     return best >= 1 && best <= nk ? p->order[best - 1] : -1;
 }
 
+static int cmp_bytes_desc(const void *a, const void *b) {
+    const tg_plan_buf *x = *(const tg_plan_buf *const *)a, *y = *(const tg_plan_buf *const *)b;
+    return (x->bytes < y->bytes) - (x->bytes > y->bytes);
+}
+
+/* The text of tg_executable_memory_peak for plan p: the position with the
+ * most bytes live and, largest first, the buffers live there, each named
+ * by a node that lives in it. NULL on out of memory. */
+static char *describe_peak(const spec *s, const arena_plan *p, int nr) {
+    int nk = s->part->n_kernels, at = 0, n = 0;
+    uint64_t most = 0;
+    for (int pos = 0; pos <= nk + 1; pos++) {
+        uint64_t live = 0;
+        for (int r = 0; r < nr; r++)
+            if (p->reqs[r].same_as < 0 && p->reqs[r].first <= pos && pos <= p->reqs[r].last)
+                live += p->reqs[r].bytes;
+        if (live > most) most = live, at = pos;
+    }
+    const tg_plan_buf **live = malloc(((size_t)nr + 1) * sizeof *live);
+    tg_sb b = {0};
+    if (!live) return NULL;
+    for (int r = 0; r < nr; r++)
+        if (p->reqs[r].same_as < 0 && p->reqs[r].first <= at && at <= p->reqs[r].last)
+            live[n++] = &p->reqs[r];
+    qsort(live, (size_t)n, sizeof *live, cmp_bytes_desc);
+    char lab[200];
+    if (at >= 1 && at <= nk)
+        tg_sb_printf(&b, "peak: %llu bytes in %d buffers, at kernel %d of %d (%s)\n",
+                     (unsigned long long)most, n, at, nk,
+                     node_label(s->g, s->part->kernels[p->order[at - 1]].root, lab, sizeof lab));
+    else
+        tg_sb_printf(&b, "peak: %llu bytes in %d buffers, %s the kernels\n",
+                     (unsigned long long)most, n, at == 0 ? "before" : "after");
+    for (int i = 0; i < n; i++) {
+        int r = (int)(live[i] - p->reqs), who = -1, then = -1;
+        for (int id = 0; id < s->g->n_nodes; id++) {
+            int q = s->locs[id].kind == LOC_ARENA ? s->locs[id].buf : -1;
+            if (q == r && who < 0) who = id;
+            if (q >= 0 && q < nr && q != r && p->reqs[q].same_as == r && then < 0) then = id;
+        }
+        tg_sb_printf(&b, "  %12llu  %s", (unsigned long long)live[i]->bytes,
+                     who >= 0 ? node_label(s->g, who, lab, sizeof lab) : "a feed or temporary");
+        if (then >= 0)
+            tg_sb_printf(&b, ", then in place %s", node_label(s->g, then, lab, sizeof lab));
+        tg_sb_printf(&b, ", live over kernels %d..%d\n", live[i]->first, live[i]->last);
+    }
+    free(live);
+    if (b.oom) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
+}
+
 /* Orders the kernels and plans the arena (plan_partition). Where a
  * kernel of independent parts (a matmul group, sibling copies, an
  * optimizer group) runs at the peak, its parts as kernels of their own
@@ -1253,6 +1310,8 @@ static tg_status plan_arena(builder *b, int **order_out) {
     if (st != TG_OK) return st;
     memcpy(b->reqs, best.reqs, (size_t)nr * sizeof *b->reqs);
     s->mem = best.mem;
+    free(s->peak);
+    s->peak = describe_peak(s, &best, nr);
     free(b->arena.used);
     b->arena.used = best.chunks;
     b->arena.n_chunks = b->arena.cap = best.n_chunks;
@@ -1911,6 +1970,18 @@ tg_status tg_executable_memory_stats(const tg_executable *e, uint64_t *arena, ui
     if (arena) *arena = e->last->mem.arena;
     if (naive) *naive = e->last->mem.naive;
     if (lower_bound) *lower_bound = e->last->mem.lower_bound;
+    return TG_OK;
+}
+
+tg_status tg_executable_memory_peak(const tg_executable *e, char **text) {
+    if (!text) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "tg_executable_memory_peak: NULL text");
+    *text = NULL;
+    if (!e || !e->last)
+        return tg_set_error(TG_ERR_INVALID_ARGUMENT,
+                            "tg_executable_memory_peak: nothing compiled yet");
+    size_t n = e->last->peak ? strlen(e->last->peak) + 1 : 0;
+    if (!n || !(*text = malloc(n))) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    memcpy(*text, e->last->peak, n);
     return TG_OK;
 }
 

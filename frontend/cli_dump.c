@@ -18,7 +18,8 @@ const char cli_dump_help[] =
     "                 'fusion': grouped by kernel)\n"
     "  --disable=PASS skip a pass (repeatable, or comma-separated); without\n"
     "                 --after, prints the IR after the last pass that runs\n"
-    "  --stats        run the passes and print node, dispatch and memory counts;\n"
+    "  --stats        run the passes and print node, dispatch and memory counts\n"
+    "                 and the buffers live at the arena's peak;\n"
     "                 then compile on the default device: kernels, dispatches,\n"
     "                 arena bytes, its lower bound and the naive sum\n"
     "  --passes       list the passes in the order they run\n"
@@ -106,6 +107,9 @@ static bool print_compiled_stats(FILE *out, const char *input, const tg_graph *g
         fprintf(out, "arena_over_lower_bound: %.3f\narena_over_naive: %.3f\n",
                 lower ? (double)arena / (double)lower : 1.0,
                 naive ? (double)arena / (double)naive : 1.0);
+        char *peak = NULL;
+        if (tg_executable_memory_peak(e, &peak) == TG_OK) fputs(peak, out);
+        free(peak);
     }
     ok = ok && store && dev && e;
     tg_executable_free(e);

@@ -547,10 +547,9 @@ typedef struct tg_pass_stats {
  *  receive the ids of targets[i] / target_ops[i] in it: passes renumber
  *  nodes, and a target may become another node computing the same value
  *  (x * 1 -> x). opts and stats may be NULL. */
-tg_status tg_optimize(const tg_graph *g, int n_targets, const tg_tensor *targets,
-                      int n_target_ops, const tg_tensor *target_ops, const tg_pass_options *opts,
-                      tg_graph **out, tg_tensor *new_targets, tg_tensor *new_target_ops,
-                      tg_pass_stats *stats);
+tg_status tg_optimize(const tg_graph *g, int n_targets, const tg_tensor *targets, int n_target_ops,
+                      const tg_tensor *target_ops, const tg_pass_options *opts, tg_graph **out,
+                      tg_tensor *new_targets, tg_tensor *new_target_ops, tg_pass_stats *stats);
 
 /* ------------------------------------------------------------------ */
 /* Devices (backend/vk_public.c)                                       */
@@ -675,6 +674,12 @@ int tg_executable_dispatches(const tg_executable *e);
  *  nothing is compiled yet. */
 tg_status tg_executable_memory_stats(const tg_executable *e, uint64_t *arena, uint64_t *naive,
                                      uint64_t *lower_bound);
+/** What holds the arena's peak in the most recently used specialisation:
+ *  a line with the peak's bytes and the kernel running there, then one line
+ *  per buffer live at that point, largest first (bytes, the node whose
+ *  value it holds, the kernels it lives over). *text is malloc'ed: free()
+ *  it. TG_ERR_INVALID_ARGUMENT when nothing is compiled yet. */
+tg_status tg_executable_memory_peak(const tg_executable *e, char **text);
 
 /** After a run with profiling: writes a per-kernel table (name,
  *  dispatches, total and mean microseconds, share; sorted by total; summed

@@ -614,6 +614,22 @@ static void test_split_group_at_peak(void **state) {
     int on, off;
     compare(g, 2, targets, 0, NULL, 3, f, 0, NULL, 1e-5, &on, &off);
     uint64_t arena = arena_on(g, 2, targets);
+    /* the peak's report: dw's kernel, x and dy live (dx not yet) */
+    tg_executable *e = NULL;
+    char *peak = NULL;
+    assert_int_equal(tg_executable_memory_peak(e, &peak), TG_ERR_INVALID_ARGUMENT);
+    tg_store *store = tg_store_new();
+    OK(tg_store_init_missing(store, g, 99, 0.2));
+    OK(tg_compile(dev, g, store, 2, targets, 0, NULL, NULL, &e));
+    OK(tg_executable_memory_peak(e, &peak));
+    char want[64];
+    snprintf(want, sizeof want, "peak: %llu bytes in 3 buffers", (unsigned long long)arena);
+    if (!strstr(peak, want) || !strstr(peak, "65536  exp (node") ||
+        !strstr(peak, "65536  tanh (node") || !strstr(peak, "16384  matmul (node"))
+        fail_msg("peak report:\n%s", peak);
+    free(peak);
+    tg_executable_free(e);
+    tg_store_free(store);
     assert_true(arena >= (uint64_t)(2 * R * K + K * N) * 4);
     assert_true(arena <= (uint64_t)(2 * R * K + K * N) * 4 + 4096);
     assert_int_equal(on, 4); /* x, dy, dw, dx */

@@ -27,6 +27,9 @@ expect_in "$TMP/out" "dispatches_unfused: 6"
 expect_in "$TMP/out" "dispatches_fused: 3"
 expect_in "$TMP/out" "kernels_by_kind: elementwise=0 movement=0 reduction=0 matmul=2 opaque=1 state=0"
 expect_in "$TMP/out" "intermediate_bytes: 264"
+# what holds the peak: h's kernel writes hidden (2x8 f32) while x is live
+expect_in "$TMP/out" "peak: 96 bytes in 2 buffers, at kernel 1 of 3 (matmul 'h'"
+expect_in "$TMP/out" "64  relu 'hidden' (node 7, f32[2,8]), live over kernels 1..2"
 expect_status 0 "$GRAPH" dump --stats "$DATA/mlp.tgir" --disable=fusion
 expect_in "$TMP/out" "dispatches_fused: 6"
 
