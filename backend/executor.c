@@ -1220,8 +1220,8 @@ static int cmp_bytes_desc(const void *a, const void *b) {
 }
 
 /* The text of tg_executable_memory_peak for plan p: the position with the
- * most bytes live and, largest first, the buffers live there, each named
- * by a node that lives in it. NULL on out of memory. */
+ * most bytes live and, largest first, the (32 largest) buffers live
+ * there, each named by a node that lives in it. NULL on out of memory. */
 static char *describe_peak(const spec *s, const arena_plan *p, int nr) {
     int nk = s->part->n_kernels, at = 0, n = 0;
     uint64_t most = 0;
@@ -1247,7 +1247,7 @@ static char *describe_peak(const spec *s, const arena_plan *p, int nr) {
     else
         tg_sb_printf(&b, "peak: %llu bytes in %d buffers, %s the kernels\n",
                      (unsigned long long)most, n, at == 0 ? "before" : "after");
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && i < 32; i++) {
         int r = (int)(live[i] - p->reqs), who = -1, then = -1;
         for (int id = 0; id < s->g->n_nodes; id++) {
             int q = s->locs[id].kind == LOC_ARENA ? s->locs[id].buf : -1;
@@ -1260,6 +1260,7 @@ static char *describe_peak(const spec *s, const arena_plan *p, int nr) {
             tg_sb_printf(&b, ", then in place %s", node_label(s->g, then, lab, sizeof lab));
         tg_sb_printf(&b, ", live over kernels %d..%d\n", live[i]->first, live[i]->last);
     }
+    if (n > 32) tg_sb_printf(&b, "  and %d smaller buffers\n", n - 32);
     free(live);
     if (b.oom) {
         free(b.s);

@@ -676,8 +676,8 @@ tg_status tg_executable_memory_stats(const tg_executable *e, uint64_t *arena, ui
                                      uint64_t *lower_bound);
 /** What holds the arena's peak in the most recently used specialisation:
  *  a line with the peak's bytes and the kernel running there, then one line
- *  per buffer live at that point, largest first (bytes, the node whose
- *  value it holds, the kernels it lives over). *text is malloc'ed: free()
+ *  per buffer live at that point, largest first, at most 32 (bytes, the
+ *  node whose value it holds, the kernels it lives over). *text is malloc'ed: free()
  *  it. TG_ERR_INVALID_ARGUMENT when nothing is compiled yet. */
 tg_status tg_executable_memory_peak(const tg_executable *e, char **text);
 
