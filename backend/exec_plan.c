@@ -254,7 +254,7 @@ tg_status tg_plan_offsets(int n_bufs, tg_plan_buf *bufs, uint64_t align, uint64_
         for (int i = 0; i < n_groups; i++)
             if (bufs[groups[i]].first <= p && p <= bufs[groups[i]].last)
                 live += bufs[groups[i]].bytes;
-        if (live > stats->lower_bound) stats->lower_bound = live;
+        if (live > stats->lower_bound) stats->lower_bound = live, stats->peak_at = p;
     }
     free(groups);
     free(tmp);

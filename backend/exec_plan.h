@@ -45,6 +45,7 @@ typedef struct tg_plan_stats {
     uint64_t arena;       /* bytes of all chunks */
     uint64_t naive;       /* sum of every buffer, no reuse */
     uint64_t lower_bound; /* most bytes live at one position */
+    int peak_at;          /* the first position with lower_bound bytes live */
     int chunks, in_place;
 } tg_plan_stats;
 

@@ -1199,19 +1199,11 @@ static tg_status plan_partition(const builder *b, const tg_plan_buf *reqs0, aren
     return st;
 }
 
-/* The partition index of the kernel running where plan p has the most
- * bytes live, or -1 (the start or the end). */
-static int peak_kernel(const arena_plan *p, int nk, int nr) {
-    int best = 0;
-    uint64_t most = 0;
-    for (int pos = 0; pos <= nk + 1; pos++) {
-        uint64_t live = 0;
-        for (int r = 0; r < nr; r++)
-            if (p->reqs[r].same_as < 0 && p->reqs[r].first <= pos && pos <= p->reqs[r].last)
-                live += p->reqs[r].bytes;
-        if (live > most) most = live, best = pos;
-    }
-    return best >= 1 && best <= nk ? p->order[best - 1] : -1;
+/* The partition index of the kernel running at plan p's peak, or -1 (the
+ * start or the end). */
+static int peak_kernel(const arena_plan *p, int nk) {
+    int at = p->mem.peak_at;
+    return at >= 1 && at <= nk ? p->order[at - 1] : -1;
 }
 
 static int cmp_bytes_desc(const void *a, const void *b) {
@@ -1219,19 +1211,12 @@ static int cmp_bytes_desc(const void *a, const void *b) {
     return (x->bytes < y->bytes) - (x->bytes > y->bytes);
 }
 
-/* The text of tg_executable_memory_peak for plan p: the position with the
- * most bytes live and, largest first, the (32 largest) buffers live
+/* The text of tg_executable_memory_peak for plan p: its peak (found by
+ * tg_plan_offsets) and, largest first, the (32 largest) buffers live
  * there, each named by a node that lives in it. NULL on out of memory. */
 static char *describe_peak(const spec *s, const arena_plan *p, int nr) {
-    int nk = s->part->n_kernels, at = 0, n = 0;
-    uint64_t most = 0;
-    for (int pos = 0; pos <= nk + 1; pos++) {
-        uint64_t live = 0;
-        for (int r = 0; r < nr; r++)
-            if (p->reqs[r].same_as < 0 && p->reqs[r].first <= pos && pos <= p->reqs[r].last)
-                live += p->reqs[r].bytes;
-        if (live > most) most = live, at = pos;
-    }
+    int nk = s->part->n_kernels, at = p->mem.peak_at, n = 0;
+    uint64_t most = p->mem.lower_bound;
     const tg_plan_buf **live = malloc(((size_t)nr + 1) * sizeof *live);
     tg_sb b = {0};
     if (!live) return NULL;
@@ -1286,7 +1271,7 @@ static tg_status plan_arena(builder *b, int **order_out) {
     arena_plan best;
     tg_status st = plan_partition(b, reqs0, &best);
     for (int tries = 0; st == TG_OK && tries < 8; tries++) {
-        int k = peak_kernel(&best, s->part->n_kernels, nr);
+        int k = peak_kernel(&best, s->part->n_kernels);
         tg_partition *split = NULL;
         if (k >= 0) st = tg_partition_split_kernel(s->g, s->part, k, &split);
         if (!split) break;

@@ -141,6 +141,7 @@ static void test_lifetimes_and_in_place(void **state) {
     assert_int_equal(st.in_place, 1);
     assert_int_equal(st.naive, 64 * 3 + 32);
     assert_int_equal(st.lower_bound, 64 + 64 + 32); /* f, a=b, c at position 3 */
+    assert_int_equal(st.peak_at, 3);
     assert_int_equal(st.arena, 160);
     free(chunks);
 }
