@@ -1000,39 +1000,19 @@ static int member_of(const tg_part_kernel *pk, int32_t id) {
     return -1;
 }
 
-/* in_part[m]: member m is connected to member `from` (reads or is read
- * by, through aliases): the part of a matmul group (gen_group.c) holding
- * it. */
-static void mark_part(const spec *s, const tg_part_kernel *pk, int from, bool *in_part) {
-    memset(in_part, 0, (size_t)pk->n_nodes * sizeof *in_part);
-    in_part[from] = true;
-    for (bool grew = true; grew;) {
-        grew = false;
-        for (int m = 0; m < pk->n_nodes; m++) {
-            const tg_node *n = &s->g->nodes[pk->nodes[m]];
-            for (int i = 0; i < n->n_inputs; i++) {
-                int r = member_of(pk, s->root[n->inputs[i]]);
-                if (r < 0 || in_part[m] == in_part[r]) continue;
-                in_part[m] = in_part[r] = grew = true;
-            }
-        }
-    }
-}
-
 /* True if matmul kernel pk's output member `out` may take the memory of
- * its input `x` (request `req`): x is read only by elementwise epilogue
- * members of the part computing `out`, all of the matmul's shape, so
- * gen_matmul.c's store_c reads x at the element it then stores, in the
- * invocation storing it; no other input shares x's memory. */
-static bool epilogue_in_place(const spec *s, const tg_part_kernel *pk, int32_t x, int req,
-                              int32_t out, bool *in_part) {
+ * its input `x`: x is read only by elementwise epilogue members of the
+ * part computing `out` (part[m]: member m's connected part), all of the
+ * matmul's shape, so gen_matmul.c's store_c reads x at the element it
+ * then stores, in the invocation storing it. */
+static bool epilogue_in_place(const spec *s, const tg_part_kernel *pk, int32_t x, int32_t out,
+                              const int *part) {
     const tg_graph *g = s->g;
     int o = member_of(pk, out);
     if (o < 0) return false;
-    mark_part(s, pk, o, in_part);
     int32_t mm = -1;
     for (int m = 0; m < pk->n_nodes; m++) {
-        if (!in_part[m]) continue;
+        if (part[m] != part[o]) continue;
         tg_op_class c = tg_ops[g->nodes[pk->nodes[m]].op].klass;
         if (c == TG_CLASS_MATMUL && mm < 0)
             mm = pk->nodes[m];
@@ -1042,46 +1022,45 @@ static bool epilogue_in_place(const spec *s, const tg_part_kernel *pk, int32_t x
     if (mm < 0 || !same_shape(&g->nodes[out], &g->nodes[mm]) ||
         !same_shape(&g->nodes[x], &g->nodes[mm]))
         return false;
-    for (int i = 0; i < pk->n_inputs; i++)
-        if (pk->inputs[i] != x && req_of(&s->locs[s->root[pk->inputs[i]]]) == req) return false;
     for (int m = 0; m < pk->n_nodes; m++) {
         const tg_node *n = &g->nodes[pk->nodes[m]];
         for (int i = 0; i < n->n_inputs; i++)
             if (n->inputs[i] == x &&
-                (!in_part[m] || pk->nodes[m] == mm || !same_shape(n, &g->nodes[mm])))
+                (part[m] != part[o] || pk->nodes[m] == mm || !same_shape(n, &g->nodes[mm])))
                 return false;
     }
     return true;
 }
 
 /* True if kernel pk's output `out` may take the memory of its input `x`
- * (request `req`) where x dies there: a matmul epilogue operand read at
- * the element it becomes, or the logits of a cross_entropy_grad kernel of
- * its own (gen_grad.c: a row of the logits is read whole, by its
- * invocation or by the workgroup before a barrier, before the row's
- * gradient is written). */
+ * (request `req`) where x dies there: no other input shares that memory,
+ * and x is a matmul epilogue operand read at the element it becomes, or
+ * the logits of a cross_entropy_grad kernel of its own (gen_grad.c: a row
+ * of the logits is read whole, by its invocation or by the workgroup
+ * before a barrier, before the row's gradient is written). */
 static bool may_take(const spec *s, const tg_part_kernel *pk, int32_t x, int req, int32_t out,
-                     bool *in_part) {
+                     const int *part) {
+    for (int i = 0; i < pk->n_inputs; i++)
+        if (pk->inputs[i] != x && req_of(&s->locs[s->root[pk->inputs[i]]]) == req) return false;
     const tg_node *n = &s->g->nodes[pk->nodes[0]];
-    if (pk->n_nodes == 1 && n->op == TG_OP_CROSS_ENTROPY_GRAD) {
-        for (int i = 0; i < pk->n_inputs; i++)
-            if (pk->inputs[i] != x && req_of(&s->locs[s->root[pk->inputs[i]]]) == req) return false;
+    if (pk->n_nodes == 1 && n->op == TG_OP_CROSS_ENTROPY_GRAD)
         return n->inputs[0] == x && out == pk->nodes[0];
-    }
-    return epilogue_in_place(s, pk, x, req, out, in_part);
+    return epilogue_in_place(s, pk, x, out, part);
 }
 
 /* The planner's view of kernel kk: the arena buffers it reads and writes,
  * and the kernels before it: producers of its inputs and, for a state op
  * writing a variable in place, every kernel reading that variable. */
 static void describe_kernel(const spec *s, int kk, tg_plan_kernel *k, int *reads, int *writes,
-                            int *deps, uint64_t *in_place_reads, bool *in_part) {
+                            int *deps, uint64_t *in_place_reads, int *part) {
     const tg_partition *p = s->part;
     const tg_part_kernel *pk = &p->kernels[kk];
     int32_t read_node[64];
     bool pairs = (pk->kind == TG_CLASS_MATMUL ||
                   (pk->n_nodes == 1 && s->g->nodes[pk->nodes[0]].op == TG_OP_CROSS_ENTROPY_GRAD)) &&
                  pk->n_outputs <= 64;
+    /* out of memory: no reuse in place, still a valid plan */
+    if (pairs) pairs = tg_connected_parts(s->g, pk->n_nodes, pk->nodes, part) > 0;
     memset(k, 0, sizeof *k);
     for (int i = 0; i < pk->n_inputs; i++) {
         int32_t r = s->root[pk->inputs[i]];
@@ -1095,7 +1074,7 @@ static void describe_kernel(const spec *s, int kk, tg_plan_kernel *k, int *reads
         if (req_of(&s->locs[pk->outputs[j]]) >= 0) {
             in_place_reads[k->n_writes] = 0;
             for (int r = 0; pairs && r < k->n_reads && r < 64; r++)
-                if (may_take(s, pk, read_node[r], reads[r], pk->outputs[j], in_part))
+                if (may_take(s, pk, read_node[r], reads[r], pk->outputs[j], part))
                     in_place_reads[k->n_writes] |= 1ull << r;
             writes[k->n_writes++] = req_of(&s->locs[pk->outputs[j]]);
         }
@@ -1153,19 +1132,18 @@ static tg_status plan_partition(const builder *b, const tg_plan_buf *reqs0, aren
     tg_plan_kernel *pk = calloc((size_t)nk + 1, sizeof *pk);
     int *pool = malloc(((size_t)nk + 1) * 3 * per * sizeof *pool);
     uint64_t *masks = malloc(((size_t)nk + 1) * 64 * sizeof *masks);
-    bool *in_part = malloc((size_t)max_members * sizeof *in_part);
+    int *part = malloc((size_t)max_members * sizeof *part);
     arena_plan alt = {0};
     out->order = malloc(((size_t)nk + 1) * sizeof *out->order);
     out->reqs = malloc(((size_t)nr + 1) * sizeof *out->reqs);
     alt.order = malloc(((size_t)nk + 1) * sizeof *alt.order);
     alt.reqs = malloc(((size_t)nr + 1) * sizeof *alt.reqs);
-    tg_status st =
-        pk && pool && masks && in_part && out->order && out->reqs && alt.order && alt.reqs
-            ? TG_OK
-            : tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    tg_status st = pk && pool && masks && part && out->order && out->reqs && alt.order && alt.reqs
+                       ? TG_OK
+                       : tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
     for (int i = 0; st == TG_OK && i < nk; i++)
         describe_kernel(s, i, &pk[i], pool + (size_t)i * 3 * per, pool + (size_t)i * 3 * per + per,
-                        pool + (size_t)i * 3 * per + 2 * per, masks + (size_t)i * 64, in_part);
+                        pool + (size_t)i * 3 * per + 2 * per, masks + (size_t)i * 64, part);
     if (st == TG_OK) st = tg_plan_schedule(nk, pk, nr, reqs0, out->order);
     if (st == TG_OK) {
         memcpy(out->reqs, reqs0, (size_t)nr * sizeof *out->reqs);
@@ -1194,7 +1172,7 @@ static tg_status plan_partition(const builder *b, const tg_plan_buf *reqs0, aren
     free(pk);
     free(pool);
     free(masks);
-    free(in_part);
+    free(part);
     if (st != TG_OK) arena_plan_free(out);
     return st;
 }

@@ -40,42 +40,13 @@ static int member_index(const tg_kernel *k, int32_t id) {
     return -1;
 }
 
-static int find_part(int *parent, int i) {
-    while (parent[i] != i) i = parent[i] = parent[parent[i]];
-    return i;
-}
-
-/* part[i]: the connected part of member i, numbered by first member;
- * returns the number of parts (0 on out of memory). */
-static int split_parts(const tg_kernel *k, int *part) {
-    int *parent = malloc((size_t)k->n_nodes * sizeof *parent);
-    if (!parent) return 0;
-    for (int i = 0; i < k->n_nodes; i++) parent[i] = i;
-    for (int i = 0; i < k->n_nodes; i++) {
-        const tg_node *n = &k->g->nodes[k->nodes[i]];
-        for (int j = 0; j < n->n_inputs; j++) {
-            int m = member_index(k, through_aliases(k->g, n->inputs[j]));
-            if (m >= 0) parent[find_part(parent, i)] = find_part(parent, m);
-        }
-    }
-    int n_parts = 0;
-    for (int i = 0; i < k->n_nodes; i++) part[i] = -1;
-    for (int i = 0; i < k->n_nodes; i++) {
-        int r = find_part(parent, i);
-        if (part[r] < 0) part[r] = n_parts++;
-        part[i] = part[r];
-    }
-    free(parent);
-    return n_parts;
-}
-
 bool tg_gen_is_group(const tg_kernel *k) {
     bool has_matmul = false;
     for (int i = 0; i < k->n_nodes; i++)
         has_matmul |= tg_ops[k->g->nodes[k->nodes[i]].op].klass == TG_CLASS_MATMUL;
     if (!has_matmul || k->n_nodes < 2) return false;
     int *part = malloc((size_t)k->n_nodes * sizeof *part);
-    int n = part ? split_parts(k, part) : 0;
+    int n = part ? tg_connected_parts(k->g, k->n_nodes, k->nodes, part) : 0;
     free(part);
     return n > 1;
 }
@@ -647,7 +618,7 @@ tg_status tg_gen_group(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_cod
     memset(out, 0, sizeof *out);
     int *part = malloc((size_t)k->n_nodes * sizeof *part);
     part_kernel *parts = calloc(MAX_PARTS, sizeof *parts);
-    int n_parts = part && parts ? split_parts(k, part) : 0;
+    int n_parts = part && parts ? tg_connected_parts(k->g, k->n_nodes, k->nodes, part) : 0;
     tg_status st = TG_OK;
     if (n_parts == 0)
         st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");

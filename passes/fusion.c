@@ -880,9 +880,33 @@ static int32_t index_in(const int32_t *list, int n, int32_t id) {
     return -1;
 }
 
-static int32_t part_root(int32_t *parent, int32_t i) {
+static int part_root(int *parent, int i) {
     while (parent[i] != i) i = parent[i] = parent[parent[i]];
     return i;
+}
+
+int tg_connected_parts(const tg_graph *g, int n, const int32_t *members, int *part) {
+    int *parent = malloc(((size_t)n + 1) * sizeof *parent);
+    if (!parent) return 0;
+    for (int i = 0; i < n; i++) parent[i] = i;
+    for (int i = 0; i < n; i++) {
+        const tg_node *nd = &g->nodes[members[i]];
+        for (int j = 0; j < nd->n_inputs; j++) {
+            int32_t x = nd->inputs[j];
+            while (tg_node_is_alias(&g->nodes[x])) x = g->nodes[x].inputs[0];
+            int m = index_in(members, n, x);
+            if (m >= 0) parent[part_root(parent, i)] = part_root(parent, m);
+        }
+    }
+    int n_parts = 0;
+    for (int i = 0; i < n; i++) part[i] = -1;
+    for (int i = 0; i < n; i++) {
+        int r = part_root(parent, i);
+        if (part[r] < 0) part[r] = n_parts++;
+        part[i] = part[r];
+    }
+    free(parent);
+    return n_parts;
 }
 
 /* The root and kind of a kernel of members `nodes`, as describe_kernel
@@ -906,8 +930,8 @@ static void part_kind(const tg_graph *g, tg_part_kernel *k) {
 }
 
 /* Fills part kernel `out` with the members of kernel k in part `part`. */
-static tg_status fill_part(const tg_graph *g, const tg_part_kernel *k, const int32_t *part_of,
-                           int32_t part, tg_part_kernel *out) {
+static tg_status fill_part(const tg_graph *g, const tg_part_kernel *k, const int *part_of, int part,
+                           tg_part_kernel *out) {
     memset(out, 0, sizeof *out);
     out->nodes = malloc((size_t)k->n_nodes * sizeof *out->nodes);
     out->inputs = malloc(((size_t)k->n_inputs + 1) * sizeof *out->inputs);
@@ -935,22 +959,12 @@ tg_status tg_partition_split_kernel(const tg_graph *g, const tg_partition *p, in
                                     tg_partition **out) {
     *out = NULL;
     const tg_part_kernel *pk = &p->kernels[k];
-    int32_t *part_of = malloc(((size_t)pk->n_nodes + 1) * sizeof *part_of);
+    int *part_of = malloc(((size_t)pk->n_nodes + 1) * sizeof *part_of);
     if (!part_of) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
-    for (int i = 0; i < pk->n_nodes; i++) part_of[i] = i;
-    for (int i = 0; i < pk->n_nodes; i++) {
-        const tg_node *n = &g->nodes[pk->nodes[i]];
-        for (int j = 0; j < n->n_inputs; j++) {
-            int32_t x = n->inputs[j];
-            while (tg_node_is_alias(&g->nodes[x])) x = g->nodes[x].inputs[0];
-            int32_t m = index_in(pk->nodes, pk->n_nodes, x);
-            if (m >= 0) part_of[part_root(part_of, i)] = part_root(part_of, m);
-        }
-    }
-    int n_parts = 0;
-    for (int i = 0; i < pk->n_nodes; i++) {
-        part_of[i] = part_root(part_of, i);
-        n_parts += part_of[i] == i;
+    int n_parts = tg_connected_parts(g, pk->n_nodes, pk->nodes, part_of);
+    if (n_parts == 0) {
+        free(part_of);
+        return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
     }
     if (n_parts < 2) {
         free(part_of);
@@ -967,8 +981,8 @@ tg_status tg_partition_split_kernel(const tg_graph *g, const tg_partition *p, in
     }
     for (int i = 0; st == TG_OK && i < p->n_kernels; i++) {
         if (i == k) {
-            for (int m = 0; st == TG_OK && m < pk->n_nodes; m++)
-                if (part_of[m] == m) st = fill_part(g, pk, part_of, m, &q->kernels[q->n_kernels++]);
+            for (int part = 0; st == TG_OK && part < n_parts; part++)
+                st = fill_part(g, pk, part_of, part, &q->kernels[q->n_kernels++]);
             continue;
         }
         const tg_part_kernel *src = &p->kernels[i];

@@ -62,6 +62,13 @@ tg_status tg_partition_graph(const tg_graph *g, int n_targets, const int32_t *ta
                              int n_target_ops, const int32_t *target_ops,
                              const tg_fusion_limits *limits, tg_partition **out);
 
+/* part[i]: the connected part of members[i] among the n members (joined
+ * by reads, through aliases), numbered 0.. in order of first member;
+ * returns the number of parts (0 on out of memory). Matmul groups
+ * (backend/gen_group.c), their split below and the executor's in-place
+ * rule use it. */
+int tg_connected_parts(const tg_graph *g, int n, const int32_t *members, int *part);
+
 /* Kernel k of p split into its connected parts (members joined by reads,
  * through aliases), each a kernel of its own in k's place, in *out
  * (NULL when k has one part). A group of sibling matmuls
