@@ -61,6 +61,12 @@ static bool can_shuffle_a(const tg_vk_caps *caps, bool a_shufflable) {
            (caps->subgroup_ops & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
 }
 
+bool tg_serial_parts(const tg_vk_caps *caps) {
+    const char *env = getenv("TG_SERIAL_PARTS");
+    if (env && (strcmp(env, "0") == 0 || strcmp(env, "1") == 0)) return env[0] == '1';
+    return caps->device_class == TG_VK_CLASS_CPU;
+}
+
 tg_status tg_mm_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int64_t M, int64_t N,
                               int64_t K, tg_mm_tiling *out) {
     return tg_mm_choose_tiling_for(caps, forced, M, N, K, true, out);

@@ -69,4 +69,14 @@ typedef struct tg_attn_tiling {
 tg_status tg_attn_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int64_t Tq,
                                 int64_t d4, int64_t v4, uint32_t texel_bytes, tg_attn_tiling *out);
 
+/* Whether a kernel that does one of several jobs per workgroup (a group of
+ * independent parts, a row part beside a column part) should instead run
+ * every job in every workgroup, one after another. CPU devices run lanes as
+ * SIMD vectors and execute every branch under a mask, even one uniform over
+ * the workgroup (llvmpipe 22.3: an `if` on gl_WorkGroupID skipped by half
+ * the workgroups costs as much as no `if`), so choosing a job per
+ * workgroup costs every job in every workgroup; GPUs branch. The CPU class
+ * says yes; $TG_SERIAL_PARTS = "0" / "1" overrides (tests run both). */
+bool tg_serial_parts(const tg_vk_caps *caps);
+
 #endif /* TG_BACKEND_DEVICE_CLASS_H */

@@ -11,8 +11,12 @@
  *    operands: a tensor two parts read is bound twice, maybe as different
  *    kinds; the executor takes the map in tg_kernel_code.io_of_binding);
  *  - gl_WorkGroupID, gl_GlobalInvocationID, gl_LocalInvocationID, ...
- *    become the part's own values, which main() sets: the group's
- *    workgroups are the parts' workgroups one range after another.
+ *    become the part's own values, which main() sets: on GPUs the group's
+ *    workgroups are the parts' workgroups one range after another, each
+ *    running one part; on CPUs (tg_serial_parts) there are as many as the
+ *    largest part has and workgroup w runs workgroup w of every part that
+ *    has one, one part after another, since a CPU device pays for every
+ *    part a workgroup could take, taken or not.
  * Parts that synchronise (barriers, subgroup operations) must have the
  * group's workgroup size; others may be smaller (the extra invocations
  * return). Push constants must be zeros (every tensor is bound at its own
@@ -23,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/device_class.h"
 #include "backend/gen_common.h"
 #include "passes/passes.h"
 
@@ -528,7 +533,15 @@ static tg_status combine(const tg_vk_caps *caps, part_kernel *parts, int n_parts
     bool same_local = true;
     for (int i = 1; i < n_parts; i++)
         same_local &= memcmp(parts[i].local, parts[0].local, sizeof parts[0].local) == 0;
+    /* serial: every workgroup runs its share of every part, one part after
+     * another (tg_serial_parts); else each workgroup runs one part's */
+    bool serial = tg_serial_parts(caps);
     uint64_t n_groups = start[n_parts];
+    if (serial) { /* the largest part's workgroups: smaller parts skip some */
+        n_groups = 0;
+        for (int i = 0; i < n_parts; i++)
+            if (start[i + 1] - start[i] > n_groups) n_groups = start[i + 1] - start[i];
+    }
     uint64_t gx = n_groups < caps->max_workgroup_count[0] ? n_groups : caps->max_workgroup_count[0];
     uint64_t gy = gx ? (n_groups + gx - 1) / gx : 0;
     if (st == TG_OK && gy > caps->max_workgroup_count[1])
@@ -575,23 +588,37 @@ static tg_status combine(const tg_vk_caps *caps, part_kernel *parts, int n_parts
         tg_sb_printf(&body, "    uint li = gl_LocalInvocationIndex;\n");
         for (int i = 0; i < n_parts; i++) {
             const uint32_t *g = parts[i].code.groups, *l = parts[i].local;
-            tg_sb_printf(&body, "    if (id < %lluu) {\n        id -= %lluu;\n",
-                         (unsigned long long)start[i + 1], (unsigned long long)start[i]);
-            tg_sb_printf(&body, "        g%d_wg = uvec3(id %% %uu, (id / %uu) %% %uu, id / %uu);\n",
-                         i, g[0], g[0], g[1], g[0] * g[1]);
+            uint64_t n_i = start[i + 1] - start[i];
+            if (!serial)
+                tg_sb_printf(&body, "    if (id < %lluu) {\n        uint w = id - %lluu;\n",
+                             (unsigned long long)start[i + 1], (unsigned long long)start[i]);
+            else if (n_i < n_groups)
+                tg_sb_printf(&body, "    if (id < %lluu) {\n        uint w = id;\n",
+                             (unsigned long long)n_i);
+            else
+                tg_sb_printf(&body, "    {\n        uint w = id;\n");
+            tg_sb_printf(&body, "        g%d_wg = uvec3(w %% %uu, (w / %uu) %% %uu, w / %uu);\n", i,
+                         g[0], g[0], g[1], g[0] * g[1]);
+            bool fewer = !same_local && total[i] < group_size;
             if (same_local) {
                 tg_sb_printf(&body, "        g%d_lid = gl_LocalInvocationID;\n", i);
             } else {
-                if (total[i] < group_size)
-                    tg_sb_printf(&body, "        if (li >= %uu) return;\n", total[i]);
+                /* serial: the extra invocations skip this part only */
+                if (fewer)
+                    tg_sb_printf(&body,
+                                 serial ? "        if (li < %uu) {\n"
+                                        : "        if (li >= %uu) return;\n",
+                                 total[i]);
                 tg_sb_printf(&body,
                              "        g%d_lid = uvec3(li %% %uu, (li / %uu) %% %uu, li / %uu);\n",
                              i, l[0], l[0], l[1], l[0] * l[1]);
             }
             tg_sb_printf(&body,
                          "        g%d_lidx = li;\n        g%d_gid = g%d_wg * g%d_wgs + g%d_lid;\n"
-                         "        g%d_main();\n        return;\n    }\n",
+                         "        g%d_main();\n",
                          i, i, i, i, i, i);
+            if (serial && fewer) tg_sb_printf(&body, "        }\n");
+            tg_sb_printf(&body, serial ? "    }\n" : "        return;\n    }\n");
         }
         tg_sb_printf(&body, "}\n");
     }

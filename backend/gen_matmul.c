@@ -42,7 +42,7 @@ typedef struct mm_desc {
     int64_t lda, ldb, ldc; /* row strides, resolved (never 0) */
     bool ta, tb;
     tg_dtype dtype, out_dtype;
-    const char *epilogue, *functions;
+    const char *epilogue, *epilogue4, *functions;
     int n_extra;
     const tg_mm_extra *extra;
     /* extras read through scalar texel buffers (else storage buffers):
@@ -237,15 +237,22 @@ static const char *batch_off(const mm_desc *d, int op, char *buf, size_t n) {
     return buf;
 }
 
-/* Plain f32 products whose rows of C start at multiples of 4 elements
- * (but for C's offset, checked at run time) store whole blocks as vec4s:
- * on llvmpipe every storage-buffer store is a loop over the lanes with a
- * bounds check, so one vec4 store costs about what one float store does
- * (1500x1536x384: the 64 scalar stores of a 16x4 block were ~6% of the
- * kernel). Epilogues and extras keep the scalar stores. */
+/* Plain f32 products, and those whose epilogue comes in a vec4 form
+ * (tg_mm_params.epilogue4), whose rows of C start at multiples of 4
+ * elements (but for C's offset, checked at run time) store whole blocks
+ * as vec4s: on llvmpipe every storage-buffer store is a loop over the
+ * lanes with a bounds check, so one vec4 store costs about what one float
+ * store does (1500x1536x384: the 64 scalar stores of a 16x4 block were
+ * ~6% of the kernel). Other epilogues keep the scalar stores. */
+static bool has_epilogue(const mm_desc *d) {
+    return d->epilogue && d->epilogue[0];
+}
+static bool vec4_epilogue(const mm_desc *d) {
+    return has_epilogue(d) && d->epilogue4 && d->epilogue4[0];
+}
 static bool vec4_stores(const mm_desc *d) {
-    bool plain = d->n_extra == 0 && !(d->epilogue && d->epilogue[0]);
-    return plain && d->out_dtype == TG_F32 && !d->fold_m && d->nb == 1 && d->ldc % 4 == 0 &&
+    bool plain = d->n_extra == 0 && !has_epilogue(d);
+    return (plain ? !d->fold_m : vec4_epilogue(d)) && d->out_dtype == TG_F32 && d->nb == 1 && d->ldc % 4 == 0 &&
            d->bd[0].stride_c % 4 == 0;
 }
 
@@ -365,6 +372,22 @@ static void emit_header(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t) {
                      batch_off(d, OP_C, bo, sizeof bo), store_type(d->out_dtype), expr);
     }
     tg_sb_printf(b, "}\n");
+    /* Four elements along a row, in range, at a vec4-aligned C */
+    if (vec4_stores(d) && vec4_epilogue(d)) {
+        tg_sb_printf(b, "void store_ce4(int %s, int %s, int col, vec4 acc",
+                     d->fold_m ? "bz_f" : "bz", d->fold_m ? "row_f" : "row");
+        for (int i = 0; i < d->n_extra; i++) tg_sb_printf(b, ", vec4 e%d", i);
+        tg_sb_printf(b, ") {\n");
+        if (d->fold_m) {
+            tg_sb_printf(b, "    int bz = row_f / %lld, row = row_f - bz * %lld;\n",
+                         (long long)d->fold_m, (long long)d->fold_m);
+            tg_sb_printf(b, "    c4_data[(c_off0 + row_f * LDC + col) >> 2] = %s;\n}\n",
+                         d->epilogue4);
+        } else {
+            tg_sb_printf(b, "    c4_data[(c_off0 + %s + row * LDC + col) >> 2] = %s;\n}\n",
+                         batch_off(d, OP_C, bo, sizeof bo), d->epilogue4);
+        }
+    }
     /* The same, reading the extras at the element. */
     tg_sb_printf(b, "void store_c(int bz, int row, int col, float acc) {\n");
     tg_sb_printf(b, "    if (row >= M || col >= N) return;\n");
@@ -532,7 +555,7 @@ static void emit_reg_step(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg
  * change along columns once per row, a broadcast scalar once: the
  * epilogue of a small-K product costs as much as its K loop otherwise. */
 static void emit_register_store(tg_sb *b, const mm_desc *d, int TM, int TN) {
-    if (vec4_stores(d) && TN % 4 == 0) {
+    if (vec4_stores(d) && TN % 4 == 0 && !vec4_epilogue(d)) {
         /* a whole block in range at an aligned C: vec4 stores */
         tg_sb_printf(b, "    if ((c_off0 & 3) == 0 && m0 + %d <= M && n0 + %d <= N) {\n", TM, TN);
         tg_sb_printf(b, "        int c4 = (c_off0 + bz * SC + m0 * LDC + n0) >> 2;\n");
@@ -554,6 +577,33 @@ static void emit_register_store(tg_sb *b, const mm_desc *d, int TM, int TN) {
             for (int i = 0; i < TM; i++)
                 tg_sb_printf(b, "    float e%d_r%d = load_e%d(bz, min(m0 + %d, M - 1), 0);\n", e, i,
                              e, i);
+    }
+    if (vec4_stores(d) && TN % 4 == 0 && vec4_epilogue(d)) {
+        /* a whole block in range at an aligned C: the epilogue 4 elements
+         * at a time, stored as vec4s */
+        tg_sb_printf(b, "    if ((c_off0 & 3) == 0 && m0 + %d <= M && n0 + %d <= N) {\n", TM, TN);
+        for (int i = 0; i < TM; i++)
+            for (int j = 0; j < TN / 4; j++) {
+                tg_sb_printf(b, "        store_ce4(bz, m0 + %d, n0 + %d, acc%d_%d", i, 4 * j, i, j);
+                for (int e = 0; e < d->n_extra; e++) {
+                    bool by_row = d->extra[e].stride_row != 0, by_col = d->extra[e].stride_col != 0;
+                    tg_sb_printf(b, ", vec4(");
+                    for (int c = 4 * j; c < 4 * j + 4; c++) {
+                        const char *sep = c > 4 * j ? ", " : "";
+                        if (!by_row && !by_col)
+                            tg_sb_printf(b, "%se%d_s", sep, e);
+                        else if (!by_row)
+                            tg_sb_printf(b, "%se%d_c%d", sep, e, c);
+                        else if (!by_col)
+                            tg_sb_printf(b, "%se%d_r%d", sep, e, i);
+                        else
+                            tg_sb_printf(b, "%sload_e%d(bz, m0 + %d, n0 + %d)", sep, e, i, c);
+                    }
+                    tg_sb_printf(b, ")");
+                }
+                tg_sb_printf(b, ");\n");
+            }
+        tg_sb_printf(b, "        return;\n    }\n");
     }
     for (int i = 0; i < TM; i++)
         for (int c = 0; c < TN; c++) {
@@ -847,6 +897,7 @@ tg_status tg_gen_matmul(const tg_vk_caps *caps, const tg_mm_params *p, tg_mm_ker
     d.dtype = p->dtype;
     d.out_dtype = p->out_dtype;
     d.epilogue = p->epilogue;
+    d.epilogue4 = p->epilogue4;
     d.functions = p->epilogue_functions;
     d.n_extra = p->n_extra;
     d.extra = p->extra;

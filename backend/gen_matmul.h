@@ -80,6 +80,11 @@ typedef struct tg_mm_params {
      * exact GELU: "0.5 * (acc + e0) * (1.0 + erf_((acc + e0) * 0.70710678))"
      * may call helpers the caller adds through `epilogue_functions`. */
     const char *epilogue;
+    /* Optional: the same for four elements along a row at once, a vec4
+     * expression over the vec4s `acc`, `e0`..`e3` (elements col .. col+3)
+     * and the ints `row`, `col` (a multiple of 4), `bz`. Given, whole
+     * in-range blocks store C as vec4s (f32 C, rows of whole vec4s). */
+    const char *epilogue4;
     /* GLSL function definitions placed before main (e.g. an erf); may be NULL. */
     const char *epilogue_functions;
     int n_extra;

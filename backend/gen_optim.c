@@ -16,6 +16,7 @@
  * them never recompiles. Bias corrections 1 - beta^t are computed as
  * -expm1(t log beta), log beta folded in double on the host (1 - pow(beta,
  * t) in f32 cancels: for beta2 = 0.999 at t = 1 it loses 10 bits). */
+#include "backend/device_class.h"
 #include "backend/gen_common.h"
 
 #include <math.h>
@@ -56,8 +57,7 @@ static int output_index(const tg_kernel *k, int32_t id) {
 /* Emits `uint <name>(uint i)` reading operand x (a kernel input, or a
  * slice member, through aliases) at its element i; *input: the kernel
  * input it loads. */
-static tg_status operand_fn(tg_sb *b, const tg_kernel *k, int32_t x, const char *name,
-                            int *input) {
+static tg_status operand_fn(tg_sb *b, const tg_kernel *k, int32_t x, const char *name, int *input) {
     const tg_graph *gr = k->g;
     *input = tg_gen_input_index(k, x);
     if (*input >= 0) {
@@ -84,11 +84,37 @@ static tg_status operand_fn(tg_sb *b, const tg_kernel *k, int32_t x, const char 
     return TG_OK;
 }
 
+/* Invocations of a serial multi-tensor update (tg_serial_parts): each
+ * invocation updates elements i, i + S, i + 2S, ... of every member, so
+ * every invocation runs every member's code (a CPU device runs it all
+ * anyway, under masks); a member of fewer than S elements still costs S.
+ * S is the multiple of the workgroup that costs least, at least two
+ * workgroups (both CPU threads busy). */
+static uint64_t serial_stride(const uint64_t *counts, int n, uint32_t wg) {
+    uint64_t best = 2 * (uint64_t)wg, best_cost = UINT64_MAX;
+    for (uint64_t s = 2 * (uint64_t)wg; s <= (1u << 20); s *= 2) {
+        uint64_t cost = 0, largest = 0;
+        for (int i = 0; i < n; i++) {
+            cost += (counts[i] + s - 1) / s * s;
+            if (counts[i] > largest) largest = counts[i];
+        }
+        if (cost <= best_cost) { /* ties: more workgroups */
+            best = s;
+            best_cost = cost;
+        }
+        if (s >= largest) break;
+    }
+    return best;
+}
+
 /* adamw_update members (w, m, v, grad, lr, step), all with the
- * hyperparameters, lr and step of the first: one invocation per element of
- * all of them, member j's elements after those of members before it. Each
- * element is computed exactly as the single-variable kernel does. */
-static tg_status gen_adamw(tg_gen *g, const tg_kernel *k, uint32_t wg, uint64_t *total) {
+ * hyperparameters, lr and step of the first. Each element is computed
+ * exactly as the single-variable kernel does. Either one invocation per
+ * element of all of them, member j's elements after those of members
+ * before it (a GPU skips the members an invocation does not update), or
+ * serial (serial_stride). *groups receives the workgroup count. */
+static tg_status gen_adamw(tg_gen *g, const tg_kernel *k, uint32_t wg, bool serial, uint64_t *total,
+                           uint64_t *groups) {
     tg_sb *b = &g->b;
     const tg_graph *gr = k->g;
     const tg_node *first = NULL;
@@ -117,8 +143,7 @@ static tg_status gen_adamw(tg_gen *g, const tg_kernel *k, uint32_t wg, uint64_t 
                                 (int)k->nodes[mi], (int)(first - gr->nodes));
         const tg_attrs *a = &n->attrs;
         tg_sb_printf(b,
-                     "void adamw%d(uint i, float lr, float t) {\n"
-                     "    float bc1 = -tg_expm1(t * %s), bc2 = -tg_expm1(t * %s);\n"
+                     "void adamw%d(uint i, float lr, float bc1, float bc2) {\n"
                      "    float w = ld%d(off%d_0(i)), g = ld%d(off%d_3(i));\n"
                      "    w -= lr * %s * w;\n"
                      "    float m = %s * ld%d(off%d_1(i)) + %s * g;\n"
@@ -128,9 +153,8 @@ static tg_status gen_adamw(tg_gen *g, const tg_kernel *k, uint32_t wg, uint64_t 
                      "    st%d(i, m);\n"
                      "    st%d(i, v);\n"
                      "}\n",
-                     mi, tg_gen_flit(log(a->beta1), l[0], sizeof l[0]),
-                     tg_gen_flit(log(a->beta2), l[1], sizeof l[1]), in[0], (int)k->nodes[mi],
-                     in[3], (int)k->nodes[mi], tg_gen_flit(a->weight_decay, l[2], sizeof l[2]),
+                     mi, in[0], (int)k->nodes[mi], in[3], (int)k->nodes[mi],
+                     tg_gen_flit(a->weight_decay, l[2], sizeof l[2]),
                      tg_gen_flit(a->beta1, l[3], sizeof l[3]), in[1], (int)k->nodes[mi],
                      tg_gen_flit(1 - a->beta1, l[4], sizeof l[4]),
                      tg_gen_flit(a->beta2, l[5], sizeof l[5]), in[2], (int)k->nodes[mi],
@@ -143,17 +167,36 @@ static tg_status gen_adamw(tg_gen *g, const tg_kernel *k, uint32_t wg, uint64_t 
     tg_sb_printf(b,
                  "void main() {\n"
                  "    uint i = tg_group() * %uu + gl_LocalInvocationID.x;\n"
-                 "    float lr = ld%d(0u), t = float(ld%d(0u));\n",
-                 wg, lr_in, t_in);
+                 "    float lr = ld%d(0u), t = float(ld%d(0u));\n"
+                 "    float bc1 = -tg_expm1(t * %s), bc2 = -tg_expm1(t * %s);\n",
+                 wg, lr_in, t_in, tg_gen_flit(log(first->attrs.beta1), l[0], sizeof l[0]),
+                 tg_gen_flit(log(first->attrs.beta2), l[1], sizeof l[1]));
+    uint64_t counts[TG_KERNEL_MAX_IO];
+    int n_members = 0;
     for (int mi = 0; mi < k->n_nodes; mi++) {
         const tg_node *n = &gr->nodes[k->nodes[mi]];
         if (n->op != TG_OP_ADAMW_UPDATE) continue;
-        uint64_t count = (uint64_t)tg_shape_count(n->rank, n->shape);
-        tg_sb_printf(b, "    if (i < %lluu) { adamw%d(i, lr, t); return; }\n    i -= %lluu;\n",
-                     (unsigned long long)count, mi, (unsigned long long)count);
-        *total += count;
+        counts[n_members] = (uint64_t)tg_shape_count(n->rank, n->shape);
+        *total += counts[n_members++];
+    }
+    uint64_t stride = serial ? serial_stride(counts, n_members, wg) : 0;
+    for (int mi = 0, j = 0; mi < k->n_nodes; mi++) {
+        if (gr->nodes[k->nodes[mi]].op != TG_OP_ADAMW_UPDATE) continue;
+        unsigned long long count = counts[j++];
+        if (!serial)
+            tg_sb_printf(b,
+                         "    if (i < %lluu) { adamw%d(i, lr, bc1, bc2); return; }\n"
+                         "    i -= %lluu;\n",
+                         count, mi, count);
+        else if (count > stride)
+            tg_sb_printf(b,
+                         "    for (uint j = i; j < %lluu; j += %lluu) adamw%d(j, lr, bc1, bc2);\n",
+                         count, (unsigned long long)stride, mi);
+        else
+            tg_sb_printf(b, "    if (i < %lluu) adamw%d(i, lr, bc1, bc2);\n", count, mi);
     }
     tg_sb_printf(b, "}\n");
+    *groups = serial ? stride / wg : (*total + wg - 1) / wg;
     return TG_OK;
 }
 
@@ -164,9 +207,9 @@ tg_status tg_gen_optim(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_cod
     uint32_t wg = tg_gen_wg_size(caps, 128);
     tg_gen g;
     if (n->op == TG_OP_ADAMW_UPDATE) {
-        uint64_t total = 0;
+        uint64_t total = 0, groups = 0;
         tg_status st = tg_gen_begin(&g, caps, k, out, wg, false);
-        if (st == TG_OK) st = gen_adamw(&g, k, wg, &total);
+        if (st == TG_OK) st = gen_adamw(&g, k, wg, tg_serial_parts(caps), &total, &groups);
         if (st == TG_OK && total > UINT32_MAX)
             st = tg_set_error(TG_ERR_UNSUPPORTED, "adamw_update of %llu elements",
                               (unsigned long long)total);
@@ -174,7 +217,7 @@ tg_status tg_gen_optim(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_cod
             tg_gen_abort(&g);
             return st;
         }
-        return tg_gen_finish(&g, (total + wg - 1) / wg);
+        return tg_gen_finish(&g, groups);
     }
     int64_t count = tg_shape_count(n->rank, n->shape);
     if (k->n_nodes != 1 || k->n_inputs != n->n_inputs || k->n_outputs != written_count(n))

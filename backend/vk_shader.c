@@ -318,6 +318,21 @@ static tg_status compile(const char *source, const char *name, int n_defines,
     return st;
 }
 
+/* TG_DUMP_GLSL=DIR writes every kernel's GLSL to DIR/NAME.comp as it is
+ * compiled (or found in the cache), to read what the generators wrote. A
+ * failed write is ignored: it is a debugging aid. */
+static void dump_source(const char *source, const char *name) {
+    const char *dir = getenv("TG_DUMP_GLSL");
+    if (!dir || !*dir) return;
+    char path[1100];
+    const char *dot = strrchr(name, '.');
+    snprintf(path, sizeof path, "%s/%s%s", dir, name,
+             dot && strcmp(dot, ".comp") == 0 ? "" : ".comp");
+    for (char *p = path + strlen(dir) + 1; *p; p++)
+        if (*p == '/') *p = '_';
+    (void)tg_vk_write_file_atomic(path, source, strlen(source));
+}
+
 tg_status tg_vk_compile_glsl(const char *source, const char *name, int n_defines,
                              const tg_vk_define *defines, tg_vk_spirv *out) {
     if (!source || !out || (n_defines > 0 && !defines))
@@ -329,6 +344,7 @@ tg_status tg_vk_compile_glsl(const char *source, const char *name, int n_defines
     out->words = NULL;
     out->n_words = 0;
     if (!name || !*name) name = "kernel.comp";
+    dump_source(source, name);
 
     char path[1100] = "";
     uint64_t key = 0, key2 = 0;
