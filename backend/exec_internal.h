@@ -62,6 +62,8 @@ typedef struct tg_profile_row {
     char name[64];
     int dispatches;
     double total_us;
+    int first_dispatches; /* of the first run */
+    double first_us;
 } tg_profile_row;
 
 typedef struct tg_profile {

@@ -252,7 +252,7 @@ static bool vec4_epilogue(const mm_desc *d) {
 }
 static bool vec4_stores(const mm_desc *d) {
     bool plain = d->n_extra == 0 && !has_epilogue(d);
-    return (plain ? !d->fold_m : vec4_epilogue(d)) && d->out_dtype == TG_F32 && d->nb == 1 && d->ldc % 4 == 0 &&
+    return (plain || vec4_epilogue(d)) && d->out_dtype == TG_F32 && d->nb == 1 && d->ldc % 4 == 0 &&
            d->bd[0].stride_c % 4 == 0;
 }
 
@@ -554,6 +554,53 @@ static void emit_reg_step(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg
  * bias over N) is read once per column of the block, one that does not
  * change along columns once per row, a broadcast scalar once: the
  * epilogue of a small-K product costs as much as its K loop otherwise. */
+/* The scalar stores after a vec4 fast path: a loop over the block's rows
+ * in range, picking row r's accumulators by selects. CPU devices run the
+ * code of every branch (backend/device_class.h): unrolled, the 64 masked
+ * stores (and epilogues) cost invocations that took the fast path about
+ * as much as storing (1024x256x64: 1.05 ms without them, 1.26 with, 1.24
+ * with scalar stores only); a loop that no lane enters runs one
+ * iteration. */
+static void emit_store_rows_loop(tg_sb *b, const mm_desc *d, int TM, int TN) {
+    tg_sb_printf(b, "    int rows = min(%d, M - m0);\n    for (int r = 0; r < rows; r++) {\n", TM);
+    for (int j = 0; j < TN / 4; j++) {
+        tg_sb_printf(b, "        vec4 ar%d = ", j);
+        for (int i = 0; i < TM - 1; i++) tg_sb_printf(b, "r == %d ? acc%d_%d : ", i, i, j);
+        tg_sb_printf(b, "acc%d_%d;\n", TM - 1, j);
+    }
+    for (int e = 0; e < d->n_extra; e++)
+        if (d->extra[e].stride_row != 0 && d->extra[e].stride_col == 0) {
+            tg_sb_printf(b, "        float e%d_rr = ", e);
+            for (int i = 0; i < TM - 1; i++) tg_sb_printf(b, "r == %d ? e%d_r%d : ", i, e, i);
+            tg_sb_printf(b, "e%d_r%d;\n", e, TM - 1);
+        }
+    for (int c = 0; c < TN; c++) {
+        if (d->n_extra == 0) {
+            tg_sb_printf(b, "        store_c(bz, m0 + r, n0 + %d, ar%d.%c);\n", c, c / 4,
+                         xyzw[c % 4]);
+            continue;
+        }
+        bool per_elem = false;
+        for (int e = 0; e < d->n_extra; e++)
+            per_elem |= d->extra[e].stride_row != 0 && d->extra[e].stride_col != 0;
+        if (per_elem) tg_sb_printf(b, "        if (n0 + %d < N)\n    ", c);
+        tg_sb_printf(b, "        store_ce(bz, m0 + r, n0 + %d, ar%d.%c", c, c / 4, xyzw[c % 4]);
+        for (int e = 0; e < d->n_extra; e++) {
+            bool by_row = d->extra[e].stride_row != 0, by_col = d->extra[e].stride_col != 0;
+            if (!by_row && !by_col)
+                tg_sb_printf(b, ", e%d_s", e);
+            else if (!by_row)
+                tg_sb_printf(b, ", e%d_c%d", e, c);
+            else if (!by_col)
+                tg_sb_printf(b, ", e%d_rr", e);
+            else
+                tg_sb_printf(b, ", load_e%d(bz, m0 + r, n0 + %d)", e, c);
+        }
+        tg_sb_printf(b, ");\n");
+    }
+    tg_sb_printf(b, "    }\n");
+}
+
 static void emit_register_store(tg_sb *b, const mm_desc *d, int TM, int TN) {
     if (vec4_stores(d) && TN % 4 == 0 && !vec4_epilogue(d)) {
         /* a whole block in range at an aligned C: vec4 stores */
@@ -604,6 +651,10 @@ static void emit_register_store(tg_sb *b, const mm_desc *d, int TM, int TN) {
                 tg_sb_printf(b, ");\n");
             }
         tg_sb_printf(b, "        return;\n    }\n");
+    }
+    if (vec4_stores(d) && TN % 4 == 0) {
+        emit_store_rows_loop(b, d, TM, TN);
+        return;
     }
     for (int i = 0; i < TM; i++)
         for (int c = 0; c < TN; c++) {

@@ -560,6 +560,39 @@ static void test_matmul_epilogue_in_place(void **state) {
     tg_graph_free(g);
 }
 
+/* A product with a two-output epilogue (the pre-activation and
+ * gelu(h) * s + r: a bias by column, a scale by row, a residual per
+ * element) at rows that leave the last block partial: whole blocks store
+ * vec4s (N = 20), the rest through the scalar loop; N = 18 has no vec4
+ * rows at all. Fused and unfused agree, in one dispatch. */
+static void test_matmul_epilogue_vec4_edges(void **state) {
+    (void)state;
+    const int64_t widths[] = {20, 18};
+    for (int t = 0; t < 2; t++) {
+        enum { R = 37, K = 8 };
+        int64_t N = widths[t];
+        tg_graph *g = tg_graph_new();
+        int64_t xs[] = {R, K}, ss[] = {R, 1}, rs[] = {R, N};
+        tg_tensor x = tg_placeholder(g, "x", TG_F32, 2, xs);
+        tg_tensor sc = tg_placeholder(g, "s", TG_F32, 2, ss);
+        tg_tensor r = tg_placeholder(g, "r", TG_F32, 2, rs);
+        tg_tensor h =
+            tg_add(g, tg_matmul(g, x, var(g, "w", 2, K, N), false, false), var(g, "b", 1, N, 0));
+        tg_tensor out[2] = {h, tg_add(g, tg_mul(g, tg_gelu(g, h), sc), r)};
+        OK(tg_graph_status(g));
+        tg_array xv = make_f32(2, xs, -1, 0.03f, 67), sv = make_f32(2, ss, 0.5f, 0.1f, 7),
+                 rv = make_f32(2, rs, -0.3f, 0.01f, 41);
+        tg_feed f[] = {{x, &xv}, {sc, &sv}, {r, &rv}};
+        int on, off;
+        compare(g, 2, out, 0, NULL, 3, f, 0, NULL, 1e-5, &on, &off);
+        assert_int_equal(on, 1);
+        tg_array_free(&xv);
+        tg_array_free(&sv);
+        tg_array_free(&rv);
+        tg_graph_free(g);
+    }
+}
+
 /* Logits read only by cross_entropy and its gradient: the two are kernels
  * of their own (the loss first) and the gradient is written over the
  * logits, so the arena holds one [R, C] buffer, not two; loss and the
@@ -672,6 +705,7 @@ int main(void) {
         cmocka_unit_test(test_movement_in_chain),
         cmocka_unit_test(test_reuse_needs_war_barrier),
         cmocka_unit_test(test_matmul_epilogue_in_place),
+        cmocka_unit_test(test_matmul_epilogue_vec4_edges),
         cmocka_unit_test(test_cross_entropy_grad_in_place),
         cmocka_unit_test(test_split_group_at_peak),
         cmocka_unit_test(test_disable_unknown_pass),
