@@ -445,6 +445,28 @@ tg_status tg_gen_attention(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel
 #define CPU_LOOP_LIMIT 60000
 #define FB_ROWS_CPU 4
 
+/* Rows per invocation of the backward on CPUs, for `rows` rows of head
+ * dim d in workgroups of wg: more rows share each fetched texel of the
+ * other side (d 64, T 1500, forward + backward: 4 rows 360 ms, 2 rows
+ * 410, 1 row 540; per row about 1 + 0.87/R), but the last block's rows
+ * past the end cost as much, and small heads lose (charlm, d 16, T 64:
+ * grad_k+v 3.1 ms at 4 rows, half of them past the end, 2.7 at 2, 2.2
+ * at 1). The fewest padded rows weighted by that cost, up to 4 rows for
+ * d >= 64, 2 for d >= 32, else 1. */
+static uint32_t fb_rows_cpu(int64_t rows, int64_t d, uint32_t wg) {
+    uint32_t most = d >= 64 ? FB_ROWS_CPU : d >= 32 ? 2 : 1, best = 1;
+    double best_cost = 0;
+    for (uint32_t r = 1; r <= most; r *= 2) {
+        int64_t block = (int64_t)wg * r, padded = (rows + block - 1) / block * block;
+        double cost = (double)padded * (1.0 + 0.87 / r);
+        if (r == 1 || cost < best_cost) {
+            best = r;
+            best_cost = cost;
+        }
+    }
+    return best;
+}
+
 typedef struct fb_io {
     fa_shape s;
     int nops;        /* q, k, v, [mask] */
@@ -804,12 +826,13 @@ tg_status tg_gen_attention_backward(const tg_vk_caps *caps, const tg_kernel *k,
      * (lavapipe's cost); GPUs: one row each, fewer registers, more lanes.
      * $TG_ATTN_BWD_ROWS overrides (tuning). */
     bool cpu = caps->device_class == TG_VK_CLASS_CPU;
-    io.R = cpu ? FB_ROWS_CPU : 1;
+    uint32_t wg = tg_gen_wg_size(caps, cpu ? 32 : 64);
+    int64_t rows = io.want_k || io.want_v ? io.s.Tk : io.s.Tq; /* an invocation's */
+    io.R = cpu ? fb_rows_cpu(rows, io.s.D > io.s.Dv ? io.s.D : io.s.Dv, wg) : 1;
     const char *env = getenv("TG_ATTN_BWD_ROWS");
     if (env && atoi(env) >= 1 && atoi(env) <= 16) io.R = (uint32_t)atoi(env);
     tg_gen g;
-    tg_status st = tg_gen_begin_texel(&g, caps, k, out, tg_gen_wg_size(caps, cpu ? 32 : 64), false,
-                                      texels, io.s.W == 4);
+    tg_status st = tg_gen_begin_texel(&g, caps, k, out, wg, false, texels, io.s.W == 4);
     if (st == TG_OK)
         st = n->op == TG_OP_ATTENTION_LSE || n->op == TG_OP_ATTENTION_GRAD_Q
                  ? gen_flash_rows_q(&g, &io)

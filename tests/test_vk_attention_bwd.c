@@ -111,6 +111,18 @@ static void test_gradients_f16(void **state) {
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) one_case(&cases[c], TG_F16);
 }
 
+/* Every case again with 2 and 4 rows per invocation (CPU devices choose
+ * by head dim and length: these small heads get 1). */
+static void test_gradients_rows_per_invocation(void **state) {
+    (void)state;
+    const char *rows[] = {"2", "4"};
+    for (int r = 0; r < 2; r++) {
+        setenv("TG_ATTN_BWD_ROWS", rows[r], 1);
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) one_case(&cases[c], TG_F32);
+    }
+    unsetenv("TG_ATTN_BWD_ROWS");
+}
+
 /* attention_lse alone, including rows that see no key (-inf). */
 static void test_lse(void **state) {
     (void)state;
@@ -257,6 +269,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_gradients_f32, reset_feeds),
         cmocka_unit_test_setup(test_gradients_f16, reset_feeds),
+        cmocka_unit_test_setup(test_gradients_rows_per_invocation, reset_feeds),
         cmocka_unit_test_setup(test_lse, reset_feeds),
         cmocka_unit_test_setup(test_detects_errors, reset_feeds),
         cmocka_unit_test_setup(test_heads_inside_time, reset_feeds),
