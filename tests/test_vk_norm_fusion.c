@@ -5,7 +5,7 @@
  * with cross_entropy_grad). Each graph runs with every pass off, with the
  * passes on and on the interpreter; the results agree, the fused IR shows
  * the kernel, the validation layer (with synchronization validation) says
- * nothing. Row lengths cover one invocation per row (64, 384), a
+ * nothing. Row lengths cover one invocation per row (40, 64, 384), a
  * workgroup per row with two column blocks (1100), rows not a multiple of
  * the workgroup; cross-entropy rows of 96 and 1000 classes, ignored labels. */
 #define _POSIX_C_SOURCE 200809L
@@ -135,8 +135,10 @@ static void check_norm_block(int64_t B, int64_t T, int64_t D, bool bias_after) {
     run_three(g, n + 1, targets, 2, f, 2e-4, &on, &off, ir);
     /* both layer norms' backward: one kernel each, with the weight and
      * bias rows; ln2's with b's sum, ln1's with the residual add */
-    const char *ln2 = strstr(ir->text, "layer_norm_grad_x + layer_norm_grad_wb + slice + slice + sum");
-    const char *ln1 = strstr(ir->text, "layer_norm_grad_x + add + layer_norm_grad_wb + slice + slice");
+    const char *ln2 =
+        strstr(ir->text, "layer_norm_grad_x + layer_norm_grad_wb + slice + slice + sum");
+    const char *ln1 =
+        strstr(ir->text, "layer_norm_grad_x + add + layer_norm_grad_wb + slice + slice");
     if (!ln2 || !ln1) fail_msg("layer norm backward kernels not fused:\n%s", ir->text);
     if (bias_after && !strstr(ln1, with_pos ? "slice + slice + sum + sum" : "slice + slice + sum"))
         fail_msg("the residual add's sums are not in ln1's kernel:\n%s", ir->text);
@@ -151,6 +153,9 @@ static void test_norm_rows_serial(void **state) {
     (void)state;
     check_norm_block(2, 37, 64, false);
     check_norm_block(1, 300, 384, true);
+    /* 40 columns: three groups of 40 lanes share 300 rows (3 chunks), 8
+     * lanes idle, sums in the column part */
+    check_norm_block(3, 100, 40, true);
 }
 
 static void test_norm_rows_workgroup(void **state) {
