@@ -474,6 +474,10 @@ typedef struct fb_io {
     bool texel;      /* q, k, v, dout through texel buffers */
     const char *sel; /* ".r" for scalar texels */
     uint32_t R;      /* rows per invocation */
+    /* 0, or the subgroup size S: the loop takes S keys (query rows) at a
+     * time, each lane fetching one's texels, shuffles sharing them (CPUs:
+     * a texel fetch is a call per lane, the same texel in every lane) */
+    uint32_t shuffle;
     /* attention_grad_k and _v: which the kernel computes, into which of
      * its outputs (both: one loop over the query rows for the two) */
     bool want_k, want_v;
@@ -527,6 +531,69 @@ static void fb_head(tg_gen *g, const fb_io *io, int64_t rows, uint64_t nblk) {
                      r * g->wg, r, r, (ull)(rows - 1));
 }
 
+/* One key j of gen_flash_rows_q's loop: the scores of the R rows, their
+ * online softmax (lse) or p, dp, ds and the dq sums. The key's texels are
+ * fetched, or with jj >= 0 shuffled from lane jj (io->shuffle). */
+static void rows_q_key(tg_sb *b, const fb_io *io, bool lse, int jj) {
+    const fa_shape *s = &io->s;
+    uint32_t R = io->R;
+    char f[192], idx[96];
+    for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, "        float sc%u = 0.0;\n", r);
+    for (int64_t d = 0; d < s->D4; d++) {
+        snprintf(idx, sizeof idx, "ko + j * %lluu + %lldu", fa_row4(s, FA_K), (long long)d);
+        if (jj >= 0)
+            tg_sb_printf(b, "        %s k%d = subgroupShuffle(kl%d, %du);", s->vt, (int)d, (int)d,
+                         jj);
+        else
+            tg_sb_printf(b, "        %s k%d = %s;", s->vt, (int)d,
+                         fb_fetch(f, sizeof f, io, 1, idx));
+        for (uint32_t r = 0; r < R; r++)
+            tg_sb_printf(b, " sc%u += dot(q%u_%d, k%d);", r, r, (int)d, (int)d);
+        tg_sb_printf(b, "\n");
+    }
+    /* a shuffled group's last keys may pass Tk: masked by lim, and the
+     * mask is read at a clamped key */
+    char mj[32] = "j";
+    if (jj >= 0) snprintf(mj, sizeof mj, "min(j, %lluu)", (ull)(s->Tk - 1));
+    for (uint32_t r = 0; r < R; r++) {
+        if (s->has_mask)
+            tg_sb_printf(
+                b,
+                "        sc%u = int(j) < lim%u ? sc%u + ld3(mask_off(orow%u * %lluu + %s)) "
+                ": NEG_INF;\n",
+                r, r, r, r, (ull)s->Tk, mj);
+        else
+            tg_sb_printf(b, "        sc%u = int(j) < lim%u ? sc%u : NEG_INF;\n", r, r, r);
+        if (lse)
+            tg_sb_printf(b,
+                         "        if (sc%u > NEG_INF) {\n"
+                         "            float mx = max(m%u, sc%u);\n"
+                         "            l%u = l%u * exp(m%u - mx) + exp(sc%u - mx);\n"
+                         "            m%u = mx;\n"
+                         "        }\n",
+                         r, r, r, r, r, r, r, r);
+        else
+            tg_sb_printf(
+                b, "        float p%u = sc%u == NEG_INF ? 0.0 : exp(sc%u - lse%u), dp%u = 0.0;\n",
+                r, r, r, r, r);
+    }
+    if (lse) return;
+    for (int64_t d = 0; d < s->V4; d++) {
+        snprintf(idx, sizeof idx, "vo + j * %lluu + %lldu", fa_row4(s, FA_V), (long long)d);
+        if (jj >= 0)
+            tg_sb_printf(b, "        { %s vv = subgroupShuffle(vl%d, %du);", s->vt, (int)d, jj);
+        else
+            tg_sb_printf(b, "        { %s vv = %s;", s->vt, fb_fetch(f, sizeof f, io, 2, idx));
+        for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, " dp%u += dot(o%u_%d, vv);", r, r, (int)d);
+        tg_sb_printf(b, " }\n");
+    }
+    for (uint32_t r = 0; r < R; r++) {
+        tg_sb_printf(b, "        float ds%u = p%u * (dp%u - dl%u);\n", r, r, r, r);
+        for (int64_t d = 0; d < s->D4; d++)
+            tg_sb_printf(b, "        a%u_%d += ds%u * k%d;\n", r, (int)d, r, (int)d);
+    }
+}
+
 /* attention_lse and attention_grad_q: R query rows per invocation, every
  * K/V texel fetched once for the R rows. */
 static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
@@ -572,38 +639,36 @@ static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
         for (int64_t d = 0; d < s->D4; d++)
             tg_sb_printf(b, "    %s a%u_%d = %s(0.0);\n", s->vt, r, (int)d, s->vt);
     }
-    tg_sb_printf(b, "    for (uint j = 0u; j < nkw; j++) {\n");
-    for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, "        float sc%u = 0.0;\n", r);
-    for (int64_t d = 0; d < s->D4; d++) {
-        snprintf(idx, sizeof idx, "ko + j * %lluu + %lldu", fa_row4(s, FA_K), (long long)d);
-        tg_sb_printf(b, "        %s k%d = %s;", s->vt, (int)d, fb_fetch(f, sizeof f, io, 1, idx));
-        for (uint32_t r = 0; r < R; r++)
-            tg_sb_printf(b, " sc%u += dot(q%u_%d, k%d);", r, r, (int)d, (int)d);
-        tg_sb_printf(b, "\n");
-    }
-    for (uint32_t r = 0; r < R; r++) {
-        if (s->has_mask)
-            tg_sb_printf(b,
-                         "        sc%u = int(j) < lim%u ? sc%u + ld3(mask_off(orow%u * %lluu + j)) "
-                         ": NEG_INF;\n",
-                         r, r, r, r, (ull)s->Tk);
-        else
-            tg_sb_printf(b, "        sc%u = int(j) < lim%u ? sc%u : NEG_INF;\n", r, r, r);
-        if (lse)
-            tg_sb_printf(b,
-                         "        if (sc%u > NEG_INF) {\n"
-                         "            float mx = max(m%u, sc%u);\n"
-                         "            l%u = l%u * exp(m%u - mx) + exp(sc%u - mx);\n"
-                         "            m%u = mx;\n"
-                         "        }\n",
-                         r, r, r, r, r, r, r, r);
-        else
-            tg_sb_printf(
-                b, "        float p%u = sc%u == NEG_INF ? 0.0 : exp(sc%u - lse%u), dp%u = 0.0;\n",
-                r, r, r, r, r);
+    if (io->shuffle) {
+        /* lane l of each subgroup fetches key jb + l's texels; the keys
+         * of the group are then handed round by shuffles */
+        uint32_t S = io->shuffle;
+        tg_sb_printf(b,
+                     "    for (uint jb = 0u; jb < nkw; jb += %uu) {\n"
+                     "        uint jl = min(jb + gl_SubgroupInvocationID, %lluu);\n",
+                     S, (ull)(s->Tk - 1));
+        for (int64_t d = 0; d < s->D4; d++) {
+            snprintf(idx, sizeof idx, "ko + jl * %lluu + %lldu", fa_row4(s, FA_K), (long long)d);
+            tg_sb_printf(b, "        %s kl%d = %s;\n", s->vt, (int)d,
+                         fb_fetch(f, sizeof f, io, 1, idx));
+        }
+        for (int64_t d = 0; !lse && d < s->V4; d++) {
+            snprintf(idx, sizeof idx, "vo + jl * %lluu + %lldu", fa_row4(s, FA_V), (long long)d);
+            tg_sb_printf(b, "        %s vl%d = %s;\n", s->vt, (int)d,
+                         fb_fetch(f, sizeof f, io, 2, idx));
+        }
+        for (uint32_t jj = 0; jj < S; jj++) {
+            tg_sb_printf(b, "        {\n        uint j = jb + %uu;\n", jj);
+            rows_q_key(b, io, lse, (int)jj);
+            tg_sb_printf(b, "        }\n");
+        }
+        tg_sb_printf(b, "    }\n");
+    } else {
+        tg_sb_printf(b, "    for (uint j = 0u; j < nkw; j++) {\n");
+        rows_q_key(b, io, lse, -1);
+        tg_sb_printf(b, "    }\n");
     }
     if (lse) {
-        tg_sb_printf(b, "    }\n");
         for (uint32_t r = 0; r < R; r++)
             tg_sb_printf(
                 b, "    if (row%u < %lluu) st0(orow%u, l%u > 0.0 ? m%u + log(l%u) : NEG_INF);\n", r,
@@ -611,18 +676,6 @@ static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
         tg_sb_printf(b, "}\n");
         return tg_gen_finish(g, s->batches * nblk);
     }
-    for (int64_t d = 0; d < s->V4; d++) {
-        snprintf(idx, sizeof idx, "vo + j * %lluu + %lldu", fa_row4(s, FA_V), (long long)d);
-        tg_sb_printf(b, "        { %s vv = %s;", s->vt, fb_fetch(f, sizeof f, io, 2, idx));
-        for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, " dp%u += dot(o%u_%d, vv);", r, r, (int)d);
-        tg_sb_printf(b, " }\n");
-    }
-    for (uint32_t r = 0; r < R; r++) {
-        tg_sb_printf(b, "        float ds%u = p%u * (dp%u - dl%u);\n", r, r, r, r);
-        for (int64_t d = 0; d < s->D4; d++)
-            tg_sb_printf(b, "        a%u_%d += ds%u * k%d;\n", r, (int)d, r, (int)d);
-    }
-    tg_sb_printf(b, "    }\n");
     for (uint32_t r = 0; r < R; r++) {
         tg_sb_printf(b, "    if (row%u < %lluu) {\n", r, (ull)s->Tq);
         for (int64_t d = 0; d < s->D4; d++)
@@ -634,6 +687,84 @@ static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
     }
     tg_sb_printf(b, "}\n");
     return tg_gen_finish(g, s->batches * nblk);
+}
+
+/* One query row i of gen_flash_rows_kv's loop: the R keys' scores, p,
+ * and the dv and dk sums. The row's texels, lse and delta are fetched, or
+ * with jj >= 0 shuffled from lane jj (io->shuffle), where i may pass Tq
+ * (then nothing is visible). */
+static void rows_kv_query(tg_sb *b, const fb_io *io, const char *scale, int jj) {
+    const fa_shape *s = &io->s;
+    const tg_node *n = s->n;
+    bool dk = io->want_k, dv = io->want_v;
+    uint32_t R = io->R;
+    char f[192], idx[96];
+    if (jj >= 0)
+        tg_sb_printf(b,
+                     "        uint orow = bb * %lluu + min(i, %lluu);\n"
+                     "        float lse = subgroupShuffle(lsel, %du);\n",
+                     (ull)s->Tq, (ull)(s->Tq - 1), jj);
+    else
+        tg_sb_printf(b,
+                     "        uint orow = bb * %lluu + i;\n"
+                     "        float lse = ld%d(orow);\n",
+                     (ull)s->Tq, io->dout + 1);
+    for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, "        float sc%u = 0.0;\n", r);
+    for (int64_t d = 0; d < s->D4; d++) {
+        snprintf(idx, sizeof idx, "qo + i * %lluu + %lldu", fa_row4(s, FA_Q), (long long)d);
+        if (jj >= 0)
+            tg_sb_printf(b, "        %s q%d = subgroupShuffle(ql%d, %du);", s->vt, (int)d, (int)d,
+                         jj);
+        else
+            tg_sb_printf(b, "        %s q%d = %s;", s->vt, (int)d,
+                         fb_fetch(f, sizeof f, io, 0, idx));
+        for (uint32_t r = 0; r < R; r++)
+            tg_sb_printf(b, " sc%u += dot(q%d, k%u_%d);", r, (int)d, r, (int)d);
+        tg_sb_printf(b, "\n");
+    }
+    for (uint32_t r = 0; r < R; r++) {
+        if (jj >= 0)
+            tg_sb_printf(b, "        bool vis%u = live%u && i < %lluu;\n", r, r, (ull)s->Tq);
+        else
+            tg_sb_printf(b, "        bool vis%u = live%u;\n", r, r);
+        if (n->attrs.causal)
+            tg_sb_printf(b, "        vis%u = vis%u && int(rc%u) <= int(i) + off;\n", r, r, r);
+        if (s->has_mask)
+            tg_sb_printf(b,
+                         "        sc%u = vis%u ? sc%u * %s + ld3(mask_off(orow * %lluu + rc%u)) : "
+                         "NEG_INF;\n",
+                         r, r, r, scale, (ull)s->Tk, r);
+        else
+            tg_sb_printf(b, "        sc%u = vis%u ? sc%u * %s : NEG_INF;\n", r, r, r, scale);
+        tg_sb_printf(b, "        float p%u = sc%u == NEG_INF ? 0.0 : exp(sc%u - lse);\n", r, r, r);
+    }
+    for (int64_t d = 0; d < s->V4; d++) {
+        snprintf(idx, sizeof idx, "dro + i * %lluu + %lldu", fa_row4(s, FA_DOUT), (long long)d);
+        if (jj >= 0)
+            tg_sb_printf(b, "        %s o%d = subgroupShuffle(ol%d, %du);\n", s->vt, (int)d, (int)d,
+                         jj);
+        else
+            tg_sb_printf(b, "        %s o%d = %s;\n", s->vt, (int)d,
+                         fb_fetch(f, sizeof f, io, io->dout, idx));
+    }
+    if (dv)
+        for (uint32_t r = 0; r < R; r++)
+            for (int64_t d = 0; d < s->V4; d++)
+                tg_sb_printf(b, "        b%u_%d += p%u * o%d;\n", r, (int)d, r, (int)d);
+    if (dk) {
+        if (jj >= 0)
+            tg_sb_printf(b, "        float dl = subgroupShuffle(dll, %du);\n", jj);
+        else
+            tg_sb_printf(b, "        float dl = ld%d(orow);\n", io->dout + 2);
+        for (uint32_t r = 0; r < R; r++) {
+            tg_sb_printf(b, "        float dp%u = 0.0;\n", r);
+            for (int64_t d = 0; d < s->V4; d++)
+                tg_sb_printf(b, "        dp%u += dot(o%d, v%u_%d);\n", r, (int)d, r, (int)d);
+            tg_sb_printf(b, "        float ds%u = p%u * (dp%u - dl);\n", r, r, r);
+            for (int64_t d = 0; d < s->D4; d++)
+                tg_sb_printf(b, "        a%u_%d += ds%u * q%d;\n", r, (int)d, r, (int)d);
+        }
+    }
 }
 
 /* attention_grad_k and attention_grad_v: R key rows per invocation, over
@@ -676,51 +807,37 @@ static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
                      (long long)s->Tq);
     else
         tg_sb_printf(b, "    const uint ist = 0u;\n");
-    tg_sb_printf(b,
-                 "    for (uint i = ist; i < %lluu; i++) {\n"
-                 "        uint orow = bb * %lluu + i;\n"
-                 "        float lse = ld%d(orow);\n",
-                 (ull)s->Tq, (ull)s->Tq, io->dout + 1);
-    for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, "        float sc%u = 0.0;\n", r);
-    for (int64_t d = 0; d < s->D4; d++) {
-        snprintf(idx, sizeof idx, "qo + i * %lluu + %lldu", fa_row4(s, FA_Q), (long long)d);
-        tg_sb_printf(b, "        %s q%d = %s;", s->vt, (int)d, fb_fetch(f, sizeof f, io, 0, idx));
-        for (uint32_t r = 0; r < R; r++)
-            tg_sb_printf(b, " sc%u += dot(q%d, k%u_%d);", r, (int)d, r, (int)d);
-        tg_sb_printf(b, "\n");
-    }
-    for (uint32_t r = 0; r < R; r++) {
-        tg_sb_printf(b, "        bool vis%u = live%u%s;\n", r, r, n->attrs.causal ? "" : "");
-        if (n->attrs.causal)
-            tg_sb_printf(b, "        vis%u = vis%u && int(rc%u) <= int(i) + off;\n", r, r, r);
-        if (s->has_mask)
-            tg_sb_printf(b,
-                         "        sc%u = vis%u ? sc%u * %s + ld3(mask_off(orow * %lluu + rc%u)) : "
-                         "NEG_INF;\n",
-                         r, r, r, scale, (ull)s->Tk, r);
-        else
-            tg_sb_printf(b, "        sc%u = vis%u ? sc%u * %s : NEG_INF;\n", r, r, r, scale);
-        tg_sb_printf(b, "        float p%u = sc%u == NEG_INF ? 0.0 : exp(sc%u - lse);\n", r, r, r);
-    }
-    for (int64_t d = 0; d < s->V4; d++) {
-        snprintf(idx, sizeof idx, "dro + i * %lluu + %lldu", fa_row4(s, FA_DOUT), (long long)d);
-        tg_sb_printf(b, "        %s o%d = %s;\n", s->vt, (int)d,
-                     fb_fetch(f, sizeof f, io, io->dout, idx));
-    }
-    if (dv)
-        for (uint32_t r = 0; r < R; r++)
-            for (int64_t d = 0; d < s->V4; d++)
-                tg_sb_printf(b, "        b%u_%d += p%u * o%d;\n", r, (int)d, r, (int)d);
-    if (dk) {
-        tg_sb_printf(b, "        float dl = ld%d(orow);\n", io->dout + 2);
-        for (uint32_t r = 0; r < R; r++) {
-            tg_sb_printf(b, "        float dp%u = 0.0;\n", r);
-            for (int64_t d = 0; d < s->V4; d++)
-                tg_sb_printf(b, "        dp%u += dot(o%d, v%u_%d);\n", r, (int)d, r, (int)d);
-            tg_sb_printf(b, "        float ds%u = p%u * (dp%u - dl);\n", r, r, r);
-            for (int64_t d = 0; d < s->D4; d++)
-                tg_sb_printf(b, "        a%u_%d += ds%u * q%d;\n", r, (int)d, r, (int)d);
+    if (io->shuffle) {
+        /* lane l of each subgroup fetches query row ib + l's texels, lse
+         * and delta; shuffles hand them round */
+        uint32_t S = io->shuffle;
+        tg_sb_printf(b,
+                     "    for (uint ib = ist; ib < %lluu; ib += %uu) {\n"
+                     "        uint il = min(ib + gl_SubgroupInvocationID, %lluu);\n"
+                     "        float lsel = ld%d(bb * %lluu + il);\n",
+                     (ull)s->Tq, S, (ull)(s->Tq - 1), io->dout + 1, (ull)s->Tq);
+        if (dk)
+            tg_sb_printf(b, "        float dll = ld%d(bb * %lluu + il);\n", io->dout + 2,
+                         (ull)s->Tq);
+        for (int64_t d = 0; d < s->D4; d++) {
+            snprintf(idx, sizeof idx, "qo + il * %lluu + %lldu", fa_row4(s, FA_Q), (long long)d);
+            tg_sb_printf(b, "        %s ql%d = %s;\n", s->vt, (int)d,
+                         fb_fetch(f, sizeof f, io, 0, idx));
         }
+        for (int64_t d = 0; d < s->V4; d++) {
+            snprintf(idx, sizeof idx, "dro + il * %lluu + %lldu", fa_row4(s, FA_DOUT),
+                     (long long)d);
+            tg_sb_printf(b, "        %s ol%d = %s;\n", s->vt, (int)d,
+                         fb_fetch(f, sizeof f, io, io->dout, idx));
+        }
+        for (uint32_t jj = 0; jj < S; jj++) {
+            tg_sb_printf(b, "        {\n        uint i = ib + %uu;\n", jj);
+            rows_kv_query(b, io, scale, (int)jj);
+            tg_sb_printf(b, "        }\n");
+        }
+    } else {
+        tg_sb_printf(b, "    for (uint i = ist; i < %lluu; i++) {\n", (ull)s->Tq);
+        rows_kv_query(b, io, scale, -1);
     }
     tg_sb_printf(b, "    }\n");
     for (uint32_t r = 0; r < R; r++) {
@@ -831,8 +948,35 @@ tg_status tg_gen_attention_backward(const tg_vk_caps *caps, const tg_kernel *k,
     io.R = cpu ? fb_rows_cpu(rows, io.s.D > io.s.Dv ? io.s.D : io.s.Dv, wg) : 1;
     const char *env = getenv("TG_ATTN_BWD_ROWS");
     if (env && atoi(env) >= 1 && atoi(env) <= 16) io.R = (uint32_t)atoi(env);
+    /* CPUs, small heads: shuffles share the texels a subgroup's lanes all
+     * read (charlm, d 16, T 64: grad_k+v 2.18 -> 1.27 ms, grad_q 2.04 ->
+     * 0.98, single-threaded); at d 64 the unrolled group of keys costs more
+     * than it saves (T 1500, forward + backward: 346 ms with, 277
+     * without). $TG_ATTN_SHUFFLE=0 / 1 overrides (comparisons, tests). */
+    const char *shuf_env = getenv("TG_ATTN_SHUFFLE");
+    bool small = io.s.D4 + io.s.V4 <= 8;
+    if (shuf_env && strcmp(shuf_env, "0") == 0) small = false;
+    if (shuf_env && strcmp(shuf_env, "1") == 0) small = true;
+    if (cpu && small && io.texel && caps->subgroup_in_compute &&
+        (caps->subgroup_ops & VK_SUBGROUP_FEATURE_SHUFFLE_BIT) && caps->subgroup_size >= 2 &&
+        caps->subgroup_size <= 64 && wg % caps->subgroup_size == 0)
+        io.shuffle = caps->subgroup_size;
     tg_gen g;
     tg_status st = tg_gen_begin_texel(&g, caps, k, out, wg, false, texels, io.s.W == 4);
+    if (st == TG_OK && io.shuffle) {
+        /* the extensions go right after #version */
+        const char *ext = "#extension GL_KHR_shader_subgroup_basic : require\n"
+                          "#extension GL_KHR_shader_subgroup_shuffle : require\n";
+        char *nl = g.b.s ? strchr(g.b.s, '\n') : NULL;
+        size_t at = nl ? (size_t)(nl - g.b.s) + 1 : 0, el = strlen(ext);
+        tg_sb_printf(&g.b, "%s", ext); /* grows the buffer by el */
+        if (g.b.oom || !nl) {
+            st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+        } else {
+            memmove(g.b.s + at + el, g.b.s + at, g.b.len - el - at);
+            memcpy(g.b.s + at, ext, el);
+        }
+    }
     if (st == TG_OK)
         st = n->op == TG_OP_ATTENTION_LSE || n->op == TG_OP_ATTENTION_GRAD_Q
                  ? gen_flash_rows_q(&g, &io)
