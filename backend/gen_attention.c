@@ -531,22 +531,32 @@ static void fb_head(tg_gen *g, const fb_io *io, int64_t rows, uint64_t nblk) {
                      r * g->wg, r, r, (ull)(rows - 1));
 }
 
+/* Emits `vt <name><d> = ` texel d of row `row` (index expression) of
+ * input `input`, whose rows are row4 texels apart from `base`: fetched,
+ * or with jj >= 0 shuffled from lane jj's <name>l<d> (io->shuffle). No
+ * newline: callers append their uses. */
+static void fb_operand(tg_sb *b, const fb_io *io, const char *name, int64_t d, int input,
+                       const char *base, const char *row, ull row4, int jj) {
+    char f[192], idx[96];
+    if (jj >= 0) {
+        tg_sb_printf(b, "        %s %s%d = subgroupShuffle(%sl%d, %du);", io->s.vt, name, (int)d,
+                     name, (int)d, jj);
+        return;
+    }
+    snprintf(idx, sizeof idx, "%s + %s * %lluu + %lldu", base, row, row4, (long long)d);
+    tg_sb_printf(b, "        %s %s%d = %s;", io->s.vt, name, (int)d,
+                 fb_fetch(f, sizeof f, io, input, idx));
+}
+
 /* One key j of gen_flash_rows_q's loop: the scores of the R rows, their
  * online softmax (lse) or p, dp, ds and the dq sums. The key's texels are
  * fetched, or with jj >= 0 shuffled from lane jj (io->shuffle). */
 static void rows_q_key(tg_sb *b, const fb_io *io, bool lse, int jj) {
     const fa_shape *s = &io->s;
     uint32_t R = io->R;
-    char f[192], idx[96];
     for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, "        float sc%u = 0.0;\n", r);
     for (int64_t d = 0; d < s->D4; d++) {
-        snprintf(idx, sizeof idx, "ko + j * %lluu + %lldu", fa_row4(s, FA_K), (long long)d);
-        if (jj >= 0)
-            tg_sb_printf(b, "        %s k%d = subgroupShuffle(kl%d, %du);", s->vt, (int)d, (int)d,
-                         jj);
-        else
-            tg_sb_printf(b, "        %s k%d = %s;", s->vt, (int)d,
-                         fb_fetch(f, sizeof f, io, 1, idx));
+        fb_operand(b, io, "k", d, 1, "ko", "j", fa_row4(s, FA_K), jj);
         for (uint32_t r = 0; r < R; r++)
             tg_sb_printf(b, " sc%u += dot(q%u_%d, k%d);", r, r, (int)d, (int)d);
         tg_sb_printf(b, "\n");
@@ -579,13 +589,10 @@ static void rows_q_key(tg_sb *b, const fb_io *io, bool lse, int jj) {
     }
     if (lse) return;
     for (int64_t d = 0; d < s->V4; d++) {
-        snprintf(idx, sizeof idx, "vo + j * %lluu + %lldu", fa_row4(s, FA_V), (long long)d);
-        if (jj >= 0)
-            tg_sb_printf(b, "        { %s vv = subgroupShuffle(vl%d, %du);", s->vt, (int)d, jj);
-        else
-            tg_sb_printf(b, "        { %s vv = %s;", s->vt, fb_fetch(f, sizeof f, io, 2, idx));
-        for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, " dp%u += dot(o%u_%d, vv);", r, r, (int)d);
-        tg_sb_printf(b, " }\n");
+        fb_operand(b, io, "v", d, 2, "vo", "j", fa_row4(s, FA_V), jj);
+        for (uint32_t r = 0; r < R; r++)
+            tg_sb_printf(b, " dp%u += dot(o%u_%d, v%d);", r, r, (int)d, (int)d);
+        tg_sb_printf(b, "\n");
     }
     for (uint32_t r = 0; r < R; r++) {
         tg_sb_printf(b, "        float ds%u = p%u * (dp%u - dl%u);\n", r, r, r, r);
@@ -698,7 +705,6 @@ static void rows_kv_query(tg_sb *b, const fb_io *io, const char *scale, int jj) 
     const tg_node *n = s->n;
     bool dk = io->want_k, dv = io->want_v;
     uint32_t R = io->R;
-    char f[192], idx[96];
     if (jj >= 0)
         tg_sb_printf(b,
                      "        uint orow = bb * %lluu + min(i, %lluu);\n"
@@ -711,13 +717,7 @@ static void rows_kv_query(tg_sb *b, const fb_io *io, const char *scale, int jj) 
                      (ull)s->Tq, io->dout + 1);
     for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, "        float sc%u = 0.0;\n", r);
     for (int64_t d = 0; d < s->D4; d++) {
-        snprintf(idx, sizeof idx, "qo + i * %lluu + %lldu", fa_row4(s, FA_Q), (long long)d);
-        if (jj >= 0)
-            tg_sb_printf(b, "        %s q%d = subgroupShuffle(ql%d, %du);", s->vt, (int)d, (int)d,
-                         jj);
-        else
-            tg_sb_printf(b, "        %s q%d = %s;", s->vt, (int)d,
-                         fb_fetch(f, sizeof f, io, 0, idx));
+        fb_operand(b, io, "q", d, 0, "qo", "i", fa_row4(s, FA_Q), jj);
         for (uint32_t r = 0; r < R; r++)
             tg_sb_printf(b, " sc%u += dot(q%d, k%u_%d);", r, (int)d, r, (int)d);
         tg_sb_printf(b, "\n");
@@ -739,13 +739,8 @@ static void rows_kv_query(tg_sb *b, const fb_io *io, const char *scale, int jj) 
         tg_sb_printf(b, "        float p%u = sc%u == NEG_INF ? 0.0 : exp(sc%u - lse);\n", r, r, r);
     }
     for (int64_t d = 0; d < s->V4; d++) {
-        snprintf(idx, sizeof idx, "dro + i * %lluu + %lldu", fa_row4(s, FA_DOUT), (long long)d);
-        if (jj >= 0)
-            tg_sb_printf(b, "        %s o%d = subgroupShuffle(ol%d, %du);\n", s->vt, (int)d, (int)d,
-                         jj);
-        else
-            tg_sb_printf(b, "        %s o%d = %s;\n", s->vt, (int)d,
-                         fb_fetch(f, sizeof f, io, io->dout, idx));
+        fb_operand(b, io, "o", d, io->dout, "dro", "i", fa_row4(s, FA_DOUT), jj);
+        tg_sb_printf(b, "\n");
     }
     if (dv)
         for (uint32_t r = 0; r < R; r++)

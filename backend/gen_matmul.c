@@ -554,6 +554,22 @@ static void emit_reg_step(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg
  * bias over N) is read once per column of the block, one that does not
  * change along columns once per row, a broadcast scalar once: the
  * epilogue of a small-K product costs as much as its K loop otherwise. */
+/* The argument of extra e for the element at row `row` (an expression),
+ * column n0 + c: read once per column (e<e>_c<c>), per row (e<e>_<rname>),
+ * for the whole block (e<e>_s) or at the element. */
+static void emit_extra_arg(tg_sb *b, const mm_desc *d, int e, const char *row, const char *rname,
+                           int c) {
+    bool by_row = d->extra[e].stride_row != 0, by_col = d->extra[e].stride_col != 0;
+    if (!by_row && !by_col)
+        tg_sb_printf(b, "e%d_s", e);
+    else if (!by_row)
+        tg_sb_printf(b, "e%d_c%d", e, c);
+    else if (!by_col)
+        tg_sb_printf(b, "e%d_%s", e, rname);
+    else
+        tg_sb_printf(b, "load_e%d(bz, %s, n0 + %d)", e, row, c);
+}
+
 /* The scalar stores after a vec4 fast path: a loop over the block's rows
  * in range, picking row r's accumulators by selects. CPU devices run the
  * code of every branch (backend/device_class.h): unrolled, the 64 masked
@@ -586,15 +602,8 @@ static void emit_store_rows_loop(tg_sb *b, const mm_desc *d, int TM, int TN) {
         if (per_elem) tg_sb_printf(b, "        if (n0 + %d < N)\n    ", c);
         tg_sb_printf(b, "        store_ce(bz, m0 + r, n0 + %d, ar%d.%c", c, c / 4, xyzw[c % 4]);
         for (int e = 0; e < d->n_extra; e++) {
-            bool by_row = d->extra[e].stride_row != 0, by_col = d->extra[e].stride_col != 0;
-            if (!by_row && !by_col)
-                tg_sb_printf(b, ", e%d_s", e);
-            else if (!by_row)
-                tg_sb_printf(b, ", e%d_c%d", e, c);
-            else if (!by_col)
-                tg_sb_printf(b, ", e%d_rr", e);
-            else
-                tg_sb_printf(b, ", load_e%d(bz, m0 + r, n0 + %d)", e, c);
+            tg_sb_printf(b, ", ");
+            emit_extra_arg(b, d, e, "m0 + r", "rr", c);
         }
         tg_sb_printf(b, ");\n");
     }
@@ -632,19 +641,14 @@ static void emit_register_store(tg_sb *b, const mm_desc *d, int TM, int TN) {
         for (int i = 0; i < TM; i++)
             for (int j = 0; j < TN / 4; j++) {
                 tg_sb_printf(b, "        store_ce4(bz, m0 + %d, n0 + %d, acc%d_%d", i, 4 * j, i, j);
+                char row[24], rname[16];
+                snprintf(row, sizeof row, "m0 + %d", i);
+                snprintf(rname, sizeof rname, "r%d", i);
                 for (int e = 0; e < d->n_extra; e++) {
-                    bool by_row = d->extra[e].stride_row != 0, by_col = d->extra[e].stride_col != 0;
                     tg_sb_printf(b, ", vec4(");
                     for (int c = 4 * j; c < 4 * j + 4; c++) {
-                        const char *sep = c > 4 * j ? ", " : "";
-                        if (!by_row && !by_col)
-                            tg_sb_printf(b, "%se%d_s", sep, e);
-                        else if (!by_row)
-                            tg_sb_printf(b, "%se%d_c%d", sep, e, c);
-                        else if (!by_col)
-                            tg_sb_printf(b, "%se%d_r%d", sep, e, i);
-                        else
-                            tg_sb_printf(b, "%sload_e%d(bz, m0 + %d, n0 + %d)", sep, e, i, c);
+                        if (c > 4 * j) tg_sb_printf(b, ", ");
+                        emit_extra_arg(b, d, e, row, rname, c);
                     }
                     tg_sb_printf(b, ")");
                 }
@@ -670,16 +674,12 @@ static void emit_register_store(tg_sb *b, const mm_desc *d, int TM, int TN) {
             if (per_elem) tg_sb_printf(b, "    if (m0 + %d < M && n0 + %d < N)\n    ", i, c);
             tg_sb_printf(b, "    store_ce(bz, m0 + %d, n0 + %d, acc%d_%d.%c", i, c, i, c / 4,
                          xyzw[c % 4]);
+            char row[24], rname[16];
+            snprintf(row, sizeof row, "m0 + %d", i);
+            snprintf(rname, sizeof rname, "r%d", i);
             for (int e = 0; e < d->n_extra; e++) {
-                bool by_row = d->extra[e].stride_row != 0, by_col = d->extra[e].stride_col != 0;
-                if (!by_row && !by_col)
-                    tg_sb_printf(b, ", e%d_s", e);
-                else if (!by_row)
-                    tg_sb_printf(b, ", e%d_c%d", e, c);
-                else if (!by_col)
-                    tg_sb_printf(b, ", e%d_r%d", e, i);
-                else
-                    tg_sb_printf(b, ", load_e%d(bz, m0 + %d, n0 + %d)", e, i, c);
+                tg_sb_printf(b, ", ");
+                emit_extra_arg(b, d, e, row, rname, c);
             }
             tg_sb_printf(b, ");\n");
         }
