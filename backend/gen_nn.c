@@ -436,7 +436,26 @@ typedef struct lnb_kernel {
     int sum_out[LNB_MAX_SUMS];    /* its output index */
     int n_copies;                 /* sums over axes of extent 1 */
     int32_t copy_id[LNB_MAX_SUMS], copy_in[LNB_MAX_SUMS];
+    bool v4; /* inputs are vec4 texel views t<i> (lnb_vec4_inputs) */
 } lnb_kernel;
+
+/* The input mask for vec4 texel views of every input, or 0 when one
+ * cannot have one (not float, not whole vec4s, no format, too long). */
+static uint32_t lnb_vec4_inputs(const tg_vk_caps *caps, const tg_kernel *k) {
+    if (caps->device_class != TG_VK_CLASS_CPU || k->n_inputs > 32) return 0;
+    uint32_t mask = 0;
+    for (int i = 0; i < k->n_inputs; i++) {
+        const tg_node *n = &k->g->nodes[k->inputs[i]];
+        int64_t count = tg_shape_count(n->rank, n->shape);
+        tg_dtype st = k->input_storage[i];
+        bool fmt = (st == TG_F32 && caps->texel_rgba32f) || (st == TG_F16 && caps->texel_rgba16f);
+        if (tg_gen_dtype_is_int(n->dtype) || !fmt || count < 4 || count % 4 ||
+            (uint64_t)(count / 4) > caps->max_texel_buffer_elements)
+            return 0;
+        mask |= 1u << i;
+    }
+    return mask;
+}
 
 /* A sum over axes of extent 1 only: a copy of its input. */
 static bool sum_is_copy(const tg_graph *gr, const tg_node *n) {
@@ -499,6 +518,75 @@ static tg_status lnb_describe(const tg_kernel *k, lnb_kernel *d) {
     return TG_OK;
 }
 
+/* The outputs at element base + c of a row, given its dx. */
+static void lnb_emit_row_stores(tg_sb *b, const tg_kernel *k, const lnb_kernel *d) {
+    for (int j = 0; j < k->n_outputs; j++) {
+        int32_t o = k->outputs[j];
+        if (o == d->x_id) tg_sb_printf(b, "        st%d(base + c, dx);\n", j);
+        for (int e = 0; e < d->n_elem; e++)
+            if (o == d->elem[e])
+                tg_sb_printf(b, "        st%d(base + c, lnb_e%d(base + c, dx));\n", j, j);
+        for (int s = 0; s < d->n_copies; s++)
+            if (o == d->copy_id[s] && d->copy_in[s] == d->x_id)
+                tg_sb_printf(b, "        st%d(base + c, dx);\n", j);
+            else if (o == d->copy_id[s])
+                tg_sb_printf(b, "        st%d(base + c, lnb_c%d(base + c, dx));\n", j, s);
+    }
+}
+
+/* The statistics of the row at `base` (whole vec4s at base4) as the
+ * column part computes them: mean, inv, and with `grads` mg and mgx
+ * (vec4 texel views, lnb_kernel.v4). */
+static void lnb_emit_stats_v4(tg_sb *b, const lnb_kernel *d, int64_t D, const char *dl,
+                              const char *el, bool grads, const char *ind) {
+    typedef unsigned long long ull;
+    tg_sb_printf(b,
+                 "%sfloat s = 0.0;\n"
+                 "%sfor (uint c = 0u; c < %lluu; c++) {\n"
+                 "%s    vec4 v = texelFetch(t%d, int(base4 + c));\n"
+                 "%s    s += (v.x + v.y) + (v.z + v.w);\n"
+                 "%s}\n"
+                 "%sfloat mean = s / %s, q = 0.0;\n"
+                 "%sfor (uint c = 0u; c < %lluu; c++) {\n"
+                 "%s    vec4 e = texelFetch(t%d, int(base4 + c)) - mean;\n"
+                 "%s    q += (e.x * e.x + e.y * e.y) + (e.z * e.z + e.w * e.w);\n"
+                 "%s}\n"
+                 "%sfloat inv = 1.0 / sqrt(q / %s + %s);\n",
+                 ind, ind, (ull)(D / 4), ind, d->x, ind, ind, ind, dl, ind, (ull)(D / 4), ind, d->x,
+                 ind, ind, ind, dl, el);
+    if (!grads) return;
+    tg_sb_printf(b,
+                 "%sfloat sg = 0.0, sgx = 0.0;\n"
+                 "%sfor (uint c = 0u; c < %lluu; c++) {\n"
+                 "%s    vec4 gc = texelFetch(t%d, int(base4 + c)) * texelFetch(t%d, int(c));\n"
+                 "%s    vec4 gx = gc * (texelFetch(t%d, int(base4 + c)) - mean) * inv;\n"
+                 "%s    sg += gc.x; sg += gc.y; sg += gc.z; sg += gc.w;\n"
+                 "%s    sgx += gx.x; sgx += gx.y; sgx += gx.z; sgx += gx.w;\n"
+                 "%s}\n",
+                 ind, ind, (ull)(D / 4), ind, d->dy, d->w, ind, d->x, ind, ind, ind);
+}
+
+/* The row part on CPUs with vec4 texel views: one invocation a row. */
+static void lnb_emit_rows_v4(tg_gen *g, const lnb_kernel *d, int64_t D, const char *dl,
+                             const char *el) {
+    tg_sb *b = &g->b;
+    tg_sb_printf(b, "    uint base = r * %lluu, base4 = base >> 2;\n", (unsigned long long)D);
+    lnb_emit_stats_v4(b, d, D, dl, el, true, "    ");
+    tg_sb_printf(b,
+                 "    float mg = sg / %s, mgx = sgx / %s;\n"
+                 "    for (uint c4 = 0u; c4 < %lluu; c4++) {\n"
+                 "        vec4 xhat4 = (texelFetch(t%d, int(base4 + c4)) - mean) * inv;\n"
+                 "        vec4 dx4 = inv * (texelFetch(t%d, int(base4 + c4)) * "
+                 "texelFetch(t%d, int(c4)) - mg - xhat4 * mgx);\n",
+                 dl, dl, (unsigned long long)(D / 4), d->x, d->dy, d->w);
+    for (int cc = 0; cc < 4; cc++) {
+        tg_sb_printf(b, "        { uint c = 4u * c4 + %du; float dx = dx4[%d];\n", cc, cc);
+        lnb_emit_row_stores(b, g->k, d);
+        tg_sb_printf(b, "        }\n");
+    }
+    tg_sb_printf(b, "    }\n}\n#undef WG_SUM\n");
+}
+
 /* The row part: dx of row r and the outputs computed from it. */
 static void lnb_emit_rows(tg_gen *g, const lnb_kernel *d, bool serial, int64_t rows, int64_t D) {
     const tg_kernel *k = g->k;
@@ -521,6 +609,10 @@ static void lnb_emit_rows(tg_gen *g, const lnb_kernel *d, bool serial, int64_t r
                      "    uint r = gid;\n" /* uniform over the workgroup */
                      "    uint l = gl_LocalInvocationID.x, step = %uu;\n",
                      g->wg);
+    if (serial && d->v4) {
+        lnb_emit_rows_v4(g, d, D, dl, el);
+        return;
+    }
     tg_sb_printf(b,
                  "    uint base = r * %lluu;\n"
                  "    float s = 0.0;\n"
@@ -545,18 +637,7 @@ static void lnb_emit_rows(tg_gen *g, const lnb_kernel *d, bool serial, int64_t r
                  (unsigned long long)D, (unsigned long long)D, d->x, dl, (unsigned long long)D,
                  d->x, dl, el, (unsigned long long)D, d->dy, d->w, d->x, dl, dl,
                  (unsigned long long)D, d->x, d->dy, d->w);
-    for (int j = 0; j < k->n_outputs; j++) {
-        int32_t o = k->outputs[j];
-        if (o == d->x_id) tg_sb_printf(b, "        st%d(base + c, dx);\n", j);
-        for (int e = 0; e < d->n_elem; e++)
-            if (o == d->elem[e])
-                tg_sb_printf(b, "        st%d(base + c, lnb_e%d(base + c, dx));\n", j, j);
-        for (int s = 0; s < d->n_copies; s++)
-            if (o == d->copy_id[s] && d->copy_in[s] == d->x_id)
-                tg_sb_printf(b, "        st%d(base + c, dx);\n", j);
-            else if (o == d->copy_id[s])
-                tg_sb_printf(b, "        st%d(base + c, lnb_c%d(base + c, dx));\n", j, s);
-    }
+    lnb_emit_row_stores(b, k, d);
     tg_sb_printf(b, "    }\n}\n#undef WG_SUM\n");
 }
 
@@ -605,45 +686,59 @@ static void lnb_emit_cols(tg_gen *g, const lnb_kernel *d, int64_t rows, int64_t 
                      "    float as%d[%lld];\n"
                      "    for (int t = 0; t < %lld; t++) as%d[t] = 0.0;\n",
                      s, (long long)cpi, (long long)cpi, s);
-    tg_sb_printf(
-        b,
-        "    for (uint r0 = 0u; r0 < %lluu; r0 += %uu) {\n"
-        "        if (r0 + l < %lluu) {\n"
-        "            uint base = (r0 + l) * %lluu;\n"
-        "            float s = 0.0;\n"
-        "            for (uint c = 0u; c < %lluu; c += 4u)\n"
-        "                s += (ld%d(base + c) + ld%d(base + c + 1u)) +\n"
-        "                     (ld%d(base + c + 2u) + ld%d(base + c + 3u));\n"
-        "            for (uint c = %lluu; c < %lluu; c++) s += ld%d(base + c);\n"
-        "            float mean = s / %s, q = 0.0;\n"
-        "            for (uint c = 0u; c < %lluu; c += 4u) {\n"
-        "                float e0 = ld%d(base + c) - mean, e1 = ld%d(base + c + 1u) - mean;\n"
-        "                float e2 = ld%d(base + c + 2u) - mean, e3 = ld%d(base + c + 3u) - mean;\n"
-        "                q += (e0 * e0 + e1 * e1) + (e2 * e2 + e3 * e3);\n"
-        "            }\n"
-        "            for (uint c = %lluu; c < %lluu; c++) {\n"
-        "                float e = ld%d(base + c) - mean;\n"
-        "                q += e * e;\n"
-        "            }\n"
-        "            float inv = 1.0 / sqrt(q / %s + %s);\n"
-        "            s_mean[l] = mean;\n"
-        "            s_inv[l] = inv;\n",
-        (ull)rows, wg, (ull)rows, (ull)D, d4, d->x, d->x, d->x, d->x, d4, (ull)D, d->x, dl, d4,
-        d->x, d->x, d->x, d->x, d4, (ull)D, d->x, dl, el);
-    if (sums)
+    if (d->v4) {
+        tg_sb_printf(b,
+                     "    for (uint r0 = 0u; r0 < %lluu; r0 += %uu) {\n"
+                     "        if (r0 + l < %lluu) {\n"
+                     "            uint base = (r0 + l) * %lluu, base4 = base >> 2;\n",
+                     (ull)rows, wg, (ull)rows, (ull)D);
+        lnb_emit_stats_v4(b, d, D, dl, el, sums, "            ");
+        tg_sb_printf(b, "            s_mean[l] = mean;\n            s_inv[l] = inv;\n");
+        if (sums)
+            tg_sb_printf(b, "            s_mg[l] = sg / %s;\n            s_mgx[l] = sgx / %s;\n",
+                         dl, dl);
+    } else {
         tg_sb_printf(
             b,
-            "            float sg = 0.0, sgx = 0.0;\n"
+            "    for (uint r0 = 0u; r0 < %lluu; r0 += %uu) {\n"
+            "        if (r0 + l < %lluu) {\n"
+            "            uint base = (r0 + l) * %lluu;\n"
+            "            float s = 0.0;\n"
+            "            for (uint c = 0u; c < %lluu; c += 4u)\n"
+            "                s += (ld%d(base + c) + ld%d(base + c + 1u)) +\n"
+            "                     (ld%d(base + c + 2u) + ld%d(base + c + 3u));\n"
+            "            for (uint c = %lluu; c < %lluu; c++) s += ld%d(base + c);\n"
+            "            float mean = s / %s, q = 0.0;\n"
             "            for (uint c = 0u; c < %lluu; c += 4u) {\n"
-            "                lnb_g(base, c, mean, inv, sg, sgx);\n"
-            "                lnb_g(base, c + 1u, mean, inv, sg, sgx);\n"
-            "                lnb_g(base, c + 2u, mean, inv, sg, sgx);\n"
-            "                lnb_g(base, c + 3u, mean, inv, sg, sgx);\n"
+            "                float e0 = ld%d(base + c) - mean, e1 = ld%d(base + c + 1u) - mean;\n"
+            "                float e2 = ld%d(base + c + 2u) - mean, e3 = ld%d(base + c + 3u) - "
+            "mean;\n"
+            "                q += (e0 * e0 + e1 * e1) + (e2 * e2 + e3 * e3);\n"
             "            }\n"
-            "            for (uint c = %lluu; c < %lluu; c++) lnb_g(base, c, mean, inv, sg, sgx);\n"
-            "            s_mg[l] = sg / %s;\n"
-            "            s_mgx[l] = sgx / %s;\n",
-            d4, d4, (ull)D, dl, dl);
+            "            for (uint c = %lluu; c < %lluu; c++) {\n"
+            "                float e = ld%d(base + c) - mean;\n"
+            "                q += e * e;\n"
+            "            }\n"
+            "            float inv = 1.0 / sqrt(q / %s + %s);\n"
+            "            s_mean[l] = mean;\n"
+            "            s_inv[l] = inv;\n",
+            (ull)rows, wg, (ull)rows, (ull)D, d4, d->x, d->x, d->x, d->x, d4, (ull)D, d->x, dl, d4,
+            d->x, d->x, d->x, d->x, d4, (ull)D, d->x, dl, el);
+        if (sums)
+            tg_sb_printf(b,
+                         "            float sg = 0.0, sgx = 0.0;\n"
+                         "            for (uint c = 0u; c < %lluu; c += 4u) {\n"
+                         "                lnb_g(base, c, mean, inv, sg, sgx);\n"
+                         "                lnb_g(base, c + 1u, mean, inv, sg, sgx);\n"
+                         "                lnb_g(base, c + 2u, mean, inv, sg, sgx);\n"
+                         "                lnb_g(base, c + 3u, mean, inv, sg, sgx);\n"
+                         "            }\n"
+                         "            for (uint c = %lluu; c < %lluu; c++) lnb_g(base, c, mean, "
+                         "inv, sg, sgx);\n"
+                         "            s_mg[l] = sg / %s;\n"
+                         "            s_mgx[l] = sgx / %s;\n",
+                         d4, d4, (ull)D, dl, dl);
+    }
     tg_sb_printf(b,
                  "        }\n"
                  "        barrier();\n"
@@ -746,12 +841,19 @@ static tg_status gen_layer_norm_backward(const tg_vk_caps *caps, const tg_kernel
                           "layer norm backward of %lld rows x %lld: over the %d loop iterations "
                           "an invocation may run on this CPU device",
                           (long long)rows, (long long)D, CPU_LOOP_LIMIT);
+    /* CPU rows (serial): the row statistics read vec4 texels when rows
+     * are whole vec4s and every float input can be an RGBA view (a texel
+     * fetch is a call per lane on lavapipe: one for 4 elements) */
+    uint32_t v4_inputs = serial && D % 4 == 0 ? lnb_vec4_inputs(caps, k) : 0;
     tg_gen g;
-    if (st == TG_OK) st = tg_gen_begin(&g, caps, k, out, wg, !serial);
+    if (st == TG_OK)
+        st = v4_inputs ? tg_gen_begin_texel(&g, caps, k, out, wg, false, v4_inputs, true)
+                       : tg_gen_begin(&g, caps, k, out, wg, !serial);
     if (st != TG_OK) {
         free(d);
         return st;
     }
+    d->v4 = v4_inputs != 0;
     /* the elementwise members: per output, and per sum of a member */
     tg_sb *b = &g.b;
     const char *gx_name = "gx";
