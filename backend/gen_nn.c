@@ -122,14 +122,46 @@ static tg_status gen_softmax(tg_gen *g, const tg_node *n) {
     return tg_gen_finish(g, tg_gen_row_groups(g, serial, rows));
 }
 
-static tg_status gen_layer_norm(tg_gen *g, const tg_node *n) {
+static tg_status gen_layer_norm(tg_gen *g, const tg_node *n, bool v4) {
     int64_t D = n->rank ? n->shape[n->rank - 1] : 1;
     int64_t rows = D ? tg_shape_count(n->rank, n->shape) / D : 0;
     bool serial = tg_gen_row_serial(g->caps, D) && !row_is_subgroup(g);
     char eps[64], dl[64];
     tg_sb *b = &g->b;
+    if (v4 && g->k->output_storage[0] == TG_F32)
+        tg_sb_printf(b, "layout(std430, binding = %d) writeonly buffer B%dv { vec4 o0v[]; };\n",
+                     g->k->n_inputs, g->k->n_inputs);
     tg_gen_row_head(g, serial, rows);
     tg_gen_flit((double)D, dl, sizeof dl);
+    if (v4) {
+        /* vec4 texel views (gen_nn's dispatcher: one invocation a row of
+         * whole vec4s): a fetch for 4 elements, f32 stores 4 at a time */
+        unsigned long long d4 = (unsigned long long)(D / 4);
+        tg_sb_printf(b,
+                     "    uint base = r * %lluu, base4 = base >> 2;\n"
+                     "    float s = 0.0;\n"
+                     "    for (uint c = 0u; c < %lluu; c++) {\n"
+                     "        vec4 v = texelFetch(t0, int(base4 + c));\n"
+                     "        s += (v.x + v.y) + (v.z + v.w);\n"
+                     "    }\n"
+                     "    float mean = s / %s, q = 0.0;\n"
+                     "    for (uint c = 0u; c < %lluu; c++) {\n"
+                     "        vec4 e = texelFetch(t0, int(base4 + c)) - mean;\n"
+                     "        q += (e.x * e.x + e.y * e.y) + (e.z * e.z + e.w * e.w);\n"
+                     "    }\n"
+                     "    float inv = 1.0 / sqrt(q / %s + %s);\n"
+                     "    for (uint c = 0u; c < %lluu; c++) {\n"
+                     "        vec4 y = (texelFetch(t0, int(base4 + c)) - mean) * inv * "
+                     "texelFetch(t1, int(c)) + texelFetch(t2, int(c));\n",
+                     (unsigned long long)D, d4, dl, d4, dl,
+                     tg_gen_flit(n->attrs.eps, eps, sizeof eps), d4);
+        if (g->k->output_storage[0] == TG_F32)
+            tg_sb_printf(b, "        o0v[base4 + c] = y;\n    }\n}\n");
+        else
+            tg_sb_printf(b, "        for (uint i = 0u; i < 4u; i++) st0(base + 4u * c + i, y[i]);\n"
+                            "    }\n}\n");
+        return tg_gen_finish(g, tg_gen_row_groups(g, serial, rows));
+    }
     tg_sb_printf(b,
                  "    uint base = r * %lluu;\n"
                  "    float s = 0.0;\n"
@@ -1009,8 +1041,15 @@ tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *
                  (caps->device_class == TG_VK_CLASS_CPU &&
                   ce_iters(true, rows, C, wg) <= ce_iters(false, rows, C, wg));
     }
+    /* layer_norm, one invocation a row of whole vec4s on a CPU: vec4
+     * texel views of x, w and b (lnb_vec4_inputs) */
+    uint32_t v4 = n->op == TG_OP_LAYER_NORM && serial && row_len % 4 == 0 && k->n_nodes == 1 &&
+                          k->n_inputs == 3
+                      ? lnb_vec4_inputs(caps, k)
+                      : 0;
     tg_gen g;
-    tg_status st = tg_gen_begin(&g, caps, k, out, wg, !serial || ce);
+    tg_status st = v4 ? tg_gen_begin_texel(&g, caps, k, out, wg, false, v4, true)
+                      : tg_gen_begin(&g, caps, k, out, wg, !serial || ce);
     if (st != TG_OK) {
         tg_gen_abort(&g);
         return st;
@@ -1018,7 +1057,7 @@ tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *
     switch (n->op) {
     case TG_OP_SOFTMAX:
     case TG_OP_LOG_SOFTMAX: st = gen_softmax(&g, n); break;
-    case TG_OP_LAYER_NORM: st = gen_layer_norm(&g, n); break;
+    case TG_OP_LAYER_NORM: st = gen_layer_norm(&g, n, v4 != 0); break;
     case TG_OP_CROSS_ENTROPY: st = gen_cross_entropy(&g, n, serial); break;
     case TG_OP_ATTENTION: st = gen_attention(&g, n); break;
     default:
