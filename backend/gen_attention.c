@@ -176,15 +176,10 @@ static int fa_output(const tg_kernel *k, int32_t id) {
 /* Can the flash kernel take this node on this device? */
 static bool fa_supported(const tg_vk_caps *caps, const tg_kernel *k, const fa_shape *s) {
     if (s->D < 1 || s->Dv < 1 || s->D4 > 64 || s->V4 > 64) return false;
-    for (int i = 0; i < 3; i++) {
-        bool h = k->input_storage[i] == TG_F16;
-        bool ok = s->W == 4 ? (h ? caps->texel_rgba16f : caps->texel_rgba32f)
-                            : (h ? caps->texel_r16f : caps->texel_r32f);
-        const tg_node *x = &k->g->nodes[k->inputs[i]];
-        int64_t texels = tg_shape_count(x->rank, x->shape) / s->W;
-        if (!ok || texels < 1 || (uint64_t)texels > caps->max_texel_buffer_elements) return false;
-        if (k->input_storage[i] != k->input_storage[0]) return false;
-    }
+    for (int i = 0; i < 3; i++)
+        if (!tg_gen_texel_input_ok(caps, k, i, s->W == 4) ||
+            k->input_storage[i] != k->input_storage[0])
+            return false;
     return true;
 }
 

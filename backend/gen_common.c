@@ -365,6 +365,17 @@ static bool use_texel(const tg_vk_caps *caps, tg_dtype storage, int64_t count,
     return false;
 }
 
+bool tg_gen_texel_input_ok(const tg_vk_caps *caps, const tg_kernel *k, int i, bool vec4) {
+    const tg_node *n = &k->g->nodes[k->inputs[i]];
+    int64_t count = tg_shape_count(n->rank, n->shape), w = vec4 ? 4 : 1;
+    tg_dtype st = k->input_storage[i];
+    bool fmt = st == TG_F32   ? (vec4 ? caps->texel_rgba32f : caps->texel_r32f)
+               : st == TG_F16 ? (vec4 ? caps->texel_rgba16f : caps->texel_r16f)
+                              : false;
+    return fmt && !tg_gen_dtype_is_int(n->dtype) && count >= w && count % w == 0 &&
+           (uint64_t)(count / w) <= caps->max_texel_buffer_elements;
+}
+
 tg_status tg_gen_begin(tg_gen *g, const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out,
                        uint32_t wg, bool reductions) {
     return tg_gen_begin_texel(g, caps, k, out, wg, reductions, 0, false);

@@ -53,6 +53,10 @@ uint32_t tg_gen_wg_size(const tg_vk_caps *caps, uint32_t want);
  * it). `op` names the kernel ("<op>_<node id>"). */
 tg_status tg_gen_begin(tg_gen *g, const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out,
                        uint32_t wg, bool reductions);
+/* Whether kernel input i can be read through a texel view, of vec4 texels
+ * or scalar ones: a float stored in a format the device has, a whole
+ * number of texels, at most maxTexelBufferElements of them. */
+bool tg_gen_texel_input_ok(const tg_vk_caps *caps, const tg_kernel *k, int i, bool vec4);
 /* tg_gen_begin, with the inputs of bit mask `texel_inputs` read through
  * texel buffers `t<i>` whatever the device class: vec4 texels (RGBA32F,
  * RGBA16F for f16 storage) when `vec4`, else scalar ones. The caller checks

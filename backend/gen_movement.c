@@ -300,17 +300,18 @@ tg_status tg_gen_movement(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_
                      "        st0(at, %s(o0[at]) + ld2(((c / %lluu) * %lluu + j) * %lluu + c %% "
                      "%lluu));\n"
                      "    }\n"
-                     "}\n"
-                     "void scat(uint l, uint q, uint j0, int v0, int v1) {\n"
-                     "    int row = sidx[q];\n" /* uniform over the workgroup */
-                     "    if (row >= v0 && row < v1) add_row(l, uint(row), j0 + q);\n"
-                     "}\n"
-                     "shared uint smatch[%lld];\n"
-                     "shared uint s_n;\n",
+                     "}\n",
                      (long long)chunk, (unsigned long long)inner, (unsigned long long)dim,
                      (unsigned long long)inner, (unsigned long long)inner, cloop, ct,
                      (unsigned long long)inner, (unsigned long long)nidx, (unsigned long long)inner,
-                     (unsigned long long)inner, cpu ? (long long)chunk : 1LL);
+                     (unsigned long long)inner);
+        if (cpu) /* the chunk's indices in the block (main) */
+            tg_sb_printf(b, "shared uint smatch[%lld];\nshared uint s_n;\n", (long long)chunk);
+        else
+            tg_sb_printf(b, "void scat(uint l, uint q, uint j0, int v0, int v1) {\n"
+                            "    int row = sidx[q];\n" /* uniform over the workgroup */
+                            "    if (row >= v0 && row < v1) add_row(l, uint(row), j0 + q);\n"
+                            "}\n");
         tg_sb_printf(b,
                      "void main() {\n"
                      "    uint blk = tg_group();\n"

@@ -468,22 +468,16 @@ typedef struct lnb_kernel {
     int sum_out[LNB_MAX_SUMS];    /* its output index */
     int n_copies;                 /* sums over axes of extent 1 */
     int32_t copy_id[LNB_MAX_SUMS], copy_in[LNB_MAX_SUMS];
-    bool v4; /* inputs are vec4 texel views t<i> (lnb_vec4_inputs) */
+    bool v4; /* inputs are vec4 texel views t<i> (vec4_texel_inputs) */
 } lnb_kernel;
 
-/* The input mask for vec4 texel views of every input, or 0 when one
- * cannot have one (not float, not whole vec4s, no format, too long). */
-static uint32_t lnb_vec4_inputs(const tg_vk_caps *caps, const tg_kernel *k) {
+/* On CPUs, the input mask for vec4 texel views of every input, or 0 when
+ * one cannot have one (tg_gen_texel_input_ok). */
+static uint32_t vec4_texel_inputs(const tg_vk_caps *caps, const tg_kernel *k) {
     if (caps->device_class != TG_VK_CLASS_CPU || k->n_inputs > 32) return 0;
     uint32_t mask = 0;
     for (int i = 0; i < k->n_inputs; i++) {
-        const tg_node *n = &k->g->nodes[k->inputs[i]];
-        int64_t count = tg_shape_count(n->rank, n->shape);
-        tg_dtype st = k->input_storage[i];
-        bool fmt = (st == TG_F32 && caps->texel_rgba32f) || (st == TG_F16 && caps->texel_rgba16f);
-        if (tg_gen_dtype_is_int(n->dtype) || !fmt || count < 4 || count % 4 ||
-            (uint64_t)(count / 4) > caps->max_texel_buffer_elements)
-            return 0;
+        if (!tg_gen_texel_input_ok(caps, k, i, true)) return 0;
         mask |= 1u << i;
     }
     return mask;
@@ -876,7 +870,7 @@ static tg_status gen_layer_norm_backward(const tg_vk_caps *caps, const tg_kernel
     /* CPU rows (serial): the row statistics read vec4 texels when rows
      * are whole vec4s and every float input can be an RGBA view (a texel
      * fetch is a call per lane on lavapipe: one for 4 elements) */
-    uint32_t v4_inputs = serial && D % 4 == 0 ? lnb_vec4_inputs(caps, k) : 0;
+    uint32_t v4_inputs = serial && D % 4 == 0 ? vec4_texel_inputs(caps, k) : 0;
     tg_gen g;
     if (st == TG_OK)
         st = v4_inputs ? tg_gen_begin_texel(&g, caps, k, out, wg, false, v4_inputs, true)
@@ -1042,10 +1036,10 @@ tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *
                   ce_iters(true, rows, C, wg) <= ce_iters(false, rows, C, wg));
     }
     /* layer_norm, one invocation a row of whole vec4s on a CPU: vec4
-     * texel views of x, w and b (lnb_vec4_inputs) */
+     * texel views of x, w and b (vec4_texel_inputs) */
     uint32_t v4 = n->op == TG_OP_LAYER_NORM && serial && row_len % 4 == 0 && k->n_nodes == 1 &&
                           k->n_inputs == 3
-                      ? lnb_vec4_inputs(caps, k)
+                      ? vec4_texel_inputs(caps, k)
                       : 0;
     tg_gen g;
     tg_status st = v4 ? tg_gen_begin_texel(&g, caps, k, out, wg, false, v4, true)

@@ -91,13 +91,12 @@ static tg_status operand_fn(tg_sb *b, const tg_kernel *k, int32_t x, const char 
  * S is the multiple of the workgroup that costs least, at least two
  * workgroups (both CPU threads busy). */
 static uint64_t serial_stride(const uint64_t *counts, int n, uint32_t wg) {
-    uint64_t best = 2 * (uint64_t)wg, best_cost = UINT64_MAX;
+    uint64_t best = 2 * (uint64_t)wg, best_cost = UINT64_MAX, largest = 0;
+    for (int i = 0; i < n; i++)
+        if (counts[i] > largest) largest = counts[i];
     for (uint64_t s = 2 * (uint64_t)wg; s <= (1u << 20); s *= 2) {
-        uint64_t cost = 0, largest = 0;
-        for (int i = 0; i < n; i++) {
-            cost += (counts[i] + s - 1) / s * s;
-            if (counts[i] > largest) largest = counts[i];
-        }
+        uint64_t cost = 0;
+        for (int i = 0; i < n; i++) cost += (counts[i] + s - 1) / s * s;
         if (cost <= best_cost) { /* ties: more workgroups */
             best = s;
             best_cost = cost;
