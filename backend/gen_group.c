@@ -159,6 +159,56 @@ static bool bias_sum_part(const part_kernel *p) {
     return true;
 }
 
+/* The code of a lone part: its GLSL and name; one binding for x, one
+ * for the sums, `groups` workgroups of 64. */
+static tg_status bias_sum_code(part_kernel *p, tg_sb *b, bool texel, tg_vk_texel_format fmt,
+                               uint64_t groups) {
+    tg_kernel_code *c = &p->code;
+    if (b->oom) {
+        free(b->s);
+        return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    }
+    memset(c, 0, sizeof *c);
+    c->glsl = b->s;
+    snprintf(c->name, sizeof c->name, "sum_%d", (int)p->k.nodes[0]);
+    c->n_bindings = 2;
+    c->kinds[0] = texel ? TG_VK_BIND_TEXEL : TG_VK_BIND_STORAGE;
+    c->texel_formats[0] = fmt;
+    c->kinds[1] = TG_VK_BIND_STORAGE;
+    c->groups[0] = (uint32_t)groups;
+    c->groups[1] = c->groups[2] = 1;
+    return TG_OK;
+}
+
+/* Column sums of x [R, N], N a multiple of 4, a lane a quad of columns
+ * (vec4 texels), four rows a step. */
+static tg_status gen_bias_sum_quads(part_kernel *p, int64_t R, int64_t N) {
+    typedef unsigned long long ull;
+    tg_sb b = {0};
+    tg_sb_printf(&b,
+                 "#version 450\n"
+                 "layout(local_size_x = 64, local_size_y = 1, local_size_z = 1) in;\n"
+                 "layout(binding = 0) uniform samplerBuffer tX;\n"
+                 "layout(std430, binding = 1) writeonly buffer BY { vec4 ys[]; };\n"
+                 "void main() {\n"
+                 "    uint q = gl_GlobalInvocationID.x;\n"
+                 "    if (q >= %lluu) return;\n"
+                 "    vec4 a0 = vec4(0.0), a1 = vec4(0.0), a2 = vec4(0.0), a3 = vec4(0.0);\n"
+                 "    uint r = 0u;\n"
+                 "    for (; r + 4u <= %lluu; r += 4u) {\n"
+                 "        a0 += texelFetch(tX, int(r * %lluu + q));\n"
+                 "        a1 += texelFetch(tX, int((r + 1u) * %lluu + q));\n"
+                 "        a2 += texelFetch(tX, int((r + 2u) * %lluu + q));\n"
+                 "        a3 += texelFetch(tX, int((r + 3u) * %lluu + q));\n"
+                 "    }\n"
+                 "    for (; r < %lluu; r++) a0 += texelFetch(tX, int(r * %lluu + q));\n"
+                 "    ys[q] = (a0 + a1) + (a2 + a3);\n"
+                 "}\n",
+                 (ull)(N / 4), (ull)R, (ull)(N / 4), (ull)(N / 4), (ull)(N / 4), (ull)(N / 4),
+                 (ull)R, (ull)(N / 4));
+    return bias_sum_code(p, &b, true, TG_VK_TEXEL_RGBA32F, (uint64_t)(N / 4 + 63) / 64);
+}
+
 /* Column sums of x [R, N] (texel fetches where the device has R32F texel
  * buffers: gathers on lavapipe, where storage loads are per-lane loops),
  * four rows a step. */
@@ -166,7 +216,13 @@ static tg_status gen_bias_sum(const tg_vk_caps *caps, part_kernel *p) {
     const tg_node *x = &p->k.g->nodes[p->k.inputs[0]];
     int64_t N = x->shape[x->rank - 1], R = tg_shape_count(x->rank, x->shape) / N;
     bool texel = caps->texel_r32f && (uint64_t)(R * N) <= caps->max_texel_buffer_elements;
-    tg_kernel_code *c = &p->code;
+    /* CPUs: a lane sums a quad of columns from vec4 texels (a texel fetch
+     * is a call on lavapipe: a quarter of them, and of the lanes; the
+     * part's workgroups are few and serial anyway). charlm's [1024, 256]
+     * bias gradient: see docs/kernels.md. */
+    if (caps->device_class == TG_VK_CLASS_CPU && N % 4 == 0 &&
+        tg_gen_texel_input_ok(caps, &p->k, 0, true))
+        return gen_bias_sum_quads(p, R, N);
     tg_sb b = {0};
     tg_sb_printf(&b, "#version 450\n"
                      "layout(local_size_x = 64, local_size_y = 1, local_size_z = 1) in;\n");
@@ -198,20 +254,7 @@ static tg_status gen_bias_sum(const tg_vk_caps *caps, part_kernel *p) {
                          load);
     }
     tg_sb_printf(&b, "    ys[n] = (a0 + a1) + (a2 + a3);\n}\n");
-    if (b.oom) {
-        free(b.s);
-        return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
-    }
-    memset(c, 0, sizeof *c);
-    c->glsl = b.s;
-    snprintf(c->name, sizeof c->name, "sum_%d", (int)p->k.nodes[0]);
-    c->n_bindings = 2;
-    c->kinds[0] = texel ? TG_VK_BIND_TEXEL : TG_VK_BIND_STORAGE;
-    c->texel_formats[0] = TG_VK_TEXEL_R32F;
-    c->kinds[1] = TG_VK_BIND_STORAGE;
-    c->groups[0] = (uint32_t)((N + 63) / 64);
-    c->groups[1] = c->groups[2] = 1;
-    return TG_OK;
+    return bias_sum_code(p, &b, texel, TG_VK_TEXEL_R32F, (uint64_t)(N + 63) / 64);
 }
 
 /* ---- renaming a part's source ---- */
