@@ -635,10 +635,27 @@ static tg_status combine(const tg_vk_caps *caps, part_kernel *parts, int n_parts
             if (!serial)
                 tg_sb_printf(&body, "    if (id < %lluu) {\n        uint w = id - %lluu;\n",
                              (unsigned long long)start[i + 1], (unsigned long long)start[i]);
-            else if (n_i < n_groups)
-                tg_sb_printf(&body, "    if (id < %lluu) {\n        uint w = id;\n",
-                             (unsigned long long)n_i);
-            else
+            else if (n_i < n_groups) {
+                /* spread over the grid (workgroup j of the part at id
+                 * j * s + o): llvmpipe hands each thread a contiguous
+                 * range of workgroups, so parts at ids 0 .. n_i - 1 all
+                 * ran on the first thread (charlm's dW of fc2 beside dH:
+                 * see docs/kernels.md); o staggers parts of one stride */
+                unsigned long long s = n_groups / n_i, o = s * (unsigned long long)i / n_parts;
+                if (s == 1)
+                    tg_sb_printf(&body, "    if (id < %lluu) {\n        uint w = id;\n",
+                                 (unsigned long long)n_i);
+                else if (o == 0)
+                    tg_sb_printf(&body,
+                                 "    if (id %% %lluu == 0u && id < %lluu) {\n"
+                                 "        uint w = id / %lluu;\n",
+                                 s, s * n_i, s);
+                else
+                    tg_sb_printf(&body,
+                                 "    if (id >= %lluu && (id - %lluu) %% %lluu == 0u && "
+                                 "id < %lluu) {\n        uint w = (id - %lluu) / %lluu;\n",
+                                 o, o, s, o + s * n_i, o, s);
+            } else
                 tg_sb_printf(&body, "    {\n        uint w = id;\n");
             tg_sb_printf(&body, "        g%d_wg = uvec3(w %% %uu, (w / %uu) %% %uu, w / %uu);\n", i,
                          g[0], g[0], g[1], g[0] * g[1]);

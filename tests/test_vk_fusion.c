@@ -672,6 +672,42 @@ static void test_split_group_at_peak(void **state) {
     tg_graph_free(g);
 }
 
+/* A group of unequal parts: dx = dy w^T (32 workgroups), dw = x^T dy (4,
+ * K = 512) and the bias gradient db = sum(dy) (1). On CPUs every
+ * workgroup runs its share of each part, and the small parts sit spread
+ * over the grid (gen_group.c): values as with the passes off. */
+static void test_group_parts_spread(void **state) {
+    (void)state;
+    enum { R = 512, K = 256, N = 64 };
+    tg_graph *g = tg_graph_new();
+    int64_t xs[] = {R, K}, ys[] = {R, N};
+    tg_tensor x = tg_placeholder(g, "x", TG_F32, 2, xs);
+    tg_tensor dy_in = tg_placeholder(g, "dy", TG_F32, 2, ys);
+    tg_tensor dy = tg_tanh(g, dy_in);
+    tg_tensor w = var(g, "w", 2, K, N), w2 = var(g, "w2", 2, 16, N);
+    int axes[] = {0};
+    tg_tensor dw = tg_matmul(g, x, dy, true, false);
+    /* sin(z) (4 MiB, read by a product) holds the arena's peak, so the
+     * executor does not split the group to lower it */
+    int64_t zs[] = {1024, 1024};
+    tg_tensor z_in = tg_placeholder(g, "z", TG_F32, 2, zs);
+    tg_tensor z = tg_matmul(g, tg_sin(g, z_in), var(g, "v", 2, 1024, 4), false, false);
+    tg_tensor targets[5] = {dw, tg_matmul(g, dy, w, false, true), tg_sum(g, dy, 1, axes, false),
+                            tg_matmul(g, dy, w2, false, true), z};
+    OK(tg_graph_status(g));
+    tg_array xv = make_f32(2, xs, -0.5f, 0.003f, 97), yv = make_f32(2, ys, 0.2f, -0.013f, 61),
+             zv = make_f32(2, zs, 0.1f, 0.001f, 13);
+    tg_feed f[] = {{x, &xv}, {dy_in, &yv}, {z_in, &zv}};
+    int on, off;
+    compare(g, 5, targets, 0, NULL, 3, f, 0, NULL, 1e-4, &on, &off);
+    assert_int_equal(off, 7);
+    assert_int_equal(on, 4); /* tanh + sum, the group of three, sin, z's product */
+    tg_array_free(&xv);
+    tg_array_free(&yv);
+    tg_array_free(&zv);
+    tg_graph_free(g);
+}
+
 /* An unknown pass name in disable_passes is a compile error naming it. */
 static void test_disable_unknown_pass(void **state) {
     (void)state;
@@ -708,6 +744,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_epilogue_vec4_edges),
         cmocka_unit_test(test_cross_entropy_grad_in_place),
         cmocka_unit_test(test_split_group_at_peak),
+        cmocka_unit_test(test_group_parts_spread),
         cmocka_unit_test(test_disable_unknown_pass),
     };
     int rc = 1;
