@@ -1464,7 +1464,7 @@ static tg_status record_dispatches(tg_executable *e, recorder *r) {
             bind[j].buffer = buf;
             bind[j].offset = k->at[j].offset;
             bind[j].range = k->at[j].padded;
-            if (k->kinds[j] == TG_VK_BIND_TEXEL) {
+            if (tg_vk_bind_is_texel(k->kinds[j])) {
                 size_t ts = tg_vk_texel_size(k->formats[j]);
                 uint64_t range = tg_exec_align(k->at[j].bytes ? k->at[j].bytes : ts, ts);
                 st = tg_vk_buffer_view_create(e->dev, buf, k->formats[j], k->at[j].offset, range,

@@ -62,10 +62,20 @@ static tg_status from_mm_kernel(tg_mm_kernel *mk, const tg_kernel *k, tg_kernel_
 /* The conv1d generator binds A = w at 0 and B = x at 1, but a kernel's
  * binding i is its input i, and conv1d's inputs are (x, w): swap the two
  * binding numbers in the source and the descriptions. */
+/* The "layout(binding = N" that starts the line declaring `decl` (" tA;"),
+ * or NULL. */
+static char *binding_line(char *glsl, int n, const char *decl) {
+    char head[32];
+    snprintf(head, sizeof head, "layout(binding = %d", n);
+    for (char *p = strstr(glsl, head); p; p = strstr(p + 1, head)) {
+        char *end = strchr(p, '\n'), *d = strstr(p, decl);
+        if (d && (!end || d < end)) return p;
+    }
+    return NULL;
+}
+
 static tg_status swap_conv_bindings(tg_mm_kernel *mk, const char *name) {
-    const char *da = "layout(binding = 0) uniform samplerBuffer tA;";
-    const char *db = "layout(binding = 1) uniform samplerBuffer tB;";
-    char *pa = strstr(mk->glsl, da), *pb = strstr(mk->glsl, db);
+    char *pa = binding_line(mk->glsl, 0, " tA;"), *pb = binding_line(mk->glsl, 1, " tB;");
     if (!pa || !pb || mk->n_bindings < 3 || mk->bindings[0].role != TG_MM_ROLE_A ||
         mk->bindings[1].role != TG_MM_ROLE_B) {
         tg_mm_kernel_free(mk);

@@ -48,6 +48,10 @@ typedef struct mm_desc {
     /* extras read through scalar texel buffers (else storage buffers):
      * set by generate() where the device has the format */
     bool extra_texel[TG_MM_MAX_EXTRA];
+    /* A and B as storage texel buffers read by imageLoad (set by
+     * generate() on CPUs, see there), in formats fa and fb */
+    bool img_ab;
+    tg_vk_texel_format fa, fb;
     tg_mm_strategy strategy;
     const char *name;
     /* rows of one matrix when the batch was folded into M (fold_batch),
@@ -293,6 +297,16 @@ static void emit_bases(tg_sb *b, const mm_desc *d) {
     tg_sb_printf(b, "    int b_base = int(pc.b_off) + %s;\n", batch_off(d, OP_B, bo, sizeof bo));
 }
 
+/* The GLSL image format qualifier of a texel format. */
+static const char *image_format(tg_vk_texel_format f) {
+    switch (f) {
+    case TG_VK_TEXEL_RGBA32F: return "rgba32f";
+    case TG_VK_TEXEL_R16F: return "r16f";
+    case TG_VK_TEXEL_RGBA16F: return "rgba16f";
+    default: return "r32f";
+    }
+}
+
 static void emit_header(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t) {
     char bo[32];
     bool need16 = d->out_dtype == TG_F16;
@@ -304,8 +318,18 @@ static void emit_header(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t) {
                         "#extension GL_KHR_shader_subgroup_shuffle : require\n");
     tg_sb_printf(b, "layout(local_size_x = %u, local_size_y = %u, local_size_z = 1) in;\n", t->wg_x,
                  t->wg_y);
-    tg_sb_printf(b, "layout(binding = 0) uniform samplerBuffer tA;\n");
-    tg_sb_printf(b, "layout(binding = 1) uniform samplerBuffer tB;\n");
+    if (d->img_ab)
+        tg_sb_printf(b,
+                     "layout(binding = 0, %s) uniform readonly imageBuffer tA;\n"
+                     "layout(binding = 1, %s) uniform readonly imageBuffer tB;\n"
+                     "vec4 fetchA(int i) { return imageLoad(tA, i); }\n"
+                     "vec4 fetchB(int i) { return imageLoad(tB, i); }\n",
+                     image_format(d->fa), image_format(d->fb));
+    else
+        tg_sb_printf(b, "layout(binding = 0) uniform samplerBuffer tA;\n"
+                        "layout(binding = 1) uniform samplerBuffer tB;\n"
+                        "vec4 fetchA(int i) { return texelFetch(tA, i); }\n"
+                        "vec4 fetchB(int i) { return texelFetch(tB, i); }\n");
     for (int i = 0; i < d->n_extra; i++)
         if (d->extra_texel[i])
             tg_sb_printf(b, "layout(binding = %d) uniform samplerBuffer tE%d;\n", 2 + i, i);
@@ -401,16 +425,15 @@ static void emit_header(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t) {
         tg_sb_printf(b, "const int CW = %lld, CKS = %lld, CS = %lld, CP = %lld, CD = %lld;\n",
                      (long long)d->width, (long long)d->ksize, (long long)d->stride,
                      (long long)d->padding, (long long)d->dilation);
-        tg_sb_printf(b,
-                     "float load_b(int b_base, int k, int n) {\n"
-                     "    int kc = min(k, K - 1);\n"
-                     "    int ci = kc / CKS;\n"
-                     "    int kw = kc - ci * CKS;\n"
-                     "    int pos = n * CS + kw * CD - CP;\n"
-                     "    bool ok = k < K && n < N && pos >= 0 && pos < CW;\n"
-                     "    float v = texelFetch(tB, b_base + ci * CW + clamp(pos, 0, CW - 1)).r;\n"
-                     "    return ok ? v : 0.0;\n"
-                     "}\n");
+        tg_sb_printf(b, "float load_b(int b_base, int k, int n) {\n"
+                        "    int kc = min(k, K - 1);\n"
+                        "    int ci = kc / CKS;\n"
+                        "    int kw = kc - ci * CKS;\n"
+                        "    int pos = n * CS + kw * CD - CP;\n"
+                        "    bool ok = k < K && n < N && pos >= 0 && pos < CW;\n"
+                        "    float v = fetchB(b_base + ci * CW + clamp(pos, 0, CW - 1)).r;\n"
+                        "    return ok ? v : 0.0;\n"
+                        "}\n");
     }
 }
 
@@ -436,7 +459,7 @@ static void emit_reg_step(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg
                 int S = (int)t->a_shuffle, g = i / S, src = kk + 4 * ((i % S) / 4);
                 if (kk == 0 && i % S == 0)
                     tg_sb_printf(b,
-                                 "        vec4 val%d = texelFetch(tA, (a_base + (%s + ral_k) * "
+                                 "        vec4 val%d = fetchA((a_base + (%s + ral_k) * "
                                  "LDA + ral%d) >> 2);\n",
                                  g, k, g);
                 if (i % 4 == 0)
@@ -451,8 +474,7 @@ static void emit_reg_step(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg
                     tg_sb_printf(b, "        %s val%d = %s(", ku == 4 ? "vec4" : "float", g,
                                  ku == 4 ? "vec4" : "float");
                     for (int q = 0; q < ku; q++)
-                        tg_sb_printf(b, "%stexelFetch(tA, ral%d + %s + %d).r", q ? ", " : "", g, k,
-                                     q);
+                        tg_sb_printf(b, "%sfetchA(ral%d + %s + %d).r", q ? ", " : "", g, k, q);
                     tg_sb_printf(b, ");\n");
                 }
                 if (kk == 0)
@@ -468,35 +490,31 @@ static void emit_reg_step(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg
                  * (subgroupBroadcast is a scalar loop there) */
                 int S = (int)t->a_shuffle, g = i / S;
                 if (kk == 0 && i % S == 0)
-                    tg_sb_printf(b, "        vec4 val%d = texelFetch(tA, ral%d + ((%s) >> 2));\n",
-                                 g, g, k);
+                    tg_sb_printf(b, "        vec4 val%d = fetchA(ral%d + ((%s) >> 2));\n", g, g, k);
                 if (kk == 0)
                     tg_sb_printf(b, "        vec4 va%d = subgroupShuffle(val%d, %d);\n", i, g,
                                  i % S);
                 snprintf(aexpr[i][kk], sizeof aexpr[i][kk], "va%d.%c", i, xyzw[kk]);
             } else if (!d->ta && L.a_vec) {
                 if (kk == 0)
-                    tg_sb_printf(b, "        vec4 va%d = texelFetch(tA, ra%d + ((%s) >> 2));\n", i,
-                                 i, k);
+                    tg_sb_printf(b, "        vec4 va%d = fetchA(ra%d + ((%s) >> 2));\n", i, i, k);
                 snprintf(aexpr[i][kk], sizeof aexpr[i][kk], "va%d.%c", i, xyzw[kk]);
             } else if (d->ta && L.a_vec) {
                 if (i % 4 == 0)
-                    tg_sb_printf(
-                        b,
-                        "        vec4 va%d_%d = texelFetch(tA, (a_base + (%s + %d) * LDA + "
-                        "ag%d) >> 2);\n",
-                        kk, i / 4, k, kk, i / 4);
+                    tg_sb_printf(b,
+                                 "        vec4 va%d_%d = fetchA((a_base + (%s + %d) * LDA + "
+                                 "ag%d) >> 2);\n",
+                                 kk, i / 4, k, kk, i / 4);
                 snprintf(aexpr[i][kk], sizeof aexpr[i][kk], "va%d_%d.%c", kk, i / 4, xyzw[i % 4]);
             } else {
                 if (!d->ta)
-                    tg_sb_printf(b, "        float va%d_%d = texelFetch(tA, ra%d + %s + %d).r;\n",
-                                 i, kk, i, k, kk);
+                    tg_sb_printf(b, "        float va%d_%d = fetchA(ra%d + %s + %d).r;\n", i, kk, i,
+                                 k, kk);
                 else
-                    tg_sb_printf(
-                        b,
-                        "        float va%d_%d = texelFetch(tA, a_base + (%s + %d) * LDA + "
-                        "am%d).r;\n",
-                        i, kk, k, kk, i);
+                    tg_sb_printf(b,
+                                 "        float va%d_%d = fetchA(a_base + (%s + %d) * LDA + "
+                                 "am%d).r;\n",
+                                 i, kk, k, kk, i);
                 snprintf(aexpr[i][kk], sizeof aexpr[i][kk], "va%d_%d", i, kk);
             }
         }
@@ -504,7 +522,7 @@ static void emit_reg_step(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg
     /* B values as vec4 over 4 columns: b{kk}_{j} */
     if (d->tb && L.b_vec) {
         for (int c = 0; c < TN; c++)
-            tg_sb_printf(b, "        vec4 vb%d = texelFetch(tB, rb%d + ((%s) >> 2));\n", c, c, k);
+            tg_sb_printf(b, "        vec4 vb%d = fetchB(rb%d + ((%s) >> 2));\n", c, c, k);
         for (int kk = 0; kk < ku; kk++)
             for (int j = 0; j < NJ; j++)
                 tg_sb_printf(b, "        vec4 b%d_%d = vec4(vb%d.%c, vb%d.%c, vb%d.%c, vb%d.%c);\n",
@@ -513,11 +531,10 @@ static void emit_reg_step(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg
     } else if (!d->tb && L.b_vec && !d->conv) {
         for (int kk = 0; kk < ku; kk++)
             for (int j = 0; j < NJ; j++)
-                tg_sb_printf(
-                    b,
-                    "        vec4 b%d_%d = texelFetch(tB, (b_base + (%s + %d) * LDB + bg%d) >> "
-                    "2);\n",
-                    kk, j, k, kk, j);
+                tg_sb_printf(b,
+                             "        vec4 b%d_%d = fetchB((b_base + (%s + %d) * LDB + bg%d) >> "
+                             "2);\n",
+                             kk, j, k, kk, j);
     } else {
         for (int kk = 0; kk < ku; kk++) {
             for (int c = 0; c < TN; c++) {
@@ -525,14 +542,13 @@ static void emit_reg_step(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg
                     tg_sb_printf(b, "        float vb%d_%d = load_b(b_base, %s + %d, bn%d);\n", kk,
                                  c, k, kk, c);
                 else if (!d->tb)
-                    tg_sb_printf(
-                        b,
-                        "        float vb%d_%d = texelFetch(tB, b_base + (%s + %d) * LDB + "
-                        "bn%d).r;\n",
-                        kk, c, k, kk, c);
+                    tg_sb_printf(b,
+                                 "        float vb%d_%d = fetchB(b_base + (%s + %d) * LDB + "
+                                 "bn%d).r;\n",
+                                 kk, c, k, kk, c);
                 else
-                    tg_sb_printf(b, "        float vb%d_%d = texelFetch(tB, rb%d + %s + %d).r;\n",
-                                 kk, c, c, k, kk);
+                    tg_sb_printf(b, "        float vb%d_%d = fetchB(rb%d + %s + %d).r;\n", kk, c, c,
+                                 k, kk);
             }
             for (int j = 0; j < NJ; j++)
                 tg_sb_printf(b, "        vec4 b%d_%d = vec4(vb%d_%d, vb%d_%d, vb%d_%d, vb%d_%d);\n",
@@ -879,6 +895,15 @@ static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel
     mm_desc dt = *d;
     for (int i = 0; i < d->n_extra; i++)
         dt.extra_texel[i] = d->extra[i].dtype == TG_F16 ? caps->texel_r16f : caps->texel_r32f;
+    /* CPUs: A and B through imageLoad, which llvmpipe inlines, where a
+     * texelFetch is a call that spills every live vector register; the
+     * register kernel at 1500 x 1536 x 384, timed alone: 23.8-24.1 ->
+     * 22.5-22.7 ms (docs/kernels.md). $TG_MM_IMAGE=0 turns it off. */
+    const char *img_env = getenv("TG_MM_IMAGE");
+    dt.img_ab = caps->storage_texel && caps->device_class == TG_VK_CLASS_CPU &&
+                t.strategy == TG_MM_STRATEGY_REGISTER && !(img_env && strcmp(img_env, "0") == 0);
+    dt.fa = fa;
+    dt.fb = fb;
     d = &dt;
     tg_sb b = {0};
     emit_header(&b, d, &t);
@@ -914,8 +939,9 @@ static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel
     out->groups[2] = (uint32_t)gz;
     out->tiling = t;
     tg_mm_binding *bd = out->bindings;
-    bd[0] = (tg_mm_binding){TG_VK_BIND_TEXEL, TG_MM_ROLE_A, 0, fa, L.a_vec ? 4 : 1, d->dtype};
-    bd[1] = (tg_mm_binding){TG_VK_BIND_TEXEL, TG_MM_ROLE_B, 0, fb, L.b_vec ? 4 : 1, d->dtype};
+    tg_vk_binding_kind ab = d->img_ab ? TG_VK_BIND_STORAGE_TEXEL : TG_VK_BIND_TEXEL;
+    bd[0] = (tg_mm_binding){ab, TG_MM_ROLE_A, 0, fa, L.a_vec ? 4 : 1, d->dtype};
+    bd[1] = (tg_mm_binding){ab, TG_MM_ROLE_B, 0, fb, L.b_vec ? 4 : 1, d->dtype};
     for (int i = 0; i < d->n_extra; i++)
         bd[2 + i] =
             d->extra_texel[i]

@@ -85,6 +85,10 @@ typedef struct tg_vk_caps {
     bool int64;         /* shaderInt64 */
     /* uniform texel buffer format support (VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT) */
     bool texel_r32f, texel_rgba32f, texel_r16f, texel_rgba16f;
+    /* every texel format above is also a storage texel buffer format
+     * (VK_FORMAT_FEATURE_STORAGE_TEXEL_BUFFER_BIT): texel buffers are then
+     * created with both usages and may be bound as TG_VK_BIND_STORAGE_TEXEL */
+    bool storage_texel;
     /* memory */
     bool unified_memory;         /* device-local memory is host-visible (or a CPU device) */
     uint64_t device_local_bytes; /* sum of DEVICE_LOCAL heaps */
@@ -279,7 +283,16 @@ typedef enum tg_vk_binding_kind {
     TG_VK_BIND_STORAGE = 0, /* layout(std430, binding=i) buffer */
     TG_VK_BIND_TEXEL,       /* layout(binding=i) uniform samplerBuffer */
     TG_VK_BIND_UNIFORM,     /* layout(std140, binding=i) uniform (params) */
+    /* layout(binding=i, <format>) uniform readonly imageBuffer: read with
+     * imageLoad, which llvmpipe inlines where texelFetch is a call (only
+     * where tg_vk_caps.storage_texel) */
+    TG_VK_BIND_STORAGE_TEXEL,
 } tg_vk_binding_kind;
+
+/* Texel buffer kinds: bound through a buffer view. */
+static inline bool tg_vk_bind_is_texel(tg_vk_binding_kind k) {
+    return k == TG_VK_BIND_TEXEL || k == TG_VK_BIND_STORAGE_TEXEL;
+}
 
 /* bindings of one pipeline: lavapipe's maxPerStageResources (its storage
  * buffers stop at 32: ordinary kernels stay within 32 bindings, only the

@@ -114,7 +114,7 @@ tg_status tg_vk_cmd_dispatch(tg_vk_cmd *c, const tg_vk_pipeline *p, const tg_vk_
                             p->name);
     for (int i = 0; i < p->n_bindings; i++) {
         const tg_vk_binding *b = &bindings[i];
-        if (p->bindings[i] == TG_VK_BIND_TEXEL) {
+        if (tg_vk_bind_is_texel(p->bindings[i])) {
             if (!b->view)
                 return tg_set_error(TG_ERR_INVALID_ARGUMENT,
                                     "tg_vk_cmd_dispatch(%s): binding %d is a texel buffer but "
@@ -291,7 +291,7 @@ static void sync_masks(tg_vk_sync s, bool src, VkPipelineStageFlags *stage, VkAc
  * bindings; sets[i] belongs to the i-th dispatch. */
 static tg_status build_descriptors(tg_vk_cmd *c, VkDescriptorSet *sets) {
     VkDevice d = c->dev->device;
-    uint32_t n_storage = 0, n_texel = 0, n_uniform = 0, n_sets = 0;
+    uint32_t n_storage = 0, n_texel = 0, n_uniform = 0, n_image = 0, n_sets = 0;
     for (int i = 0; i < c->n_ops; i++) {
         const cmd_op *op = &c->ops[i];
         if (op->kind != OP_DISPATCH || op->pipe->n_bindings == 0) continue;
@@ -300,11 +300,12 @@ static tg_status build_descriptors(tg_vk_cmd *c, VkDescriptorSet *sets) {
             tg_vk_binding_kind k = op->pipe->bindings[j];
             n_storage += k == TG_VK_BIND_STORAGE;
             n_texel += k == TG_VK_BIND_TEXEL;
+            n_image += k == TG_VK_BIND_STORAGE_TEXEL;
             n_uniform += k == TG_VK_BIND_UNIFORM;
         }
     }
     if (n_sets == 0) return TG_OK;
-    VkDescriptorPoolSize sizes[3];
+    VkDescriptorPoolSize sizes[4];
     uint32_t n_sizes = 0;
     if (n_storage)
         sizes[n_sizes++] = (VkDescriptorPoolSize){VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, n_storage};
@@ -312,6 +313,8 @@ static tg_status build_descriptors(tg_vk_cmd *c, VkDescriptorSet *sets) {
         sizes[n_sizes++] = (VkDescriptorPoolSize){VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, n_texel};
     if (n_uniform)
         sizes[n_sizes++] = (VkDescriptorPoolSize){VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER, n_uniform};
+    if (n_image)
+        sizes[n_sizes++] = (VkDescriptorPoolSize){VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER, n_image};
     VkDescriptorPoolCreateInfo pci = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
         .maxSets = n_sets,
@@ -365,8 +368,10 @@ static tg_status build_descriptors(tg_vk_cmd *c, VkDescriptorSet *sets) {
                     .dstBinding = (uint32_t)j,
                     .descriptorCount = 1,
                 };
-                if (kind == TG_VK_BIND_TEXEL) {
-                    writes[w].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+                if (tg_vk_bind_is_texel(kind)) {
+                    writes[w].descriptorType = kind == TG_VK_BIND_TEXEL
+                                                   ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
+                                                   : VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER;
                     writes[w].pTexelBufferView = &b->view;
                 } else {
                     writes[w].descriptorType = kind == TG_VK_BIND_UNIFORM

@@ -279,6 +279,12 @@ static tg_vk_device_class classify(const VkPhysicalDeviceProperties *p) {
                                                                    : TG_VK_CLASS_OTHER;
 }
 
+static bool storage_texel_ok(VkPhysicalDevice phys, VkFormat f) {
+    VkFormatProperties fp;
+    vkGetPhysicalDeviceFormatProperties(phys, f, &fp);
+    return (fp.bufferFeatures & VK_FORMAT_FEATURE_STORAGE_TEXEL_BUFFER_BIT) != 0;
+}
+
 static bool texel_ok(VkPhysicalDevice phys, VkFormat f) {
     VkFormatProperties fp;
     vkGetPhysicalDeviceFormatProperties(phys, f, &fp);
@@ -366,6 +372,10 @@ static bool query_phys(VkPhysicalDevice phys, phys_entry *e, char *why, size_t w
     c->texel_rgba32f = texel_ok(phys, VK_FORMAT_R32G32B32A32_SFLOAT);
     c->texel_r16f = texel_ok(phys, VK_FORMAT_R16_SFLOAT);
     c->texel_rgba16f = texel_ok(phys, VK_FORMAT_R16G16B16A16_SFLOAT);
+    c->storage_texel = storage_texel_ok(phys, VK_FORMAT_R32_SFLOAT) &&
+                       storage_texel_ok(phys, VK_FORMAT_R32G32B32A32_SFLOAT) &&
+                       storage_texel_ok(phys, VK_FORMAT_R16_SFLOAT) &&
+                       storage_texel_ok(phys, VK_FORMAT_R16G16B16A16_SFLOAT);
 
     /* Memory: unified when a DEVICE_LOCAL|HOST_VISIBLE type sits on a heap
      * holding most device-local memory (not a 256 MiB BAR window). */

@@ -49,6 +49,9 @@ tg_status tg_vk_buffer_create(tg_vk_device *dev, VkDeviceSize bytes, unsigned us
         VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
     if (usage & TG_VK_BUFFER_STORAGE) vk_usage |= VK_BUFFER_USAGE_STORAGE_BUFFER_BIT;
     if (usage & TG_VK_BUFFER_TEXEL) vk_usage |= VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT;
+    /* a view's format must then support both (tg_vk_caps.storage_texel) */
+    if ((usage & TG_VK_BUFFER_TEXEL) && dev->caps.storage_texel)
+        vk_usage |= VK_BUFFER_USAGE_STORAGE_TEXEL_BUFFER_BIT;
     if (usage & TG_VK_BUFFER_UNIFORM) vk_usage |= VK_BUFFER_USAGE_UNIFORM_BUFFER_BIT;
     VkBufferCreateInfo bci = {
         .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,

@@ -118,6 +118,7 @@ tg_status tg_vk_pipeline_cache_save(tg_vk_device *dev) {
 static VkDescriptorType descriptor_type(tg_vk_binding_kind k) {
     switch (k) {
     case TG_VK_BIND_TEXEL: return VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+    case TG_VK_BIND_STORAGE_TEXEL: return VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER;
     case TG_VK_BIND_UNIFORM: return VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER;
     default: return VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
     }

@@ -61,12 +61,12 @@ static void make_operand(const tg_mm_binding *bd, const host_operand *h, uint32_
             memcpy(tmp + (off + i) * 4, &h->data[i], 4);
         }
     }
-    unsigned usage = bd->kind == TG_VK_BIND_TEXEL ? TG_VK_BUFFER_TEXEL : TG_VK_BUFFER_STORAGE;
+    unsigned usage = tg_vk_bind_is_texel(bd->kind) ? TG_VK_BUFFER_TEXEL : TG_VK_BUFFER_STORAGE;
     assert_int_equal(tg_vk_buffer_create(dev, bytes, usage, buf), TG_OK);
     assert_int_equal(tg_vk_buffer_upload(dev, buf, 0, tmp, bytes), TG_OK);
     free(tmp);
     *view = VK_NULL_HANDLE;
-    if (bd->kind == TG_VK_BIND_TEXEL) {
+    if (tg_vk_bind_is_texel(bd->kind)) {
         tg_status st = tg_vk_buffer_view_create(dev, buf, bd->format, 0, VK_WHOLE_SIZE, view);
         if (st != TG_OK) fail_msg("view: %s", tg_last_error());
     }
