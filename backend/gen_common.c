@@ -390,6 +390,7 @@ tg_status tg_gen_begin_texel(tg_gen *g, const tg_vk_caps *caps, const tg_kernel 
     g->out = out;
     memset(&g->b, 0, sizeof g->b);
     g->wg = wg;
+    g->vec4_inputs = vec4 ? texel_inputs : 0;
     g->subgroup_arith = reductions && caps->subgroup_in_compute &&
                         (caps->subgroup_ops & VK_SUBGROUP_FEATURE_BASIC_BIT) &&
                         (caps->subgroup_ops & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);

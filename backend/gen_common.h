@@ -25,8 +25,9 @@ typedef struct tg_gen {
     const tg_kernel *k;
     tg_kernel_code *out;
     tg_sb b;
-    uint32_t wg;         /* local_size_x (the only non-1 dimension) */
-    bool subgroup_arith; /* subgroupAdd is used */
+    uint32_t wg;          /* local_size_x (the only non-1 dimension) */
+    bool subgroup_arith;  /* subgroupAdd is used */
+    uint32_t vec4_inputs; /* inputs bound as vec4 texel views (tg_gen_begin_texel) */
     bool input_is_int[TG_KERNEL_MAX_IO];
 } tg_gen;
 
@@ -126,6 +127,14 @@ tg_status tg_gen_optim(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_cod
  * is the loop iterations of one of them (lavapipe ends a shader's loops
  * after 65535 iterations in all: gen_nn.c). */
 void tg_gen_ce_row_fns(tg_gen *g, int64_t C);
+/* Where the logits (input `in`) are a vec4 view and C a multiple of 4,
+ * tg_gen_ce_row_fns also emits ce_row_max4(base) and ce_row_sumexp4(base,
+ * m) for serial rows (one invocation a row): a texel fetch for 4 logits
+ * (a call each on lavapipe), the sum still in element order. */
+bool tg_gen_ce_v4(const tg_gen *g, int64_t C, int in);
+/* The input mask for a vec4 view of the logits (input in) of a
+ * cross-entropy kernel of C classes on CPUs, or 0. */
+uint32_t tg_gen_ce_v4_mask(const tg_vk_caps *caps, const tg_kernel *k, int in, int64_t C);
 int64_t tg_gen_ce_row_iters(int64_t C, int64_t step);
 /* A cross_entropy_grad kernel's rows per workgroup and workgroups
  * (gen_grad.c); TG_ERR_UNSUPPORTED past lavapipe's loop limit. */

@@ -300,6 +300,9 @@ tg_status tg_gen_ce_grad_fn(tg_gen *g, const tg_node *n, bool serial, int li, in
     char skip[96];
     tg_gen_ce_skip(skip, sizeof skip, "lb", n->attrs.ignore_index, C);
     tg_sb *b = &g->b;
+    if (serial && tg_gen_ce_v4(g, C, li) && g->k->output_storage[jo] == TG_F32)
+        tg_sb_printf(b, "layout(std430, binding = %d) writeonly buffer BCE4 { vec4 o4ce[]; };\n",
+                     g->k->n_inputs + jo);
     tg_sb_printf(b,
                  "#define ROW_SUM(x) %s\n#define ROW_MAX(x) %s\n"
                  "void ce_grad(uint grp) {\n"
@@ -322,6 +325,30 @@ tg_status tg_gen_ce_grad_fn(tg_gen *g, const tg_node *n, bool serial, int li, in
                      "    uint j0 = l, step = %uu;\n"
                      "    uint r0 = grp * %lluu, r1 = min(%lluu, r0 + %lluu);\n",
                      g->wg, (ull)per_group, (ull)rows, (ull)per_group);
+    /* serial rows of vec4 logits (tg_gen_ce_v4), an f32 output: a texel
+     * and a vec4 store for 4 classes (lavapipe: a call and a lane loop) */
+    if (serial && tg_gen_ce_v4(g, C, li) && g->k->output_storage[jo] == TG_F32) {
+        tg_sb_printf(
+            b,
+            "    for (uint r = r0; r < r1; r++) {\n"
+            "        int lb = ld%d(r);\n"
+            "        uint base4 = r * %lluu;\n"
+            "        if (%s) {\n"
+            "            for (uint c = 0u; c < %lluu; c++) o4ce[base4 + c] = vec4(0.0);\n"
+            "            continue;\n"
+            "        }\n"
+            "        float m = ce_row_max4(4u * base4);\n"
+            "        float f = scale / ce_row_sumexp4(4u * base4, m);\n"
+            "        for (uint c = 0u; c < %lluu; c++) {\n"
+            "            ivec4 j = ivec4(4 * int(c)) + ivec4(0, 1, 2, 3);\n"
+            "            o4ce[base4 + c] = exp(texelFetch(t%d, int(base4 + c)) - m) * f -\n"
+            "                              vec4(equal(j, ivec4(lb))) * scale;\n"
+            "        }\n"
+            "    }\n"
+            "}\n#undef ROW_SUM\n#undef ROW_MAX\n",
+            yi, (ull)(C / 4), skip, (ull)(C / 4), (ull)(C / 4), li);
+        return TG_OK;
+    }
     tg_sb_printf(b,
                  "    for (uint r = r0; r < r1; r++) {\n"
                  "        int lb = ld%d(r);\n"
@@ -599,7 +626,10 @@ tg_status tg_gen_grad(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code
     /* every workgroup reads all labels: fewer, larger ones on CPU devices */
     if (ce && serial && caps->device_class == TG_VK_CLASS_CPU) wg = tg_gen_wg_size(caps, 512);
     tg_gen g;
-    tg_status st = tg_gen_begin(&g, caps, k, out, wg, ce || (!serial && !elementwise && !wb));
+    uint32_t ce_v4 = ce && serial ? tg_gen_ce_v4_mask(caps, k, 0, row_len) : 0;
+    tg_status st = ce_v4
+                       ? tg_gen_begin_texel(&g, caps, k, out, wg, true, ce_v4, true)
+                       : tg_gen_begin(&g, caps, k, out, wg, ce || (!serial && !elementwise && !wb));
     if (st != TG_OK) {
         tg_gen_abort(&g);
         return st;

@@ -222,10 +222,40 @@ static void ce_row_fns_at(tg_gen *g, int64_t C, int in) {
         "    return s;\n"
         "}\n",
         c, c, c, c);
+    if (!tg_gen_ce_v4(g, C, in)) return;
+    tg_sb_printf(&g->b,
+                 "float ce_row_max4(uint base) {\n"
+                 "    float m = uintBitsToFloat(0xff800000u);\n"
+                 "    for (uint c = 0u; c < %lluu; c++) {\n"
+                 "        vec4 v = texelFetch(t%d, int((base >> 2) + c));\n"
+                 "        m = tg_maxf(tg_maxf(m, tg_maxf(v.x, v.y)), tg_maxf(v.z, v.w));\n"
+                 "    }\n"
+                 "    return m;\n"
+                 "}\n"
+                 "float ce_row_sumexp4(uint base, float m) {\n"
+                 "    float s = 0.0;\n"
+                 "    for (uint c = 0u; c < %lluu; c++) {\n"
+                 "        vec4 e = exp(texelFetch(t%d, int((base >> 2) + c)) - m);\n"
+                 "        s += e.x;\n        s += e.y;\n        s += e.z;\n        s += e.w;\n"
+                 "    }\n"
+                 "    return s;\n"
+                 "}\n",
+                 c / 4, in, c / 4, in);
 }
 
 void tg_gen_ce_row_fns(tg_gen *g, int64_t C) {
     ce_row_fns_at(g, C, 0);
+}
+
+bool tg_gen_ce_v4(const tg_gen *g, int64_t C, int in) {
+    return C % 4 == 0 && in >= 0 && in < 32 && (g->vec4_inputs >> in & 1u);
+}
+
+uint32_t tg_gen_ce_v4_mask(const tg_vk_caps *caps, const tg_kernel *k, int in, int64_t C) {
+    if (caps->device_class != TG_VK_CLASS_CPU || C % 4 != 0 || in < 0 || in >= 32 ||
+        !tg_gen_texel_input_ok(caps, k, in, true))
+        return 0;
+    return 1u << in;
 }
 
 /* Loop iterations of one invocation of the cross_entropy kernel: rows
@@ -264,6 +294,7 @@ static tg_status emit_cross_entropy(tg_gen *g, const tg_node *n, bool serial, co
     char skip[96];
     tg_gen_ce_skip(skip, sizeof skip, "lab", n->attrs.ignore_index, C);
     tg_sb *b = &g->b;
+    bool v4 = serial && tg_gen_ce_v4(g, C, li);
     if (serial)
         tg_sb_printf(b,
                      "#define ROW_MAX(x) (x)\n#define ROW_SUM(x) (x)\n"
@@ -284,12 +315,14 @@ static tg_status emit_cross_entropy(tg_gen *g, const tg_node *n, bool serial, co
                  "        int lab = ld%d(r);\n" /* uniform when the workgroup walks the row */
                  "        if (%s) continue;\n"
                  "        uint base = r * %lluu;\n"
-                 "        float m = ROW_MAX(ce_row_max(base, j0, jstep));\n"
-                 "        float s = ROW_SUM(ce_row_sumexp(base, j0, jstep, m));\n"
+                 "        float m = ROW_MAX(%s);\n"
+                 "        float s = ROW_SUM(%s);\n"
                  "        total += m + log(s) - ld%d(base + uint(lab));\n"
                  "        cnt += 1.0;\n"
                  "    }\n",
-                 (unsigned long long)rows, yi, skip, (unsigned long long)C, li);
+                 (unsigned long long)rows, yi, skip, (unsigned long long)C,
+                 v4 ? "ce_row_max4(base)" : "ce_row_max(base, j0, jstep)",
+                 v4 ? "ce_row_sumexp4(base, m)" : "ce_row_sumexp(base, j0, jstep, m)", li);
     if (serial) tg_sb_printf(b, "    total = tg_wg_sum(total);\n    cnt = tg_wg_sum(cnt);\n");
     tg_sb_printf(b,
                  "    if (l == 0u) st%d(0u, cnt > 0.0 ? total / cnt : 0.0);\n}\n"
@@ -1016,7 +1049,9 @@ static tg_status gen_cross_entropy_pair(const tg_vk_caps *caps, const tg_kernel 
     bool grad_serial = tg_gen_row_serial(caps, C);
     tg_gen g;
     uint64_t grad_groups = 0;
-    tg_status st = tg_gen_begin(&g, caps, k, out, wg, true);
+    uint32_t v4 = tg_gen_ce_v4_mask(caps, k, li, C);
+    tg_status st = v4 ? tg_gen_begin_texel(&g, caps, k, out, wg, true, v4, true)
+                      : tg_gen_begin(&g, caps, k, out, wg, true);
     if (st == TG_OK) {
         ce_row_fns_at(&g, C, li);
         st = emit_cross_entropy(&g, loss, loss_serial, "ce_loss", li, yi, output_of(k, loss_id));
@@ -1089,8 +1124,12 @@ tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *
                           k->n_inputs == 3
                       ? vec4_texel_inputs(caps, k)
                       : 0;
+    if (ce && serial) {
+        const tg_node *x = &gr->nodes[n->inputs[0]];
+        v4 = tg_gen_ce_v4_mask(caps, k, 0, x->shape[x->rank - 1]);
+    }
     tg_gen g;
-    tg_status st = v4 ? tg_gen_begin_texel(&g, caps, k, out, wg, false, v4, true)
+    tg_status st = v4 ? tg_gen_begin_texel(&g, caps, k, out, wg, ce, v4, true)
                       : tg_gen_begin(&g, caps, k, out, wg, !serial || ce);
     if (st != TG_OK) {
         tg_gen_abort(&g);
