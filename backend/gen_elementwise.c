@@ -90,13 +90,36 @@ static bool identity_read(int r, const int64_t *it, const int64_t *so, int64_t b
     return base == 0;
 }
 
+/* How the four elements 4q .. 4q + 3 of a quad kernel (below) read an
+ * operand: one vec4 texel at off(4q) / 4 (the read is contiguous along the
+ * iteration's last axis and every other step, and the base, are whole
+ * vec4s: the identity, a bias along the rows, a permute that keeps the
+ * last axis), one value for all four (broadcast along the last axis), or
+ * element by element. */
+typedef enum { READ_NONE, READ_ELEMENT, READ_QUAD, READ_SPLAT } quad_read;
+
+static quad_read read_class(const tg_vk_caps *caps, const tg_kernel *k, const tg_node *m, int p,
+                            int r, const int64_t *it, int *in) {
+    int64_t so[TG_MAX_RANK], base;
+    bool bad;
+    if (!operand_read(k, m, p, r, it, in, so, &base, &bad) || *in < 0) return READ_NONE;
+    bool whole = r >= 1 && it[r - 1] % 4 == 0;
+    if (whole && so[r - 1] == 0) return READ_SPLAT;
+    bool contiguous = identity_read(r, it, so, base);
+    if (whole && so[r - 1] == 1 && base % 4 == 0) {
+        contiguous = true;
+        for (int e = 0; e < r - 1; e++) contiguous &= so[e] % 4 == 0;
+    }
+    return contiguous && *in < 32 && tg_gen_texel_input_ok(caps, k, *in, true) ? READ_QUAD
+                                                                               : READ_ELEMENT;
+}
+
 /* CPUs: four elements an invocation, stored as one vec4 (a scalar store
  * is a loop over the lanes on lavapipe, a texel fetch a call): when the
  * count is whole vec4s and every output is an f32 tensor of the
- * iteration's count (its own index). *vec4_in gets the inputs some member
- * reads at the iteration's index that can be RGBA views: one fetch for
- * the four. A gelu over charlm's [1024, 256], timed alone, one thread:
- * 0.75-1.05 -> 0.34-0.44 ms (docs/kernels.md). */
+ * iteration's count (its own index). *vec4_in gets the inputs read as
+ * whole texels (READ_QUAD): RGBA views. A gelu over charlm's [1024, 256],
+ * timed alone, one thread: 1.37-1.41 -> 0.64-0.66 ms (docs/kernels.md). */
 static bool quad_kernel(const tg_vk_caps *caps, const tg_kernel *k, int r, const int64_t *it,
                         int64_t count, uint32_t *vec4_in) {
     *vec4_in = 0;
@@ -110,14 +133,11 @@ static bool quad_kernel(const tg_vk_caps *caps, const tg_kernel *k, int r, const
     }
     for (int mi = 0; mi < k->n_nodes; mi++) {
         const tg_node *m = &k->g->nodes[k->nodes[mi]];
-        int64_t rs[TG_MAX_RANK], rb, so[TG_MAX_RANK];
+        int64_t rs[TG_MAX_RANK], rb;
         if (remapped(k, m, rs, &rb)) continue;
         for (int p = 0; p < m->n_inputs && p < 3; p++) {
             int in;
-            bool bad;
-            if (operand_read(k, m, p, r, it, &in, so, &rb, &bad) && in >= 0 && in < 32 &&
-                identity_read(r, it, so, rb) && tg_gen_texel_input_ok(caps, k, in, true))
-                *vec4_in |= 1u << in;
+            if (read_class(caps, k, m, p, r, it, &in) == READ_QUAD) *vec4_in |= 1u << in;
         }
     }
     return true;
@@ -271,9 +291,25 @@ tg_status tg_gen_elementwise(const tg_vk_caps *caps, const tg_kernel *k, tg_kern
                      "    uint q = tg_group() * %uu + gl_LocalInvocationID.x;\n"
                      "    if (q >= %lluu) return;\n",
                      wg, (unsigned long long)(count / 4));
-        for (int j = 0; j < k->n_inputs && j < 32; j++)
-            if (vec4_in >> j & 1u)
-                tg_sb_printf(b, "    vec4 q4_%d = texelFetch(t%d, int(q));\n", j, j);
+        /* the reads that are one texel or one value for the four */
+        for (int mi = 0; mi < k->n_nodes; mi++) {
+            int32_t id = k->nodes[mi];
+            const tg_node *m = &k->g->nodes[id];
+            int64_t rs[TG_MAX_RANK], rb;
+            if (remapped(k, m, rs, &rb)) continue;
+            for (int p = 0; p < m->n_inputs && p < 3; p++) {
+                int j;
+                quad_read c = read_class(caps, k, m, p, r, it, &j);
+                if (c == READ_QUAD)
+                    tg_sb_printf(
+                        b, "    vec4 q4_%d_%d = texelFetch(t%d, int(off_%d_%d(4u * q) >> 2));\n",
+                        (int)id, p, j, (int)id, p);
+                else if (c == READ_SPLAT)
+                    tg_sb_printf(b, "    %s s4_%d_%d = ld%d(off_%d_%d(4u * q));\n",
+                                 tg_gen_ctype(k->g->nodes[k->inputs[j]].dtype), (int)id, p, j,
+                                 (int)id, p);
+            }
+        }
         for (int j = 0; j < k->n_outputs; j++)
             if (tg_gen_input_index(k, k->outputs[j]) < 0) tg_sb_printf(b, "    vec4 r%d;\n", j);
         tg_sb_printf(b, "    for (uint qe = 0u; qe < 4u; qe++) {\n"
@@ -302,12 +338,12 @@ tg_status tg_gen_elementwise(const tg_vk_caps *caps, const tg_kernel *k, tg_kern
             }
             snprintf(opnd[p], sizeof opnd[p], "a%d_%d", (int)id, p);
             int in;
-            int64_t so[TG_MAX_RANK], base;
-            bool bad;
-            if (quad && j < 32 && (vec4_in >> j & 1u) &&
-                operand_read(k, m, p, r, it, &in, so, &base, &bad) &&
-                identity_read(r, it, so, base))
-                tg_sb_printf(b, "%sfloat a%d_%d = q4_%d[qe];\n", ind, (int)id, p, j);
+            quad_read c = quad ? read_class(caps, k, m, p, r, it, &in) : READ_ELEMENT;
+            if (c == READ_QUAD)
+                tg_sb_printf(b, "%sfloat a%d_%d = q4_%d_%d[qe];\n", ind, (int)id, p, (int)id, p);
+            else if (c == READ_SPLAT)
+                tg_sb_printf(b, "%s%s a%d_%d = s4_%d_%d;\n", ind,
+                             tg_gen_ctype(k->g->nodes[xid].dtype), (int)id, p, (int)id, p);
             else
                 tg_sb_printf(b, "%s%s a%d_%d = ld%d(off_%d_%d(i));\n", ind,
                              tg_gen_ctype(k->g->nodes[xid].dtype), (int)id, p, j, (int)id, p);
