@@ -59,9 +59,6 @@ static tg_status from_mm_kernel(tg_mm_kernel *mk, const tg_kernel *k, tg_kernel_
     return TG_OK;
 }
 
-/* The conv1d generator binds A = w at 0 and B = x at 1, but a kernel's
- * binding i is its input i, and conv1d's inputs are (x, w): swap the two
- * binding numbers in the source and the descriptions. */
 /* The "layout(binding = N" that starts the line declaring `decl` (" tA;"),
  * or NULL. */
 static char *binding_line(char *glsl, int n, const char *decl) {
@@ -74,6 +71,9 @@ static char *binding_line(char *glsl, int n, const char *decl) {
     return NULL;
 }
 
+/* The conv1d generator binds A = w at 0 and B = x at 1, but a kernel's
+ * binding i is its input i, and conv1d's inputs are (x, w): swap the two
+ * binding numbers in the source and the descriptions. */
 static tg_status swap_conv_bindings(tg_mm_kernel *mk, const char *name) {
     char *pa = binding_line(mk->glsl, 0, " tA;"), *pb = binding_line(mk->glsl, 1, " tB;");
     if (!pa || !pb || mk->n_bindings < 3 || mk->bindings[0].role != TG_MM_ROLE_A ||

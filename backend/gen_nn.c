@@ -700,9 +700,6 @@ static void lnb_emit_rows(tg_gen *g, const lnb_kernel *d, bool serial, int64_t r
     tg_sb_printf(b, "    }\n}\n#undef WG_SUM\n");
 }
 
-/* The column part: the sums over rows of dy xhat and dy (the weight and
- * bias gradients) and of the summed members, for the columns of block
- * blk. */
 /* The column part's outputs at column j: acc names the accumulator
  * element ("[t]", or "[0][c]" for a quad's component c). */
 static void lnb_emit_col_stores(tg_sb *b, const tg_kernel *k, const lnb_kernel *d, int64_t D,
@@ -722,6 +719,9 @@ static void lnb_emit_col_stores(tg_sb *b, const tg_kernel *k, const lnb_kernel *
         tg_sb_printf(b, "        st%d(j, as%d%s);\n", d->sum_out[s], s, acc);
 }
 
+/* The column part: the sums over rows of dy xhat and dy (the weight and
+ * bias gradients) and of the summed members, for the columns of block
+ * blk. */
 static void lnb_emit_cols(tg_gen *g, const lnb_kernel *d, int64_t rows, int64_t D, int64_t cpi) {
     const tg_kernel *k = g->k;
     tg_sb *b = &g->b;
