@@ -272,6 +272,7 @@ static tg_status gen_matmul_kernel(const tg_vk_caps *caps, const tg_kernel *k, i
         p.epilogue = call[0] ? call : NULL;
         p.epilogue4 = call4[0] ? call4 : NULL;
         p.epilogue_functions = call[0] ? fns.s : NULL;
+        p.offsets_zero = true; /* from_mm_kernel: every operand bound at its offset */
         st = tg_gen_matmul(caps, &p, &mk);
     } else if (st == TG_OK) {
         tg_conv1d_params p;

@@ -48,6 +48,10 @@ typedef struct mm_desc {
     /* extras read through scalar texel buffers (else storage buffers):
      * set by generate() where the device has the format */
     bool extra_texel[TG_MM_MAX_EXTRA];
+    /* extras that change along rows and columns read 4 columns at a time
+     * (load4_e<i>) through an RGBA storage texel buffer (set by generate()
+     * on CPUs, see there) */
+    bool extra_quad[TG_MM_MAX_EXTRA];
     /* A and B as storage texel buffers read by imageLoad (set by
      * generate() on CPUs, see there), in formats fa and fb */
     bool img_ab;
@@ -60,6 +64,7 @@ typedef struct mm_desc {
     /* conv1d: B is im2col(x) */
     bool conv;
     int64_t cin, width, ksize, stride, padding, dilation;
+    bool offsets_zero; /* tg_mm_params.offsets_zero */
 } mm_desc;
 
 static const char xyzw[] = "xyzw";
@@ -331,7 +336,10 @@ static void emit_header(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t) {
                         "vec4 fetchA(int i) { return texelFetch(tA, i); }\n"
                         "vec4 fetchB(int i) { return texelFetch(tB, i); }\n");
     for (int i = 0; i < d->n_extra; i++)
-        if (d->extra_texel[i])
+        if (d->extra_quad[i])
+            tg_sb_printf(b, "layout(binding = %d, rgba32f) uniform readonly imageBuffer tE%d;\n",
+                         2 + i, i);
+        else if (d->extra_texel[i])
             tg_sb_printf(b, "layout(binding = %d) uniform samplerBuffer tE%d;\n", 2 + i, i);
         else
             tg_sb_printf(
@@ -370,7 +378,12 @@ static void emit_header(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t) {
         snprintf(idx, sizeof idx, "e%d_off0 + %s + row * %lld + col * %lld", i,
                  batch_off(d, OP_E0 + i, bo, sizeof bo), (long long)d->extra[i].stride_row,
                  (long long)d->extra[i].stride_col);
-        if (d->extra_texel[i])
+        if (d->extra_quad[i]) {
+            tg_sb_printf(b, "    int i = %s;\n    return imageLoad(tE%d, i >> 2)[i & 3];\n}\n", idx,
+                         i);
+            tg_sb_printf(b, "vec4 load4_e%d(int bz, int row, int col) {\n", i);
+            tg_sb_printf(b, "    return imageLoad(tE%d, (%s) >> 2);\n}\n", i, idx);
+        } else if (d->extra_texel[i])
             tg_sb_printf(b, "    return texelFetch(tE%d, %s).r;\n}\n", i, idx);
         else
             tg_sb_printf(b, "    return float(e%d_data[%s]);\n}\n", i, idx);
@@ -626,16 +639,29 @@ static void emit_store_rows_loop(tg_sb *b, const mm_desc *d, int TM, int TN) {
     tg_sb_printf(b, "    }\n");
 }
 
+/* The test for a block stored by vec4s; *tail: blocks failing it still
+ * need the scalar stores. With C at offset 0 and M, N multiples of the
+ * block, every block in range is whole: no scalar code at all, which CPU
+ * devices would run beside the vec4 path (1024x256x64 + GELU, two
+ * outputs: ~10% of the kernel). */
+static const char *whole_block_test(const mm_desc *d, int TM, int TN, bool *tail) {
+    *tail = !(d->offsets_zero && d->M % TM == 0 && d->N % TN == 0);
+    return *tail ? "(c_off0 & 3) == 0 && " : "";
+}
+
 static void emit_register_store(tg_sb *b, const mm_desc *d, int TM, int TN) {
+    bool tail;
+    const char *aligned = whole_block_test(d, TM, TN, &tail);
     if (vec4_stores(d) && TN % 4 == 0 && !vec4_epilogue(d)) {
         /* a whole block in range at an aligned C: vec4 stores */
-        tg_sb_printf(b, "    if ((c_off0 & 3) == 0 && m0 + %d <= M && n0 + %d <= N) {\n", TM, TN);
+        tg_sb_printf(b, "    if (%sm0 + %d <= M && n0 + %d <= N) {\n", aligned, TM, TN);
         tg_sb_printf(b, "        int c4 = (c_off0 + bz * SC + m0 * LDC + n0) >> 2;\n");
         for (int i = 0; i < TM; i++)
             for (int j = 0; j < TN / 4; j++)
                 tg_sb_printf(b, "        c4_data[c4 + %d] = acc%d_%d;\n",
                              (int)(i * (d->ldc / 4) + j), i, j);
-        tg_sb_printf(b, "        return;\n    }\n");
+        tg_sb_printf(b, tail ? "        return;\n    }\n" : "    }\n");
+        if (!tail) return;
     }
     for (int e = 0; e < d->n_extra; e++) {
         bool by_row = d->extra[e].stride_row != 0, by_col = d->extra[e].stride_col != 0;
@@ -653,7 +679,7 @@ static void emit_register_store(tg_sb *b, const mm_desc *d, int TM, int TN) {
     if (vec4_stores(d) && TN % 4 == 0 && vec4_epilogue(d)) {
         /* a whole block in range at an aligned C: the epilogue 4 elements
          * at a time, stored as vec4s */
-        tg_sb_printf(b, "    if ((c_off0 & 3) == 0 && m0 + %d <= M && n0 + %d <= N) {\n", TM, TN);
+        tg_sb_printf(b, "    if (%sm0 + %d <= M && n0 + %d <= N) {\n", aligned, TM, TN);
         for (int i = 0; i < TM; i++)
             for (int j = 0; j < TN / 4; j++) {
                 tg_sb_printf(b, "        store_ce4(bz, m0 + %d, n0 + %d, acc%d_%d", i, 4 * j, i, j);
@@ -661,6 +687,10 @@ static void emit_register_store(tg_sb *b, const mm_desc *d, int TM, int TN) {
                 snprintf(row, sizeof row, "m0 + %d", i);
                 snprintf(rname, sizeof rname, "r%d", i);
                 for (int e = 0; e < d->n_extra; e++) {
+                    if (d->extra_quad[e]) {
+                        tg_sb_printf(b, ", load4_e%d(bz, %s, n0 + %d)", e, row, 4 * j);
+                        continue;
+                    }
                     tg_sb_printf(b, ", vec4(");
                     for (int c = 4 * j; c < 4 * j + 4; c++) {
                         if (c > 4 * j) tg_sb_printf(b, ", ");
@@ -670,7 +700,8 @@ static void emit_register_store(tg_sb *b, const mm_desc *d, int TM, int TN) {
                 }
                 tg_sb_printf(b, ");\n");
             }
-        tg_sb_printf(b, "        return;\n    }\n");
+        tg_sb_printf(b, tail ? "        return;\n    }\n" : "    }\n");
+        if (!tail) return;
     }
     if (vec4_stores(d) && TN % 4 == 0) {
         emit_store_rows_loop(b, d, TM, TN);
@@ -904,6 +935,19 @@ static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel
                 t.strategy == TG_MM_STRATEGY_REGISTER && !(img_env && strcmp(img_env, "0") == 0);
     dt.fa = fa;
     dt.fb = fb;
+    /* Extras at every element (a residual, GELU's input in its gradient)
+     * as RGBA texels where the vec4 path is the only one (no tail) and a
+     * row's 4 columns are one aligned texel: one inlined imageLoad for
+     * four texelFetch calls (each spilling the 16 accumulators). */
+    bool tail;
+    whole_block_test(d, (int)t.tm, (int)t.tn, &tail);
+    for (int i = 0; i < d->n_extra; i++) {
+        const tg_mm_extra *x = &d->extra[i];
+        dt.extra_quad[i] = dt.img_ab && caps->texel_rgba32f && !tail && vec4_stores(d) &&
+                           vec4_epilogue(d) && t.tn % 4 == 0 && x->dtype == TG_F32 &&
+                           x->stride_col == 1 && x->stride_row != 0 && x->stride_row % 4 == 0 &&
+                           d->bd[0].stride_extra[i] % 4 == 0;
+    }
     d = &dt;
     tg_sb b = {0};
     emit_header(&b, d, &t);
@@ -944,7 +988,13 @@ static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel
     bd[1] = (tg_mm_binding){ab, TG_MM_ROLE_B, 0, fb, L.b_vec ? 4 : 1, d->dtype};
     for (int i = 0; i < d->n_extra; i++)
         bd[2 + i] =
-            d->extra_texel[i]
+            d->extra_quad[i] ? (tg_mm_binding){TG_VK_BIND_STORAGE_TEXEL,
+                                               TG_MM_ROLE_EXTRA,
+                                               i,
+                                               TG_VK_TEXEL_RGBA32F,
+                                               4,
+                                               TG_F32}
+            : d->extra_texel[i]
                 ? (tg_mm_binding){TG_VK_BIND_TEXEL,
                                   TG_MM_ROLE_EXTRA,
                                   i,
@@ -980,6 +1030,7 @@ tg_status tg_gen_matmul(const tg_vk_caps *caps, const tg_mm_params *p, tg_mm_ker
     d.extra = p->extra;
     d.strategy = p->strategy;
     d.name = p->name;
+    d.offsets_zero = p->offsets_zero;
     memset(out, 0, sizeof *out);
     tg_status st;
     if (p->n_batch_dims > 0) {

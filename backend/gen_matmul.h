@@ -91,6 +91,10 @@ typedef struct tg_mm_params {
     tg_mm_extra extra[TG_MM_MAX_EXTRA];
     tg_mm_strategy strategy; /* AUTO: the device class's choice */
     const char *name;        /* labels the kernel; may be NULL */
+    /* The caller binds every operand at its own offset and pushes zero
+     * element offsets (the graph executor does): blocks of C that are whole
+     * need no scalar fallback for a misaligned C. */
+    bool offsets_zero;
 } tg_mm_params;
 
 /* conv1d, NCW: x [batch, cin, width], w [cout, cin, ksize] ->
