@@ -195,8 +195,8 @@ static void fa_texel(char *buf, size_t n, const fa_shape *s, fa_src src, bool v,
     int64_t per = v ? s->V4 : s->D4;
     const char *sel = s->W == 4 ? "" : ".r";
     if (src == SRC_TEXEL)
-        snprintf(buf, n, "texelFetch(t%d, int(%s + kr%u * %lluu + %lldu))%s", v ? 2 : 1,
-                 v ? "vo" : "ko", kb, fa_row4(s, v ? FA_V : FA_K), (long long)d, sel);
+        snprintf(buf, n, "tf%d(int(%s + kr%u * %lluu + %lldu))%s", v ? 2 : 1, v ? "vo" : "ko", kb,
+                 fa_row4(s, v ? FA_V : FA_K), (long long)d, sel);
     else
         snprintf(buf, n, "%cs[(jj + %uu) * %lluu + %lldu]", v ? 'V' : 'K', kb, (ull)per,
                  (long long)d);
@@ -308,9 +308,8 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
         tg_sb_printf(b, "    float m%u = NEG_INF, l%u = 0.0;\n", r, r);
         for (uint32_t kb = 0; kb < B; kb++) tg_sb_printf(b, "    float p%u_%u;\n", r, kb);
         for (int64_t d = 0; d < s->D4; d++)
-            tg_sb_printf(b,
-                         "    %s q%u_%d = texelFetch(t0, int(qo + rc%u * %lluu + %du))%s * %s;\n",
-                         s->vt, r, (int)d, r, fa_row4(s, FA_Q), (int)d, W == 4 ? "" : ".r", scale);
+            tg_sb_printf(b, "    %s q%u_%d = tf0(int(qo + rc%u * %lluu + %du))%s * %s;\n", s->vt, r,
+                         (int)d, r, fa_row4(s, FA_Q), (int)d, W == 4 ? "" : ".r", scale);
         for (int64_t d = 0; d < s->V4; d++)
             tg_sb_printf(b, "    %s a%u_%d = %s(0.0);\n", s->vt, r, (int)d, s->vt);
     }
@@ -330,10 +329,10 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
                      "    for (uint t0 = 0u; t0 < nkw; t0 += %uu) {\n"
                      "        barrier();\n" /* the previous tile is still read */
                      "        for (uint e = lane; e < %uu; e += %uu)\n"
-                     "            Ks[e] = texelFetch(t1, int(ko + min(t0 + e / %lluu, %lluu) * "
+                     "            Ks[e] = tf1(int(ko + min(t0 + e / %lluu, %lluu) * "
                      "%lluu + e %% %lluu))%s;\n"
                      "        for (uint e = lane; e < %uu; e += %uu)\n"
-                     "            Vs[e] = texelFetch(t2, int(vo + min(t0 + e / %lluu, %lluu) * "
+                     "            Vs[e] = tf2(int(vo + min(t0 + e / %lluu, %lluu) * "
                      "%lluu + e %% %lluu))%s;\n"
                      "        barrier();\n"
                      "        for (uint jj = 0u; jj < %uu && t0 + jj < nkw; jj += %uu) {\n"
@@ -483,7 +482,7 @@ typedef struct fb_io {
 /* The expression reading texel (or element, W = 1) `idx` of input i. */
 static const char *fb_fetch(char *buf, size_t n, const fb_io *io, int i, const char *idx) {
     if (io->texel)
-        snprintf(buf, n, "texelFetch(t%d, int(%s))%s", i, idx, io->sel);
+        snprintf(buf, n, "tf%d(int(%s))%s", i, idx, io->sel);
     else
         snprintf(buf, n, "ld%d(%s)", i, idx);
     return buf;

@@ -376,6 +376,29 @@ bool tg_gen_texel_input_ok(const tg_vk_caps *caps, const tg_kernel *k, int i, bo
            (uint64_t)(count / w) <= caps->max_texel_buffer_elements;
 }
 
+/* Texel input i at binding nb, and tf<i>(int texel) -> vec4 reading it.
+ * CPU devices read f32 texels through imageLoad of a storage texel
+ * buffer, which llvmpipe inlines, where a texelFetch is a call that spills
+ * every live vector register (a fused layer-norm backward timed alone:
+ * 396-430 -> 322-347 us); $TG_TEXEL_IMAGE=0 keeps texelFetch. */
+static void declare_texel(tg_gen *g, int nb, int i, tg_dtype storage, bool vec4) {
+    const tg_vk_caps *caps = g->caps;
+    const char *env = getenv("TG_TEXEL_IMAGE");
+    bool image = caps->storage_texel && caps->device_class == TG_VK_CLASS_CPU &&
+                 storage == TG_F32 && !(env && strcmp(env, "0") == 0);
+    g->out->kinds[nb] = image ? TG_VK_BIND_STORAGE_TEXEL : TG_VK_BIND_TEXEL;
+    if (image)
+        tg_sb_printf(&g->b,
+                     "layout(binding = %d, %s) uniform readonly imageBuffer t%d;\n"
+                     "vec4 tf%d(int i) { return imageLoad(t%d, i); }\n",
+                     nb, vec4 ? "rgba32f" : "r32f", i, i, i);
+    else
+        tg_sb_printf(&g->b,
+                     "layout(binding = %d) uniform samplerBuffer t%d;\n"
+                     "vec4 tf%d(int i) { return texelFetch(t%d, i); }\n",
+                     nb, i, i, i);
+}
+
 tg_status tg_gen_begin(tg_gen *g, const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out,
                        uint32_t wg, bool reductions) {
     return tg_gen_begin_texel(g, caps, k, out, wg, reductions, 0, false);
@@ -429,20 +452,15 @@ tg_status tg_gen_begin_texel(tg_gen *g, const tg_vk_caps *caps, const tg_kernel 
         /* kernels may have up to TG_KERNEL_MAX_IO (64) inputs; the mask
          * names the first 32 */
         if (i < 32 && (texel_inputs >> i & 1u)) { /* the caller checked the format */
-            out->kinds[nb] = TG_VK_BIND_TEXEL;
             out->texel_formats[nb] = st == TG_F16 ? (vec4 ? TG_VK_TEXEL_RGBA16F : TG_VK_TEXEL_R16F)
                                                   : (vec4 ? TG_VK_TEXEL_RGBA32F : TG_VK_TEXEL_R32F);
-            tg_sb_printf(b,
-                         "layout(binding = %d) uniform samplerBuffer t%d;\n"
-                         "float ld%d(uint i) { return texelFetch(t%d, int(i%s))%s; }\n",
-                         nb, i, i, i, vec4 ? " >> 2" : "", vec4 ? "[i & 3u]" : ".r");
+            declare_texel(g, nb, i, st, vec4);
+            tg_sb_printf(b, "float ld%d(uint i) { return tf%d(int(i%s))%s; }\n", i, i,
+                         vec4 ? " >> 2" : "", vec4 ? "[i & 3u]" : ".r");
         } else if (!g->input_is_int[i] && use_texel(caps, st, node_count(n), &fmt)) {
-            out->kinds[nb] = TG_VK_BIND_TEXEL;
             out->texel_formats[nb] = fmt;
-            tg_sb_printf(b,
-                         "layout(binding = %d) uniform samplerBuffer t%d;\n"
-                         "float ld%d(uint i) { return texelFetch(t%d, int(i)).r; }\n",
-                         nb, i, i, i);
+            declare_texel(g, nb, i, st, false);
+            tg_sb_printf(b, "float ld%d(uint i) { return tf%d(int(i)).r; }\n", i, i);
         } else {
             out->kinds[nb] = TG_VK_BIND_STORAGE;
             tg_sb_printf(b,

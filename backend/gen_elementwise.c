@@ -301,9 +301,8 @@ tg_status tg_gen_elementwise(const tg_vk_caps *caps, const tg_kernel *k, tg_kern
                 int j;
                 quad_read c = read_class(caps, k, m, p, r, it, &j);
                 if (c == READ_QUAD)
-                    tg_sb_printf(
-                        b, "    vec4 q4_%d_%d = texelFetch(t%d, int(off_%d_%d(4u * q) >> 2));\n",
-                        (int)id, p, j, (int)id, p);
+                    tg_sb_printf(b, "    vec4 q4_%d_%d = tf%d(int(off_%d_%d(4u * q) >> 2));\n",
+                                 (int)id, p, j, (int)id, p);
                 else if (c == READ_SPLAT)
                     tg_sb_printf(b, "    %s s4_%d_%d = ld%d(off_%d_%d(4u * q));\n",
                                  tg_gen_ctype(k->g->nodes[k->inputs[j]].dtype), (int)id, p, j,

@@ -328,25 +328,24 @@ tg_status tg_gen_ce_grad_fn(tg_gen *g, const tg_node *n, bool serial, int li, in
     /* serial rows of vec4 logits (tg_gen_ce_v4), an f32 output: a texel
      * and a vec4 store for 4 classes (lavapipe: a call and a lane loop) */
     if (serial && tg_gen_ce_v4(g, C, li) && g->k->output_storage[jo] == TG_F32) {
-        tg_sb_printf(
-            b,
-            "    for (uint r = r0; r < r1; r++) {\n"
-            "        int lb = ld%d(r);\n"
-            "        uint base4 = r * %lluu;\n"
-            "        if (%s) {\n"
-            "            for (uint c = 0u; c < %lluu; c++) o4ce[base4 + c] = vec4(0.0);\n"
-            "            continue;\n"
-            "        }\n"
-            "        float m = ce_row_max4(4u * base4);\n"
-            "        float f = scale / ce_row_sumexp4(4u * base4, m);\n"
-            "        for (uint c = 0u; c < %lluu; c++) {\n"
-            "            ivec4 j = ivec4(4 * int(c)) + ivec4(0, 1, 2, 3);\n"
-            "            o4ce[base4 + c] = exp(texelFetch(t%d, int(base4 + c)) - m) * f -\n"
-            "                              vec4(equal(j, ivec4(lb))) * scale;\n"
-            "        }\n"
-            "    }\n"
-            "}\n#undef ROW_SUM\n#undef ROW_MAX\n",
-            yi, (ull)(C / 4), skip, (ull)(C / 4), (ull)(C / 4), li);
+        tg_sb_printf(b,
+                     "    for (uint r = r0; r < r1; r++) {\n"
+                     "        int lb = ld%d(r);\n"
+                     "        uint base4 = r * %lluu;\n"
+                     "        if (%s) {\n"
+                     "            for (uint c = 0u; c < %lluu; c++) o4ce[base4 + c] = vec4(0.0);\n"
+                     "            continue;\n"
+                     "        }\n"
+                     "        float m = ce_row_max4(4u * base4);\n"
+                     "        float f = scale / ce_row_sumexp4(4u * base4, m);\n"
+                     "        for (uint c = 0u; c < %lluu; c++) {\n"
+                     "            ivec4 j = ivec4(4 * int(c)) + ivec4(0, 1, 2, 3);\n"
+                     "            o4ce[base4 + c] = exp(tf%d(int(base4 + c)) - m) * f -\n"
+                     "                              vec4(equal(j, ivec4(lb))) * scale;\n"
+                     "        }\n"
+                     "    }\n"
+                     "}\n#undef ROW_SUM\n#undef ROW_MAX\n",
+                     yi, (ull)(C / 4), skip, (ull)(C / 4), (ull)(C / 4), li);
         return TG_OK;
     }
     tg_sb_printf(b,

@@ -141,18 +141,18 @@ static tg_status gen_layer_norm(tg_gen *g, const tg_node *n, bool v4) {
                      "    uint base = r * %lluu, base4 = base >> 2;\n"
                      "    float s = 0.0;\n"
                      "    for (uint c = 0u; c < %lluu; c++) {\n"
-                     "        vec4 v = texelFetch(t0, int(base4 + c));\n"
+                     "        vec4 v = tf0(int(base4 + c));\n"
                      "        s += (v.x + v.y) + (v.z + v.w);\n"
                      "    }\n"
                      "    float mean = s / %s, q = 0.0;\n"
                      "    for (uint c = 0u; c < %lluu; c++) {\n"
-                     "        vec4 e = texelFetch(t0, int(base4 + c)) - mean;\n"
+                     "        vec4 e = tf0(int(base4 + c)) - mean;\n"
                      "        q += (e.x * e.x + e.y * e.y) + (e.z * e.z + e.w * e.w);\n"
                      "    }\n"
                      "    float inv = 1.0 / sqrt(q / %s + %s);\n"
                      "    for (uint c = 0u; c < %lluu; c++) {\n"
-                     "        vec4 y = (texelFetch(t0, int(base4 + c)) - mean) * inv * "
-                     "texelFetch(t1, int(c)) + texelFetch(t2, int(c));\n",
+                     "        vec4 y = (tf0(int(base4 + c)) - mean) * inv * "
+                     "tf1(int(c)) + tf2(int(c));\n",
                      (unsigned long long)D, d4, dl, d4, dl,
                      tg_gen_flit(n->attrs.eps, eps, sizeof eps), d4);
         if (g->k->output_storage[0] == TG_F32)
@@ -227,7 +227,7 @@ static void ce_row_fns_at(tg_gen *g, int64_t C, int in) {
                  "float ce_row_max4(uint base) {\n"
                  "    float m = uintBitsToFloat(0xff800000u);\n"
                  "    for (uint c = 0u; c < %lluu; c++) {\n"
-                 "        vec4 v = texelFetch(t%d, int((base >> 2) + c));\n"
+                 "        vec4 v = tf%d(int((base >> 2) + c));\n"
                  "        m = tg_maxf(tg_maxf(m, tg_maxf(v.x, v.y)), tg_maxf(v.z, v.w));\n"
                  "    }\n"
                  "    return m;\n"
@@ -235,7 +235,7 @@ static void ce_row_fns_at(tg_gen *g, int64_t C, int in) {
                  "float ce_row_sumexp4(uint base, float m) {\n"
                  "    float s = 0.0;\n"
                  "    for (uint c = 0u; c < %lluu; c++) {\n"
-                 "        vec4 e = exp(texelFetch(t%d, int((base >> 2) + c)) - m);\n"
+                 "        vec4 e = exp(tf%d(int((base >> 2) + c)) - m);\n"
                  "        s += e.x;\n        s += e.y;\n        s += e.z;\n        s += e.w;\n"
                  "    }\n"
                  "    return s;\n"
@@ -602,12 +602,12 @@ static void lnb_emit_stats_v4(tg_sb *b, const lnb_kernel *d, int64_t D, const ch
     tg_sb_printf(b,
                  "%sfloat s = 0.0;\n"
                  "%sfor (uint c = 0u; c < %lluu; c++) {\n"
-                 "%s    vec4 v = texelFetch(t%d, int(base4 + c));\n"
+                 "%s    vec4 v = tf%d(int(base4 + c));\n"
                  "%s    s += (v.x + v.y) + (v.z + v.w);\n"
                  "%s}\n"
                  "%sfloat mean = s / %s, q = 0.0;\n"
                  "%sfor (uint c = 0u; c < %lluu; c++) {\n"
-                 "%s    vec4 e = texelFetch(t%d, int(base4 + c)) - mean;\n"
+                 "%s    vec4 e = tf%d(int(base4 + c)) - mean;\n"
                  "%s    q += (e.x * e.x + e.y * e.y) + (e.z * e.z + e.w * e.w);\n"
                  "%s}\n"
                  "%sfloat inv = 1.0 / sqrt(q / %s + %s);\n",
@@ -617,8 +617,8 @@ static void lnb_emit_stats_v4(tg_sb *b, const lnb_kernel *d, int64_t D, const ch
     tg_sb_printf(b,
                  "%sfloat sg = 0.0, sgx = 0.0;\n"
                  "%sfor (uint c = 0u; c < %lluu; c++) {\n"
-                 "%s    vec4 gc = texelFetch(t%d, int(base4 + c)) * texelFetch(t%d, int(c));\n"
-                 "%s    vec4 gx = gc * (texelFetch(t%d, int(base4 + c)) - mean) * inv;\n"
+                 "%s    vec4 gc = tf%d(int(base4 + c)) * tf%d(int(c));\n"
+                 "%s    vec4 gx = gc * (tf%d(int(base4 + c)) - mean) * inv;\n"
                  "%s    sg += gc.x; sg += gc.y; sg += gc.z; sg += gc.w;\n"
                  "%s    sgx += gx.x; sgx += gx.y; sgx += gx.z; sgx += gx.w;\n"
                  "%s}\n",
@@ -634,9 +634,9 @@ static void lnb_emit_rows_v4(tg_gen *g, const lnb_kernel *d, int64_t D, const ch
     tg_sb_printf(b,
                  "    float mg = sg / %s, mgx = sgx / %s;\n"
                  "    for (uint c4 = 0u; c4 < %lluu; c4++) {\n"
-                 "        vec4 xhat4 = (texelFetch(t%d, int(base4 + c4)) - mean) * inv;\n"
-                 "        vec4 dx4 = inv * (texelFetch(t%d, int(base4 + c4)) * "
-                 "texelFetch(t%d, int(c4)) - mg - xhat4 * mgx);\n",
+                 "        vec4 xhat4 = (tf%d(int(base4 + c4)) - mean) * inv;\n"
+                 "        vec4 dx4 = inv * (tf%d(int(base4 + c4)) * "
+                 "tf%d(int(c4)) - mg - xhat4 * mgx);\n",
                  dl, dl, (unsigned long long)(D / 4), d->x, d->dy, d->w);
     for (int cc = 0; cc < 4; cc++) {
         tg_sb_printf(b, "        { uint c = 4u * c4 + %du; float dx = dx4[%d];\n", cc, cc);
@@ -773,7 +773,7 @@ static void lnb_emit_cols(tg_gen *g, const lnb_kernel *d, int64_t rows, int64_t 
                      "    for (int t = 0; t < %lld; t++) as%d[t] = %s(0.0);\n",
                      q4 ? "vec4" : "float", s, (long long)cpi, (long long)cpi, s,
                      q4 ? "vec4" : "float");
-    if (q4 && sums) tg_sb_printf(b, "    vec4 w4 = texelFetch(t%d, int(j0));\n", d->w);
+    if (q4 && sums) tg_sb_printf(b, "    vec4 w4 = tf%d(int(j0));\n", d->w);
     if (d->v4) {
         tg_sb_printf(b,
                      "    for (uint r0 = 0u; r0 < %lluu; r0 += %uu) {\n"
@@ -840,8 +840,8 @@ static void lnb_emit_cols(tg_gen *g, const lnb_kernel *d, int64_t rows, int64_t 
         tg_sb_printf(b,
                      "            if (q0 < %uu) {\n"
                      "                uint i4 = (base >> 2) + j0;\n"
-                     "                vec4 dy = texelFetch(t%d, int(i4));\n"
-                     "                vec4 xhat = (texelFetch(t%d, int(i4)) - mean) * inv;\n"
+                     "                vec4 dy = tf%d(int(i4));\n"
+                     "                vec4 xhat = (tf%d(int(i4)) - mean) * inv;\n"
                      "                aw[0] += dy * xhat;\n"
                      "                ab[0] += dy;\n",
                      L, d->dy, d->x);
