@@ -318,19 +318,51 @@ static tg_status compile(const char *source, const char *name, int n_defines,
     return st;
 }
 
+/* Whether file `path` holds exactly `text` (n bytes). */
+static bool file_holds(const char *path, const char *text, size_t n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    bool same = true;
+    char buf[4096];
+    size_t at = 0, got;
+    while (same && (got = fread(buf, 1, sizeof buf, f)) > 0) {
+        same = at + got <= n && memcmp(buf, text + at, got) == 0;
+        at += got;
+    }
+    fclose(f);
+    return same && at == n;
+}
+
 /* TG_DUMP_GLSL=DIR writes every kernel's GLSL to DIR/NAME.comp as it is
- * compiled (or found in the cache), to read what the generators wrote. A
- * failed write is ignored: it is a debugging aid. */
+ * compiled (or found in the cache), to read what the generators wrote.
+ * Another source under a name already written (two graphs of one process
+ * both have a matmul_12) goes to NAME.2.comp, NAME.3.comp, ... A failed
+ * write is ignored: it is a debugging aid. */
 static void dump_source(const char *source, const char *name) {
     const char *dir = getenv("TG_DUMP_GLSL");
     if (!dir || !*dir) return;
-    char path[1100];
+    char stem[1100], path[1120];
     const char *dot = strrchr(name, '.');
-    snprintf(path, sizeof path, "%s/%s%s", dir, name,
-             dot && strcmp(dot, ".comp") == 0 ? "" : ".comp");
-    for (char *p = path + strlen(dir) + 1; *p; p++)
+    size_t len = strlen(name);
+    if (dot && strcmp(dot, ".comp") == 0) len = (size_t)(dot - name);
+    snprintf(stem, sizeof stem, "%s/%.*s", dir, (int)len, name);
+    for (char *p = stem + strlen(dir) + 1; *p; p++)
         if (*p == '/') *p = '_';
-    (void)tg_vk_write_file_atomic(path, source, strlen(source));
+    size_t n = strlen(source);
+    for (int i = 1; i <= 1000; i++) {
+        if (i == 1)
+            snprintf(path, sizeof path, "%s.comp", stem);
+        else
+            snprintf(path, sizeof path, "%s.%d.comp", stem, i);
+        if (file_holds(path, source, n)) return; /* written before */
+        FILE *f = fopen(path, "rb");
+        if (f) {
+            fclose(f); /* another kernel's: try the next name */
+            continue;
+        }
+        (void)tg_vk_write_file_atomic(path, source, n);
+        return;
+    }
 }
 
 tg_status tg_vk_compile_glsl(const char *source, const char *name, int n_defines,

@@ -17,6 +17,7 @@
 
 #include <cmocka.h>
 #include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backend/vk.h"
@@ -411,6 +412,40 @@ static void test_hash_and_files(void **state) {
     setenv("TG_CACHE_DIR", tmp_dir, 1);
 }
 
+/* TG_DUMP_GLSL: each source under its kernel name; another source of the
+ * same name goes to NAME.2.comp, and a source already dumped is not
+ * written again. */
+static void test_dump_glsl(void **state) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/dump", tmp_dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    setenv("TG_DUMP_GLSL", dir, 1);
+    const char *a = "#version 450\nlayout(local_size_x = 1) in;\nvoid main() {}\n";
+    const char *b = "#version 450\nlayout(local_size_x = 2) in;\nvoid main() {}\n";
+    tg_vk_spirv s = {0};
+    assert_int_equal(tg_vk_compile_glsl(a, "k_1", 0, NULL, &s), TG_OK);
+    tg_vk_spirv_free(&s);
+    assert_int_equal(tg_vk_compile_glsl(b, "k_1", 0, NULL, &s), TG_OK);
+    tg_vk_spirv_free(&s);
+    assert_int_equal(tg_vk_compile_glsl(a, "k_1.comp", 0, NULL, &s), TG_OK);
+    tg_vk_spirv_free(&s);
+    unsetenv("TG_DUMP_GLSL");
+    char files[4][512];
+    assert_int_equal(list_files(dir, ".comp", files, 4), 2);
+    char path[400];
+    size_t n;
+    snprintf(path, sizeof path, "%s/k_1.comp", dir);
+    char *data = read_bytes(path, &n);
+    assert_int_equal(n, strlen(a));
+    assert_memory_equal(data, a, n);
+    free(data);
+    snprintf(path, sizeof path, "%s/k_1.2.comp", dir);
+    data = read_bytes(path, &n);
+    assert_int_equal(n, strlen(b));
+    assert_memory_equal(data, b, n);
+    free(data);
+}
+
 int main(void) {
     setenv("TG_VALIDATION", "1", 1);
     const struct CMUnitTest tests[] = {
@@ -420,6 +455,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_cache_disabled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compile_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hash_and_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dump_glsl, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
