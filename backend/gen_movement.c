@@ -111,6 +111,51 @@ static tg_status gen_sibling_copies(const tg_vk_caps *caps, const tg_kernel *k,
     return tg_gen_finish(&g, ((uint64_t)count + wg - 1) / wg);
 }
 
+/* A gather of f32 rows whose inner extent is whole vec4s, on a CPU device:
+ * 4 elements an invocation from one index, one RGBA texel, one vec4 store
+ * (lavapipe runs every storage-buffer access as a loop over the lanes, and
+ * the element kernel paid an index load and a store per element: charlm's
+ * token embedding [16, 64, 64] ran ~300 us). */
+static bool gather_quads(const tg_vk_caps *caps, const tg_kernel *k) {
+    const tg_node *n = &k->g->nodes[k->nodes[0]];
+    if (caps->device_class != TG_VK_CLASS_CPU || n->op != TG_OP_GATHER || n->dtype != TG_F32 ||
+        k->output_storage[0] != TG_F32 || !tg_gen_texel_input_ok(caps, k, 0, true))
+        return false;
+    const tg_node *x = &k->g->nodes[n->inputs[0]];
+    return prod(x->shape, (int)n->attrs.axis + 1, x->rank) % 4 == 0;
+}
+
+static tg_status gen_gather_quads(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out,
+                                  uint32_t wg) {
+    const tg_graph *gr = k->g;
+    const tg_node *n = &gr->nodes[k->nodes[0]];
+    const tg_node *x = &gr->nodes[n->inputs[0]], *idx = &gr->nodes[n->inputs[1]];
+    int ax = (int)n->attrs.axis;
+    int64_t inner = prod(x->shape, ax + 1, x->rank), dim = x->shape[ax];
+    int64_t nidx = count_of(idx), quads = count_of(n) / 4;
+    tg_gen g;
+    tg_status st = tg_gen_begin_texel(&g, caps, k, out, wg, false, 1u, true);
+    if (st != TG_OK) {
+        tg_gen_abort(&g);
+        return st;
+    }
+    /* out [outer, n_idx, inner] from x [outer, dim, inner], by texels */
+    tg_sb_printf(&g.b,
+                 "layout(std430, binding = %d) writeonly buffer BQ0 { vec4 o4_0[]; };\n"
+                 "void main() {\n"
+                 "    uint q = tg_group() * %uu + gl_LocalInvocationID.x;\n"
+                 "    if (q >= %lluu) return;\n"
+                 "    uint i = 4u * q, inn = i %% %lluu, j = (i / %lluu) %% %lluu, o = i / %lluu;\n"
+                 "    int row = ld1(j);\n"
+                 "    o4_0[q] = (row >= 0 && row < %lld) ? tf0(int(((o * %lluu + uint(row)) * "
+                 "%lluu + inn) >> 2)) : vec4(0.0);\n}\n",
+                 k->n_inputs, wg, (unsigned long long)quads, (unsigned long long)inner,
+                 (unsigned long long)inner, (unsigned long long)nidx,
+                 (unsigned long long)(inner * nidx), (long long)dim, (unsigned long long)dim,
+                 (unsigned long long)inner);
+    return tg_gen_finish(&g, ((uint64_t)quads + wg - 1) / wg);
+}
+
 tg_status tg_gen_movement(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
     const tg_graph *gr = k->g;
     int32_t id = k->nodes[k->n_nodes - 1];
@@ -140,6 +185,7 @@ tg_status tg_gen_movement(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_
             wg * 2 <= caps->max_workgroup_size[0])
             wg *= 2; /* tg_gen_wg_size rounds down to a power of two */
     }
+    if (gather_quads(caps, k)) return gen_gather_quads(caps, k, out, wg);
     tg_gen g;
     tg_status st = tg_gen_begin(&g, caps, k, out, wg, false);
     if (st != TG_OK) {

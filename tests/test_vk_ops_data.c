@@ -159,8 +159,9 @@ static void test_gather_scatter(void **state) {
         {3, 2, 1, {2, 7, 3}, {4, 5}},   /* middle axis, 2-d indices */
         {1, 1, 0, {1}, {3}},            /* size-1 table */
         {2, 2, -1, {3, 129}, {1, 130}}, /* last axis */
+        {3, 2, 1, {2, 7, 8}, {4, 5}},   /* rows of whole vec4s (CPU: by texels) */
     };
-    for (int c = 0; c < 4; c++) {
+    for (int c = 0; c < (int)(sizeof cases / sizeof cases[0]); c++) {
         tg_dtype dts[] = {TG_F32, TG_F16, TG_I32};
         for (int d = 0; d < 3; d++) {
             if (dts[d] == TG_F16 && !have_f16()) continue;
