@@ -406,7 +406,7 @@ tg_status tg_gen_begin(tg_gen *g, const tg_vk_caps *caps, const tg_kernel *k, tg
 
 tg_status tg_gen_begin_texel(tg_gen *g, const tg_vk_caps *caps, const tg_kernel *k,
                              tg_kernel_code *out, uint32_t wg, bool reductions,
-                             uint32_t texel_inputs, bool vec4) {
+                             uint64_t texel_inputs, bool vec4) {
     memset(out, 0, sizeof *out);
     g->caps = caps;
     g->k = k;
@@ -449,9 +449,8 @@ tg_status tg_gen_begin_texel(tg_gen *g, const tg_vk_caps *caps, const tg_kernel 
         tg_dtype st = k->input_storage[i];
         tg_vk_texel_format fmt;
         g->input_is_int[i] = tg_gen_dtype_is_int(n->dtype);
-        /* kernels may have up to TG_KERNEL_MAX_IO (64) inputs; the mask
-         * names the first 32 */
-        if (i < 32 && (texel_inputs >> i & 1u)) { /* the caller checked the format */
+        /* kernels have up to TG_KERNEL_MAX_IO (64) inputs, a bit each */
+        if (i < 64 && (texel_inputs >> i & 1u)) { /* the caller checked the format */
             out->texel_formats[nb] = st == TG_F16 ? (vec4 ? TG_VK_TEXEL_RGBA16F : TG_VK_TEXEL_R16F)
                                                   : (vec4 ? TG_VK_TEXEL_RGBA32F : TG_VK_TEXEL_R32F);
             declare_texel(g, nb, i, st, vec4);

@@ -27,7 +27,7 @@ typedef struct tg_gen {
     tg_sb b;
     uint32_t wg;          /* local_size_x (the only non-1 dimension) */
     bool subgroup_arith;  /* subgroupAdd is used */
-    uint32_t vec4_inputs; /* inputs bound as vec4 texel views (tg_gen_begin_texel) */
+    uint64_t vec4_inputs; /* inputs bound as vec4 texel views (tg_gen_begin_texel) */
     bool input_is_int[TG_KERNEL_MAX_IO];
 } tg_gen;
 
@@ -62,11 +62,11 @@ bool tg_gen_texel_input_ok(const tg_vk_caps *caps, const tg_kernel *k, int i, bo
  * texel buffers `t<i>` whatever the device class: vec4 texels (RGBA32F,
  * RGBA16F for f16 storage) when `vec4`, else scalar ones. The caller checks
  * that the device supports the format and that the tensor fits
- * maxTexelBufferElements. ld<i> still reads one element. Only inputs 0-31
- * can be named. */
+ * maxTexelBufferElements. ld<i> still reads one element; tf<i>(texel)
+ * reads a texel. */
 tg_status tg_gen_begin_texel(tg_gen *g, const tg_vk_caps *caps, const tg_kernel *k,
                              tg_kernel_code *out, uint32_t wg, bool reductions,
-                             uint32_t texel_inputs, bool vec4);
+                             uint64_t texel_inputs, bool vec4);
 /* Sets the grid for `n_groups` workgroups (split over x, y, z when over
  * maxComputeWorkGroupCount[0]; tg_group() gives the linear id, and ids at
  * or over n_groups must do nothing) and hands the source to `out`. */

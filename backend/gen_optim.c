@@ -106,14 +106,50 @@ static uint64_t serial_stride(const uint64_t *counts, int n, uint32_t wg) {
     return best;
 }
 
+/* The inputs of the adamw_update members that a CPU device updates 4
+ * elements at a time (a bit per kernel input, at most 64): w, m, v and grad all kernel
+ * inputs (not slices) readable as RGBA texels, f32 outputs. lavapipe runs
+ * each scalar storage-buffer store as a loop over the lanes: one vec4
+ * store does the work of four. */
+static uint64_t adamw_quad_inputs(const tg_vk_caps *caps, const tg_kernel *k) {
+    uint64_t mask = 0;
+    for (int mi = 0; mi < k->n_nodes; mi++) {
+        const tg_node *n = &k->g->nodes[k->nodes[mi]];
+        if (n->op != TG_OP_ADAMW_UPDATE || tg_shape_count(n->rank, n->shape) % 4) continue;
+        uint64_t bits = 0;
+        bool ok = true;
+        for (int p = 0; p < 4 && ok; p++) {
+            int in = tg_gen_input_index(k, n->inputs[p]);
+            ok = in >= 0 && in < 64 && tg_gen_texel_input_ok(caps, k, in, true);
+            if (ok) bits |= (uint64_t)1 << in;
+        }
+        int32_t outs[3] = {k->nodes[mi], n->inputs[1], n->inputs[2]};
+        for (int o = 0; o < 3 && ok; o++) {
+            int j = output_index(k, outs[o]);
+            ok = j >= 0 && k->output_storage[j] == TG_F32;
+        }
+        if (ok) mask |= bits;
+    }
+    return mask;
+}
+
+/* Whether member n updates 4 elements an invocation (adamw_quad_inputs). */
+static bool adamw_quad(const tg_kernel *k, const tg_node *n, uint64_t quad_inputs) {
+    for (int p = 0; p < 4; p++) {
+        int in = tg_gen_input_index(k, n->inputs[p]);
+        if (in < 0 || in >= 64 || !(quad_inputs >> in & 1u)) return false;
+    }
+    return true;
+}
+
 /* adamw_update members (w, m, v, grad, lr, step), all with the
  * hyperparameters, lr and step of the first. Each element is computed
  * exactly as the single-variable kernel does. Either one invocation per
  * element of all of them, member j's elements after those of members
  * before it (a GPU skips the members an invocation does not update), or
  * serial (serial_stride). *groups receives the workgroup count. */
-static tg_status gen_adamw(tg_gen *g, const tg_kernel *k, uint32_t wg, bool serial, uint64_t *total,
-                           uint64_t *groups) {
+static tg_status gen_adamw(tg_gen *g, const tg_kernel *k, uint32_t wg, bool serial,
+                           uint64_t quad_inputs, uint64_t *total, uint64_t *groups) {
     tg_sb *b = &g->b;
     const tg_graph *gr = k->g;
     const tg_node *first = NULL;
@@ -159,6 +195,25 @@ static tg_status gen_adamw(tg_gen *g, const tg_kernel *k, uint32_t wg, bool seri
                      tg_gen_flit(a->beta2, l[5], sizeof l[5]), in[2], (int)k->nodes[mi],
                      tg_gen_flit(1 - a->beta2, l[6], sizeof l[6]),
                      tg_gen_flit(a->eps, l[7], sizeof l[7]), out[0], out[1], out[2]);
+        if (!adamw_quad(k, n, quad_inputs)) continue;
+        /* the same arithmetic on 4 elements: each component as above */
+        for (int o = 0; o < 3; o++)
+            tg_sb_printf(b,
+                         "layout(std430, binding = %d) writeonly buffer BQ%d { vec4 o4_%d[]; };\n",
+                         k->n_inputs + out[o], out[o], out[o]);
+        tg_sb_printf(b,
+                     "void adamw4_%d(uint q, float lr, float bc1, float bc2) {\n"
+                     "    vec4 w = tf%d(int(q)), g = tf%d(int(q));\n"
+                     "    w -= lr * %s * w;\n"
+                     "    vec4 m = %s * tf%d(int(q)) + %s * g;\n"
+                     "    vec4 v = %s * tf%d(int(q)) + %s * g * g;\n"
+                     "    w -= lr * (m / bc1) / (sqrt(v / bc2) + %s);\n"
+                     "    o4_%d[q] = w;\n"
+                     "    o4_%d[q] = m;\n"
+                     "    o4_%d[q] = v;\n"
+                     "}\n",
+                     mi, in[0], in[3], l[2], l[3], in[1], l[4], l[5], in[2], l[6], l[7], out[0],
+                     out[1], out[2]);
     }
     if (!first) return tg_set_error(TG_ERR_UNSUPPORTED, "optimizer generator: no adamw_update");
     int lr_in = tg_gen_input_index(k, first->inputs[4]);
@@ -170,17 +225,21 @@ static tg_status gen_adamw(tg_gen *g, const tg_kernel *k, uint32_t wg, bool seri
                  "    float bc1 = -tg_expm1(t * %s), bc2 = -tg_expm1(t * %s);\n",
                  wg, lr_in, t_in, tg_gen_flit(log(first->attrs.beta1), l[0], sizeof l[0]),
                  tg_gen_flit(log(first->attrs.beta2), l[1], sizeof l[1]));
+    /* invocations a member needs: one per element, or per 4 */
     uint64_t counts[TG_KERNEL_MAX_IO];
+    bool quad[TG_KERNEL_MAX_IO];
     int n_members = 0;
     for (int mi = 0; mi < k->n_nodes; mi++) {
         const tg_node *n = &gr->nodes[k->nodes[mi]];
         if (n->op != TG_OP_ADAMW_UPDATE) continue;
-        counts[n_members] = (uint64_t)tg_shape_count(n->rank, n->shape);
+        quad[n_members] = serial && adamw_quad(k, n, quad_inputs);
+        counts[n_members] = (uint64_t)tg_shape_count(n->rank, n->shape) / (quad[n_members] ? 4 : 1);
         *total += counts[n_members++];
     }
     uint64_t stride = serial ? serial_stride(counts, n_members, wg) : 0;
     for (int mi = 0, j = 0; mi < k->n_nodes; mi++) {
         if (gr->nodes[k->nodes[mi]].op != TG_OP_ADAMW_UPDATE) continue;
+        const char *fn = quad[j] ? "adamw4_" : "adamw";
         unsigned long long count = counts[j++];
         if (!serial)
             tg_sb_printf(b,
@@ -188,11 +247,10 @@ static tg_status gen_adamw(tg_gen *g, const tg_kernel *k, uint32_t wg, bool seri
                          "    i -= %lluu;\n",
                          count, mi, count);
         else if (count > stride)
-            tg_sb_printf(b,
-                         "    for (uint j = i; j < %lluu; j += %lluu) adamw%d(j, lr, bc1, bc2);\n",
-                         count, (unsigned long long)stride, mi);
+            tg_sb_printf(b, "    for (uint j = i; j < %lluu; j += %lluu) %s%d(j, lr, bc1, bc2);\n",
+                         count, (unsigned long long)stride, fn, mi);
         else
-            tg_sb_printf(b, "    if (i < %lluu) adamw%d(i, lr, bc1, bc2);\n", count, mi);
+            tg_sb_printf(b, "    if (i < %lluu) %s%d(i, lr, bc1, bc2);\n", count, fn, mi);
     }
     tg_sb_printf(b, "}\n");
     *groups = serial ? stride / wg : (*total + wg - 1) / wg;
@@ -207,8 +265,12 @@ tg_status tg_gen_optim(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_cod
     tg_gen g;
     if (n->op == TG_OP_ADAMW_UPDATE) {
         uint64_t total = 0, groups = 0;
-        tg_status st = tg_gen_begin(&g, caps, k, out, wg, false);
-        if (st == TG_OK) st = gen_adamw(&g, k, wg, tg_serial_parts(caps), &total, &groups);
+        bool serial = tg_serial_parts(caps);
+        uint64_t quads =
+            serial && caps->device_class == TG_VK_CLASS_CPU ? adamw_quad_inputs(caps, k) : 0;
+        tg_status st = quads ? tg_gen_begin_texel(&g, caps, k, out, wg, false, quads, true)
+                             : tg_gen_begin(&g, caps, k, out, wg, false);
+        if (st == TG_OK) st = gen_adamw(&g, k, wg, serial, quads, &total, &groups);
         if (st == TG_OK && total > UINT32_MAX)
             st = tg_set_error(TG_ERR_UNSUPPORTED, "adamw_update of %llu elements",
                               (unsigned long long)total);
