@@ -248,7 +248,7 @@ void tg_gen_ce_row_fns(tg_gen *g, int64_t C) {
 }
 
 bool tg_gen_ce_v4(const tg_gen *g, int64_t C, int in) {
-    return C % 4 == 0 && in >= 0 && in < 32 && (g->vec4_inputs >> in & 1u);
+    return C % 4 == 0 && in >= 0 && in < 64 && (g->vec4_inputs >> in & 1u);
 }
 
 uint32_t tg_gen_ce_v4_mask(const tg_vk_caps *caps, const tg_kernel *k, int in, int64_t C) {

@@ -107,10 +107,10 @@ static uint64_t serial_stride(const uint64_t *counts, int n, uint32_t wg) {
 }
 
 /* The inputs of the adamw_update members that a CPU device updates 4
- * elements at a time (a bit per kernel input, at most 64): w, m, v and grad all kernel
- * inputs (not slices) readable as RGBA texels, f32 outputs. lavapipe runs
- * each scalar storage-buffer store as a loop over the lanes: one vec4
- * store does the work of four. */
+ * elements at a time (a bit per kernel input, at most 64): w, m, v and
+ * grad all kernel inputs (not slices) readable as RGBA texels, f32
+ * outputs. lavapipe runs each scalar storage-buffer store as a loop over
+ * the lanes: one vec4 store does the work of four. */
 static uint64_t adamw_quad_inputs(const tg_vk_caps *caps, const tg_kernel *k) {
     uint64_t mask = 0;
     for (int mi = 0; mi < k->n_nodes; mi++) {

@@ -318,21 +318,6 @@ static tg_status compile(const char *source, const char *name, int n_defines,
     return st;
 }
 
-/* Whether file `path` holds exactly `text` (n bytes). */
-static bool file_holds(const char *path, const char *text, size_t n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    bool same = true;
-    char buf[4096];
-    size_t at = 0, got;
-    while (same && (got = fread(buf, 1, sizeof buf, f)) > 0) {
-        same = at + got <= n && memcmp(buf, text + at, got) == 0;
-        at += got;
-    }
-    fclose(f);
-    return same && at == n;
-}
-
 /* TG_DUMP_GLSL=DIR writes every kernel's GLSL to DIR/NAME.comp as it is
  * compiled (or found in the cache), to read what the generators wrote.
  * Another source under a name already written (two graphs of one process
@@ -354,14 +339,16 @@ static void dump_source(const char *source, const char *name) {
             snprintf(path, sizeof path, "%s.comp", stem);
         else
             snprintf(path, sizeof path, "%s.%d.comp", stem, i);
-        if (file_holds(path, source, n)) return; /* written before */
-        FILE *f = fopen(path, "rb");
-        if (f) {
-            fclose(f); /* another kernel's: try the next name */
-            continue;
+        void *old;
+        size_t n_old;
+        tg_status st = tg_vk_read_file(path, &old, &n_old);
+        if (st == TG_ERR_NOT_FOUND) {
+            (void)tg_vk_write_file_atomic(path, source, n);
+            return;
         }
-        (void)tg_vk_write_file_atomic(path, source, n);
-        return;
+        bool same = st == TG_OK && n_old == n && memcmp(old, source, n) == 0;
+        free(old);
+        if (same) return; /* written before; else another kernel's: the next name */
     }
 }
 
