@@ -30,7 +30,7 @@
 
 #define B 16 /* sequences a step (examples/charlm.c trains with 8) */
 #define VOCAB 96
-#define ALL_PASSES "dce,cse,fold,algebra,permute_matmul,fusion"
+#define ALL_PASSES "flash_attention,dce,cse,fold,algebra,permute_matmul,fusion"
 
 static int fail(const char *what) {
     fprintf(stderr, "train_step: %s: %s\n", what, tg_last_error());

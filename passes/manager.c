@@ -8,14 +8,22 @@
 #include <string.h>
 
 const tg_pass_info tg_passes[] = {
-    {"fold", "constant folding: nodes computed only from constants become constants", tg_pass_fold},
+    /* first: its when_off lowering feeds every pass below, and
+     * permute_matmul's transpose_a on attention ops comes after it */
+    {"flash_attention",
+     "attention ops stay whole, each one flash kernel (off: lowered to matmuls, softmax and "
+     "elementwise ops that hold the [Tq, Tk] scores)",
+     NULL, tg_lower_attention},
+    {"fold", "constant folding: nodes computed only from constants become constants", tg_pass_fold,
+     NULL},
     {"algebra", "exact identities: x*1, x+0, x-0, x/1, neg(neg x), permute/reshape chains, splats",
-     tg_pass_algebra},
+     tg_pass_algebra, NULL},
     {"permute_matmul", "a permute swapping the last two axes of a matmul input -> transpose flag",
-     tg_pass_permute_matmul},
-    {"cse", "common subexpressions: identical nodes become one", tg_pass_cse},
-    {"dce", "dead code: keep only what the targets and target ops need", tg_pass_dce},
-    {"fusion", "partition the graph into kernels (annotates; nodes unchanged)", tg_pass_fusion},
+     tg_pass_permute_matmul, NULL},
+    {"cse", "common subexpressions: identical nodes become one", tg_pass_cse, NULL},
+    {"dce", "dead code: keep only what the targets and target ops need", tg_pass_dce, NULL},
+    {"fusion", "partition the graph into kernels (annotates; nodes unchanged)", tg_pass_fusion,
+     NULL},
 };
 const int tg_n_passes = (int)(sizeof tg_passes / sizeof tg_passes[0]);
 
@@ -146,9 +154,9 @@ static bool dump_all(const tg_pass_options *o) {
     return o->dump && (o->dump_all || (env && strcmp(env, "1") == 0));
 }
 
-/* One pass on r->g, carrying the targets. */
-static tg_status run_one(const tg_pass_info *p, const tg_pass_options *o, int n_targets,
-                         int n_target_ops, tg_pass_result *r) {
+/* One pass (fn: its run or its when_off) on r->g, carrying the targets. */
+static tg_status run_one(const tg_pass_info *p, tg_pass_fn fn, const tg_pass_options *o,
+                         int n_targets, int n_target_ops, tg_pass_result *r) {
     int n_nodes = r->g->n_nodes;
     int32_t *map = malloc(((size_t)n_nodes + 1) * sizeof *map);
     if (!map) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
@@ -167,7 +175,7 @@ static tg_status run_one(const tg_pass_info *p, const tg_pass_options *o, int n_
         .partition = &part,
     };
     const tg_graph *before = r->g;
-    tg_status st = p->run(&r->g, &ctx);
+    tg_status st = fn ? fn(&r->g, &ctx) : TG_OK;
     if (st == TG_OK) st = remap(n_targets, r->targets, map, p->name);
     if (st == TG_OK) st = remap(n_target_ops, r->target_ops, map, p->name);
     free(map);
@@ -212,13 +220,14 @@ tg_status tg_passes_run(const tg_graph *g, int n_targets, const int32_t *targets
     if (st == TG_OK && !(out->g = tg_graph_clone(g))) st = TG_ERR_NO_MEMORY;
     if (st == TG_OK && dump_all(o)) st = dump(o, "input", out->g, NULL);
     for (int i = 0; st == TG_OK && i < tg_n_passes; i++) {
-        if (off[i]) {
+        if (off[i] && !tg_passes[i].when_off) {
             /* --after=PASS of a disabled pass shows the IR where it would run */
             if (o->dump && o->dump_after && strcmp(o->dump_after, tg_passes[i].name) == 0)
                 st = dump(o, tg_passes[i].name, out->g, out->partition);
             continue;
         }
-        st = run_one(&tg_passes[i], o, n_targets, n_target_ops, out);
+        st = run_one(&tg_passes[i], off[i] ? tg_passes[i].when_off : tg_passes[i].run, o, n_targets,
+                     n_target_ops, out);
     }
     if (st != TG_OK) tg_pass_result_free(out);
     return st;

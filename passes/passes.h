@@ -111,7 +111,8 @@ typedef tg_status (*tg_pass_fn)(tg_graph **g, const tg_pass_ctx *ctx);
 typedef struct tg_pass_info {
     const char *name;
     const char *description; /* one line */
-    tg_pass_fn run;
+    tg_pass_fn run;          /* NULL: the graph as it is already is the pass's result */
+    tg_pass_fn when_off;     /* what runs in its place when disabled (NULL: nothing) */
 } tg_pass_info;
 
 /* The passes in the order they run (passes/manager.c). */
@@ -124,6 +125,9 @@ tg_status tg_pass_fold(tg_graph **g, const tg_pass_ctx *ctx);
 tg_status tg_pass_algebra(tg_graph **g, const tg_pass_ctx *ctx);
 tg_status tg_pass_permute_matmul(tg_graph **g, const tg_pass_ctx *ctx);
 tg_status tg_pass_fusion(tg_graph **g, const tg_pass_ctx *ctx);
+/* flash_attention's when_off: attention ops -> matmul, softmax and
+ * elementwise ops (passes/attention.c) */
+tg_status tg_lower_attention(tg_graph **g, const tg_pass_ctx *ctx);
 
 /* What tg_passes_run returns. */
 typedef struct tg_pass_result {

@@ -131,6 +131,12 @@ static void test_permute_matmul(void **state) {
     run_case("permute_matmul");
 }
 
+/* flash_attention off (tests/data/passes/attention_lowered.in.tgir) */
+static void test_attention_lowered(void **state) {
+    (void)state;
+    run_case("attention_lowered");
+}
+
 typedef struct captured {
     char *text;
 } captured;
@@ -203,6 +209,7 @@ int main(void) {
         cmocka_unit_test(test_fold),
         cmocka_unit_test(test_algebra),
         cmocka_unit_test(test_permute_matmul),
+        cmocka_unit_test(test_attention_lowered),
         cmocka_unit_test(test_pipeline_mlp),
         cmocka_unit_test(test_pipeline_attention),
         cmocka_unit_test(test_pipeline_train_step),

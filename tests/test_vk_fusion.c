@@ -23,7 +23,7 @@
 #include "backend/vk.h"
 #include "tg.h"
 
-#define ALL_PASSES "dce,cse,fold,algebra,permute_matmul,fusion"
+#define ALL_PASSES "flash_attention,dce,cse,fold,algebra,permute_matmul,fusion"
 
 static tg_device *dev;
 static char cache_dir[256];
@@ -209,8 +209,10 @@ static void test_transformer_block(void **state) {
     int on, off;
     compare(b.g, 1, &b.out, 0, NULL, 1, &f, 0, NULL, 1e-4, &on, &off);
     /* layer_norm, 3 matmuls, 4 permutes, attention, then 3 matmuls with
-     * bias, residual, bias + gelu, residual: 17 nodes */
-    assert_int_equal(off, 17);
+     * bias, residual, bias + gelu, residual: 17 nodes; with flash_attention
+     * off the attention is 9 (q k^T, scale, iota, iota, compare, where:
+     * the causal bias, add, softmax, p v) */
+    assert_int_equal(off, 25);
     /* the head permutes fold into attention (transpose_a); the q, k, v
      * projections are one kernel (sibling matmuls) */
     assert_int_equal(on, 6);
@@ -236,6 +238,40 @@ static void test_training_step(void **state) {
     tg_array_free(&xv);
     tg_array_free(&lv);
     tg_graph_free(b.g);
+}
+
+/* flash_attention on against its lowering (every pass off): masked
+ * cross-attention and causal attention with fewer queries than keys, in
+ * f32 and through f16, with the gradients of q, k and v. */
+static void attention_lowered_case(tg_dtype dt, double tol) {
+    tg_graph *g = tg_graph_new();
+    int64_t qs[] = {2, 3, 5, 8}, ks[] = {2, 3, 7, 8}, ms[] = {5, 7};
+    tg_tensor q = tg_placeholder(g, "q", TG_F32, 4, qs), k = tg_placeholder(g, "k", TG_F32, 4, ks);
+    tg_tensor v = tg_placeholder(g, "v", TG_F32, 4, ks), m = tg_placeholder(g, "m", TG_F32, 2, ms);
+    tg_tensor qd = tg_cast(g, q, dt), kd = tg_cast(g, k, dt), vd = tg_cast(g, v, dt);
+    tg_tensor masked = tg_attention(g, qd, kd, vd, tg_cast(g, m, dt), false, 0);
+    tg_tensor causal = tg_attention(g, qd, kd, vd, TG_INVALID, true, 0.3);
+    tg_tensor y[4];
+    y[0] = tg_add(g, tg_mean(g, tg_square(g, tg_cast(g, masked, TG_F32)), 0, NULL, false),
+                  tg_mean(g, tg_square(g, tg_cast(g, causal, TG_F32)), 0, NULL, false));
+    OK(tg_gradients(g, y[0], 3, (tg_tensor[]){q, k, v}, y + 1));
+    tg_array qv = make_f32(4, qs, -1, 0.13f, 17), kv = make_f32(4, ks, -0.9f, 0.11f, 19);
+    tg_array vv = make_f32(4, ks, -1, 0.07f, 29), mv = make_f32(2, ms, -2, 0.5f, 9);
+    tg_feed f[] = {{q, &qv}, {k, &kv}, {v, &vv}, {m, &mv}};
+    int on, off;
+    compare(g, 4, y, 0, NULL, 4, f, 0, NULL, tol, &on, &off);
+    assert_true(on < off);
+    tg_array_free(&qv);
+    tg_array_free(&kv);
+    tg_array_free(&vv);
+    tg_array_free(&mv);
+    tg_graph_free(g);
+}
+
+static void test_attention_lowered(void **state) {
+    (void)state;
+    attention_lowered_case(TG_F32, 1e-5);
+    attention_lowered_case(TG_F16, 2e-3);
 }
 
 /* The multi-tensor optimizer: five adamw updates, two weight decays, one
@@ -732,6 +768,7 @@ int main(void) {
         cmocka_unit_test(test_reduction_prologue_epilogue),
         cmocka_unit_test(test_transformer_block),
         cmocka_unit_test(test_training_step),
+        cmocka_unit_test(test_attention_lowered),
         cmocka_unit_test(test_multi_tensor_adamw),
         cmocka_unit_test(test_matmul_batch_sum),
         cmocka_unit_test(test_reduction_stores_prologue),

@@ -8,7 +8,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.bash"
 
 expect_status 0 "$GRAPH" dump --passes
-[ "$(cut -d' ' -f1 "$TMP/out" | tr '\n' ' ')" = "fold algebra permute_matmul cse dce fusion " ] ||
+[ "$(cut -d' ' -f1 "$TMP/out" | tr '\n' ' ')" = "flash_attention fold algebra permute_matmul cse dce fusion " ] ||
     fail "pass list: $(cat "$TMP/out")"
 
 expect_status 0 "$GRAPH" dump --ir "$DATA/mlp.tgir" --after=fusion
@@ -34,8 +34,13 @@ expect_status 0 "$GRAPH" dump --stats "$DATA/mlp.tgir" --disable=fusion
 expect_in "$TMP/out" "dispatches_fused: 6"
 
 TG_DUMP_IR=1 expect_status 0 "$GRAPH" dump "$DATA/mlp.tgir" --after=cse
-[ "$(grep -c '^# ---- IR after' "$TMP/err")" -eq 7 ] || fail "TG_DUMP_IR=1: $(cat "$TMP/err")"
+[ "$(grep -c '^# ---- IR after' "$TMP/err")" -eq 8 ] || fail "TG_DUMP_IR=1: $(cat "$TMP/err")"
 expect_in "$TMP/err" "# ---- IR after fusion ----"
+
+# flash_attention off: the attention is matmuls and a softmax
+expect_status 0 "$GRAPH" dump "$DATA/attention.tgir" --disable=flash_attention,fusion
+expect_in "$TMP/out" "softmax"
+grep -q "= attention " "$TMP/out" && fail "--disable=flash_attention left an attention op"
 
 # an unknown pass name is a usage error (exit 2), like an unknown flag
 expect_status 2 "$GRAPH" dump "$DATA/mlp.tgir" --after=frobnicate
