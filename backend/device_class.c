@@ -39,6 +39,9 @@ static const struct {
 };
 
 /* The tile a strategy uses on a class whose table row has the other one. */
+/* workgroups a register-tiled product aims for at least */
+#define TG_MM_MIN_GROUPS 8
+
 static const tg_mm_tiling default_register = {TG_MM_STRATEGY_REGISTER, 8, 8, 8, 8, 0, 0};
 static const tg_mm_tiling default_shared = {TG_MM_STRATEGY_SHARED, 16, 16, 4, 4, 16, 0};
 
@@ -137,6 +140,25 @@ tg_status tg_mm_choose_tiling_for(const tg_vk_caps *caps, tg_mm_strategy forced,
         while (t.wg_y > 1 && t.wg_x * t.wg_y / 2 >= min_inv &&
                padded(M, t.tm * t.wg_y / 2) < padded(M, t.tm * t.wg_y))
             t.wg_y /= 2;
+    }
+
+    /* Few workgroups (a weight gradient: a small M x N over a long K, 64 x
+     * 64 from 1024 rows is one workgroup): halve the workgroup's rows, then
+     * its columns, down to a subgroup, until there are TG_MM_MIN_GROUPS, so
+     * the product spreads over the device's cores (llvmpipe runs whole
+     * workgroups on its threads). */
+    if (t.strategy == TG_MM_STRATEGY_REGISTER && !tuned) {
+        uint32_t min_inv = caps->subgroup_size ? caps->subgroup_size : 8;
+        for (;;) {
+            int64_t rows = t.tm * t.wg_y, cols = t.tn * t.wg_x;
+            if (padded(M, rows) / rows * (padded(N, cols) / cols) >= TG_MM_MIN_GROUPS) break;
+            if (t.wg_y > 1 && t.wg_x * t.wg_y / 2 >= min_inv)
+                t.wg_y /= 2;
+            else if (t.wg_x / 2 >= min_inv)
+                t.wg_x /= 2;
+            else
+                break;
+        }
     }
 
     /* Device limits: halve the workgroup until it fits, then BK for shared

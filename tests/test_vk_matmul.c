@@ -462,6 +462,12 @@ static void test_tiling_table(void **state) {
     assert_int_equal(tg_mm_choose_tiling(&caps, TG_MM_STRATEGY_AUTO, 1, 384, 384, &t), TG_OK);
     assert_int_equal(t.tm, 1);
     assert_int_equal(t.wg_y, 1);
+    /* a weight gradient, 64 x 64 over K = 1024: eight workgroups of a
+     * subgroup each instead of one 128 x 32 workgroup */
+    assert_int_equal(tg_mm_choose_tiling(&caps, TG_MM_STRATEGY_AUTO, 64, 64, 1024, &t), TG_OK);
+    assert_int_equal(t.wg_x * t.wg_y, 8);
+    assert_int_equal((64 / (t.tm * t.wg_y)) * (64 / (t.tn * t.wg_x)), 8);
+    assert_int_equal(t.a_shuffle, 8);
     caps.device_class = TG_VK_CLASS_NVIDIA;
     caps.max_shared_memory_bytes = 49152;
     caps.max_workgroup_invocations = 1024;
