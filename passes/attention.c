@@ -195,11 +195,17 @@ tg_status tg_lower_attention(tg_graph **g, const tg_pass_ctx *ctx) {
     bool any = false;
     for (int id = 0; id < old->n_nodes && !any; id++) any = attention_family(old->nodes[id].op);
     if (!any) return TG_OK;
+    /* only what the targets need (dce drops the rest) */
+    bool *needed =
+        tg_needed_nodes(old, ctx->n_targets, ctx->targets, ctx->n_target_ops, ctx->target_ops);
+    if (!needed) return TG_ERR_NO_MEMORY;
     tg_rewriter rw;
     tg_status st = tg_rw_begin(&rw, old, ctx->map);
     lowering lw = {.g = rw.g};
     for (int id = 0; st == TG_OK && id < old->n_nodes; id++)
-        st = attention_family(old->nodes[id].op) ? emit_lowered(&rw, &lw, id) : tg_rw_copy(&rw, id);
+        st = needed[id] && attention_family(old->nodes[id].op) ? emit_lowered(&rw, &lw, id)
+                                                               : tg_rw_copy(&rw, id);
     free(lw.sh);
+    free(needed);
     return tg_rw_end(&rw, st, g);
 }

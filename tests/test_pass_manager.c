@@ -144,6 +144,33 @@ static void test_unknown_pass(void **state) {
     tg_graph_free(g);
 }
 
+/* flash_attention off on a graph with a dynamic time axis: the causal
+ * bias needs static Tq and Tk (tg_compile lowers each specialisation, whose
+ * shapes are static), so tg_optimize says which node; without causal
+ * masking the lowering needs no sizes. */
+static void test_attention_lowering_dynamic(void **state) {
+    (void)state;
+    tg_graph *g = tg_graph_new();
+    int64_t s[] = {2, -1, 8};
+    tg_tensor q = tg_placeholder(g, "q", TG_F32, 3, s);
+    tg_tensor causal = tg_attention(g, q, q, q, TG_INVALID, true, 0);
+    tg_tensor plain = tg_attention(g, q, q, q, TG_INVALID, false, 0);
+    assert_int_equal(tg_graph_status(g), TG_OK);
+    tg_graph *out = NULL;
+    tg_tensor res;
+    tg_pass_options o = {.disable = "flash_attention"};
+    assert_int_equal(tg_optimize(g, 1, &causal, 0, NULL, &o, &out, &res, NULL, NULL),
+                     TG_ERR_INVALID_ARGUMENT);
+    assert_null(out);
+    assert_non_null(strstr(tg_last_error(), "needs static Tq and Tk"));
+    tg_status st = tg_optimize(g, 1, &plain, 0, NULL, &o, &out, &res, NULL, NULL);
+    if (st != TG_OK) fprintf(stderr, "%s\n", tg_last_error());
+    assert_int_equal(st, TG_OK);
+    assert_string_equal(tg_tensor_op(out, res), "matmul");
+    tg_graph_free(out);
+    tg_graph_free(g);
+}
+
 /* Targets survive renumbering: y = (x * 1) becomes x itself; an unused
  * dead node before it shifts ids; the assign (a target op) stays. */
 static void test_target_mapping(void **state) {
@@ -185,6 +212,7 @@ int main(void) {
         cmocka_unit_test(test_dump_all),
         cmocka_unit_test(test_dump_after_and_disable),
         cmocka_unit_test(test_unknown_pass),
+        cmocka_unit_test(test_attention_lowering_dynamic),
         cmocka_unit_test(test_target_mapping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
