@@ -13,7 +13,10 @@
  * pass off; the arena with the passes on against its lower bound and the
  * naive sum of its intermediates (and the naive sum with every pass off).
  * For charlm also the step time with the passes on and off, alternating
- * runs of both executables so machine noise hits both alike.
+ * runs of the executables so machine noise hits them alike. "Off" is every
+ * pass off, flash_attention included (attention then runs as matmuls and
+ * a softmax, docs/passes.md); the step with every pass off but
+ * flash_attention is timed beside it ("passes_off_but_flash_attention").
  *
  *   train_step [steps]   (default 10 timed steps each; the median step
  *   time and the mean CPU time a step) */
@@ -30,7 +33,10 @@
 
 #define B 16 /* sequences a step (examples/charlm.c trains with 8) */
 #define VOCAB 96
-#define ALL_PASSES "flash_attention,dce,cse,fold,algebra,permute_matmul,fusion"
+/* every pass off; and every pass but flash_attention off, the baseline
+ * before flash_attention became a pass (reported beside it) */
+#define ALL_BUT_FLASH "dce,cse,fold,algebra,permute_matmul,fusion"
+#define ALL_PASSES "flash_attention," ALL_BUT_FLASH
 
 static int fail(const char *what) {
     fprintf(stderr, "train_step: %s: %s\n", what, tg_last_error());
@@ -79,10 +85,10 @@ static tg_status compile(tg_device *dev, const model *m, tg_store *store, int n_
  * the executables with every pass on and off (may be NULL: freed). */
 static int measure(tg_device *dev, const model *m, tg_store *store, int n_targets,
                    const tg_tensor *targets, int n_ops, const tg_tensor *ops, figures *f,
-                   tg_executable **on, tg_executable **off) {
-    tg_executable *e[3] = {NULL, NULL, NULL};
-    const char *disable[3] = {NULL, "fusion", ALL_PASSES};
-    for (int i = 0; i < 3; i++)
+                   tg_executable **on, tg_executable **off, tg_executable **off_flash) {
+    tg_executable *e[4] = {NULL, NULL, NULL, NULL};
+    const char *disable[4] = {NULL, "fusion", ALL_PASSES, ALL_BUT_FLASH};
+    for (int i = 0; i < (off_flash ? 4 : 3); i++)
         if (compile(dev, m, store, n_targets, targets, n_ops, ops, disable[i], &e[i]) != TG_OK)
             return fail("tg_compile");
     f->dispatches_on = tg_executable_dispatches(e[0]);
@@ -100,6 +106,7 @@ static int measure(tg_device *dev, const model *m, tg_store *store, int n_target
         *off = e[2];
     else
         tg_executable_free(e[2]);
+    if (off_flash) *off_flash = e[3];
     return 0;
 }
 
@@ -131,8 +138,9 @@ int main(int argc, char **argv) {
     tg_store *store = tg_store_new();
     if (tg_store_init_missing(store, m.g, 1234, 0.06) != TG_OK) return fail("init");
     figures fc;
-    tg_executable *on = NULL, *off = NULL;
-    if (measure(dev, &m, store, 1, &m.loss, m.n_params, m.updates, &fc, &on, &off)) return 1;
+    tg_executable *ex[3] = {NULL, NULL, NULL}; /* on, off, off but flash_attention */
+    if (measure(dev, &m, store, 1, &m.loss, m.n_params, m.updates, &fc, &ex[0], &ex[1], &ex[2]))
+        return 1;
     static int32_t tok[B * T], tgt[B * T];
     for (int i = 0; i < B * T; i++) {
         tok[i] = (i * 7 + 3) % VOCAB;
@@ -146,16 +154,14 @@ int main(int argc, char **argv) {
     /* per step: wall time (median: the machine is shared) and the
      * process's CPU time (lavapipe's threads included), which other load
      * disturbs less */
-    double *wall[2], cpu[2] = {0, 0};
-    wall[0] = calloc((size_t)steps, sizeof(double));
-    wall[1] = calloc((size_t)steps, sizeof(double));
-    if (!wall[0] || !wall[1]) return fail("out of memory");
+    double *wall[3], cpu[3] = {0, 0, 0}, t[3];
+    for (int j = 0; j < 3; j++)
+        if (!(wall[j] = calloc((size_t)steps, sizeof(double)))) return fail("out of memory");
     for (int i = -2; i < steps; i++) { /* two warm-up steps each (driver JIT) */
-        tg_executable *e[2] = {on, off};
-        for (int j = 0; j < 2; j++) {
+        for (int j = 0; j < 3; j++) {
             tg_array loss;
             double t0 = bench_now_s(), c0 = bench_cpu_s();
-            if (tg_run(e[j], 4, feeds, &loss) != TG_OK) return fail("tg_run");
+            if (tg_run(ex[j], 4, feeds, &loss) != TG_OK) return fail("tg_run");
             if (i >= 0) {
                 wall[j][i] = bench_now_s() - t0;
                 cpu[j] += bench_cpu_s() - c0;
@@ -163,31 +169,32 @@ int main(int argc, char **argv) {
             tg_array_free(&loss);
         }
     }
-    double t_on = bench_median(wall[0], steps), t_off = bench_median(wall[1], steps);
-    free(wall[0]);
-    free(wall[1]);
+    for (int j = 0; j < 3; j++) {
+        t[j] = bench_median(wall[j], steps);
+        free(wall[j]);
+    }
     if (getenv("TG_PROFILE") && strcmp(getenv("TG_PROFILE"), "1") == 0) {
-        /* per-kernel tables of both executables (TG_PROFILE=1 profiles them) */
-        const char *label[2] = {"passes on", "passes off"};
-        tg_executable *e[2] = {on, off};
-        for (int j = 0; j < 2; j++) {
+        /* per-kernel tables of the executables (TG_PROFILE=1 profiles them) */
+        const char *label[3] = {"passes on", "passes off", "passes off but flash_attention"};
+        for (int j = 0; j < 3; j++) {
             char *table = NULL;
-            if (tg_executable_profile(e[j], &table, NULL) != TG_OK) return fail("profile");
+            if (tg_executable_profile(ex[j], &table, NULL) != TG_OK) return fail("profile");
             fprintf(stderr, "charlm step, %s:\n%s\n", label[j], table);
             free(table);
         }
     }
-    tg_executable_free(on);
-    tg_executable_free(off);
+    for (int j = 0; j < 3; j++) tg_executable_free(ex[j]);
     tg_store_free(store);
     tg_graph_free(m.g);
-    char extra[512];
+    char extra[1024];
     snprintf(extra, sizeof extra,
              ",\n    \"step_ms\": {\"passes_on\": %.2f, \"passes_off\": %.2f, \"speedup\": %.2f, "
              "\"steps\": %d},\n    \"step_cpu_ms\": {\"passes_on\": %.2f, \"passes_off\": %.2f, "
-             "\"speedup\": %.2f}",
-             1e3 * t_on, 1e3 * t_off, t_off / t_on, steps, 1e3 * cpu[0] / steps,
-             1e3 * cpu[1] / steps, cpu[1] / cpu[0]);
+             "\"speedup\": %.2f},\n"
+             "    \"passes_off_but_flash_attention\": {\"step_ms\": %.2f, \"speedup\": %.2f, "
+             "\"step_cpu_ms\": %.2f, \"cpu_speedup\": %.2f}",
+             1e3 * t[0], 1e3 * t[1], t[1] / t[0], steps, 1e3 * cpu[0] / steps, 1e3 * cpu[1] / steps,
+             cpu[1] / cpu[0], 1e3 * t[2], t[2] / t[0], 1e3 * cpu[2] / steps, cpu[2] / cpu[0]);
     printf("{\n  \"lp_num_threads\": \"%s\",\n",
            getenv("LP_NUM_THREADS") ? getenv("LP_NUM_THREADS") : "unset");
     print_figures("charlm_train_step", &fc, extra);
@@ -203,7 +210,7 @@ int main(int argc, char **argv) {
     store = tg_store_new();
     if (tg_store_init_missing(store, m.g, 1234, 0.02) != TG_OK) return fail("init");
     figures fw;
-    if (measure(dev, &m, store, 1 + m.n_params, targets, 0, NULL, &fw, NULL, NULL)) return 1;
+    if (measure(dev, &m, store, 1 + m.n_params, targets, 0, NULL, &fw, NULL, NULL, NULL)) return 1;
     print_figures("whisper_tiny_encoder_layer_fwd_bwd", &fw, "");
     printf("\n}\n");
     tg_store_free(store);
