@@ -22,9 +22,17 @@ static void test_softmax_layer_norm(void **state) {
         int rank, axis;
         int64_t shape[3];
     } sm[] = {
-        {2, 1, {7, 129}}, {3, 0, {5, 3, 2}}, {3, -2, {2, 1000, 3}}, {1, 0, {1}}, {2, 1, {300, 9}},
+        {2, 1, {7, 129}},
+        {3, 0, {5, 3, 2}},
+        {3, -2, {2, 1000, 3}},
+        {1, 0, {1}},
+        {2, 1, {300, 9}},
+        /* last-axis rows of whole vec4s: one invocation a row of vec4 texels
+         * on CPU devices (short rows; long rows when there are many) */
+        {3, -1, {5, 7, 64}},
+        {2, 1, {1030, 300}},
     };
-    for (int c = 0; c < 5; c++) {
+    for (int c = 0; c < 7; c++) {
         for (int h = 0; h < 2; h++) {
             if (h && !have_f16()) continue;
             tg_dtype dt = h ? TG_F16 : TG_F32;
