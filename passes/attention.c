@@ -21,17 +21,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The logical [..., H, T, D] view of an input stored [..., T, H, D]
- * (transpose_a, graph/ops.c), in f32. */
+/* x with its head and time axes (rank-3, rank-2) swapped: [..., T, H, D]
+ * <-> [..., H, T, D] (transpose_a, graph/ops.c). */
+static tg_tensor swap_heads_time(tg_graph *g, tg_tensor x) {
+    if (x.id < 0) return x;
+    int r = g->nodes[x.id].rank, perm[TG_MAX_RANK];
+    for (int i = 0; i < r; i++) perm[i] = i;
+    perm[r - 3] = r - 2;
+    perm[r - 2] = r - 3;
+    return tg_permute(g, x, r, perm);
+}
+
+/* The logical [..., H, T, D] view of an input (stored [..., T, H, D]
+ * when heads_inner), in f32. */
 static tg_tensor logical_f32(tg_graph *g, tg_tensor x, bool heads_inner) {
-    const tg_node *n = &g->nodes[x.id];
-    if (heads_inner) {
-        int r = n->rank, perm[TG_MAX_RANK];
-        for (int i = 0; i < r; i++) perm[i] = i;
-        perm[r - 3] = r - 2;
-        perm[r - 2] = r - 3;
-        x = tg_permute(g, x, r, perm);
-    }
+    if (heads_inner) x = swap_heads_time(g, x);
+    if (x.id < 0) return x;
     return g->nodes[x.id].dtype == TG_F32 ? x : tg_cast(g, x, TG_F32);
 }
 
@@ -42,7 +47,7 @@ typedef struct shared {
     int32_t in[4]; /* q, k, v, mask (-1) in the new graph */
     tg_attrs attrs;
     tg_tensor q, k, v, s, p; /* logical f32 views; scaled, masked scores; softmax */
-    int32_t dout;            /* -1 until a gradient asks */
+    int32_t dout, delta;     /* dS's dout and delta (-1: none yet; delta -1: computed) */
     tg_tensor ds, dout_f32;
 } shared;
 
@@ -97,7 +102,7 @@ static shared *scores(lowering *lw, const tg_node *n, const int32_t *in) {
     memset(e, 0, sizeof *e);
     memcpy(e->in, key, sizeof key);
     e->attrs = n->attrs;
-    e->dout = -1;
+    e->dout = e->delta = -1;
     bool hi = n->attrs.transpose_a;
     e->q = logical_f32(g, (tg_tensor){in[0]}, hi);
     e->k = logical_f32(g, (tg_tensor){in[1]}, hi);
@@ -115,6 +120,7 @@ static shared *scores(lowering *lw, const tg_node *n, const int32_t *in) {
 }
 
 static tg_tensor row_lse(tg_graph *g, tg_tensor s) {
+    if (s.id < 0) return s;
     int last = g->nodes[s.id].rank - 1;
     tg_tensor m = tg_max(g, s, 1, &last, true);
     tg_tensor e = tg_exp(g, tg_sub(g, s, m));
@@ -134,15 +140,18 @@ static tg_tensor lower(lowering *lw, const tg_node *n, const int32_t *in) {
     if (n->op == TG_OP_ATTENTION_LSE) return row_lse(g, e->s);
 
     int nops = n->attrs.has_mask ? 4 : 3;
-    if (e->dout != in[nops]) { /* a new dout: its dS */
+    int32_t delta_in = n->n_inputs == nops + 3 ? in[nops + 2] : -1;
+    if (e->dout != in[nops] || e->delta != delta_in) { /* a new dout: its dS */
         tg_tensor dout = logical_f32(g, (tg_tensor){in[nops]}, n->attrs.transpose_a);
         tg_tensor dp = tg_matmul(g, dout, e->v, false, true);
+        if (dp.id < 0) return dp;
         int last = g->nodes[dp.id].rank - 1;
-        tg_tensor delta = n->n_inputs == nops + 3 ? logical_f32(g, (tg_tensor){in[nops + 2]}, false)
-                                                  : tg_sum(g, tg_mul(g, dp, e->p), 1, &last, true);
+        tg_tensor delta = delta_in >= 0 ? logical_f32(g, (tg_tensor){delta_in}, false)
+                                        : tg_sum(g, tg_mul(g, dp, e->p), 1, &last, true);
         e->ds = tg_mul(g, e->p, tg_sub(g, dp, delta));
         e->dout_f32 = dout;
         e->dout = in[nops];
+        e->delta = delta_in;
     }
     if (n->op == TG_OP_ATTENTION_GRAD_V) return tg_matmul(g, e->p, e->dout_f32, true, false);
     tg_tensor scale = tg_scalar(g, TG_F32, n->attrs.scale);
@@ -173,13 +182,7 @@ static tg_status emit_lowered(tg_rewriter *rw, lowering *lw, int id) {
     tg_graph *g = rw->g;
     tg_tensor t = lower(lw, n, in);
     if (t.id < 0 && g->status == TG_OK) return TG_ERR_NO_MEMORY;
-    if (n->attrs.transpose_a && n->op != TG_OP_ATTENTION_LSE) {
-        int r = n->rank, perm[TG_MAX_RANK];
-        for (int i = 0; i < r; i++) perm[i] = i;
-        perm[r - 3] = r - 2;
-        perm[r - 2] = r - 3;
-        t = tg_permute(g, t, r, perm);
-    }
+    if (n->attrs.transpose_a && n->op != TG_OP_ATTENTION_LSE) t = swap_heads_time(g, t);
     if (n->dtype != TG_F32) t = tg_cast(g, t, n->dtype);
     if (t.id < 0 || g->status != TG_OK)
         return tg_set_error(g->status ? g->status : TG_ERR_INVALID_ARGUMENT,
