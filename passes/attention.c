@@ -9,9 +9,11 @@
  *   dV = P^T dO      dP = dO v^T      dS = P * (dP - delta)
  *   dQ = dS k * scale                 dK = dS^T q * scale
  *
- * The ops of one attention share S, P and (per dout) dS, as autograd
- * saves the probabilities; delta is the gradient's input when it has one
- * (rowsum(dO * O)), else rowsum(dP * P).
+ * delta = rowsum(dP * P). The ops of one attention share S, P and (per
+ * dout) dS, as autograd keeps the probabilities of the forward pass. A
+ * gradient's lse and delta inputs are not read (they are the flash
+ * kernels' shortcut; the reference interpreter does not read them
+ * either), so the nodes computing them become dead.
  *
  * It computes in f32 whatever the attention's dtype (as the flash kernels
  * accumulate) and casts the result back. */
@@ -47,8 +49,8 @@ typedef struct shared {
     int32_t in[4]; /* q, k, v, mask (-1) in the new graph */
     tg_attrs attrs;
     tg_tensor q, k, v, s, p; /* logical f32 views; scaled, masked scores; softmax */
-    int32_t dout, delta;     /* dS's dout and delta (-1: none yet; delta -1: computed) */
-    tg_tensor ds, dout_f32;
+    int32_t dout;            /* dS's dout (-1: none yet) */
+    tg_tensor ds, dout_f32;  /* dS; dout in f32 */
 } shared;
 
 typedef struct lowering {
@@ -102,7 +104,7 @@ static shared *scores(lowering *lw, const tg_node *n, const int32_t *in) {
     memset(e, 0, sizeof *e);
     memcpy(e->in, key, sizeof key);
     e->attrs = n->attrs;
-    e->dout = e->delta = -1;
+    e->dout = -1;
     bool hi = n->attrs.transpose_a;
     e->q = logical_f32(g, (tg_tensor){in[0]}, hi);
     e->k = logical_f32(g, (tg_tensor){in[1]}, hi);
@@ -128,7 +130,9 @@ static tg_tensor row_lse(tg_graph *g, tg_tensor s) {
 }
 
 /* The lowered value of attention-family node n (inputs in, new ids). A
- * gradient's lse input is not read: the probabilities are the forward's. */
+ * gradient's lse and delta inputs are not read, as by the reference
+ * interpreter (graph/interp.c): they are the flash kernels' shortcut, and
+ * the values they stand for are P and rowsum(dP * P) here. */
 static tg_tensor lower(lowering *lw, const tg_node *n, const int32_t *in) {
     tg_graph *g = lw->g;
     shared *e = scores(lw, n, in);
@@ -140,18 +144,15 @@ static tg_tensor lower(lowering *lw, const tg_node *n, const int32_t *in) {
     if (n->op == TG_OP_ATTENTION_LSE) return row_lse(g, e->s);
 
     int nops = n->attrs.has_mask ? 4 : 3;
-    int32_t delta_in = n->n_inputs == nops + 3 ? in[nops + 2] : -1;
-    if (e->dout != in[nops] || e->delta != delta_in) { /* a new dout: its dS */
+    if (e->dout != in[nops]) { /* a new dout: its dS */
         tg_tensor dout = logical_f32(g, (tg_tensor){in[nops]}, n->attrs.transpose_a);
         tg_tensor dp = tg_matmul(g, dout, e->v, false, true);
         if (dp.id < 0) return dp;
         int last = g->nodes[dp.id].rank - 1;
-        tg_tensor delta = delta_in >= 0 ? logical_f32(g, (tg_tensor){delta_in}, false)
-                                        : tg_sum(g, tg_mul(g, dp, e->p), 1, &last, true);
+        tg_tensor delta = tg_sum(g, tg_mul(g, dp, e->p), 1, &last, true);
         e->ds = tg_mul(g, e->p, tg_sub(g, dp, delta));
         e->dout_f32 = dout;
         e->dout = in[nops];
-        e->delta = delta_in;
     }
     if (n->op == TG_OP_ATTENTION_GRAD_V) return tg_matmul(g, e->p, e->dout_f32, true, false);
     tg_tensor scale = tg_scalar(g, TG_F32, n->attrs.scale);
