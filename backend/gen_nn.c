@@ -1141,13 +1141,14 @@ tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *
     bool ce = n->op == TG_OP_CROSS_ENTROPY;
     uint32_t wg = tg_gen_wg_size(caps, serial ? 128 : 64);
     /* softmax over the last axis in rows of whole vec4s on a CPU, when
-     * there are rows enough for every thread: one invocation a row of
+     * there are rows enough for every thread (256; long rows 1024, else a
+     * subgroup a row spreads better): one invocation a row of
      * vec4 texels (4096 rows of 64, the scores of an attention lowered by
      * flash_attention off: 1.68 -> 0.43 ms single-threaded) */
     bool sm_v4 = row_op && caps->device_class == TG_VK_CLASS_CPU && n->attrs.axis == n->rank - 1 &&
                  row_len % 4 == 0 && row_len <= TG_GEN_ROW_SERIAL_MAX_CPU && k->n_nodes == 1 &&
                  k->n_inputs == 1 &&
-                 (row_len <= 256 || tg_shape_count(n->rank, n->shape) / row_len >= 1024);
+                 tg_shape_count(n->rank, n->shape) / row_len >= (row_len <= 256 ? 256 : 1024);
     /* softmax only: for layer_norm it measured within noise or slower in
      * the demo's training step */
     if (row_op && !sm_v4 && tg_gen_row_subgroup(caps, row_len)) {

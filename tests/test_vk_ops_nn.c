@@ -29,7 +29,7 @@ static void test_softmax_layer_norm(void **state) {
         {2, 1, {300, 9}},
         /* last-axis rows of whole vec4s: one invocation a row of vec4 texels
          * on CPU devices (short rows; long rows when there are many) */
-        {3, -1, {5, 7, 64}},
+        {3, -1, {40, 7, 64}},
         {2, 1, {1030, 300}},
     };
     for (int c = 0; c < 7; c++) {
