@@ -122,17 +122,32 @@ static tg_status gen_softmax(tg_gen *g, const tg_node *n) {
     return tg_gen_finish(g, tg_gen_row_groups(g, serial, rows));
 }
 
+/* The vec4 row kernels' output (softmax, layer_norm on CPU devices): f32
+ * results as a vec4 view of output 0, declared before main; the store of
+ * `vec4 y` at texel base4 + c, which ends the row loop and main. */
+static void v4_out_decl(tg_gen *g) {
+    if (g->k->output_storage[0] == TG_F32)
+        tg_sb_printf(&g->b, "layout(std430, binding = %d) writeonly buffer B%dv { vec4 o0v[]; };\n",
+                     g->k->n_inputs, g->k->n_inputs);
+}
+
+static void v4_out_store(tg_gen *g) {
+    if (g->k->output_storage[0] == TG_F32)
+        tg_sb_printf(&g->b, "        o0v[base4 + c] = y;\n    }\n}\n");
+    else
+        tg_sb_printf(&g->b,
+                     "        for (uint i = 0u; i < 4u; i++) st0(4u * (base4 + c) + i, y[i]);\n"
+                     "    }\n}\n");
+}
+
 /* softmax / log_softmax over the last axis, one invocation a row of whole
  * vec4s (gen_nn's dispatcher, CPU devices: vec4 texel views of x): three
  * passes of one fetch per 4 elements, f32 stores 4 at a time. */
 static tg_status gen_softmax_v4(tg_gen *g, const tg_node *n) {
     int64_t D = n->shape[n->rank - 1], rows = D ? tg_shape_count(n->rank, n->shape) / D : 0;
     unsigned long long d4 = (unsigned long long)(D / 4);
-    bool f32 = g->k->output_storage[0] == TG_F32;
     tg_sb *b = &g->b;
-    if (f32)
-        tg_sb_printf(b, "layout(std430, binding = %d) writeonly buffer B%dv { vec4 o0v[]; };\n",
-                     g->k->n_inputs, g->k->n_inputs);
+    v4_out_decl(g);
     tg_gen_row_head(g, true, rows);
     tg_sb_printf(b,
                  "    uint base4 = r * %lluu;\n"
@@ -151,11 +166,7 @@ static tg_status gen_softmax_v4(tg_gen *g, const tg_node *n) {
                  "        vec4 v = tf0(int(base4 + c));\n"
                  "        vec4 y = %s;\n",
                  d4, d4, d4, d4, n->op == TG_OP_LOG_SOFTMAX ? "v - m - ls" : "exp(v - m) / s");
-    if (f32)
-        tg_sb_printf(b, "        o0v[base4 + c] = y;\n    }\n}\n");
-    else
-        tg_sb_printf(b, "        for (uint i = 0u; i < 4u; i++) st0(4u * (base4 + c) + i, y[i]);\n"
-                        "    }\n}\n");
+    v4_out_store(g);
     return tg_gen_finish(g, tg_gen_row_groups(g, true, rows));
 }
 
@@ -165,9 +176,7 @@ static tg_status gen_layer_norm(tg_gen *g, const tg_node *n, bool v4) {
     bool serial = tg_gen_row_serial(g->caps, D) && !row_is_subgroup(g);
     char eps[64], dl[64];
     tg_sb *b = &g->b;
-    if (v4 && g->k->output_storage[0] == TG_F32)
-        tg_sb_printf(b, "layout(std430, binding = %d) writeonly buffer B%dv { vec4 o0v[]; };\n",
-                     g->k->n_inputs, g->k->n_inputs);
+    if (v4) v4_out_decl(g);
     tg_gen_row_head(g, serial, rows);
     tg_gen_flit((double)D, dl, sizeof dl);
     if (v4) {
@@ -192,11 +201,7 @@ static tg_status gen_layer_norm(tg_gen *g, const tg_node *n, bool v4) {
                      "tf1(int(c)) + tf2(int(c));\n",
                      (unsigned long long)D, d4, dl, d4, dl,
                      tg_gen_flit(n->attrs.eps, eps, sizeof eps), d4);
-        if (g->k->output_storage[0] == TG_F32)
-            tg_sb_printf(b, "        o0v[base4 + c] = y;\n    }\n}\n");
-        else
-            tg_sb_printf(b, "        for (uint i = 0u; i < 4u; i++) st0(base + 4u * c + i, y[i]);\n"
-                            "    }\n}\n");
+        v4_out_store(g);
         return tg_gen_finish(g, tg_gen_row_groups(g, serial, rows));
     }
     tg_sb_printf(b,

@@ -212,11 +212,7 @@ static tg_status fold_attention_permutes(tg_rewriter *rw, int id, bool *done) {
         return tg_set_error(rw->g->status ? rw->g->status : TG_ERR_INVALID_ARGUMENT,
                             "rewriting node %d: %s", id, rw->g->error);
     if (n->name && tg_tensor_set_name(rw->g, t, n->name) != TG_OK) return TG_ERR_NO_MEMORY;
-    tg_attrs swap = {.n_axes = first->rank};
-    for (int i = 0; i < swap.n_axes; i++) swap.axes[i] = i;
-    swap.axes[swap.n_axes - 3] = swap.n_axes - 2;
-    swap.axes[swap.n_axes - 2] = swap.n_axes - 3;
-    tg_tensor back = tg_node_add(rw->g, TG_OP_PERMUTE, 1, &t, &swap, n->dtype);
+    tg_tensor back = tg_swap_heads_time(rw->g, t);
     if (back.id < 0)
         return tg_set_error(rw->g->status ? rw->g->status : TG_ERR_INVALID_ARGUMENT,
                             "rewriting node %d: %s", id, rw->g->error);
@@ -235,11 +231,6 @@ static bool cancels_heads_swap(tg_rewriter *rw, int id) {
     return true;
 }
 
-static bool attention_op(tg_op op) {
-    return op == TG_OP_ATTENTION || op == TG_OP_ATTENTION_LSE || op == TG_OP_ATTENTION_GRAD_Q ||
-           op == TG_OP_ATTENTION_GRAD_K || op == TG_OP_ATTENTION_GRAD_V;
-}
-
 tg_status tg_pass_permute_matmul(tg_graph **g, const tg_pass_ctx *ctx) {
     const tg_graph *old = *g;
     tg_rewriter rw;
@@ -247,7 +238,7 @@ tg_status tg_pass_permute_matmul(tg_graph **g, const tg_pass_ctx *ctx) {
     for (int id = 0; st == TG_OK && id < old->n_nodes; id++) {
         const tg_node *n = &old->nodes[id];
         bool done = false;
-        if (attention_op(n->op)) /* and the swaps back after them cancel: */
+        if (tg_op_is_attention(n->op)) /* and the swaps back after them cancel: */
             st = fold_attention_permutes(&rw, id, &done);
         else if (n->op == TG_OP_PERMUTE)
             done = cancels_heads_swap(&rw, id);

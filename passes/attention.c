@@ -23,21 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* x with its head and time axes (rank-3, rank-2) swapped: [..., T, H, D]
- * <-> [..., H, T, D] (transpose_a, graph/ops.c). */
-static tg_tensor swap_heads_time(tg_graph *g, tg_tensor x) {
-    if (x.id < 0) return x;
-    int r = g->nodes[x.id].rank, perm[TG_MAX_RANK];
-    for (int i = 0; i < r; i++) perm[i] = i;
-    perm[r - 3] = r - 2;
-    perm[r - 2] = r - 3;
-    return tg_permute(g, x, r, perm);
-}
-
 /* The logical [..., H, T, D] view of an input (stored [..., T, H, D]
  * when heads_inner), in f32. */
 static tg_tensor logical_f32(tg_graph *g, tg_tensor x, bool heads_inner) {
-    if (heads_inner) x = swap_heads_time(g, x);
+    if (heads_inner) x = tg_swap_heads_time(g, x);
     if (x.id < 0) return x;
     return g->nodes[x.id].dtype == TG_F32 ? x : tg_cast(g, x, TG_F32);
 }
@@ -161,11 +150,6 @@ static tg_tensor lower(lowering *lw, const tg_node *n, const int32_t *in) {
     return tg_mul(g, tg_matmul(g, e->ds, e->q, true, false), scale);
 }
 
-static bool attention_family(tg_op op) {
-    return op == TG_OP_ATTENTION || op == TG_OP_ATTENTION_LSE || op == TG_OP_ATTENTION_GRAD_Q ||
-           op == TG_OP_ATTENTION_GRAD_K || op == TG_OP_ATTENTION_GRAD_V;
-}
-
 /* Old node id, an attention op, as its lowered graph in rw->g: cast back
  * to its dtype and, with transpose_a, stored [..., T, H, D] again. */
 static tg_status emit_lowered(tg_rewriter *rw, lowering *lw, int id) {
@@ -183,7 +167,7 @@ static tg_status emit_lowered(tg_rewriter *rw, lowering *lw, int id) {
     tg_graph *g = rw->g;
     tg_tensor t = lower(lw, n, in);
     if (t.id < 0 && g->status == TG_OK) return TG_ERR_NO_MEMORY;
-    if (n->attrs.transpose_a && n->op != TG_OP_ATTENTION_LSE) t = swap_heads_time(g, t);
+    if (n->attrs.transpose_a && n->op != TG_OP_ATTENTION_LSE) t = tg_swap_heads_time(g, t);
     if (n->dtype != TG_F32) t = tg_cast(g, t, n->dtype);
     if (t.id < 0 || g->status != TG_OK)
         return tg_set_error(g->status ? g->status : TG_ERR_INVALID_ARGUMENT,
@@ -197,7 +181,7 @@ static tg_status emit_lowered(tg_rewriter *rw, lowering *lw, int id) {
 tg_status tg_lower_attention(tg_graph **g, const tg_pass_ctx *ctx) {
     const tg_graph *old = *g;
     bool any = false;
-    for (int id = 0; id < old->n_nodes && !any; id++) any = attention_family(old->nodes[id].op);
+    for (int id = 0; id < old->n_nodes && !any; id++) any = tg_op_is_attention(old->nodes[id].op);
     if (!any) return TG_OK;
     /* only what the targets need (dce drops the rest) */
     bool *needed =
@@ -207,8 +191,8 @@ tg_status tg_lower_attention(tg_graph **g, const tg_pass_ctx *ctx) {
     tg_status st = tg_rw_begin(&rw, old, ctx->map);
     lowering lw = {.g = rw.g};
     for (int id = 0; st == TG_OK && id < old->n_nodes; id++)
-        st = needed[id] && attention_family(old->nodes[id].op) ? emit_lowered(&rw, &lw, id)
-                                                               : tg_rw_copy(&rw, id);
+        st = needed[id] && tg_op_is_attention(old->nodes[id].op) ? emit_lowered(&rw, &lw, id)
+                                                                 : tg_rw_copy(&rw, id);
     free(lw.sh);
     free(needed);
     return tg_rw_end(&rw, st, g);

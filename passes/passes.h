@@ -194,6 +194,12 @@ static inline const tg_node *tg_rw_node(const tg_rewriter *rw, int id) {
 /* Hands the new graph to *g (freeing the old one) or cleans up on error. */
 tg_status tg_rw_end(tg_rewriter *rw, tg_status st, tg_graph **g);
 
+/* attention, attention_lse or attention_grad_q/k/v */
+bool tg_op_is_attention(tg_op op);
+/* x (rank >= 3) with axes rank-3 and rank-2 swapped: [..., T, H, D] <->
+ * [..., H, T, D], the layouts of transpose_a on attention ops. */
+tg_tensor tg_swap_heads_time(tg_graph *g, tg_tensor x);
+
 /* The value of element i of a constant node, as double. */
 double tg_constant_get(const tg_node *n, int64_t i);
 /* A constant whose every element equals v (integers compare exactly). */

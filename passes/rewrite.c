@@ -123,6 +123,22 @@ tg_status tg_rw_end(tg_rewriter *rw, tg_status st, tg_graph **g) {
     return TG_OK;
 }
 
+/* ---- attention ---- */
+
+bool tg_op_is_attention(tg_op op) {
+    return op == TG_OP_ATTENTION || op == TG_OP_ATTENTION_LSE || op == TG_OP_ATTENTION_GRAD_Q ||
+           op == TG_OP_ATTENTION_GRAD_K || op == TG_OP_ATTENTION_GRAD_V;
+}
+
+tg_tensor tg_swap_heads_time(tg_graph *g, tg_tensor x) {
+    if (x.id < 0 || x.id >= g->n_nodes) return TG_INVALID;
+    int r = g->nodes[x.id].rank, perm[TG_MAX_RANK];
+    for (int i = 0; i < r; i++) perm[i] = i;
+    perm[r - 3] = r - 2;
+    perm[r - 2] = r - 3;
+    return tg_permute(g, x, r, perm);
+}
+
 /* ---- constants ---- */
 
 double tg_constant_get(const tg_node *n, int64_t i) {
