@@ -39,7 +39,7 @@
 
 #define DEFAULT_MAX_SPECS 8
 
-typedef enum loc_kind { LOC_NONE = 0, LOC_ARENA, LOC_CONST, LOC_VAR } loc_kind;
+typedef enum loc_kind { LOC_NONE = 0, LOC_ARENA, LOC_CONST, LOC_VAR, LOC_SCRATCH } loc_kind;
 
 /* Where a tensor lives on the device. */
 typedef struct loc {
@@ -126,6 +126,8 @@ typedef struct spec {
     int n_arena;
     tg_vk_buffer *consts;
     int n_consts;
+    tg_vk_buffer *scratch; /* kernels' own memory (tg_kernel_code.scratch_bytes) */
+    int n_scratch;
     exec_var *vars;
     int n_vars;
     exec_io *feeds, *targets;
@@ -234,6 +236,7 @@ static void free_spec(tg_executable *e, spec *s) {
     for (int i = 0; i < s->n_pipes; i++) release_pipe(e, s->pipes[i]);
     for (int i = 0; i < s->n_arena; i++) tg_vk_buffer_destroy(dev, &s->arena[i]);
     for (int i = 0; i < s->n_consts; i++) tg_vk_buffer_destroy(dev, &s->consts[i]);
+    for (int i = 0; i < s->n_scratch; i++) tg_vk_buffer_destroy(dev, &s->scratch[i]);
     for (int i = 0; i < s->n_feeds; i++) tg_vk_buffer_destroy(dev, &s->feeds[i].stage);
     for (int i = 0; i < s->n_targets; i++) tg_vk_buffer_destroy(dev, &s->targets[i].stage);
     free(s->key);
@@ -250,6 +253,7 @@ static void free_spec(tg_executable *e, spec *s) {
     free(s->pipes);
     free(s->arena);
     free(s->consts);
+    free(s->scratch);
     free(s->vars);
     free(s->feeds);
     free(s->targets);
@@ -334,7 +338,7 @@ typedef struct builder {
     tg_executable *e;
     spec *s;
     const tg_vk_caps *caps;
-    packer arena, consts;
+    packer arena, consts, scratch;
     /* arena buffers to plan: a LOC_ARENA loc holds its index in `buf`
      * until the plan gives it a chunk and an offset (place_arena) */
     tg_plan_buf *reqs;
@@ -746,11 +750,20 @@ static tg_status make_kernel(builder *b, const tg_part_kernel *pk, exec_kernel *
     tg_kernel_code code;
     memset(&code, 0, sizeof code);
     st = tg_gen_kernel(b->caps, &kern, &code);
-    if (st == TG_OK && !code.io_mapped && code.n_bindings != kern.n_inputs + kern.n_outputs)
+    int n_io = code.n_bindings - code.scratch_bindings;
+    if (st == TG_OK && (code.scratch_bindings < 0 || n_io < 0 ||
+                        (code.scratch_bindings > 0) != (code.scratch_bytes > 0)))
+        st =
+            tg_set_error(TG_ERR_RUNTIME, "the generator of %s made %d scratch bindings of %u bytes",
+                         lab, code.scratch_bindings, code.scratch_bytes);
+    if (st == TG_OK && !code.io_mapped && n_io != kern.n_inputs + kern.n_outputs)
         st = tg_set_error(TG_ERR_RUNTIME, "the generator of %s made %d bindings, expected %d", lab,
-                          code.n_bindings, kern.n_inputs + kern.n_outputs);
+                          n_io, kern.n_inputs + kern.n_outputs);
+    loc scratch = {0};
+    if (st == TG_OK && code.scratch_bytes)
+        st = pack(&b->scratch, LOC_SCRATCH, code.scratch_bytes, lab, &scratch);
     int n_input_bindings = code.io_mapped ? 0 : kern.n_inputs;
-    for (int i = 0; st == TG_OK && code.io_mapped && i < code.n_bindings; i++) {
+    for (int i = 0; st == TG_OK && code.io_mapped && i < n_io; i++) {
         int io = code.io_of_binding[i];
         bool input = io < kern.n_inputs;
         if (io < 0 || io >= kern.n_inputs + kern.n_outputs || (input && i != n_input_bindings))
@@ -775,11 +788,12 @@ static tg_status make_kernel(builder *b, const tg_part_kernel *pk, exec_kernel *
     k->n_inputs = n_input_bindings;
     memcpy(k->kinds, code.kinds, sizeof k->kinds);
     memcpy(k->formats, code.texel_formats, sizeof k->formats);
-    for (int i = 0; i < code.n_bindings; i++) {
+    for (int i = 0; i < n_io; i++) {
         int io = code.io_mapped ? code.io_of_binding[i] : i;
         k->at[i] =
             io < kern.n_inputs ? s->locs[s->root[kern.inputs[io]]] : out_at[io - kern.n_inputs];
     }
+    for (int i = n_io; i < code.n_bindings; i++) k->at[i] = scratch;
     memcpy(k->groups, code.groups, sizeof k->groups);
     k->push_bytes = code.push_bytes;
     memcpy(k->push, code.push, code.push_bytes);
@@ -817,6 +831,19 @@ static tg_status upload_constants(builder *b) {
         }
         st = tg_vk_buffer_upload(b->e->dev, &s->consts[c], 0, img, s->consts[c].size);
         free(img);
+    }
+    return st;
+}
+
+/* The kernels' scratch buffers, zeroed (tg_kernel_code.scratch_bytes). */
+static tg_status create_scratch(builder *b) {
+    spec *s = b->s;
+    tg_status st = create_chunks(b->e->dev, &b->scratch, &s->scratch, &s->n_scratch);
+    for (int c = 0; st == TG_OK && c < s->n_scratch; c++) {
+        void *zeros = calloc(1, (size_t)s->scratch[c].size);
+        if (!zeros) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+        st = tg_vk_buffer_upload(b->e->dev, &s->scratch[c], 0, zeros, s->scratch[c].size);
+        free(zeros);
     }
     return st;
 }
@@ -1337,7 +1364,7 @@ static tg_status build_spec(tg_executable *e, const int64_t (*shapes)[TG_MAX_RAN
     const char *env = getenv("TG_ARENA_MAX_BYTES");
     if (env && strtoull(env, NULL, 10) >= 16 && strtoull(env, NULL, 10) < max_bytes)
         max_bytes = strtoull(env, NULL, 10);
-    b.arena = b.consts = (packer){.align = align, .max_bytes = max_bytes};
+    b.arena = b.consts = b.scratch = (packer){.align = align, .max_bytes = max_bytes};
     s->profile = e->profile;
 
     tg_status st = TG_OK;
@@ -1373,10 +1400,12 @@ static tg_status build_spec(tg_executable *e, const int64_t (*shapes)[TG_MAX_RAN
     if (st == TG_OK) st = upload_constants(&b);
     if (st == TG_OK) st = create_staging(&b);
     if (st == TG_OK) st = make_kernels(&b, order);
+    if (st == TG_OK) st = create_scratch(&b);
     free(order);
     free(b.reqs);
     free(b.arena.used);
     free(b.consts.used);
+    free(b.scratch.used);
     if (st != TG_OK) {
         free_spec(e, s);
         return st;
@@ -1407,6 +1436,7 @@ static const tg_vk_buffer *loc_buffer(const spec *s, const loc *l) {
     case LOC_ARENA: return &s->arena[l->buf];
     case LOC_CONST: return &s->consts[l->buf];
     case LOC_VAR: return &s->vars[l->buf].v->buf;
+    case LOC_SCRATCH: return &s->scratch[l->buf];
     default: return NULL;
     }
 }

@@ -494,6 +494,30 @@ tg_status tg_gen_begin_texel(tg_gen *g, const tg_vk_caps *caps, const tg_kernel 
     return TG_OK;
 }
 
+tg_status tg_gen_scratch(tg_gen *g, uint64_t vec4s) {
+    tg_kernel_code *out = g->out;
+    int nb = out->n_bindings;
+    if (nb + 2 > TG_VK_MAX_BINDINGS || vec4s > (UINT32_MAX - 16) / 16)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "%s: scratch of %llu vec4s and %d bindings is too much", out->name,
+                            (unsigned long long)vec4s, nb + 2);
+    out->kinds[nb] = TG_VK_BIND_STORAGE;
+    out->kinds[nb + 1] = TG_VK_BIND_STORAGE_TEXEL;
+    out->texel_formats[nb + 1] = TG_VK_TEXEL_RGBA32F;
+    out->n_bindings = nb + 2;
+    out->scratch_bindings = 2;
+    out->scratch_bytes = (uint32_t)(16 + 16 * vec4s);
+    tg_sb_printf(&g->b,
+                 "layout(std430, binding = %d) coherent buffer TgScratch {\n"
+                 "    uint scr_count;\n"
+                 "    uint scr_pad[3];\n"
+                 "    vec4 scr[];\n"
+                 "};\n"
+                 "layout(binding = %d, rgba32f) coherent readonly uniform imageBuffer scr_t;\n",
+                 nb, nb + 1);
+    return TG_OK;
+}
+
 tg_status tg_gen_finish(tg_gen *g, uint64_t n_groups) {
     const tg_vk_caps *caps = g->caps;
     tg_kernel_code *out = g->out;

@@ -67,6 +67,15 @@ bool tg_gen_texel_input_ok(const tg_vk_caps *caps, const tg_kernel *k, int i, bo
 tg_status tg_gen_begin_texel(tg_gen *g, const tg_vk_caps *caps, const tg_kernel *k,
                              tg_kernel_code *out, uint32_t wg, bool reductions,
                              uint64_t texel_inputs, bool vec4);
+/* Kernel scratch memory (tg_kernel_code.scratch_bytes): a 16-byte header,
+ * then `vec4s` vec4s, bound after every other binding twice, as
+ *   coherent buffer TgScratch { uint scr_count; uint scr_pad[3]; vec4 scr[]; }
+ * and as the coherent RGBA32F storage texel view scr_t, whose texel 1 + i
+ * is scr[i] (on CPU devices a view gathers where a storage buffer loads
+ * lane by lane). Zero before the first run; a kernel that counts in
+ * scr_count sets it back to zero. Call between tg_gen_begin* and
+ * tg_gen_finish, on a device with caps->storage_texel. */
+tg_status tg_gen_scratch(tg_gen *g, uint64_t vec4s);
 /* Sets the grid for `n_groups` workgroups (split over x, y, z when over
  * maxComputeWorkGroupCount[0]; tg_group() gives the linear id, and ids at
  * or over n_groups must do nothing) and hands the source to `out`. */

@@ -726,6 +726,8 @@ tg_status tg_gen_group(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_cod
         if (st == TG_OK) st = part_io(k, p);
         if (st == TG_OK)
             st = bias_sum_part(p) ? gen_bias_sum(caps, p) : tg_gen_kernel(caps, &p->k, &p->code);
+        if (st == TG_OK && p->code.scratch_bytes)
+            st = tg_set_error(TG_ERR_UNSUPPORTED, "group kernel: part %d keeps scratch memory", i);
         if (st == TG_OK && p->code.n_bindings != p->k.n_inputs + p->k.n_outputs)
             st =
                 tg_set_error(TG_ERR_RUNTIME, "group kernel: part %d has %d bindings for %d tensors",

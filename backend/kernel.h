@@ -59,6 +59,13 @@ typedef struct tg_kernel_code {
      * io_of_binding[b] - n_inputs; input bindings come first. */
     bool io_mapped;
     int8_t io_of_binding[TG_VK_MAX_BINDINGS];
+    /* Scratch memory the kernel keeps to itself across runs: its last
+     * scratch_bindings bindings (after the inputs and outputs) all view one
+     * region of scratch_bytes, zero when the executable is built. A kernel
+     * that counts in it (the last-workgroup reductions of gen_nn.c) puts
+     * the count back to zero before it ends. */
+    int scratch_bindings;
+    uint32_t scratch_bytes;
 } tg_kernel_code;
 
 void tg_kernel_code_free(tg_kernel_code *c);
