@@ -303,6 +303,20 @@ uint32_t tg_gen_ce_v4_mask(const tg_vk_caps *caps, const tg_kernel *k, int in, i
 /* Loop iterations of one invocation of the cross_entropy kernel: rows
  * per invocation (serial) or all rows, each two row passes (and, walked
  * together, two workgroup reductions of at most wg iterations). */
+/* Workgroups of a cross_entropy loss: one for all rows, or on CPU
+ * devices that can keep scratch memory, with serial rows, one per wg rows
+ * (at most CE_MAX_PARTIALS) that each add their rows and the last of
+ * which adds the partial sums (one workgroup ran on one thread: charlm's
+ * 1024 x 96 loss, 372 us single-threaded, took 464 us with two). */
+#define CE_MAX_PARTIALS 64
+#define CE_PARTIAL_WG 128 /* the workgroup size then */
+static uint64_t ce_loss_groups(const tg_vk_caps *caps, bool serial, int64_t rows, uint32_t wg) {
+    if (!serial || caps->device_class != TG_VK_CLASS_CPU || !caps->storage_texel || wg == 0)
+        return 1;
+    uint64_t n = ((uint64_t)rows + wg - 1) / wg;
+    return n < 2 ? 1 : n > CE_MAX_PARTIALS ? CE_MAX_PARTIALS : n;
+}
+
 static int64_t ce_iters(bool serial, int64_t rows, int64_t C, uint32_t wg) {
     if (serial) return (rows + wg - 1) / wg * (1 + 2 * tg_gen_ce_row_iters(C, 1)) + 2 * (int64_t)wg;
     return rows * (1 + 2 * tg_gen_ce_row_iters(C, wg) + 2 * (int64_t)wg);
@@ -323,12 +337,13 @@ static int64_t ce_iters(bool serial, int64_t rows, int64_t C, uint32_t wg) {
  * the kernel of its own (main) or the loss part of the cross-entropy pair
  * (gen_cross_entropy_pair). The row functions must be emitted first. */
 static tg_status emit_cross_entropy(tg_gen *g, const tg_node *n, bool serial, const char *fn,
-                                    int li, int yi, int jo) {
+                                    int li, int yi, int jo, uint64_t groups) {
     const tg_graph *gr = g->k->g;
     const tg_node *x = &gr->nodes[n->inputs[0]], *y = &gr->nodes[n->inputs[1]];
     int64_t C = x->shape[x->rank - 1], rows = tg_shape_count(y->rank, y->shape);
+    bool partials = serial && groups > 1;
     if (g->caps->device_class == TG_VK_CLASS_CPU &&
-        ce_iters(serial, rows, C, g->wg) > CPU_LOOP_LIMIT)
+        ce_iters(serial, rows, C, g->wg * (uint32_t)(partials ? groups : 1)) > CPU_LOOP_LIMIT)
         return tg_set_error(TG_ERR_UNSUPPORTED,
                             "cross_entropy of %lld rows x %lld classes: over the %d loop "
                             "iterations an invocation may run on this CPU device",
@@ -337,7 +352,17 @@ static tg_status emit_cross_entropy(tg_gen *g, const tg_node *n, bool serial, co
     tg_gen_ce_skip(skip, sizeof skip, "lab", n->attrs.ignore_index, C);
     tg_sb *b = &g->b;
     bool v4 = serial && tg_gen_ce_v4(g, C, li);
-    if (serial)
+    if (partials) {
+        tg_status st = tg_gen_scratch(g, groups);
+        if (st != TG_OK) return st;
+        tg_sb_printf(b,
+                     "shared bool s_ce_last;\n"
+                     "#define ROW_MAX(x) (x)\n#define ROW_SUM(x) (x)\n"
+                     "void %s(uint w) {\n"
+                     "    uint l = gl_LocalInvocationID.x;\n"
+                     "    const uint r0 = w * %uu + l, rstep = %lluu, j0 = 0u, jstep = 1u;\n",
+                     fn, g->wg, (unsigned long long)groups * g->wg);
+    } else if (serial)
         tg_sb_printf(b,
                      "#define ROW_MAX(x) (x)\n#define ROW_SUM(x) (x)\n"
                      "void %s() {\n"
@@ -366,6 +391,28 @@ static tg_status emit_cross_entropy(tg_gen *g, const tg_node *n, bool serial, co
                  v4 ? "ce_row_max4(base)" : "ce_row_max(base, j0, jstep)",
                  v4 ? "ce_row_sumexp4(base, m)" : "ce_row_sumexp(base, j0, jstep, m)", li);
     if (serial) tg_sb_printf(b, "    total = tg_wg_sum(total);\n    cnt = tg_wg_sum(cnt);\n");
+    /* partials: workgroup w's sums in scr[w]; the last workgroup adds them
+     * in order (np is a loop bound: llvmpipe runs an if's body masked in
+     * every workgroup, a loop's once) */
+    if (partials) {
+        tg_sb_printf(b,
+                     "    if (l == 0u) scr[w] = vec4(total, cnt, 0.0, 0.0);\n"
+                     "    memoryBarrier();\n"
+                     "    barrier();\n"
+                     "    if (l == 0u) s_ce_last = atomicAdd(scr_count, 1u) == %lluu;\n"
+                     "    barrier();\n"
+                     "    memoryBarrier();\n"
+                     "    uint np = s_ce_last && l == 0u ? %lluu : 0u;\n"
+                     "    vec2 sum = vec2(0.0);\n"
+                     "    for (uint p = 0u; p < np; p++) sum += imageLoad(scr_t, int(1u + p)).xy;\n"
+                     "    for (uint i = 0u; i < min(np, 1u); i++)\n"
+                     "        st%d(0u, sum.y > 0.0 ? sum.x / sum.y : 0.0);\n"
+                     "    if (l == 0u && s_ce_last) scr_count = 0u;\n"
+                     "}\n"
+                     "#undef ROW_MAX\n#undef ROW_SUM\n",
+                     (unsigned long long)groups - 1, (unsigned long long)groups, jo);
+        return TG_OK;
+    }
     tg_sb_printf(b,
                  "    if (l == 0u) st%d(0u, cnt > 0.0 ? total / cnt : 0.0);\n}\n"
                  "#undef ROW_MAX\n#undef ROW_SUM\n",
@@ -374,10 +421,22 @@ static tg_status emit_cross_entropy(tg_gen *g, const tg_node *n, bool serial, co
 }
 
 static tg_status gen_cross_entropy(tg_gen *g, const tg_node *n, bool serial) {
-    const tg_node *x = &g->k->g->nodes[n->inputs[0]];
+    const tg_node *x = &g->k->g->nodes[n->inputs[0]], *y = &g->k->g->nodes[n->inputs[1]];
     tg_gen_ce_row_fns(g, x->shape[x->rank - 1]);
-    tg_status st = emit_cross_entropy(g, n, serial, "main", 0, 1, 0);
-    return st == TG_OK ? tg_gen_finish(g, 1) : st;
+    uint64_t groups = ce_loss_groups(g->caps, serial, tg_shape_count(y->rank, y->shape), g->wg);
+    if (groups == 1) {
+        tg_status st = emit_cross_entropy(g, n, serial, "main", 0, 1, 0, 1);
+        return st == TG_OK ? tg_gen_finish(g, 1) : st;
+    }
+    tg_status st = emit_cross_entropy(g, n, serial, "ce_loss", 0, 1, 0, groups);
+    if (st != TG_OK) return st;
+    tg_sb_printf(&g->b,
+                 "void main() {\n"
+                 "    uint w = tg_group();\n" /* uniform over the workgroup */
+                 "    if (w < %lluu) ce_loss(w);\n"
+                 "}\n",
+                 (unsigned long long)groups);
+    return tg_gen_finish(g, groups);
 }
 
 /* The attention score function (gen_common.h); used by gen_grad.c too. */
@@ -1212,6 +1271,9 @@ static tg_status gen_cross_entropy_pair(const tg_vk_caps *caps, const tg_kernel 
     uint32_t wg = tg_gen_wg_size(caps, cpu ? 1024 : 256);
     bool loss_serial = C <= TG_GEN_ROW_SERIAL_MAX ||
                        (cpu && ce_iters(true, rows, C, wg) <= ce_iters(false, rows, C, wg));
+    uint32_t partial_wg = tg_gen_wg_size(caps, CE_PARTIAL_WG);
+    uint64_t loss_groups = ce_loss_groups(caps, loss_serial, rows, partial_wg);
+    if (loss_groups > 1) wg = partial_wg;
     bool grad_serial = tg_gen_row_serial(caps, C);
     tg_gen g;
     uint64_t grad_groups = 0;
@@ -1220,7 +1282,8 @@ static tg_status gen_cross_entropy_pair(const tg_vk_caps *caps, const tg_kernel 
                       : tg_gen_begin(&g, caps, k, out, wg, true);
     if (st == TG_OK) {
         ce_row_fns_at(&g, C, li);
-        st = emit_cross_entropy(&g, loss, loss_serial, "ce_loss", li, yi, output_of(k, loss_id));
+        st = emit_cross_entropy(&g, loss, loss_serial, "ce_loss", li, yi, output_of(k, loss_id),
+                                loss_groups);
     }
     if (st == TG_OK)
         st = tg_gen_ce_grad_fn(&g, grad, grad_serial, li, yi, di, output_of(k, grad_id),
@@ -1232,11 +1295,12 @@ static tg_status gen_cross_entropy_pair(const tg_vk_caps *caps, const tg_kernel 
     tg_sb_printf(&g.b,
                  "void main() {\n"
                  "    uint gid = tg_group();\n" /* uniform over the workgroup */
-                 "    if (gid == 0u) ce_loss();\n"
-                 "    else if (gid <= %lluu) ce_grad(gid - 1u);\n"
+                 "    if (gid < %lluu) ce_loss(%s);\n"
+                 "    else if (gid < %lluu) ce_grad(gid - %lluu);\n"
                  "}\n",
-                 (unsigned long long)grad_groups);
-    return tg_gen_finish(&g, 1 + grad_groups);
+                 (unsigned long long)loss_groups, loss_groups > 1 ? "gid" : "",
+                 (unsigned long long)(loss_groups + grad_groups), (unsigned long long)loss_groups);
+    return tg_gen_finish(&g, loss_groups + grad_groups);
 }
 
 tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
@@ -1292,6 +1356,8 @@ tg_status tg_gen_nn(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *
         serial = C <= TG_GEN_ROW_SERIAL_MAX ||
                  (caps->device_class == TG_VK_CLASS_CPU &&
                   ce_iters(true, rows, C, wg) <= ce_iters(false, rows, C, wg));
+        uint32_t partial_wg = tg_gen_wg_size(caps, CE_PARTIAL_WG);
+        if (ce_loss_groups(caps, serial, rows, partial_wg) > 1) wg = partial_wg;
     }
     /* layer_norm, one invocation a row of whole vec4s on a CPU: vec4
      * texel views of x, w and b (vec4_texel_inputs) */
