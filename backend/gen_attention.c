@@ -185,8 +185,9 @@ static bool fa_supported(const tg_vk_caps *caps, const tg_kernel *k, const fa_sh
 
 /* Where a block's K/V texels come from. */
 typedef enum fa_src {
-    SRC_TEXEL,  /* a texel fetch per use (the same texel in every lane) */
-    SRC_SHARED, /* the tile in shared memory (Ks/Vs) */
+    SRC_TEXEL,   /* a texel fetch per use (the same texel in every lane) */
+    SRC_SHARED,  /* the tile in shared memory (Ks/Vs) */
+    SRC_SHUFFLE, /* lane kb fetched key j0 + kb's texels (kg<d>, vg<d>): a shuffle */
 } fa_src;
 
 /* The expression of texel d of key kb of the block, of K (v false) or V. */
@@ -197,6 +198,8 @@ static void fa_texel(char *buf, size_t n, const fa_shape *s, fa_src src, bool v,
     if (src == SRC_TEXEL)
         snprintf(buf, n, "tf%d(int(%s + kr%u * %lluu + %lldu))%s", v ? 2 : 1, v ? "vo" : "ko", kb,
                  fa_row4(s, v ? FA_V : FA_K), (long long)d, sel);
+    else if (src == SRC_SHUFFLE)
+        snprintf(buf, n, "subgroupShuffle(%cg%lld, %uu)", v ? 'v' : 'k', (long long)d, kb);
     else
         snprintf(buf, n, "%cs[(jj + %uu) * %lluu + %lldu]", v ? 'V' : 'K', kb, (ull)per,
                  (long long)d);
@@ -261,7 +264,42 @@ static void fa_block(tg_sb *b, const fa_shape *s, const tg_attn_tiling *t, fa_sr
         }
 }
 
-static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t) {
+/* CPUs, small heads (q or k and v of 8 texels or fewer together): the
+ * lanes of a subgroup each fetch the texels of one key (or row) that every
+ * lane needs and shuffles hand them round, where a texel every lane reads
+ * costs a gather each on lavapipe (charlm, d 16, T 64, single-threaded:
+ * grad_k+v 2.18 -> 1.27 ms, grad_q 2.04 -> 0.98; the forward 10-15% less).
+ * At d 64 the unrolled group of keys costs more than it saves (T 1500,
+ * forward + backward: 346 ms with, 277 without). $TG_ATTN_SHUFFLE=0 / 1
+ * overrides (comparisons, tests). The subgroup size, or 0: no shuffles. */
+static uint32_t fa_shuffle_lanes(const tg_vk_caps *caps, bool texel, int64_t d4, int64_t v4,
+                                 uint32_t wg) {
+    const char *env = getenv("TG_ATTN_SHUFFLE");
+    bool small = d4 + v4 <= 8;
+    if (env && strcmp(env, "0") == 0) small = false;
+    if (env && strcmp(env, "1") == 0) small = true;
+    bool ok = caps->device_class == TG_VK_CLASS_CPU && small && texel &&
+              caps->subgroup_in_compute && (caps->subgroup_ops & VK_SUBGROUP_FEATURE_SHUFFLE_BIT) &&
+              caps->subgroup_size >= 2 && caps->subgroup_size <= 64 &&
+              wg % caps->subgroup_size == 0;
+    return ok ? caps->subgroup_size : 0;
+}
+
+/* The subgroup extensions, right after #version. */
+static tg_status fa_require_shuffle(tg_gen *g) {
+    const char *ext = "#extension GL_KHR_shader_subgroup_basic : require\n"
+                      "#extension GL_KHR_shader_subgroup_shuffle : require\n";
+    char *nl = g->b.s ? strchr(g->b.s, '\n') : NULL;
+    size_t at = nl ? (size_t)(nl - g->b.s) + 1 : 0, el = strlen(ext);
+    tg_sb_printf(&g->b, "%s", ext); /* grows the buffer by el */
+    if (g->b.oom || !nl) return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    memmove(g->b.s + at + el, g->b.s + at, g->b.len - el - at);
+    memcpy(g->b.s + at, ext, el);
+    return TG_OK;
+}
+
+static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t,
+                           uint32_t shuffle) {
     tg_sb *b = &g->b;
     const tg_node *n = s->n;
     uint32_t R = t->rows, B = t->keys, WG = g->wg;
@@ -322,7 +360,7 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
         tg_sb_printf(b, "    uint nkw = %lluu;\n", (ull)s->Tk);
 
     const char *sel = W == 4 ? "" : ".r";
-    fa_src src = shared ? SRC_SHARED : SRC_TEXEL;
+    fa_src src = shared ? SRC_SHARED : shuffle ? SRC_SHUFFLE : SRC_TEXEL;
     if (shared) {
         /* tiles of BC keys in shared memory; keys past Tk load key Tk-1 */
         tg_sb_printf(b,
@@ -342,9 +380,20 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
                      fa_row4(s, FA_V), (ull)s->V4, sel, BC, B);
     } else {
         tg_sb_printf(b, "    for (uint j0 = 0u; j0 < nkw; j0 += %uu) {\n", B);
-        for (uint32_t kb = 0; kb < B; kb++)
+        for (uint32_t kb = 0; src == SRC_TEXEL && kb < B; kb++)
             tg_sb_printf(b, "        uint kr%u = min(j0 + %uu, %lluu);\n", kb, kb,
                          (ull)(s->Tk - 1));
+        if (src == SRC_SHUFFLE) {
+            /* lane l fetches key j0 + l; key kb's texels are shuffled from lane kb */
+            tg_sb_printf(b, "        uint krl = min(j0 + gl_SubgroupInvocationID, %lluu);\n",
+                         (ull)(s->Tk - 1));
+            for (int64_t d = 0; d < s->D4; d++)
+                tg_sb_printf(b, "        vec4 kg%d = tf1(int(ko + krl * %lluu + %du));\n", (int)d,
+                             fa_row4(s, FA_K), (int)d);
+            for (int64_t d = 0; d < s->V4; d++)
+                tg_sb_printf(b, "        vec4 vg%d = tf2(int(vo + krl * %lluu + %du));\n", (int)d,
+                             fa_row4(s, FA_V), (int)d);
+        }
     }
     fa_block(b, s, t, src);
     tg_sb_printf(b, shared ? "        }\n    }\n" : "    }\n");
@@ -403,9 +452,22 @@ tg_status tg_gen_attention(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel
     tg_status st =
         tg_attn_choose_tiling(caps, TG_MM_STRATEGY_AUTO, s.Tq, s.D4, s.V4, (uint32_t)(s.W * 4), &t);
     if (st != TG_OK) return st;
+    /* causal, one block of rows for all Tq: half the rows a workgroup, so
+     * that the first block stops at the keys its rows see (charlm, T 64,
+     * d 16, single-threaded: 8 rows an invocation 1.07-1.11 ms for the
+     * pair of layers' kernels, 4 rows 0.97-1.01) */
+    if (t.strategy == TG_MM_STRATEGY_REGISTER && n->attrs.causal && !getenv("TG_ATTN_TILE"))
+        while (t.rows > 1 && (int64_t)t.rows * t.wg * 2 > s.Tq && (int64_t)t.wg * 2 <= s.Tq)
+            t.rows /= 2;
+    /* shuffled K/V fetches need a whole block of keys in one subgroup */
+    uint32_t shuffle = t.strategy == TG_MM_STRATEGY_REGISTER && s.W == 4
+                           ? fa_shuffle_lanes(caps, true, s.D4, s.V4, t.wg)
+                           : 0;
+    if (shuffle && t.keys > shuffle) shuffle = 0;
     tg_gen g;
     st = tg_gen_begin_texel(&g, caps, k, out, t.wg, false, 7u, s.W == 4);
-    if (st == TG_OK) st = gen_flash(&g, &s, &t);
+    if (st == TG_OK && shuffle) st = fa_require_shuffle(&g);
+    if (st == TG_OK) st = gen_flash(&g, &s, &t, shuffle);
     if (st != TG_OK) {
         tg_gen_abort(&g);
         return st;
@@ -937,35 +999,10 @@ tg_status tg_gen_attention_backward(const tg_vk_caps *caps, const tg_kernel *k,
     io.R = cpu ? fb_rows_cpu(rows, io.s.D > io.s.Dv ? io.s.D : io.s.Dv, wg) : 1;
     const char *env = getenv("TG_ATTN_BWD_ROWS");
     if (env && atoi(env) >= 1 && atoi(env) <= 16) io.R = (uint32_t)atoi(env);
-    /* CPUs, small heads: shuffles share the texels a subgroup's lanes all
-     * read (charlm, d 16, T 64: grad_k+v 2.18 -> 1.27 ms, grad_q 2.04 ->
-     * 0.98, single-threaded); at d 64 the unrolled group of keys costs more
-     * than it saves (T 1500, forward + backward: 346 ms with, 277
-     * without). $TG_ATTN_SHUFFLE=0 / 1 overrides (comparisons, tests). */
-    const char *shuf_env = getenv("TG_ATTN_SHUFFLE");
-    bool small = io.s.D4 + io.s.V4 <= 8;
-    if (shuf_env && strcmp(shuf_env, "0") == 0) small = false;
-    if (shuf_env && strcmp(shuf_env, "1") == 0) small = true;
-    if (cpu && small && io.texel && caps->subgroup_in_compute &&
-        (caps->subgroup_ops & VK_SUBGROUP_FEATURE_SHUFFLE_BIT) && caps->subgroup_size >= 2 &&
-        caps->subgroup_size <= 64 && wg % caps->subgroup_size == 0)
-        io.shuffle = caps->subgroup_size;
+    io.shuffle = fa_shuffle_lanes(caps, io.texel, io.s.D4, io.s.V4, wg);
     tg_gen g;
     tg_status st = tg_gen_begin_texel(&g, caps, k, out, wg, false, texels, io.s.W == 4);
-    if (st == TG_OK && io.shuffle) {
-        /* the extensions go right after #version */
-        const char *ext = "#extension GL_KHR_shader_subgroup_basic : require\n"
-                          "#extension GL_KHR_shader_subgroup_shuffle : require\n";
-        char *nl = g.b.s ? strchr(g.b.s, '\n') : NULL;
-        size_t at = nl ? (size_t)(nl - g.b.s) + 1 : 0, el = strlen(ext);
-        tg_sb_printf(&g.b, "%s", ext); /* grows the buffer by el */
-        if (g.b.oom || !nl) {
-            st = tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
-        } else {
-            memmove(g.b.s + at + el, g.b.s + at, g.b.len - el - at);
-            memcpy(g.b.s + at, ext, el);
-        }
-    }
+    if (st == TG_OK && io.shuffle) st = fa_require_shuffle(&g);
     if (st == TG_OK)
         st = n->op == TG_OP_ATTENTION_LSE || n->op == TG_OP_ATTENTION_GRAD_Q
                  ? gen_flash_rows_q(&g, &io)
