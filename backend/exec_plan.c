@@ -144,7 +144,7 @@ static int cmp_placed(const void *a, const void *b) {
 
 typedef struct size_key {
     uint64_t bytes;
-    int first, index;
+    int first, last, index;
 } size_key;
 
 /* Largest first; then the earliest; then by index, so plans are stable. */
@@ -153,6 +153,16 @@ static int cmp_size(const void *a, const void *b) {
     if (x->bytes != y->bytes) return x->bytes < y->bytes ? 1 : -1;
     if (x->first != y->first) return x->first < y->first ? -1 : 1;
     return (x->index > y->index) - (x->index < y->index);
+}
+
+/* Largest first; then the longest lived (they box in the others); then
+ * the earliest and by index. */
+static int cmp_size_life(const void *a, const void *b) {
+    const size_key *x = a, *y = b;
+    if (x->bytes != y->bytes) return x->bytes < y->bytes ? 1 : -1;
+    int lx = x->last - x->first, ly = y->last - y->first;
+    if (lx != ly) return lx > ly ? -1 : 1;
+    return cmp_size(a, b);
 }
 
 /* The offset in chunk c for group g: the smallest gap between the placed
@@ -180,34 +190,11 @@ static uint64_t best_fit(const tg_plan_buf *bufs, const int *groups, int n_place
     return best + g->bytes <= max_bytes ? best : UINT64_MAX;
 }
 
-tg_status tg_plan_offsets(int n_bufs, tg_plan_buf *bufs, uint64_t align, uint64_t max_bytes,
-                          uint64_t **chunk_bytes, int *n_chunks, tg_plan_stats *stats) {
-    memset(stats, 0, sizeof *stats);
-    *chunk_bytes = NULL;
-    *n_chunks = 0;
-    int *groups = malloc(((size_t)n_bufs + 1) * sizeof *groups);
-    placed *tmp = malloc(((size_t)n_bufs + 1) * sizeof *tmp);
-    size_key *keys = malloc(((size_t)n_bufs + 1) * sizeof *keys);
-    if (!groups || !tmp || !keys) {
-        free(groups);
-        free(tmp);
-        free(keys);
-        return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
-    }
-    int n_groups = 0;
-    for (int b = 0; b < n_bufs; b++) {
-        bufs[b].bytes = round_up(bufs[b].bytes ? bufs[b].bytes : 1, align);
-        stats->naive += bufs[b].bytes;
-        if (bufs[b].same_as < 0)
-            groups[n_groups++] = b;
-        else
-            stats->in_place++;
-    }
-    for (int i = 0; i < n_groups; i++)
-        keys[i] = (size_key){bufs[groups[i]].bytes, bufs[groups[i]].first, groups[i]};
-    qsort(keys, (size_t)n_groups, sizeof *keys, cmp_size);
-    for (int i = 0; i < n_groups; i++) groups[i] = keys[i].index;
-    free(keys);
+/* Places the groups in the order of groups[] (best fit, chunk by chunk);
+ * the chunks' sizes in *chunk_bytes (malloc'ed), their count in *n_chunks. */
+static tg_status place_groups(tg_plan_buf *bufs, const int *groups, int n_groups,
+                              uint64_t max_bytes, placed *tmp, uint64_t **chunk_bytes,
+                              int *n_chunks) {
     tg_status st = TG_OK;
     uint64_t *chunks = NULL;
     int nc = 0;
@@ -240,6 +227,87 @@ tg_status tg_plan_offsets(int n_bufs, tg_plan_buf *bufs, uint64_t align, uint64_
         }
         if (chunks[g->chunk] < g->offset + g->bytes) chunks[g->chunk] = g->offset + g->bytes;
     }
+    if (st != TG_OK) {
+        free(chunks);
+        return st;
+    }
+    *chunk_bytes = chunks;
+    *n_chunks = nc;
+    return TG_OK;
+}
+
+static uint64_t sum_chunks(const uint64_t *chunks, int n) {
+    uint64_t s = 0;
+    for (int c = 0; c < n; c++) s += chunks[c];
+    return s;
+}
+
+tg_status tg_plan_offsets(int n_bufs, tg_plan_buf *bufs, uint64_t align, uint64_t max_bytes,
+                          uint64_t **chunk_bytes, int *n_chunks, tg_plan_stats *stats) {
+    memset(stats, 0, sizeof *stats);
+    *chunk_bytes = NULL;
+    *n_chunks = 0;
+    int *groups = malloc(((size_t)n_bufs + 1) * sizeof *groups);
+    placed *tmp = malloc(((size_t)n_bufs + 1) * sizeof *tmp);
+    size_key *keys = malloc(((size_t)n_bufs + 1) * sizeof *keys);
+    /* the best placement so far: per group, its chunk and offset */
+    placed *best = malloc(((size_t)n_bufs + 1) * sizeof *best);
+    int *best_chunk = malloc(((size_t)n_bufs + 1) * sizeof *best_chunk);
+    if (!groups || !tmp || !keys || !best || !best_chunk) {
+        free(groups);
+        free(tmp);
+        free(keys);
+        free(best);
+        free(best_chunk);
+        return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    }
+    int n_groups = 0;
+    for (int b = 0; b < n_bufs; b++) {
+        bufs[b].bytes = round_up(bufs[b].bytes ? bufs[b].bytes : 1, align);
+        stats->naive += bufs[b].bytes;
+        if (bufs[b].same_as < 0)
+            groups[n_groups++] = b;
+        else
+            stats->in_place++;
+    }
+    /* greedy by size with two tie-breaks among buffers of one size (ties
+     * are common: a model's activations); the smaller arena wins */
+    int (*orders[])(const void *, const void *) = {cmp_size, cmp_size_life};
+    tg_status st = TG_OK;
+    uint64_t *chunks = NULL, best_arena = UINT64_MAX;
+    int nc = 0;
+    for (size_t o = 0; o < sizeof orders / sizeof orders[0] && st == TG_OK; o++) {
+        for (int i = 0; i < n_groups; i++) {
+            const tg_plan_buf *g = &bufs[groups[i]];
+            keys[i] = (size_key){g->bytes, g->first, g->last, groups[i]};
+        }
+        qsort(keys, (size_t)n_groups, sizeof *keys, orders[o]);
+        for (int i = 0; i < n_groups; i++) groups[i] = keys[i].index;
+        uint64_t *cand = NULL;
+        int n_cand = 0;
+        st = place_groups(bufs, groups, n_groups, max_bytes, tmp, &cand, &n_cand);
+        if (st != TG_OK) break;
+        if (sum_chunks(cand, n_cand) < best_arena) {
+            best_arena = sum_chunks(cand, n_cand);
+            free(chunks);
+            chunks = cand;
+            nc = n_cand;
+            for (int b = 0; b < n_bufs; b++) {
+                best[b].offset = bufs[b].offset;
+                best_chunk[b] = bufs[b].chunk;
+            }
+        } else {
+            free(cand);
+        }
+    }
+    for (int i = 0; st == TG_OK && i < n_groups; i++) {
+        tg_plan_buf *g = &bufs[groups[i]];
+        g->offset = best[groups[i]].offset;
+        g->chunk = best_chunk[groups[i]];
+    }
+    free(keys);
+    free(best);
+    free(best_chunk);
     for (int b = 0; st == TG_OK && b < n_bufs; b++) {
         int g = group_of(bufs, b);
         bufs[b].chunk = bufs[g].chunk;

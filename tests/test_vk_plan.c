@@ -53,6 +53,25 @@ static void test_greedy_by_size_best_fit(void **state) {
     free(chunks);
 }
 
+/* Ties of size: A 32 [0,1], B 32 [3,5], C 16 [2,3], D 32 [0,2]. Earliest
+ * first places A at 0, D at 32, B at 0 and C above both at 64: 80 bytes.
+ * Longest lived first places D at 0, B at 0, A at 32 and C at 32 beside
+ * the dead A: 64, the lower bound. The planner keeps the smaller. */
+static void test_size_ties_longest_lived_first(void **state) {
+    (void)state;
+    tg_plan_buf b[] = {buf(32, 0, 1), buf(32, 3, 5), buf(16, 2, 3), buf(32, 0, 2)};
+    uint64_t *chunks = NULL;
+    int n_chunks = 0;
+    tg_plan_stats st;
+    assert_int_equal(tg_plan_offsets(4, b, 16, 1 << 20, &chunks, &n_chunks, &st), TG_OK);
+    assert_int_equal(st.lower_bound, 64);
+    assert_int_equal(st.arena, 64);
+    uint64_t want[] = {32, 0, 32, 0};
+    for (int i = 0; i < 4; i++) assert_int_equal(b[i].offset, want[i]);
+    assert_no_conflicts(4, b);
+    free(chunks);
+}
+
 /* The same set in chunks of at most 64 bytes: Q cannot follow P, so it
  * opens chunk 1; the rest fit in chunk 0 around P's lifetime. */
 static void test_chunks_respect_the_limit(void **state) {
@@ -204,6 +223,7 @@ int main(void) {
         cmocka_unit_test(test_greedy_by_size_best_fit),
         cmocka_unit_test(test_chunks_respect_the_limit),
         cmocka_unit_test(test_alignment),
+        cmocka_unit_test(test_size_ties_longest_lived_first),
         cmocka_unit_test(test_lifetimes_and_in_place),
         cmocka_unit_test(test_in_place_reads_mask),
         cmocka_unit_test(test_schedule_frees_memory_first),
