@@ -196,6 +196,13 @@ void tg_gen_attention_score(tg_gen *g, const tg_node *n);
 tg_status tg_gen_member_fn(tg_sb *b, const tg_kernel *k, int n, const int32_t *ms, int r,
                            const int64_t *it, int32_t result, const char *fn, const char *params,
                            int n_given, const int32_t *given, const char *const *given_names);
+/* tg_gen_member_fn for several results at once, each member computed
+ * once: `void fn(uint i<params>, out <type> r0, out <type> r1, ...)`
+ * (a result that is one of `given` is that parameter). */
+tg_status tg_gen_members_fn(tg_sb *b, const tg_kernel *k, int n, const int32_t *ms, int r,
+                            const int64_t *it, int n_results, const int32_t *results,
+                            const char *fn, const char *params, int n_given, const int32_t *given,
+                            const char *const *given_names);
 /* The math library every tg_gen_begin shader has (tg_erf, tg_rnd_*, ...),
  * for generators with their own header (matmul epilogues). */
 const char *tg_gen_math_glsl(void);

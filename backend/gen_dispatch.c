@@ -92,10 +92,10 @@ static tg_status swap_conv_bindings(tg_mm_kernel *mk, const char *name) {
 }
 
 /* The epilogue of a fused matmul/conv1d kernel (members after the root):
- * one GLSL function per output computing it from acc and the extras
- * e0.. (kernel inputs 2..), and tg_epilogue(), which stores the outputs
- * after the first into their own bindings (after C's) and returns the
- * first, which the generator stores as C. Outputs are dense with C's
+ * epi(), computing every output from acc and the extras e0.. (kernel
+ * inputs 2..) with each member once, and tg_epilogue(), which stores the
+ * outputs after the first into their own bindings (after C's) and returns
+ * the first, which the generator stores as C. Outputs are dense with C's
  * shape: element (bz, row, col) is at bz*M*N + row*N + col. */
 static tg_status matmul_epilogue(const tg_kernel *k, int ri, int64_t M, int64_t N, tg_sb *fns,
                                  char *call, size_t call_size, char *call4, size_t call4_size) {
@@ -111,14 +111,13 @@ static tg_status matmul_epilogue(const tg_kernel *k, int ri, int64_t M, int64_t 
     }
     tg_sb_printf(fns, "%s", tg_gen_math_glsl());
     int n_epi = k->n_nodes - ri - 1;
-    for (int j = 0; j < k->n_outputs; j++) {
-        char fn[16];
-        snprintf(fn, sizeof fn, "epi%d", j);
-        tg_status st = tg_gen_member_fn(
-            fns, k, n_epi, k->nodes + ri + 1, k->g->nodes[k->nodes[ri]].rank,
-            k->g->nodes[k->nodes[ri]].shape, k->outputs[j], fn, params, 1 + n_extra, given, names);
-        if (st != TG_OK) return st;
-    }
+    /* one function for every output, so members they share (a GELU's
+     * erf and its derivative's) are computed once */
+    tg_status st =
+        tg_gen_members_fn(fns, k, n_epi, k->nodes + ri + 1, k->g->nodes[k->nodes[ri]].rank,
+                          k->g->nodes[k->nodes[ri]].shape, k->n_outputs, k->outputs, "epi", params,
+                          1 + n_extra, given, names);
+    if (st != TG_OK) return st;
     const char *args = params + 2; /* "float acc, float e0, ..." */
     char pass[64] = "acc";
     for (int j = 0; j < n_extra; j++) {
@@ -132,10 +131,14 @@ static tg_status matmul_epilogue(const tg_kernel *k, int ri, int64_t M, int64_t 
     tg_sb_printf(fns, "float tg_epilogue(int bz, int row, int col, %s) {\n", args);
     tg_sb_printf(fns, "    uint i = uint(bz) * %lluu + uint(row) * %lluu + uint(col);\n",
                  (unsigned long long)(M * N), (unsigned long long)N);
+    for (int j = 0; j < k->n_outputs; j++) tg_sb_printf(fns, "    float r%d;\n", j);
+    tg_sb_printf(fns, "    epi(i, %s", pass);
+    for (int j = 0; j < k->n_outputs; j++) tg_sb_printf(fns, ", r%d", j);
+    tg_sb_printf(fns, ");\n");
     for (int j = 1; j < k->n_outputs; j++)
-        tg_sb_printf(fns, "    o%d_data[i] = %s(epi%d(i, %s));\n", j,
-                     k->output_storage[j] == TG_F16 ? "float16_t" : "float", j, pass);
-    tg_sb_printf(fns, "    return epi0(i, %s);\n}\n", pass);
+        tg_sb_printf(fns, "    o%d_data[i] = %s(r%d);\n", j,
+                     k->output_storage[j] == TG_F16 ? "float16_t" : "float", j);
+    tg_sb_printf(fns, "    return r0;\n}\n");
     snprintf(call, call_size, "tg_epilogue(bz, row, col, %s)", pass);
     /* Four elements along a row (col a multiple of 4), their outputs
      * stored as vec4s: on llvmpipe a store costs the same whole or scalar
@@ -158,20 +161,16 @@ static tg_status matmul_epilogue(const tg_kernel *k, int ri, int64_t M, int64_t 
     tg_sb_printf(fns, "vec4 tg_epilogue4(int bz, int row, int col, %s) {\n", args4);
     tg_sb_printf(fns, "    uint i = uint(bz) * %lluu + uint(row) * %lluu + uint(col);\n",
                  (unsigned long long)(M * N), (unsigned long long)N);
-    for (int jj = 1; jj <= k->n_outputs; jj++) {
-        int j = jj % k->n_outputs; /* the others, then the returned output 0 */
-        if (j)
-            tg_sb_printf(fns, "    o%d_data4[i >> 2] = vec4(", j);
-        else
-            tg_sb_printf(fns, "    return vec4(");
-        for (int c = 0; c < 4; c++) {
-            tg_sb_printf(fns, "%sepi%d(i + %du, acc.%c", c ? ", " : "", j, c, "xyzw"[c]);
-            for (int e = 0; e < n_extra; e++) tg_sb_printf(fns, ", e%d.%c", e, "xyzw"[c]);
-            tg_sb_printf(fns, ")");
-        }
+    for (int j = 0; j < k->n_outputs; j++) tg_sb_printf(fns, "    vec4 r%d;\n", j);
+    for (int c = 0; c < 4; c++) {
+        tg_sb_printf(fns, "    epi(i + %du, acc.%c", c, "xyzw"[c]);
+        for (int e = 0; e < n_extra; e++) tg_sb_printf(fns, ", e%d.%c", e, "xyzw"[c]);
+        for (int j = 0; j < k->n_outputs; j++) tg_sb_printf(fns, ", r%d.%c", j, "xyzw"[c]);
         tg_sb_printf(fns, ");\n");
     }
-    tg_sb_printf(fns, "}\n");
+    for (int j = 1; j < k->n_outputs; j++)
+        tg_sb_printf(fns, "    o%d_data4[i >> 2] = r%d;\n", j, j);
+    tg_sb_printf(fns, "    return r0;\n}\n");
     snprintf(call4, call4_size, "tg_epilogue4(bz, row, col, %s)", pass);
     return fns->oom ? tg_set_error(TG_ERR_NO_MEMORY, "out of memory") : TG_OK;
 }

@@ -395,9 +395,11 @@ tg_status tg_gen_elementwise(const tg_vk_caps *caps, const tg_kernel *k, tg_kern
     return tg_gen_finish(&g, ((uint64_t)count + per_group - 1) / per_group);
 }
 
-tg_status tg_gen_member_fn(tg_sb *b, const tg_kernel *k, int n, const int32_t *ms, int r,
-                           const int64_t *it, int32_t result, const char *fn, const char *params,
-                           int n_given, const int32_t *given, const char *const *given_names) {
+/* The offset functions of the kernel inputs that members ms[0..n) up to
+ * id `last` read (fn_<id>_<p>), for member_body. */
+static tg_status member_offsets(tg_sb *b, const tg_kernel *k, int n, const int32_t *ms, int r,
+                                const int64_t *it, int32_t result, const char *fn, int n_given,
+                                const int32_t *given) {
     char name[96];
     /* what each operand is: a given name, a member, or a kernel input */
     for (int mi = 0; mi < n && ms[mi] <= result; mi++) {
@@ -426,7 +428,13 @@ tg_status tg_gen_member_fn(tg_sb *b, const tg_kernel *k, int n, const int32_t *m
             tg_gen_offset_fn(b, name, r, it, so, 0);
         }
     }
-    tg_sb_printf(b, "%s %s(uint i%s) {\n", tg_gen_ctype(k->g->nodes[result].dtype), fn, params);
+    return TG_OK;
+}
+
+/* The statements computing members ms[0..n) up to id `result`: v<id>. */
+static tg_status member_body(tg_sb *b, const tg_kernel *k, int n, const int32_t *ms, int32_t result,
+                             const char *fn, int n_given, const int32_t *given,
+                             const char *const *given_names) {
     for (int mi = 0; mi < n && ms[mi] <= result; mi++) {
         int32_t id = ms[mi];
         const tg_node *m = &k->g->nodes[id];
@@ -455,6 +463,45 @@ tg_status tg_gen_member_fn(tg_sb *b, const tg_kernel *k, int n, const int32_t *m
         tg_sb_printf(b, "    %s v%d = %s(%s);\n", tg_gen_ctype(m->dtype), (int)id,
                      tg_gen_round_fn(m->dtype), expr);
     }
+    return TG_OK;
+}
+
+tg_status tg_gen_member_fn(tg_sb *b, const tg_kernel *k, int n, const int32_t *ms, int r,
+                           const int64_t *it, int32_t result, const char *fn, const char *params,
+                           int n_given, const int32_t *given, const char *const *given_names) {
+    tg_status st = member_offsets(b, k, n, ms, r, it, result, fn, n_given, given);
+    if (st != TG_OK) return st;
+    tg_sb_printf(b, "%s %s(uint i%s) {\n", tg_gen_ctype(k->g->nodes[result].dtype), fn, params);
+    st = member_body(b, k, n, ms, result, fn, n_given, given, given_names);
+    if (st != TG_OK) return st;
     tg_sb_printf(b, "    return v%d;\n}\n", (int)result);
+    return TG_OK;
+}
+
+tg_status tg_gen_members_fn(tg_sb *b, const tg_kernel *k, int n, const int32_t *ms, int r,
+                            const int64_t *it, int n_results, const int32_t *results,
+                            const char *fn, const char *params, int n_given, const int32_t *given,
+                            const char *const *given_names) {
+    int32_t last = -1;
+    for (int j = 0; j < n_results; j++)
+        if (results[j] > last) last = results[j];
+    tg_status st = member_offsets(b, k, n, ms, r, it, last, fn, n_given, given);
+    if (st != TG_OK) return st;
+    tg_sb_printf(b, "void %s(uint i%s", fn, params);
+    for (int j = 0; j < n_results; j++)
+        tg_sb_printf(b, ", out %s r%d", tg_gen_ctype(k->g->nodes[results[j]].dtype), j);
+    tg_sb_printf(b, ") {\n");
+    st = member_body(b, k, n, ms, last, fn, n_given, given, given_names);
+    if (st != TG_OK) return st;
+    for (int j = 0; j < n_results; j++) {
+        const char *name = NULL;
+        for (int g = 0; g < n_given; g++)
+            if (given[g] == results[j]) name = given_names[g];
+        if (name)
+            tg_sb_printf(b, "    r%d = %s;\n", j, name);
+        else
+            tg_sb_printf(b, "    r%d = v%d;\n", j, (int)results[j]);
+    }
+    tg_sb_printf(b, "}\n");
     return TG_OK;
 }

@@ -35,7 +35,7 @@
 #define VOCAB 96
 /* every pass off; and every pass but flash_attention off, the baseline
  * before flash_attention became a pass (reported beside it) */
-#define ALL_BUT_FLASH "dce,cse,fold,algebra,permute_matmul,fusion"
+#define ALL_BUT_FLASH "dce,cse,fold,algebra,permute_matmul,gelu_derivative,fusion"
 #define ALL_PASSES "flash_attention," ALL_BUT_FLASH
 
 static int fail(const char *what) {

@@ -20,6 +20,10 @@ const tg_pass_info tg_passes[] = {
      tg_pass_algebra, NULL},
     {"permute_matmul", "a permute swapping the last two axes of a matmul input -> transpose flag",
      tg_pass_permute_matmul, NULL},
+    {"gelu_derivative",
+     "where x only feeds gelu and gelu_grad: gelu_grad(x, dy) -> dy * a derivative computed "
+     "beside gelu(x) (the forward kernel stores it in place of x)",
+     tg_pass_gelu_derivative, NULL},
     {"cse", "common subexpressions: identical nodes become one", tg_pass_cse, NULL},
     {"dce", "dead code: keep only what the targets and target ops need", tg_pass_dce, NULL},
     {"fusion", "partition the graph into kernels (annotates; nodes unchanged)", tg_pass_fusion,

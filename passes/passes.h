@@ -124,6 +124,7 @@ tg_status tg_pass_cse(tg_graph **g, const tg_pass_ctx *ctx);
 tg_status tg_pass_fold(tg_graph **g, const tg_pass_ctx *ctx);
 tg_status tg_pass_algebra(tg_graph **g, const tg_pass_ctx *ctx);
 tg_status tg_pass_permute_matmul(tg_graph **g, const tg_pass_ctx *ctx);
+tg_status tg_pass_gelu_derivative(tg_graph **g, const tg_pass_ctx *ctx);
 tg_status tg_pass_fusion(tg_graph **g, const tg_pass_ctx *ctx);
 /* flash_attention's when_off: attention ops -> matmul, softmax and
  * elementwise ops (passes/attention.c) */

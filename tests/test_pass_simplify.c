@@ -131,6 +131,11 @@ static void test_permute_matmul(void **state) {
     run_case("permute_matmul");
 }
 
+static void test_gelu_derivative(void **state) {
+    (void)state;
+    run_case("gelu_derivative");
+}
+
 /* flash_attention off (tests/data/passes/attention_lowered.in.tgir) */
 static void test_attention_lowered(void **state) {
     (void)state;
@@ -189,7 +194,7 @@ static void test_pipeline_train_step(void **state) {
 /* Every pass case again with all passes on: still the same values. */
 static void test_all_passes_same_results(void **state) {
     (void)state;
-    const char *names[] = {"dce", "cse", "fold", "algebra", "permute_matmul"};
+    const char *names[] = {"dce", "cse", "fold", "algebra", "permute_matmul", "gelu_derivative"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char path[512];
         snprintf(path, sizeof path, PASS_DIR "%s.in.tgir", names[i]);
@@ -209,6 +214,7 @@ int main(void) {
         cmocka_unit_test(test_fold),
         cmocka_unit_test(test_algebra),
         cmocka_unit_test(test_permute_matmul),
+        cmocka_unit_test(test_gelu_derivative),
         cmocka_unit_test(test_attention_lowered),
         cmocka_unit_test(test_pipeline_mlp),
         cmocka_unit_test(test_pipeline_attention),

@@ -23,7 +23,7 @@
 #include "backend/vk.h"
 #include "tg.h"
 
-#define ALL_PASSES "flash_attention,dce,cse,fold,algebra,permute_matmul,fusion"
+#define ALL_PASSES "flash_attention,dce,cse,fold,algebra,permute_matmul,gelu_derivative,fusion"
 
 static tg_device *dev;
 static char cache_dir[256];

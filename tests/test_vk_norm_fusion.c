@@ -27,7 +27,7 @@
 static tg_device *dev;
 static char cache_dir[256];
 
-#define ALL_PASSES "flash_attention,dce,cse,fold,algebra,permute_matmul,fusion"
+#define ALL_PASSES "flash_attention,dce,cse,fold,algebra,permute_matmul,gelu_derivative,fusion"
 #define MAX_T 12
 
 static void assert_close(const tg_array *got, const tg_array *want, double tol, const char *what) {

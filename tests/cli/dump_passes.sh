@@ -8,7 +8,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.bash"
 
 expect_status 0 "$GRAPH" dump --passes
-[ "$(cut -d' ' -f1 "$TMP/out" | tr '\n' ' ')" = "flash_attention fold algebra permute_matmul cse dce fusion " ] ||
+[ "$(cut -d' ' -f1 "$TMP/out" | tr '\n' ' ')" = "flash_attention fold algebra permute_matmul gelu_derivative cse dce fusion " ] ||
     fail "pass list: $(cat "$TMP/out")"
 
 expect_status 0 "$GRAPH" dump --ir "$DATA/mlp.tgir" --after=fusion
@@ -34,7 +34,7 @@ expect_status 0 "$GRAPH" dump --stats "$DATA/mlp.tgir" --disable=fusion
 expect_in "$TMP/out" "dispatches_fused: 6"
 
 TG_DUMP_IR=1 expect_status 0 "$GRAPH" dump "$DATA/mlp.tgir" --after=cse
-[ "$(grep -c '^# ---- IR after' "$TMP/err")" -eq 8 ] || fail "TG_DUMP_IR=1: $(cat "$TMP/err")"
+[ "$(grep -c '^# ---- IR after' "$TMP/err")" -eq 9 ] || fail "TG_DUMP_IR=1: $(cat "$TMP/err")"
 expect_in "$TMP/err" "# ---- IR after fusion ----"
 
 # flash_attention off: the attention is matmuls and a softmax
