@@ -249,3 +249,7 @@ tg_status tg_attn_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, i
     *out = t;
     return TG_OK;
 }
+
+bool tg_ce_pair_by_rows(const tg_vk_caps *caps) {
+    return caps->device_class == TG_VK_CLASS_CPU && caps->storage_texel;
+}

@@ -79,4 +79,11 @@ tg_status tg_attn_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, i
  * says yes; $TG_SERIAL_PARTS = "0" / "1" overrides (tests run both). */
 bool tg_serial_parts(const tg_vk_caps *caps);
 
+/* cross_entropy with its cross_entropy_grad as one kernel that takes the
+ * rows one by one, each read whole (loss terms and max, sum) before its
+ * gradient is written, the loss added from partial sums in scratch
+ * memory (gen_nn.c): CPU devices with storage texel views. The gradient
+ * may then write over the logits. */
+bool tg_ce_pair_by_rows(const tg_vk_caps *caps);
+
 #endif /* TG_BACKEND_DEVICE_CLASS_H */

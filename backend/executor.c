@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/device_class.h"
 #include "backend/exec_internal.h"
 #include "backend/exec_plan.h"
 #include "graph/strbuf.h"
@@ -109,6 +110,7 @@ typedef struct exec_pipe {
 
 typedef struct spec {
     int64_t (*key)[TG_MAX_RANK]; /* shapes of the needed placeholders */
+    bool ce_pair_rows;           /* tg_ce_pair_by_rows on this device */
     uint64_t last_used;
     tg_graph *g; /* specialised and optimised: ids differ from e->g's */
     bool *needed;
@@ -951,7 +953,8 @@ static tg_status optimise(tg_executable *e, spec *s) {
                          .fusion_max_inputs = TG_KERNEL_FUSED_IO,
                          .fusion_max_outputs = TG_KERNEL_FUSED_IO,
                          .fusion_max_optimizer_updates =
-                             optimizer_updates_per_kernel(&e->dev->caps)};
+                             optimizer_updates_per_kernel(&e->dev->caps),
+                         .fusion_ce_pair_in_place = tg_ce_pair_by_rows(&e->dev->caps)};
     if (env_is_1("TG_DUMP_IR")) {
         o.dump = dump_ir;
         o.dump_all = true;
@@ -1065,6 +1068,17 @@ static bool epilogue_in_place(const spec *s, const tg_part_kernel *pk, int32_t x
  * the logits of a cross_entropy_grad kernel of its own (gen_grad.c: a row
  * of the logits is read whole, by its invocation or by the workgroup
  * before a barrier, before the row's gradient is written). */
+/* Kernel pk is a cross-entropy pair whose kernel takes the rows one by
+ * one (tg_ce_pair_by_rows): its cross_entropy_grad node, else -1. */
+static int32_t ce_pair_grad(const spec *s, const tg_part_kernel *pk) {
+    if (pk->n_nodes != 2 || !s->ce_pair_rows) return -1;
+    for (int m = 0; m < 2; m++)
+        if (s->g->nodes[pk->nodes[m]].op == TG_OP_CROSS_ENTROPY_GRAD &&
+            s->g->nodes[pk->nodes[1 - m]].op == TG_OP_CROSS_ENTROPY)
+            return pk->nodes[m];
+    return -1;
+}
+
 static bool may_take(const spec *s, const tg_part_kernel *pk, int32_t x, int req, int32_t out,
                      const int *part) {
     for (int i = 0; i < pk->n_inputs; i++)
@@ -1072,6 +1086,8 @@ static bool may_take(const spec *s, const tg_part_kernel *pk, int32_t x, int req
     const tg_node *n = &s->g->nodes[pk->nodes[0]];
     if (pk->n_nodes == 1 && n->op == TG_OP_CROSS_ENTROPY_GRAD)
         return n->inputs[0] == x && out == pk->nodes[0];
+    int32_t grad = ce_pair_grad(s, pk);
+    if (grad >= 0) return s->g->nodes[grad].inputs[0] == x && out == grad;
     return epilogue_in_place(s, pk, x, out, part);
 }
 
@@ -1084,7 +1100,8 @@ static void describe_kernel(const spec *s, int kk, tg_plan_kernel *k, int *reads
     const tg_part_kernel *pk = &p->kernels[kk];
     int32_t read_node[64];
     bool pairs = (pk->kind == TG_CLASS_MATMUL ||
-                  (pk->n_nodes == 1 && s->g->nodes[pk->nodes[0]].op == TG_OP_CROSS_ENTROPY_GRAD)) &&
+                  (pk->n_nodes == 1 && s->g->nodes[pk->nodes[0]].op == TG_OP_CROSS_ENTROPY_GRAD) ||
+                  ce_pair_grad(s, pk) >= 0) &&
                  pk->n_outputs <= 64;
     /* out of memory: no reuse in place, still a valid plan */
     if (pairs) pairs = tg_connected_parts(s->g, pk->n_nodes, pk->nodes, part) > 0;
@@ -1366,6 +1383,7 @@ static tg_status build_spec(tg_executable *e, const int64_t (*shapes)[TG_MAX_RAN
         max_bytes = strtoull(env, NULL, 10);
     b.arena = b.consts = b.scratch = (packer){.align = align, .max_bytes = max_bytes};
     s->profile = e->profile;
+    s->ce_pair_rows = tg_ce_pair_by_rows(caps);
 
     tg_status st = TG_OK;
     s->key = calloc((size_t)(e->n_ph ? e->n_ph : 1), sizeof *s->key);

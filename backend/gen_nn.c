@@ -20,6 +20,7 @@
  * skipped; labels outside [0, C) are skipped too (the interpreter reports
  * an error): they add nothing to the sum or the count. No counted row
  * gives 0. */
+#include "backend/device_class.h"
 #include "backend/gen_common.h"
 
 #include <math.h>
@@ -1244,6 +1245,108 @@ static int output_of(const tg_kernel *k, int32_t id) {
     return -1;
 }
 
+/* The pair by rows (tg_ce_pair_by_rows: CPU devices): a workgroup per
+ * CE_PARTIAL_WG rows, an invocation a row, reading the row whole (max,
+ * sum of exp and the label's logit) before writing its gradient, so the
+ * gradient may write over the logits; each workgroup counts the labels
+ * (the gradient's scale needs the count of every row) and stores its
+ * rows' loss terms in scratch, and the last one adds them in order. */
+static tg_status gen_cross_entropy_rows(tg_gen *g, const tg_node *loss, int li, int yi, int di,
+                                        int jl, int jg) {
+    typedef unsigned long long ull;
+    const tg_graph *gr = g->k->g;
+    const tg_node *y = &gr->nodes[loss->inputs[1]];
+    int64_t C = gr->nodes[loss->inputs[0]].shape[gr->nodes[loss->inputs[0]].rank - 1];
+    int64_t rows = tg_shape_count(y->rank, y->shape);
+    uint32_t wg = g->wg;
+    uint64_t groups = rows > 0 ? ((uint64_t)rows + wg - 1) / wg : 1;
+    bool v4 = tg_gen_ce_v4(g, C, li) && g->k->output_storage[jg] == TG_F32;
+    if ((ull)rows / ((ull)groups * wg) * (3 * (ull)C) + (ull)rows / wg > CPU_LOOP_LIMIT)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "cross_entropy pair of %lld rows x %lld classes: over the %d loop "
+                            "iterations an invocation may run on this CPU device",
+                            (long long)rows, (long long)C, CPU_LOOP_LIMIT);
+    tg_status st = tg_gen_scratch(g, groups);
+    if (st != TG_OK) return st;
+    char skip[96];
+    tg_gen_ce_skip(skip, sizeof skip, "lab", loss->attrs.ignore_index, C);
+    tg_sb *b = &g->b;
+    ce_row_fns_at(g, C, li);
+    if (v4)
+        tg_sb_printf(b, "layout(std430, binding = %d) writeonly buffer BCE4 { vec4 o4ce[]; };\n",
+                     g->k->n_inputs + jg);
+    tg_sb_printf(b,
+                 "shared bool s_ce_last;\n"
+                 "void main() {\n"
+                 "    uint w = tg_group();\n" /* uniform over the workgroup */
+                 "    if (w >= %lluu) return;\n"
+                 "    uint l = gl_LocalInvocationID.x;\n"
+                 "    float cnt = 0.0;\n"
+                 "    for (uint q = l; q < %lluu; q += %uu) {\n"
+                 "        int lab = ld%d(q);\n"
+                 "        cnt += %s ? 0.0 : 1.0;\n"
+                 "    }\n"
+                 "    cnt = tg_wg_sum(cnt);\n"
+                 "    float scale = ld%d(0u) / cnt, total = 0.0;\n"
+                 "    for (uint r = w * %uu + l; r < %lluu; r += %lluu) {\n"
+                 "        int lab = ld%d(r);\n"
+                 "        uint base = r * %lluu;\n",
+                 (ull)groups, (ull)rows, wg, yi, skip, di, wg, (ull)rows, (ull)groups * wg, yi,
+                 (ull)C);
+    if (v4)
+        tg_sb_printf(
+            b,
+            "        if (%s) {\n"
+            "            for (uint c = 0u; c < %lluu; c++) o4ce[(base >> 2) + c] = "
+            "vec4(0.0);\n"
+            "            continue;\n"
+            "        }\n"
+            "        float m = ce_row_max4(base), s = ce_row_sumexp4(base, m);\n"
+            "        total += m + log(s) - ld%d(base + uint(lab));\n"
+            "        float f = scale / s;\n"
+            "        for (uint c = 0u; c < %lluu; c++) {\n"
+            "            ivec4 j = ivec4(4 * int(c)) + ivec4(0, 1, 2, 3);\n"
+            "            o4ce[(base >> 2) + c] = exp(tf%d(int((base >> 2) + c)) - m) * f -\n"
+            "                                    vec4(equal(j, ivec4(lab))) * scale;\n"
+            "        }\n"
+            "    }\n",
+            skip, (ull)(C / 4), li, (ull)(C / 4), li);
+    else
+        tg_sb_printf(
+            b,
+            "        if (%s) {\n"
+            "            for (uint j = 0u; j < %lluu; j++) st%d(base + j, 0.0);\n"
+            "            continue;\n"
+            "        }\n"
+            "        float m = ce_row_max(base, 0u, 1u), s = ce_row_sumexp(base, 0u, 1u, m);\n"
+            "        total += m + log(s) - ld%d(base + uint(lab));\n"
+            "        float f = scale / s;\n"
+            "        for (uint j = 0u; j < %lluu; j++)\n"
+            "            st%d(base + j, exp(ld%d(base + j) - m) * f - (int(j) == lab ? "
+            "scale : 0.0));\n"
+            "    }\n",
+            skip, (ull)C, jg, li, (ull)C, jg, li);
+    /* the loss: partial sums in order by the last workgroup (np is a loop
+     * bound: llvmpipe runs an if's body masked in every workgroup) */
+    tg_sb_printf(
+        b,
+        "    total = tg_wg_sum(total);\n"
+        "    if (l == 0u) scr[w] = vec4(total, 0.0, 0.0, 0.0);\n"
+        "    memoryBarrier();\n"
+        "    barrier();\n"
+        "    if (l == 0u) s_ce_last = atomicAdd(scr_count, 1u) == %lluu;\n"
+        "    barrier();\n"
+        "    memoryBarrier();\n"
+        "    uint np = s_ce_last && l == 0u ? %lluu : 0u;\n"
+        "    float sum = 0.0;\n"
+        "    for (uint p = 0u; p < np; p++) sum += imageLoad(scr_t, int(1u + p)).x;\n"
+        "    for (uint i = 0u; i < min(np, 1u); i++) st%d(0u, cnt > 0.0 ? sum / cnt : 0.0);\n"
+        "    if (l == 0u && s_ce_last) scr_count = 0u;\n"
+        "}\n",
+        (ull)groups - 1, (ull)groups, jl);
+    return TG_OK;
+}
+
 static tg_status gen_cross_entropy_pair(const tg_vk_caps *caps, const tg_kernel *k,
                                         tg_kernel_code *out) {
     const tg_graph *gr = k->g;
@@ -1267,6 +1370,21 @@ static tg_status gen_cross_entropy_pair(const tg_vk_caps *caps, const tg_kernel 
     const tg_node *y = &gr->nodes[loss->inputs[1]];
     int64_t C = grad->shape[grad->rank - 1], rows = tg_shape_count(y->rank, y->shape);
     bool cpu = caps->device_class == TG_VK_CLASS_CPU;
+    if (tg_ce_pair_by_rows(caps)) {
+        tg_gen g;
+        uint32_t v4 = tg_gen_ce_v4_mask(caps, k, li, C);
+        uint32_t wg = tg_gen_wg_size(caps, CE_PARTIAL_WG);
+        tg_status st = v4 ? tg_gen_begin_texel(&g, caps, k, out, wg, true, v4, true)
+                          : tg_gen_begin(&g, caps, k, out, wg, true);
+        if (st == TG_OK)
+            st = gen_cross_entropy_rows(&g, loss, li, yi, di, output_of(k, loss_id),
+                                        output_of(k, grad_id));
+        if (st != TG_OK) {
+            tg_gen_abort(&g);
+            return st;
+        }
+        return tg_gen_finish(&g, rows > 0 ? ((uint64_t)rows + wg - 1) / wg : 1);
+    }
     /* the loss's workgroup size (its kernel alone), for both parts */
     uint32_t wg = tg_gen_wg_size(caps, cpu ? 1024 : 256);
     bool loss_serial = C <= TG_GEN_ROW_SERIAL_MAX ||

@@ -518,6 +518,11 @@ typedef struct tg_pass_options {
      *  whatever the other limits (0: those limits decide; tg_compile sets
      *  it from the device's descriptor limits). */
     int fusion_max_optimizer_updates;
+    /** fusion: cross_entropy and its cross_entropy_grad share a kernel even
+     *  where the gradient writes over the logits (the executor's kernel then
+     *  reads each row whole before writing its gradient; tg_compile sets it
+     *  where the device's kernel does). */
+    bool fusion_ce_pair_in_place;
 } tg_pass_options;
 
 /** What the passes did to a graph (tg_optimize, `graph dump --stats`). */

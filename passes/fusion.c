@@ -575,7 +575,9 @@ static bool read_only_by(fuser *f, int32_t x, int32_t a, int32_t b) {
  * intermediate that only the pair reads: there the gradient kernel alone
  * writes over the logits in place (backend/executor.c), which saves a
  * [tokens, classes] buffer at the training step's peak; the loss reads
- * them in a kernel before it. */
+ * them in a kernel before it. Unless the device's pair kernel reads each
+ * row whole before writing its gradient (limits.ce_pair_in_place): then
+ * the pair is one kernel writing over the logits. */
 static void merge_cross_entropy(fuser *f) {
     const tg_graph *g = f->g;
     for (int32_t gid = 0; gid < g->n_nodes; gid++) {
@@ -592,7 +594,7 @@ static void merge_cross_entropy(fuser *f) {
             if (ln->op == TG_OP_CROSS_ENTROPY && ln->inputs[0] == logits &&
                 ln->inputs[1] == gn->inputs[1] &&
                 ln->attrs.ignore_index == gn->attrs.ignore_index && alone(f, l) &&
-                (find(f, src) < 0 || !read_only_by(f, src, l, gid)) &&
+                (f->lim->ce_pair_in_place || find(f, src) < 0 || !read_only_by(f, src, l, gid)) &&
                 merge_if_legal(f, find(f, l), find(f, gid)))
                 break;
         }

@@ -174,7 +174,8 @@ static tg_status run_one(const tg_pass_info *p, tg_pass_fn fn, const tg_pass_opt
         .fold_max_elements = o->fold_max_elements > 0 ? o->fold_max_elements : TG_FOLD_MAX_ELEMENTS,
         .limits = {o->fusion_max_inputs > 0 ? o->fusion_max_inputs : TG_FUSION_MAX_INPUTS,
                    o->fusion_max_outputs > 0 ? o->fusion_max_outputs : TG_FUSION_MAX_OUTPUTS,
-                   o->fusion_max_optimizer_updates > 0 ? o->fusion_max_optimizer_updates : 0},
+                   o->fusion_max_optimizer_updates > 0 ? o->fusion_max_optimizer_updates : 0,
+                   o->fusion_ce_pair_in_place},
         .map = map,
         .partition = &part,
     };

@@ -53,6 +53,9 @@ typedef struct tg_fusion_limits {
     /* adamw updates per multi-tensor optimizer kernel instead of the
      * limits above (0: those decide); the caller checked the bindings */
     int max_optimizer_updates;
+    /* cross_entropy and its gradient share a kernel even where the gradient
+     * writes over the logits (tg_pass_options.fusion_ce_pair_in_place) */
+    bool ce_pair_in_place;
 } tg_fusion_limits;
 
 void tg_partition_free(tg_partition *p);

@@ -14,7 +14,8 @@
 
 #include "test_pass_harness.h"
 
-static const tg_fusion_limits default_limits = {TG_FUSION_MAX_INPUTS, TG_FUSION_MAX_OUTPUTS, 0};
+static const tg_fusion_limits default_limits = {TG_FUSION_MAX_INPUTS, TG_FUSION_MAX_OUTPUTS, 0,
+                                                false};
 
 /* "matmul+add+gelu": the ops of a kernel's members. */
 static void kernel_ops(const tg_graph *g, const tg_part_kernel *k, char *buf, size_t n) {
@@ -204,7 +205,7 @@ static void test_input_limit(void **state) {
     tg_graph *g = transformer_block();
     targets t;
     default_targets(g, &t);
-    tg_fusion_limits lim = {2, 16, 0};
+    tg_fusion_limits lim = {2, 16, 0, false};
     tg_partition *p = partition(g, &t, &lim);
     assert_true(p->n_kernels > 8);
     for (int k = 0; k < p->n_kernels; k++) {
