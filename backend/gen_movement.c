@@ -26,6 +26,27 @@
 
 #define SCATTER_REG_ROWS 16 /* CPU scatter_add: rows a block keeps in registers */
 
+/* CPU scatter_add: lane 0 lists the chunk's indices whose row passes
+ * `in_block` (GLSL on `row`), in order, and every lane walks the list;
+ * the loop is left open after `uint q = smatch[m];` for the caller's add
+ * and closing brace. */
+static void scatter_list(tg_sb *b, const char *in_block) {
+    tg_sb_printf(b,
+                 "        if (l == 0u) {\n"
+                 "            uint n = 0u;\n"
+                 "            for (uint q = 0u; q < cn; q++) {\n"
+                 "                int row = sidx[q];\n"
+                 "                if (%s) smatch[n++] = q;\n"
+                 "            }\n"
+                 "            s_n = n;\n"
+                 "        }\n"
+                 "        barrier();\n"
+                 "        uint n = s_n;\n" /* uniform over the workgroup */
+                 "        for (uint m = 0u; m < n; m++) {\n"
+                 "            uint q = smatch[m];\n",
+                 in_block);
+}
+
 static int64_t count_of(const tg_node *n) {
     return tg_shape_count(n->rank, n->shape);
 }
@@ -376,28 +397,21 @@ tg_status tg_gen_movement(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_
             for (int64_t r = 0; r < per_block; r++)
                 tg_sb_printf(b, "    %s a%lld = ld0(out_at(c, min(v0 + %lluu, %lluu)));\n", ct,
                              (long long)r, (ull)r, (ull)dim - 1);
-            tg_sb_printf(
-                b,
-                "    for (uint j0 = 0u; j0 < %lluu; j0 += %lluu) {\n"
-                "        uint cn = min(%lluu, %lluu - j0);\n"
-                "        barrier();\n" /* the previous chunk is done */
-                "        for (uint q = l; q < cn; q += %uu) sidx[q] = ld1(j0 + q);\n"
-                "        barrier();\n"
-                "        if (l == 0u) {\n"
-                "            uint n = 0u;\n"
-                "            for (uint q = 0u; q < cn; q++) {\n"
-                "                int row = sidx[q];\n"
-                "                if (row >= int(v0) && row < int(v0 + %lluu)) smatch[n++] = "
-                "q;\n"
-                "            }\n"
-                "            s_n = n;\n"
-                "        }\n"
-                "        barrier();\n"
-                "        uint n = s_n;\n" /* uniform over the workgroup */
-                "        for (uint m = 0u; m < n; m++) {\n"
-                "            uint q = smatch[m], v = uint(sidx[q]) - v0;\n"
-                "            %s u = ld2(u0 + (j0 + q) * %lluu);\n",
-                (ull)nidx, (ull)chunk, (ull)chunk, (ull)nidx, wg, (ull)per_block, ct, (ull)inner);
+            tg_sb_printf(b,
+                         "    for (uint j0 = 0u; j0 < %lluu; j0 += %lluu) {\n"
+                         "        uint cn = min(%lluu, %lluu - j0);\n"
+                         "        barrier();\n" /* the previous chunk is done */
+                         "        for (uint q = l; q < cn; q += %uu) sidx[q] = ld1(j0 + q);\n"
+                         "        barrier();\n",
+                         (ull)nidx, (ull)chunk, (ull)chunk, (ull)nidx, wg);
+            char in_block[96];
+            snprintf(in_block, sizeof in_block, "row >= int(v0) && row < int(v0 + %lluu)",
+                     (ull)per_block);
+            scatter_list(b, in_block);
+            tg_sb_printf(b,
+                         "            uint v = uint(sidx[q]) - v0;\n"
+                         "            %s u = ld2(u0 + (j0 + q) * %lluu);\n",
+                         ct, (ull)inner);
             for (int64_t r = 0; r < per_block; r++)
                 tg_sb_printf(b, "            a%lld = v == %lluu ? a%lld + u : a%lld;\n",
                              (long long)r, (ull)r, (long long)r, (long long)r);
@@ -429,36 +443,26 @@ tg_status tg_gen_movement(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_
                      "        uint cn = min(%lluu, %lluu - j0);\n"
                      "        barrier();\n" /* the previous chunk is done */
                      "        for (uint q = l; q < cn; q += %uu) sidx[q] = ld1(j0 + q);\n"
-                     "        barrier();\n"
-                     "%s"
-                     "    }\n"
-                     "}\n",
+                     "        barrier();\n",
                      (unsigned long long)blocks, (unsigned long long)per_block,
                      (unsigned long long)dim, (unsigned long long)per_block, cloop,
                      (unsigned long long)nidx, (unsigned long long)chunk, (unsigned long long)chunk,
-                     (unsigned long long)nidx, wg,
-                     cpu ? "        if (l == 0u) {\n"
-                           "            uint n = 0u;\n"
-                           "            for (uint q = 0u; q < cn; q++) {\n"
-                           "                int row = sidx[q];\n"
-                           "                if (row >= int(v0) && row < int(v1)) smatch[n++] = q;\n"
-                           "            }\n"
-                           "            s_n = n;\n"
-                           "        }\n"
-                           "        barrier();\n"
-                           "        uint n = s_n;\n" /* uniform over the workgroup */
-                           "        for (uint m = 0u; m < n; m++) {\n"
-                           "            uint q = smatch[m];\n"
-                           "            add_row(l, uint(sidx[q]), j0 + q);\n"
-                           "        }\n"
-                         : "        uint q = 0u;\n"
-                           "        for (; q + 3u < cn; q += 4u) {\n"
-                           "            scat(l, q, j0, int(v0), int(v1));\n"
-                           "            scat(l, q + 1u, j0, int(v0), int(v1));\n"
-                           "            scat(l, q + 2u, j0, int(v0), int(v1));\n"
-                           "            scat(l, q + 3u, j0, int(v0), int(v1));\n"
-                           "        }\n"
-                           "        for (; q < cn; q++) scat(l, q, j0, int(v0), int(v1));\n");
+                     (unsigned long long)nidx, wg);
+        if (cpu) {
+            scatter_list(b, "row >= int(v0) && row < int(v1)");
+            tg_sb_printf(b, "            add_row(l, uint(sidx[q]), j0 + q);\n"
+                            "        }\n");
+        } else {
+            tg_sb_printf(b, "        uint q = 0u;\n"
+                            "        for (; q + 3u < cn; q += 4u) {\n"
+                            "            scat(l, q, j0, int(v0), int(v1));\n"
+                            "            scat(l, q + 1u, j0, int(v0), int(v1));\n"
+                            "            scat(l, q + 2u, j0, int(v0), int(v1));\n"
+                            "            scat(l, q + 3u, j0, int(v0), int(v1));\n"
+                            "        }\n"
+                            "        for (; q < cn; q++) scat(l, q, j0, int(v0), int(v1));\n");
+        }
+        tg_sb_printf(b, "    }\n}\n");
         break;
     }
     case TG_OP_SLICE_UPDATE: {

@@ -304,6 +304,32 @@ uint32_t tg_gen_ce_v4_mask(const tg_vk_caps *caps, const tg_kernel *k, int in, i
 /* Loop iterations of one invocation of the cross_entropy kernel: rows
  * per invocation (serial) or all rows, each two row passes (and, walked
  * together, two workgroup reductions of at most wg iterations). */
+/* The end of a loss over partial sums (kernel scratch): workgroup w
+ * stores its sum and count (GLSL variables `total` and `count`, already
+ * summed over the workgroup) in scr[w]; the last workgroup to finish adds
+ * them in order and stores sum / count in output jo, then resets the
+ * count of finished workgroups. np is a loop bound, not an if: llvmpipe
+ * runs an if's body masked in every workgroup, a loop's once. Closes the
+ * function. */
+static void ce_emit_partials(tg_sb *b, uint64_t groups, int jo, const char *total,
+                             const char *count) {
+    tg_sb_printf(b,
+                 "    if (l == 0u) scr[w] = vec4(%s, %s, 0.0, 0.0);\n"
+                 "    memoryBarrier();\n"
+                 "    barrier();\n"
+                 "    if (l == 0u) s_ce_last = atomicAdd(scr_count, 1u) == %lluu;\n"
+                 "    barrier();\n"
+                 "    memoryBarrier();\n"
+                 "    uint np = s_ce_last && l == 0u ? %lluu : 0u;\n"
+                 "    vec2 sum = vec2(0.0);\n"
+                 "    for (uint p = 0u; p < np; p++) sum += imageLoad(scr_t, int(1u + p)).xy;\n"
+                 "    for (uint i = 0u; i < min(np, 1u); i++)\n"
+                 "        st%d(0u, sum.y > 0.0 ? sum.x / sum.y : 0.0);\n"
+                 "    if (l == 0u && s_ce_last) scr_count = 0u;\n"
+                 "}\n",
+                 total, count, (unsigned long long)groups - 1, (unsigned long long)groups, jo);
+}
+
 /* Workgroups of a cross_entropy loss: one for all rows, or on CPU
  * devices that can keep scratch memory, with serial rows, one per wg rows
  * (at most CE_MAX_PARTIALS) that each add their rows and the last of
@@ -392,26 +418,9 @@ static tg_status emit_cross_entropy(tg_gen *g, const tg_node *n, bool serial, co
                  v4 ? "ce_row_max4(base)" : "ce_row_max(base, j0, jstep)",
                  v4 ? "ce_row_sumexp4(base, m)" : "ce_row_sumexp(base, j0, jstep, m)", li);
     if (serial) tg_sb_printf(b, "    total = tg_wg_sum(total);\n    cnt = tg_wg_sum(cnt);\n");
-    /* partials: workgroup w's sums in scr[w]; the last workgroup adds them
-     * in order (np is a loop bound: llvmpipe runs an if's body masked in
-     * every workgroup, a loop's once) */
-    if (partials) {
-        tg_sb_printf(b,
-                     "    if (l == 0u) scr[w] = vec4(total, cnt, 0.0, 0.0);\n"
-                     "    memoryBarrier();\n"
-                     "    barrier();\n"
-                     "    if (l == 0u) s_ce_last = atomicAdd(scr_count, 1u) == %lluu;\n"
-                     "    barrier();\n"
-                     "    memoryBarrier();\n"
-                     "    uint np = s_ce_last && l == 0u ? %lluu : 0u;\n"
-                     "    vec2 sum = vec2(0.0);\n"
-                     "    for (uint p = 0u; p < np; p++) sum += imageLoad(scr_t, int(1u + p)).xy;\n"
-                     "    for (uint i = 0u; i < min(np, 1u); i++)\n"
-                     "        st%d(0u, sum.y > 0.0 ? sum.x / sum.y : 0.0);\n"
-                     "    if (l == 0u && s_ce_last) scr_count = 0u;\n"
-                     "}\n"
-                     "#undef ROW_MAX\n#undef ROW_SUM\n",
-                     (unsigned long long)groups - 1, (unsigned long long)groups, jo);
+    if (partials) { /* workgroup w's sums in scr[w], added by the last */
+        ce_emit_partials(b, groups, jo, "total", "cnt");
+        tg_sb_printf(b, "#undef ROW_MAX\n#undef ROW_SUM\n");
         return TG_OK;
     }
     tg_sb_printf(b,
@@ -839,6 +848,31 @@ static void lnb_emit_col_stores(tg_sb *b, const tg_kernel *k, const lnb_kernel *
         tg_sb_printf(b, "        st%d(j, as%d%s);\n", d->sum_out[s], s, acc);
 }
 
+/* One quad of columns j0 of a row at `base` (row statistics mean, inv,
+ * mg, mgx in scope) added into the column sums aw, ab and as<s> (each
+ * followed by `acc`: "[0]" or ""), at indentation `ind`: the column
+ * workgroup's quad path and the row workgroups' partial sums. */
+static void lnb_emit_quad_sums(tg_sb *b, const lnb_kernel *d, const char *ind, const char *acc) {
+    tg_sb_printf(b,
+                 "%suint i4 = (base >> 2) + j0;\n"
+                 "%svec4 dy = tf%d(int(i4));\n"
+                 "%svec4 xhat = (tf%d(int(i4)) - mean) * inv;\n"
+                 "%saw%s += dy * xhat;\n"
+                 "%sab%s += dy;\n",
+                 ind, ind, d->dy, ind, d->x, ind, acc, ind, acc);
+    if (d->n_sums) tg_sb_printf(b, "%svec4 dx = inv * (dy * w4 - mg - xhat * mgx);\n", ind);
+    for (int s = 0; s < d->n_sums; s++)
+        if (d->sum_in[s] == d->x_id)
+            tg_sb_printf(b, "%sas%d%s += dx;\n", ind, s, acc);
+        else
+            tg_sb_printf(b,
+                         "%sas%d%s += vec4(lnb_s%d(base + 4u * j0, dx.x), "
+                         "lnb_s%d(base + 4u * j0 + 1u, dx.y),\n"
+                         "%s    lnb_s%d(base + 4u * j0 + 2u, dx.z), "
+                         "lnb_s%d(base + 4u * j0 + 3u, dx.w));\n",
+                         ind, s, acc, s, s, ind, s, s);
+}
+
 /* The column part: the sums over rows of dy xhat and dy (the weight and
  * bias gradients) and of the summed members, for the columns of block
  * blk. */
@@ -957,25 +991,8 @@ static void lnb_emit_cols(tg_gen *g, const lnb_kernel *d, int64_t rows, int64_t 
                  wg, (ull)rows, L, (ull)D);
     if (sums) tg_sb_printf(b, "            float mg = s_mg[i], mgx = s_mgx[i];\n");
     if (q4) {
-        tg_sb_printf(b,
-                     "            if (q0 < %uu) {\n"
-                     "                uint i4 = (base >> 2) + j0;\n"
-                     "                vec4 dy = tf%d(int(i4));\n"
-                     "                vec4 xhat = (tf%d(int(i4)) - mean) * inv;\n"
-                     "                aw[0] += dy * xhat;\n"
-                     "                ab[0] += dy;\n",
-                     L, d->dy, d->x);
-        if (sums) tg_sb_printf(b, "                vec4 dx = inv * (dy * w4 - mg - xhat * mgx);\n");
-        for (int s = 0; s < d->n_sums; s++)
-            if (d->sum_in[s] == d->x_id)
-                tg_sb_printf(b, "                as%d[0] += dx;\n", s);
-            else
-                tg_sb_printf(b,
-                             "                as%d[0] += vec4(lnb_s%d(base + 4u * j0, dx.x), "
-                             "lnb_s%d(base + 4u * j0 + 1u, dx.y),\n"
-                             "                                lnb_s%d(base + 4u * j0 + 2u, dx.z), "
-                             "lnb_s%d(base + 4u * j0 + 3u, dx.w));\n",
-                             s, s, s, s, s);
+        tg_sb_printf(b, "            if (q0 < %uu) {\n", L);
+        lnb_emit_quad_sums(b, d, "                ", "[0]");
         tg_sb_printf(b, "            }\n");
     }
     for (int64_t t = 0; !q4 && t < cpi; t++) {
@@ -1057,25 +1074,11 @@ static void lnb_emit_partials(tg_gen *g, const lnb_kernel *d, int64_t rows, int6
     if (d->n_sums) tg_sb_printf(b, "    vec4 w4 = tf%d(int(j0));\n", d->w);
     tg_sb_printf(b,
                  "    for (uint i = q0; i < nr; i += %lluu) {\n"
-                 "        uint r = w * %uu + i, base = r * %lluu, i4 = (base >> 2) + j0;\n"
+                 "        uint r = w * %uu + i, base = r * %lluu;\n"
                  "        vec4 st = imageLoad(scr_t, int(%lluu + r));\n"
-                 "        float mean = st.x, inv = st.y, mg = st.z, mgx = st.w;\n"
-                 "        vec4 dy = tf%d(int(i4));\n"
-                 "        vec4 xhat = (tf%d(int(i4)) - mean) * inv;\n"
-                 "        aw += dy * xhat;\n"
-                 "        ab += dy;\n",
-                 L, wg, (ull)D, (ull)(1 + d->stats_at), d->dy, d->x);
-    if (d->n_sums) tg_sb_printf(b, "        vec4 dx = inv * (dy * w4 - mg - xhat * mgx);\n");
-    for (int s = 0; s < d->n_sums; s++)
-        if (d->sum_in[s] == d->x_id)
-            tg_sb_printf(b, "        as%d += dx;\n", s);
-        else
-            tg_sb_printf(b,
-                         "        as%d += vec4(lnb_s%d(base + 4u * j0, dx.x), "
-                         "lnb_s%d(base + 4u * j0 + 1u, dx.y),\n"
-                         "                     lnb_s%d(base + 4u * j0 + 2u, dx.z), "
-                         "lnb_s%d(base + 4u * j0 + 3u, dx.w));\n",
-                         s, s, s, s, s);
+                 "        float mean = st.x, inv = st.y, mg = st.z, mgx = st.w;\n",
+                 L, wg, (ull)D, (ull)(1 + d->stats_at));
+    lnb_emit_quad_sums(b, d, "        ", "");
     /* partial p = w * L + q0 holds nv rows of G quads */
     tg_sb_printf(b,
                  "    }\n"
@@ -1287,7 +1290,7 @@ static tg_status gen_cross_entropy_rows(tg_gen *g, const tg_node *loss, int li, 
                  "        cnt += %s ? 0.0 : 1.0;\n"
                  "    }\n"
                  "    cnt = tg_wg_sum(cnt);\n"
-                 "    float scale = ld%d(0u) / cnt, total = 0.0;\n"
+                 "    float scale = ld%d(0u) / cnt, total = 0.0, counted = 0.0;\n"
                  "    for (uint r = w * %uu + l; r < %lluu; r += %lluu) {\n"
                  "        int lab = ld%d(r);\n"
                  "        uint base = r * %lluu;\n",
@@ -1303,6 +1306,7 @@ static tg_status gen_cross_entropy_rows(tg_gen *g, const tg_node *loss, int li, 
             "        }\n"
             "        float m = ce_row_max4(base), s = ce_row_sumexp4(base, m);\n"
             "        total += m + log(s) - ld%d(base + uint(lab));\n"
+            "        counted += 1.0;\n"
             "        float f = scale / s;\n"
             "        for (uint c = 0u; c < %lluu; c++) {\n"
             "            ivec4 j = ivec4(4 * int(c)) + ivec4(0, 1, 2, 3);\n"
@@ -1320,30 +1324,16 @@ static tg_status gen_cross_entropy_rows(tg_gen *g, const tg_node *loss, int li, 
             "        }\n"
             "        float m = ce_row_max(base, 0u, 1u), s = ce_row_sumexp(base, 0u, 1u, m);\n"
             "        total += m + log(s) - ld%d(base + uint(lab));\n"
+            "        counted += 1.0;\n"
             "        float f = scale / s;\n"
             "        for (uint j = 0u; j < %lluu; j++)\n"
             "            st%d(base + j, exp(ld%d(base + j) - m) * f - (int(j) == lab ? "
             "scale : 0.0));\n"
             "    }\n",
             skip, (ull)C, jg, li, (ull)C, jg, li);
-    /* the loss: partial sums in order by the last workgroup (np is a loop
-     * bound: llvmpipe runs an if's body masked in every workgroup) */
-    tg_sb_printf(
-        b,
-        "    total = tg_wg_sum(total);\n"
-        "    if (l == 0u) scr[w] = vec4(total, 0.0, 0.0, 0.0);\n"
-        "    memoryBarrier();\n"
-        "    barrier();\n"
-        "    if (l == 0u) s_ce_last = atomicAdd(scr_count, 1u) == %lluu;\n"
-        "    barrier();\n"
-        "    memoryBarrier();\n"
-        "    uint np = s_ce_last && l == 0u ? %lluu : 0u;\n"
-        "    float sum = 0.0;\n"
-        "    for (uint p = 0u; p < np; p++) sum += imageLoad(scr_t, int(1u + p)).x;\n"
-        "    for (uint i = 0u; i < min(np, 1u); i++) st%d(0u, cnt > 0.0 ? sum / cnt : 0.0);\n"
-        "    if (l == 0u && s_ce_last) scr_count = 0u;\n"
-        "}\n",
-        (ull)groups - 1, (ull)groups, jl);
+    /* the loss: this workgroup's terms and counted rows, added by the last */
+    tg_sb_printf(b, "    total = tg_wg_sum(total);\n    counted = tg_wg_sum(counted);\n");
+    ce_emit_partials(b, groups, jl, "total", "counted");
     return TG_OK;
 }
 
