@@ -250,14 +250,14 @@ tg_status tg_plan_offsets(int n_bufs, tg_plan_buf *bufs, uint64_t align, uint64_
     int *groups = malloc(((size_t)n_bufs + 1) * sizeof *groups);
     placed *tmp = malloc(((size_t)n_bufs + 1) * sizeof *tmp);
     size_key *keys = malloc(((size_t)n_bufs + 1) * sizeof *keys);
-    /* the best placement so far: per group, its chunk and offset */
-    placed *best = malloc(((size_t)n_bufs + 1) * sizeof *best);
+    /* the best placement so far: per buffer, its chunk and offset */
+    uint64_t *best_offset = malloc(((size_t)n_bufs + 1) * sizeof *best_offset);
     int *best_chunk = malloc(((size_t)n_bufs + 1) * sizeof *best_chunk);
-    if (!groups || !tmp || !keys || !best || !best_chunk) {
+    if (!groups || !tmp || !keys || !best_offset || !best_chunk) {
         free(groups);
         free(tmp);
         free(keys);
-        free(best);
+        free(best_offset);
         free(best_chunk);
         return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
     }
@@ -293,7 +293,7 @@ tg_status tg_plan_offsets(int n_bufs, tg_plan_buf *bufs, uint64_t align, uint64_
             chunks = cand;
             nc = n_cand;
             for (int b = 0; b < n_bufs; b++) {
-                best[b].offset = bufs[b].offset;
+                best_offset[b] = bufs[b].offset;
                 best_chunk[b] = bufs[b].chunk;
             }
         } else {
@@ -302,11 +302,11 @@ tg_status tg_plan_offsets(int n_bufs, tg_plan_buf *bufs, uint64_t align, uint64_
     }
     for (int i = 0; st == TG_OK && i < n_groups; i++) {
         tg_plan_buf *g = &bufs[groups[i]];
-        g->offset = best[groups[i]].offset;
+        g->offset = best_offset[groups[i]];
         g->chunk = best_chunk[groups[i]];
     }
     free(keys);
-    free(best);
+    free(best_offset);
     free(best_chunk);
     for (int b = 0; st == TG_OK && b < n_bufs; b++) {
         int g = group_of(bufs, b);

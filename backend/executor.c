@@ -1062,15 +1062,15 @@ static bool epilogue_in_place(const spec *s, const tg_part_kernel *pk, int32_t x
     return true;
 }
 
-/* True if kernel pk's output `out` may take the memory of its input `x`
- * (request `req`) where x dies there: no other input shares that memory,
- * and x is a matmul epilogue operand read at the element it becomes, or
- * the logits of a cross_entropy_grad kernel of its own (gen_grad.c: a row
- * of the logits is read whole, by its invocation or by the workgroup
- * before a barrier, before the row's gradient is written). */
-/* Kernel pk is a cross-entropy pair whose kernel takes the rows one by
- * one (tg_ce_pair_by_rows): its cross_entropy_grad node, else -1. */
-static int32_t ce_pair_grad(const spec *s, const tg_part_kernel *pk) {
+/* The cross_entropy_grad node of kernel pk when it writes its gradient
+ * row by row after reading the row whole, so the gradient may take the
+ * logits' memory: a cross_entropy_grad kernel of its own (gen_grad.c: by
+ * its invocation, or by the workgroup before a barrier), or a pair with
+ * its cross_entropy on a device that runs pairs by rows
+ * (tg_ce_pair_by_rows); else -1. */
+static int32_t ce_grad_by_rows(const spec *s, const tg_part_kernel *pk) {
+    if (pk->n_nodes == 1 && s->g->nodes[pk->nodes[0]].op == TG_OP_CROSS_ENTROPY_GRAD)
+        return pk->nodes[0];
     if (pk->n_nodes != 2 || !s->ce_pair_rows) return -1;
     for (int m = 0; m < 2; m++)
         if (s->g->nodes[pk->nodes[m]].op == TG_OP_CROSS_ENTROPY_GRAD &&
@@ -1079,14 +1079,15 @@ static int32_t ce_pair_grad(const spec *s, const tg_part_kernel *pk) {
     return -1;
 }
 
+/* True if kernel pk's output `out` may take the memory of its input `x`
+ * (request `req`) where x dies there: no other input shares that memory,
+ * and x is a matmul epilogue operand read at the element it becomes, or
+ * the logits of a gradient written by rows (ce_grad_by_rows). */
 static bool may_take(const spec *s, const tg_part_kernel *pk, int32_t x, int req, int32_t out,
                      const int *part) {
     for (int i = 0; i < pk->n_inputs; i++)
         if (pk->inputs[i] != x && req_of(&s->locs[s->root[pk->inputs[i]]]) == req) return false;
-    const tg_node *n = &s->g->nodes[pk->nodes[0]];
-    if (pk->n_nodes == 1 && n->op == TG_OP_CROSS_ENTROPY_GRAD)
-        return n->inputs[0] == x && out == pk->nodes[0];
-    int32_t grad = ce_pair_grad(s, pk);
+    int32_t grad = ce_grad_by_rows(s, pk);
     if (grad >= 0) return s->g->nodes[grad].inputs[0] == x && out == grad;
     return epilogue_in_place(s, pk, x, out, part);
 }
@@ -1099,10 +1100,8 @@ static void describe_kernel(const spec *s, int kk, tg_plan_kernel *k, int *reads
     const tg_partition *p = s->part;
     const tg_part_kernel *pk = &p->kernels[kk];
     int32_t read_node[64];
-    bool pairs = (pk->kind == TG_CLASS_MATMUL ||
-                  (pk->n_nodes == 1 && s->g->nodes[pk->nodes[0]].op == TG_OP_CROSS_ENTROPY_GRAD) ||
-                  ce_pair_grad(s, pk) >= 0) &&
-                 pk->n_outputs <= 64;
+    bool pairs =
+        (pk->kind == TG_CLASS_MATMUL || ce_grad_by_rows(s, pk) >= 0) && pk->n_outputs <= 64;
     /* out of memory: no reuse in place, still a valid plan */
     if (pairs) pairs = tg_connected_parts(s->g, pk->n_nodes, pk->nodes, part) > 0;
     memset(k, 0, sizeof *k);

@@ -513,9 +513,25 @@ tg_status tg_gen_scratch(tg_gen *g, uint64_t vec4s) {
                  "    uint scr_pad[3];\n"
                  "    vec4 scr[];\n"
                  "};\n"
-                 "layout(binding = %d, rgba32f) coherent readonly uniform imageBuffer scr_t;\n",
+                 "layout(binding = %d, rgba32f) coherent readonly uniform imageBuffer scr_t;\n"
+                 "shared bool tg_scr_last;\n",
                  nb, nb + 1);
     return TG_OK;
+}
+
+void tg_gen_scratch_last(tg_gen *g, uint64_t groups) {
+    tg_sb_printf(&g->b,
+                 "    memoryBarrier();\n"
+                 "    barrier();\n"
+                 "    if (gl_LocalInvocationIndex == 0u)\n"
+                 "        tg_scr_last = atomicAdd(scr_count, 1u) == %lluu;\n"
+                 "    barrier();\n"
+                 "    memoryBarrier();\n",
+                 (unsigned long long)groups - 1);
+}
+
+void tg_gen_scratch_done(tg_gen *g) {
+    tg_sb_printf(&g->b, "    if (gl_LocalInvocationIndex == 0u && tg_scr_last) scr_count = 0u;\n");
 }
 
 tg_status tg_gen_finish(tg_gen *g, uint64_t n_groups) {

@@ -76,6 +76,15 @@ tg_status tg_gen_begin_texel(tg_gen *g, const tg_vk_caps *caps, const tg_kernel 
  * scr_count sets it back to zero. Call between tg_gen_begin* and
  * tg_gen_finish, on a device with caps->storage_texel. */
 tg_status tg_gen_scratch(tg_gen *g, uint64_t vec4s);
+/* Last-workgroup reductions over scratch: after each workgroup stored its
+ * partial in scr, makes the stores visible, counts the workgroup in
+ * scr_count and sets the shared bool tg_scr_last in the one of `groups`
+ * that finished last (then every partial is visible to it). The work of
+ * the last workgroup goes in a loop bounded by tg_scr_last, not in an if:
+ * llvmpipe runs an if's body masked in every workgroup, a loop's once. */
+void tg_gen_scratch_last(tg_gen *g, uint64_t groups);
+/* Puts scr_count back to zero for the next run (in the last workgroup). */
+void tg_gen_scratch_done(tg_gen *g);
 /* Sets the grid for `n_groups` workgroups (split over x, y, z when over
  * maxComputeWorkGroupCount[0]; tg_group() gives the linear id, and ids at
  * or over n_groups must do nothing) and hands the source to `out`. */

@@ -311,23 +311,19 @@ uint32_t tg_gen_ce_v4_mask(const tg_vk_caps *caps, const tg_kernel *k, int in, i
  * count of finished workgroups. np is a loop bound, not an if: llvmpipe
  * runs an if's body masked in every workgroup, a loop's once. Closes the
  * function. */
-static void ce_emit_partials(tg_sb *b, uint64_t groups, int jo, const char *total,
+static void ce_emit_partials(tg_gen *g, uint64_t groups, int jo, const char *total,
                              const char *count) {
-    tg_sb_printf(b,
-                 "    if (l == 0u) scr[w] = vec4(%s, %s, 0.0, 0.0);\n"
-                 "    memoryBarrier();\n"
-                 "    barrier();\n"
-                 "    if (l == 0u) s_ce_last = atomicAdd(scr_count, 1u) == %lluu;\n"
-                 "    barrier();\n"
-                 "    memoryBarrier();\n"
-                 "    uint np = s_ce_last && l == 0u ? %lluu : 0u;\n"
+    tg_sb_printf(&g->b, "    if (l == 0u) scr[w] = vec4(%s, %s, 0.0, 0.0);\n", total, count);
+    tg_gen_scratch_last(g, groups);
+    tg_sb_printf(&g->b,
+                 "    uint np = tg_scr_last && l == 0u ? %lluu : 0u;\n"
                  "    vec2 sum = vec2(0.0);\n"
                  "    for (uint p = 0u; p < np; p++) sum += imageLoad(scr_t, int(1u + p)).xy;\n"
                  "    for (uint i = 0u; i < min(np, 1u); i++)\n"
-                 "        st%d(0u, sum.y > 0.0 ? sum.x / sum.y : 0.0);\n"
-                 "    if (l == 0u && s_ce_last) scr_count = 0u;\n"
-                 "}\n",
-                 total, count, (unsigned long long)groups - 1, (unsigned long long)groups, jo);
+                 "        st%d(0u, sum.y > 0.0 ? sum.x / sum.y : 0.0);\n",
+                 (unsigned long long)groups, jo);
+    tg_gen_scratch_done(g);
+    tg_sb_printf(&g->b, "}\n");
 }
 
 /* Workgroups of a cross_entropy loss: one for all rows, or on CPU
@@ -383,7 +379,6 @@ static tg_status emit_cross_entropy(tg_gen *g, const tg_node *n, bool serial, co
         tg_status st = tg_gen_scratch(g, groups);
         if (st != TG_OK) return st;
         tg_sb_printf(b,
-                     "shared bool s_ce_last;\n"
                      "#define ROW_MAX(x) (x)\n#define ROW_SUM(x) (x)\n"
                      "void %s(uint w) {\n"
                      "    uint l = gl_LocalInvocationID.x;\n"
@@ -419,7 +414,7 @@ static tg_status emit_cross_entropy(tg_gen *g, const tg_node *n, bool serial, co
                  v4 ? "ce_row_sumexp4(base, m)" : "ce_row_sumexp(base, j0, jstep, m)", li);
     if (serial) tg_sb_printf(b, "    total = tg_wg_sum(total);\n    cnt = tg_wg_sum(cnt);\n");
     if (partials) { /* workgroup w's sums in scr[w], added by the last */
-        ce_emit_partials(b, groups, jo, "total", "cnt");
+        ce_emit_partials(g, groups, jo, "total", "cnt");
         tg_sb_printf(b, "#undef ROW_MAX\n#undef ROW_SUM\n");
         return TG_OK;
     }
@@ -1064,7 +1059,6 @@ static void lnb_emit_partials(tg_gen *g, const lnb_kernel *d, int64_t rows, int6
     uint32_t wg = g->wg;
     ull G = (ull)(D / 4), L = wg / G, nv = 2 + (ull)d->n_sums;
     tg_sb_printf(b,
-                 "shared bool s_last;\n"
                  "void lnb_part(uint w) {\n"
                  "    uint l = gl_LocalInvocationID.x, j0 = l %% %lluu, q0 = l / %lluu;\n"
                  "    uint nr = q0 < %lluu ? min(%uu, %lluu - w * %uu) : 0u;\n"
@@ -1089,20 +1083,13 @@ static void lnb_emit_partials(tg_gen *g, const lnb_kernel *d, int64_t rows, int6
                  L, L, nv * G, G);
     for (int s = 0; s < d->n_sums; s++)
         tg_sb_printf(b, "        scr[p + %lluu] = as%d;\n", (2 + (ull)s) * G, s);
-    /* np is a loop bound, not an if: llvmpipe runs an if's body in every
-     * workgroup with the lanes masked off, but leaves a loop after one
-     * masked trip */
+    tg_sb_printf(b, "    }\n");
+    tg_gen_scratch_last(g, groups);
     tg_sb_printf(b,
-                 "    }\n"
-                 "    memoryBarrier();\n"
-                 "    barrier();\n"
-                 "    if (l == 0u) s_last = atomicAdd(scr_count, 1u) == %lluu;\n"
-                 "    barrier();\n"
-                 "    memoryBarrier();\n"
-                 "    uint np = s_last && q0 == 0u ? %lluu : 0u;\n"
+                 "    uint np = tg_scr_last && q0 == 0u ? %lluu : 0u;\n"
                  "    aw = vec4(0.0);\n"
                  "    ab = vec4(0.0);\n",
-                 (ull)groups - 1, (ull)groups * L);
+                 (ull)groups * L);
     for (int s = 0; s < d->n_sums; s++) tg_sb_printf(b, "    as%d = vec4(0.0);\n", s);
     tg_sb_printf(b,
                  "    for (uint p = 0u; p < np; p++) {\n"
@@ -1116,9 +1103,9 @@ static void lnb_emit_partials(tg_gen *g, const lnb_kernel *d, int64_t rows, int6
                     "    for (uint c = 0u; c < (np > 0u ? 4u : 0u); c++) {\n"
                     "        uint j = 4u * j0 + c;\n");
     lnb_emit_col_stores(b, g->k, d, D, "[c]");
+    tg_sb_printf(b, "    }\n");
+    tg_gen_scratch_done(g);
     tg_sb_printf(b,
-                 "    }\n"
-                 "    if (l == 0u && s_last) scr_count = 0u;\n"
                  "}\n"
                  "void main() {\n"
                  "    uint gid = tg_group();\n" /* uniform over the workgroup */
@@ -1279,7 +1266,6 @@ static tg_status gen_cross_entropy_rows(tg_gen *g, const tg_node *loss, int li, 
         tg_sb_printf(b, "layout(std430, binding = %d) writeonly buffer BCE4 { vec4 o4ce[]; };\n",
                      g->k->n_inputs + jg);
     tg_sb_printf(b,
-                 "shared bool s_ce_last;\n"
                  "void main() {\n"
                  "    uint w = tg_group();\n" /* uniform over the workgroup */
                  "    if (w >= %lluu) return;\n"
@@ -1333,7 +1319,7 @@ static tg_status gen_cross_entropy_rows(tg_gen *g, const tg_node *loss, int li, 
             skip, (ull)C, jg, li, (ull)C, jg, li);
     /* the loss: this workgroup's terms and counted rows, added by the last */
     tg_sb_printf(b, "    total = tg_wg_sum(total);\n    counted = tg_wg_sum(counted);\n");
-    ce_emit_partials(b, groups, jl, "total", "counted");
+    ce_emit_partials(g, groups, jl, "total", "counted");
     return TG_OK;
 }
 

@@ -169,13 +169,9 @@ static tg_status emit_lowered(tg_rewriter *rw, lowering *lw, int id) {
     if (t.id < 0 && g->status == TG_OK) return TG_ERR_NO_MEMORY;
     if (n->attrs.transpose_a && n->op != TG_OP_ATTENTION_LSE) t = tg_swap_heads_time(g, t);
     if (n->dtype != TG_F32) t = tg_cast(g, t, n->dtype);
-    if (t.id < 0 || g->status != TG_OK)
-        return tg_set_error(g->status ? g->status : TG_ERR_INVALID_ARGUMENT,
-                            "flash_attention off: lowering %s node %d: %s", tg_ops[n->op].name, id,
-                            g->error);
-    if (n->name && tg_tensor_set_name(g, t, n->name) != TG_OK) return TG_ERR_NO_MEMORY;
-    tg_rw_replace(rw, id, t.id);
-    return TG_OK;
+    char what[96];
+    snprintf(what, sizeof what, "flash_attention off: lowering %s", tg_ops[n->op].name);
+    return tg_rw_built(rw, id, t, what);
 }
 
 tg_status tg_lower_attention(tg_graph **g, const tg_pass_ctx *ctx) {

@@ -24,8 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* x feeds only gelu and gelu_grad nodes (as their x), at least one of
- * each kind or gelu_grad alone, and is worth rewriting. */
+/* x is worth rewriting: it feeds only gelu and gelu_grad nodes (as their
+ * x), at least one gelu_grad. */
 static bool rewritable(const tg_graph *g, const tg_users *u, const bool *is_target, int32_t x) {
     const tg_node *xn = &g->nodes[x];
     if (xn->dtype != TG_F32 || is_target[x] || tg_ops[xn->op].klass == TG_CLASS_SOURCE ||
@@ -40,14 +40,6 @@ static bool rewritable(const tg_graph *g, const tg_users *u, const bool *is_targ
             return false;
     }
     return grad;
-}
-
-/* Sets the old node's name on its replacement, as tg_rw_emit does. */
-static tg_status keep_name(tg_graph *g, const tg_node *old, tg_tensor t) {
-    if (g->status != TG_OK) return g->status;
-    if (old->name && tg_tensor_set_name(g, t, old->name) != TG_OK)
-        return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
-    return TG_OK;
 }
 
 tg_status tg_pass_gelu_derivative(tg_graph **gp, const tg_pass_ctx *ctx) {
@@ -97,8 +89,7 @@ tg_status tg_pass_gelu_derivative(tg_graph **gp, const tg_pass_ctx *ctx) {
             }
             t = tg_mul(g, (tg_tensor){rw.map[n->inputs[1]]}, (tg_tensor){fac[x]});
         }
-        st = keep_name(g, n, t);
-        if (st == TG_OK) tg_rw_replace(&rw, id, t.id);
+        st = tg_rw_built(&rw, id, t, "gelu_derivative: rewriting");
     }
     if (begun) st = tg_rw_end(&rw, st, gp);
     tg_users_free(&u);

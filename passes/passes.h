@@ -195,6 +195,10 @@ static inline void tg_rw_replace(tg_rewriter *rw, int id, int32_t new_id) {
 static inline const tg_node *tg_rw_node(const tg_rewriter *rw, int id) {
     return &rw->g->nodes[rw->map[id]];
 }
+/* Old node `id` becomes t, built on rw->g with the graph API: an error
+ * "<what> node <id>: <the graph's error>" if building failed, else t takes
+ * the old node's name (as tg_rw_emit). */
+tg_status tg_rw_built(tg_rewriter *rw, int id, tg_tensor t, const char *what);
 /* Hands the new graph to *g (freeing the old one) or cleans up on error. */
 tg_status tg_rw_end(tg_rewriter *rw, tg_status st, tg_graph **g);
 

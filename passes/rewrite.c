@@ -111,6 +111,18 @@ tg_status tg_rw_constant(tg_rewriter *rw, int id, const void *data) {
         tg_source_add(rw->g, TG_OP_CONSTANT, n->name, n->dtype, n->rank, n->shape, data, false));
 }
 
+tg_status tg_rw_built(tg_rewriter *rw, int id, tg_tensor t, const char *what) {
+    tg_graph *g = rw->g;
+    if (t.id < 0 || g->status != TG_OK)
+        return tg_set_error(g->status ? g->status : TG_ERR_INVALID_ARGUMENT, "%s node %d: %s", what,
+                            id, g->error);
+    const char *name = rw->old->nodes[id].name;
+    if (name && tg_tensor_set_name(g, t, name) != TG_OK)
+        return tg_set_error(TG_ERR_NO_MEMORY, "out of memory");
+    tg_rw_replace(rw, id, t.id);
+    return TG_OK;
+}
+
 tg_status tg_rw_end(tg_rewriter *rw, tg_status st, tg_graph **g) {
     if (st != TG_OK) {
         tg_graph_free(rw->g);
