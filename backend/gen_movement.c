@@ -179,6 +179,135 @@ static tg_status gen_gather_quads(const tg_vk_caps *caps, const tg_kernel *k, tg
     return tg_gen_finish(&g, ((uint64_t)quads + wg - 1) / wg);
 }
 
+/* CPU scatter_add of f32 rows whose inner extent is whole vec4s, a few
+ * rows a block (charlm's embedding gradient: 1024 rows of 64 into 96):
+ * the register path below with a quad of columns an invocation. The
+ * block's rows stay in vec4 registers. Each lane lists the indices of its
+ * own stretch of the chunk that land in the block, packed (q << 5 | row -
+ * v0), and the workgroup walks the lists in lane order, which is index
+ * order: per update one RGBA texel and a vec4 select per row. The lane per
+ * column paid a scalar fetch and two shared loads (each a loop over the
+ * lanes on lavapipe) per update and column, and lane 0 listed the whole
+ * chunk alone. The adds and their order are unchanged. */
+static bool scatter_quads(const tg_vk_caps *caps, const tg_kernel *k, int64_t *per_block,
+                          int64_t *blocks) {
+    const tg_node *n = &k->g->nodes[k->nodes[0]];
+    if (caps->device_class != TG_VK_CLASS_CPU || n->op != TG_OP_SCATTER_ADD || n->dtype != TG_F32 ||
+        k->output_storage[0] != TG_F32 || !tg_gen_texel_input_ok(caps, k, 0, true) ||
+        !tg_gen_texel_input_ok(caps, k, 2, true))
+        return false;
+    int ax = (int)n->attrs.axis;
+    int64_t inner = prod(n->shape, ax + 1, n->rank), dim = n->shape[ax];
+    int64_t quads = prod(n->shape, 0, ax) * inner / 4;
+    if (inner % 4 != 0 || dim < 1 || quads < 1 || quads > 1024 ||
+        quads > (int64_t)caps->max_workgroup_invocations ||
+        quads > (int64_t)caps->max_workgroup_size[0])
+        return false;
+    /* 8 blocks (the device has few threads), at most SCATTER_REG_ROWS rows each */
+    int64_t pb = (dim + 7) / 8;
+    if (pb > SCATTER_REG_ROWS) return false;
+    *per_block = pb;
+    *blocks = (dim + pb - 1) / pb;
+    return true;
+}
+
+static tg_status gen_scatter_quads(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out,
+                                   int64_t per_block, int64_t blocks) {
+    typedef unsigned long long ull;
+    const tg_graph *gr = k->g;
+    const tg_node *n = &gr->nodes[k->nodes[0]];
+    const tg_node *idx = &gr->nodes[n->inputs[1]];
+    int ax = (int)n->attrs.axis;
+    int64_t inner = prod(n->shape, ax + 1, n->rank), dim = n->shape[ax];
+    int64_t quads = prod(n->shape, 0, ax) * inner / 4, nidx = count_of(idx);
+    int64_t chunk = 1024; /* indices listed a time */
+    uint32_t wg = tg_gen_wg_size(caps, (uint32_t)quads);
+    if (wg < quads) wg *= 2;                 /* a power of two at most 1024, checked above */
+    int64_t stretch = (chunk + wg - 1) / wg; /* indices a lane lists */
+    int64_t stretch4 = (stretch + 3) / 4;    /* its list's uvec4 slots */
+    /* loop trips: the lists and their walk (at most every index, and a
+     * trip a lane list), per chunk (lavapipe's loop limit, gen_nn.c) */
+    if (nidx + (nidx / chunk + 1) * (stretch + wg) > 60000)
+        return tg_set_error(TG_ERR_UNSUPPORTED,
+                            "scatter_add of %lld indices: over the loop iterations an "
+                            "invocation may run on this CPU device",
+                            (long long)nidx);
+    tg_gen g;
+    tg_status st = tg_gen_begin_texel(&g, caps, k, out, wg, false, 1u | 4u, true);
+    if (st != TG_OK) {
+        tg_gen_abort(&g);
+        return st;
+    }
+    tg_sb *b = &g.b;
+    /* element (o, v, inn) of the output at (o * dim + v) * inner + inn, of
+     * the updates at (o * n_idx + j) * inner + inn; quad c holds elements
+     * 4c .. 4c + 3 of a row's columns (o, inn) */
+    tg_sb_printf(b,
+                 "layout(std430, binding = %d) buffer BQ0 { vec4 o4_0[]; };\n"
+                 "shared uvec4 slist4[%lld];\n"
+                 "shared uint scount[%u];\n"
+                 "uint out_at4(uint c, uint v) {\n"
+                 "    uint e = 4u * c;\n"
+                 "    return (((e / %lluu) * %lluu + v) * %lluu + e %% %lluu) >> 2;\n"
+                 "}\n"
+                 "void main() {\n"
+                 "    uint blk = tg_group();\n"
+                 "    if (blk >= %lluu) return;\n" /* uniform over the workgroup */
+                 "    uint l = gl_LocalInvocationID.x, c = min(l, %lluu);\n"
+                 "    uint v0 = blk * %lluu;\n"
+                 "    uint e0 = 4u * c, u0 = (e0 / %lluu) * %lluu * %lluu + e0 %% %lluu;\n",
+                 k->n_inputs, (long long)(stretch4 * wg), wg, (ull)inner, (ull)dim, (ull)inner,
+                 (ull)inner, (ull)blocks, (ull)quads - 1, (ull)per_block, (ull)inner, (ull)nidx,
+                 (ull)inner, (ull)inner);
+    for (int64_t r = 0; r < per_block; r++)
+        tg_sb_printf(b, "    vec4 a%lld = tf0(int(out_at4(c, min(v0 + %lluu, %lluu))));\n",
+                     (long long)r, (ull)r, (ull)dim - 1);
+    tg_sb_printf(b,
+                 "    for (uint j0 = 0u; j0 < %lluu; j0 += %lluu) {\n"
+                 "        uint lo = l * %lluu, hi = min(lo + %lluu, min(%lluu, %lluu - j0));\n"
+                 "        uint mine = 0u;\n"
+                 "        barrier();\n" /* the previous chunk is done */
+                 "        for (uint q = lo; q < hi; q++) {\n"
+                 "            int row = ld1(j0 + q);\n"
+                 "            if (row >= int(v0) && row < int(v0 + %lluu)) {\n"
+                 "                slist4[l * %lluu + (mine >> 2)][mine & 3u] = (q << 5) | "
+                 "uint(row - int(v0));\n"
+                 "                mine++;\n"
+                 "            }\n"
+                 "        }\n"
+                 "        scount[l] = mine;\n"
+                 "        barrier();\n"
+                 "        for (uint s = 0u; s < %uu; s++) {\n"
+                 "            uint n = scount[s];\n" /* uniform over the workgroup */
+                 "            for (uint m = 0u; m < n; m += 4u) {\n"
+                 "                uvec4 mm = slist4[s * %lluu + (m >> 2)];\n",
+                 (ull)nidx, (ull)chunk, (ull)stretch, (ull)stretch, (ull)chunk, (ull)nidx,
+                 (ull)per_block, (ull)stretch4, wg, (ull)stretch4);
+    for (int j = 0; j < 4; j++) {
+        /* past the list: row 31 of no block, and an update row in bounds */
+        tg_sb_printf(b,
+                     "                {\n"
+                     "                uint e = m + %du < n ? mm[%d] : 31u, v = e & 31u;\n"
+                     "                vec4 u = tf2(int((u0 + (j0 + (e >> 5)) * %lluu) >> 2));\n",
+                     j, j, (ull)inner);
+        for (int64_t r = 0; r < per_block; r++)
+            tg_sb_printf(b, "                a%lld = v == %lluu ? a%lld + u : a%lld;\n",
+                         (long long)r, (ull)r, (long long)r, (long long)r);
+        tg_sb_printf(b, "                }\n");
+    }
+    tg_sb_printf(b,
+                 "            }\n"
+                 "        }\n"
+                 "    }\n"
+                 "    if (l > %lluu) return;\n",
+                 (ull)quads - 1);
+    for (int64_t r = 0; r < per_block; r++)
+        tg_sb_printf(b, "    if (v0 + %lluu < %lluu) o4_0[out_at4(c, v0 + %lluu)] = a%lld;\n",
+                     (ull)r, (ull)dim, (ull)r, (long long)r);
+    tg_sb_printf(b, "}\n");
+    return tg_gen_finish(&g, (uint64_t)blocks);
+}
+
 tg_status tg_gen_movement(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_code *out) {
     const tg_graph *gr = k->g;
     int32_t id = k->nodes[k->n_nodes - 1];
@@ -209,6 +338,9 @@ tg_status tg_gen_movement(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_
             wg *= 2; /* tg_gen_wg_size rounds down to a power of two */
     }
     if (gather_quads(caps, k)) return gen_gather_quads(caps, k, out, wg);
+    int64_t sq_rows, sq_blocks;
+    if (scatter_quads(caps, k, &sq_rows, &sq_blocks))
+        return gen_scatter_quads(caps, k, out, sq_rows, sq_blocks);
     tg_gen g;
     tg_status st = tg_gen_begin(&g, caps, k, out, wg, false);
     if (st != TG_OK) {

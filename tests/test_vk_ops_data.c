@@ -160,6 +160,8 @@ static void test_gather_scatter(void **state) {
         {1, 1, 0, {1}, {3}},            /* size-1 table */
         {2, 2, -1, {3, 129}, {1, 130}}, /* last axis */
         {3, 2, 1, {2, 7, 8}, {4, 5}},   /* rows of whole vec4s (CPU: by texels) */
+        {2, 1, 0, {96, 64}, {2501}},    /* an embedding gradient (CPU: vec4 rows in
+                                           registers, three index chunks) */
     };
     for (int c = 0; c < (int)(sizeof cases / sizeof cases[0]); c++) {
         tg_dtype dts[] = {TG_F32, TG_F16, TG_I32};
