@@ -659,6 +659,20 @@ static void rows_q_key(tg_sb *b, const fb_io *io, bool lse, int jj) {
 
 /* attention_lse and attention_grad_q: R query rows per invocation, every
  * K/V texel fetched once for the R rows. */
+/* `name` = the min (or max) of uint `expr` over the subgroup, by S
+ * shuffles (io->shuffle: the subgroup size, lanes in any order). A causal
+ * backward bounds its loop by its own subgroup's rows, not the
+ * workgroup's: every subgroup runs its own trip count, and lavapipe runs
+ * a workgroup's subgroups one after another, so the first subgroups stop
+ * early (charlm, T 64 in workgroups of 32 rows: 3072 -> 2304 row-key
+ * pairs a head). */
+static void fb_subgroup_bound(tg_sb *b, uint32_t S, const char *name, const char *expr, bool max) {
+    tg_sb_printf(b, "    uint %s = %s;\n", name, expr);
+    for (uint32_t l = 0; l < S; l++)
+        tg_sb_printf(b, "    %s = %s(%s, subgroupShuffle(%s, %uu));\n", name, max ? "max" : "min",
+                     name, expr, l);
+}
+
 static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
     const fa_shape *s = &io->s;
     const tg_node *n = s->n;
@@ -673,7 +687,13 @@ static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
     fa_offsets(b, s, !lse);
     if (s->has_mask) fa_mask_offset(b, g->k->g, s);
     fb_head(g, io, s->Tq, nblk);
-    if (n->attrs.causal) /* the visible keys of the workgroup's last row */
+    if (n->attrs.causal && io->shuffle) { /* the visible keys of the subgroup's last row */
+        char last[48];
+        snprintf(last, sizeof last, "r0 + %uu + lane", (R - 1) * g->wg);
+        fb_subgroup_bound(b, io->shuffle, "lastrow", last, true);
+        tg_sb_printf(b, "    uint nkw = uint(clamp(int(min(lastrow, %lluu)) + %lld, 0, %lld));\n",
+                     (ull)(s->Tq - 1), (long long)(s->Tk - s->Tq + 1), (long long)s->Tk);
+    } else if (n->attrs.causal) /* the visible keys of the workgroup's last row */
         tg_sb_printf(
             b, "    uint nkw = uint(clamp(int(min(r0 + %lluu, %lluu)) + %lld, 0, %lld));\n",
             (ull)(RB - 1), (ull)(s->Tq - 1), (long long)(s->Tk - s->Tq + 1), (long long)s->Tk);
@@ -853,7 +873,11 @@ static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
     /* visible: key j <= i + Tk - Tq; the workgroup starts at the first
      * query row that sees its first key */
     tg_sb_printf(b, "    const int off = %lld;\n", (long long)(s->Tk - s->Tq));
-    if (n->attrs.causal)
+    if (n->attrs.causal && io->shuffle) { /* the subgroup's first key */
+        fb_subgroup_bound(b, io->shuffle, "firstkey", "row0", false);
+        tg_sb_printf(b, "    uint ist = uint(min(max(int(firstkey) - off, 0), %lld));\n",
+                     (long long)s->Tq);
+    } else if (n->attrs.causal)
         tg_sb_printf(b, "    uint ist = uint(min(max(int(r0) - off, 0), %lld));\n",
                      (long long)s->Tq);
     else
