@@ -346,16 +346,17 @@ static void test_matmul_batch_sum(void **state) {
 /* A multi-output reduction: a gradient g = a * b + c both read by a matmul
  * and summed over its rows (a bias gradient) is one reduction kernel that
  * stores g where it reads it; a short reduced extent (one invocation per
- * output) and a long one (a workgroup per output), and a max. */
+ * output), a long one (a workgroup per output), rows of whole vec4s (CPU
+ * devices: four outputs a lane, vec4 stores), and a max. */
 static void test_reduction_stores_prologue(void **state) {
     (void)state;
-    int64_t rows[2] = {12, 300};
-    for (int t = 0; t < 2; t++) {
+    int64_t rows[3] = {12, 300, 12}, cols[3] = {10, 10, 12};
+    for (int t = 0; t < 3; t++) {
         tg_graph *g = tg_graph_new();
-        int64_t xs[] = {3, rows[t] / 3, 10}, ws[] = {10, 4};
+        int64_t xs[] = {3, rows[t] / 3, cols[t]}, ws[] = {cols[t], 4};
         tg_tensor a = tg_placeholder(g, "a", TG_F32, 3, xs);
         tg_tensor b = tg_placeholder(g, "b", TG_F32, 3, xs);
-        tg_tensor c = tg_placeholder(g, "c", TG_F32, 1, (int64_t[]){10});
+        tg_tensor c = tg_placeholder(g, "c", TG_F32, 1, (int64_t[]){cols[t]});
         tg_tensor w = tg_placeholder(g, "w", TG_F32, 2, ws);
         tg_tensor gr = tg_add(g, tg_mul(g, a, b), c);
         tg_tensor outs[3] = {
@@ -365,7 +366,7 @@ static void test_reduction_stores_prologue(void **state) {
         };
         OK(tg_graph_status(g));
         tg_array av = make_f32(3, xs, -1, 0.013f, 157), bv = make_f32(3, xs, 0.7f, -0.021f, 61);
-        tg_array cv = make_f32(1, (int64_t[]){10}, 0.1f, 0.2f, 10),
+        tg_array cv = make_f32(1, (int64_t[]){cols[t]}, 0.1f, 0.2f, (int)cols[t]),
                  wv = make_f32(2, ws, -1, 0.1f, 19);
         tg_feed f[] = {{a, &av}, {b, &bv}, {c, &cv}, {w, &wv}};
         int on, off;
