@@ -452,6 +452,11 @@ tg_status tg_gen_attention(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel
     tg_status st =
         tg_attn_choose_tiling(caps, TG_MM_STRATEGY_AUTO, s.Tq, s.D4, s.V4, (uint32_t)(s.W * 4), &t);
     if (st != TG_OK) return st;
+    /* small heads on CPUs: K/V texels fetched by one lane and shuffled
+     * (the subgroup size, or 0); the rows below do not change t.wg */
+    uint32_t lanes = t.strategy == TG_MM_STRATEGY_REGISTER && s.W == 4
+                         ? fa_shuffle_lanes(caps, true, s.D4, s.V4, t.wg)
+                         : 0;
     /* causal, one block of rows for all Tq: half the rows a workgroup, so
      * that the first block stops at the keys its rows see (charlm, T 64,
      * d 16, single-threaded: 8 rows an invocation 1.07-1.11 ms for the
@@ -462,16 +467,12 @@ tg_status tg_gen_attention(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel
          * the causal ones, (RB - 1) / (Tq + 1) (charlm, 4 rows -> 1, timed
          * alone: 2.18-2.20 -> 1.96-1.97 ms single-threaded, 1.18-1.40 ->
          * 1.02-1.19 on two threads) */
-        bool small = s.W == 4 && fa_shuffle_lanes(caps, true, s.D4, s.V4, t.wg);
         while (t.rows > 1 && (((int64_t)t.rows * t.wg * 2 > s.Tq && (int64_t)t.wg * 2 <= s.Tq) ||
-                              (small && ((int64_t)t.rows * t.wg - 1) * 8 > s.Tq + 1)))
+                              (lanes && ((int64_t)t.rows * t.wg - 1) * 8 > s.Tq + 1)))
             t.rows /= 2;
     }
     /* shuffled K/V fetches need a whole block of keys in one subgroup */
-    uint32_t shuffle = t.strategy == TG_MM_STRATEGY_REGISTER && s.W == 4
-                           ? fa_shuffle_lanes(caps, true, s.D4, s.V4, t.wg)
-                           : 0;
-    if (shuffle && t.keys > shuffle) shuffle = 0;
+    uint32_t shuffle = lanes && t.keys <= lanes ? lanes : 0;
     tg_gen g;
     st = tg_gen_begin_texel(&g, caps, k, out, t.wg, false, 7u, s.W == 4);
     if (st == TG_OK && shuffle) st = fa_require_shuffle(&g);

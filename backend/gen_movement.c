@@ -47,6 +47,17 @@ static void scatter_list(tg_sb *b, const char *in_block) {
                  in_block);
 }
 
+/* A workgroup of at least `want` invocations where the device allows:
+ * tg_gen_wg_size rounds down to a power of two, so one doubling (up to
+ * 1024 and the device's limits) covers `want`. */
+static uint32_t wg_covering(const tg_vk_caps *caps, uint32_t want) {
+    uint32_t wg = tg_gen_wg_size(caps, want);
+    if (wg < want && wg * 2 <= 1024 && wg * 2 <= caps->max_workgroup_invocations &&
+        wg * 2 <= caps->max_workgroup_size[0])
+        wg *= 2;
+    return wg;
+}
+
 static int64_t count_of(const tg_node *n) {
     return tg_shape_count(n->rank, n->shape);
 }
@@ -200,8 +211,7 @@ static bool scatter_quads(const tg_vk_caps *caps, const tg_kernel *k, int64_t *p
     int64_t inner = prod(n->shape, ax + 1, n->rank), dim = n->shape[ax];
     int64_t quads = prod(n->shape, 0, ax) * inner / 4;
     if (inner % 4 != 0 || dim < 1 || quads < 1 || quads > 1024 ||
-        quads > (int64_t)caps->max_workgroup_invocations ||
-        quads > (int64_t)caps->max_workgroup_size[0])
+        wg_covering(caps, (uint32_t)quads) < quads) /* a lane a quad */
         return false;
     /* 8 blocks (the device has few threads), at most SCATTER_REG_ROWS rows each */
     int64_t pb = (dim + 7) / 8;
@@ -220,11 +230,10 @@ static tg_status gen_scatter_quads(const tg_vk_caps *caps, const tg_kernel *k, t
     int ax = (int)n->attrs.axis;
     int64_t inner = prod(n->shape, ax + 1, n->rank), dim = n->shape[ax];
     int64_t quads = prod(n->shape, 0, ax) * inner / 4, nidx = count_of(idx);
-    int64_t chunk = 1024; /* indices listed a time */
-    uint32_t wg = tg_gen_wg_size(caps, (uint32_t)quads);
-    if (wg < quads) wg *= 2;                 /* a power of two at most 1024, checked above */
-    int64_t stretch = (chunk + wg - 1) / wg; /* indices a lane lists */
-    int64_t stretch4 = (stretch + 3) / 4;    /* its list's uvec4 slots */
+    int64_t chunk = 1024;                             /* indices listed a time */
+    uint32_t wg = wg_covering(caps, (uint32_t)quads); /* >= quads: scatter_quads */
+    int64_t stretch = (chunk + wg - 1) / wg;          /* indices a lane lists */
+    int64_t stretch4 = (stretch + 3) / 4;             /* its list's uvec4 slots */
     /* loop trips: the lists and their walk (at most every index, and a
      * trip a lane list), per chunk (lavapipe's loop limit, gen_nn.c) */
     if (nidx + (nidx / chunk + 1) * (stretch + wg) > 60000)
@@ -332,10 +341,7 @@ tg_status tg_gen_movement(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_
     if (n->op == TG_OP_SCATTER_ADD) { /* an invocation per column of a row, up to 1024 */
         int ax = (int)n->attrs.axis;
         int64_t cols = count / (n->shape[ax] ? n->shape[ax] : 1);
-        wg = tg_gen_wg_size(caps, cols < 64 ? 64 : cols > 1024 ? 1024 : (uint32_t)cols);
-        if (wg < cols && wg * 2 <= 1024 && wg * 2 <= caps->max_workgroup_invocations &&
-            wg * 2 <= caps->max_workgroup_size[0])
-            wg *= 2; /* tg_gen_wg_size rounds down to a power of two */
+        wg = wg_covering(caps, cols < 64 ? 64 : cols > 1024 ? 1024 : (uint32_t)cols);
     }
     if (gather_quads(caps, k)) return gen_gather_quads(caps, k, out, wg);
     int64_t sq_rows, sq_blocks;

@@ -160,6 +160,10 @@ tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
     default: snprintf(init, sizeof init, iv ? "0" : "0.0"); break;
     }
 
+    /* a mean's divisor (NaN for an empty reduction, as 0 / 0) */
+    char div[64];
+    const char *mean_div =
+        n_red ? tg_gen_flit((double)n_red, div, sizeof div) : "uintBitsToFloat(0x7fc00000u)";
     if (quads) {
         /* CPU devices: 4 consecutive outputs a lane, whose inputs are 4
          * consecutive elements at every reduced index (the last axis is
@@ -190,9 +194,7 @@ tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
                              j, j, j, j, j);
         tg_sb_printf(b, "        acc = acc + v;\n    }\n");
         if (n->op == TG_OP_MEAN)
-            tg_sb_printf(b, "    vec4 rv4 = acc / %s;\n",
-                         n_red ? tg_gen_flit((double)n_red, init, sizeof init)
-                               : "uintBitsToFloat(0x7fc00000u)");
+            tg_sb_printf(b, "    vec4 rv4 = acc / %s;\n", mean_div);
         else
             tg_sb_printf(b, "    vec4 rv4 = acc;\n");
         for (int j = 0; j < k->n_outputs; j++)
@@ -243,9 +245,7 @@ tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
         tg_sb_printf(b, "        acc = %s;\n    }\n", comb);
         if (!serial) tg_sb_printf(b, "    acc = %s(acc);\n", wg_fn);
         if (n->op == TG_OP_MEAN)
-            tg_sb_printf(b, "    %s rv = acc / %s;\n", ct,
-                         n_red ? tg_gen_flit((double)n_red, init, sizeof init)
-                               : "uintBitsToFloat(0x7fc00000u)");
+            tg_sb_printf(b, "    %s rv = acc / %s;\n", ct, mean_div);
         else
             tg_sb_printf(b, "    %s rv = acc;\n", ct);
     }
