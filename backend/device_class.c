@@ -29,7 +29,7 @@ static const struct {
     tg_vk_device_class klass;
     tg_mm_tiling tile;
 } class_table[] = {
-    {TG_VK_CLASS_CPU, {TG_MM_STRATEGY_REGISTER, 8, 8, 16, 4, 0, 1}}, /* 1: shuffle, S set below */
+    {TG_VK_CLASS_CPU, {TG_MM_STRATEGY_REGISTER, 32, 2, 16, 4, 0, 1}}, /* 1: shuffle, S set below */
     {TG_VK_CLASS_NVIDIA, {TG_MM_STRATEGY_SHARED, 16, 16, 4, 4, 16, 0}},
     {TG_VK_CLASS_AMD, {TG_MM_STRATEGY_SHARED, 16, 16, 4, 4, 16, 0}},
     {TG_VK_CLASS_APPLE, {TG_MM_STRATEGY_SHARED, 16, 16, 4, 4, 16, 0}},
@@ -124,10 +124,24 @@ tg_status tg_mm_choose_tiling_for(const tg_vk_caps *caps, tg_mm_strategy forced,
             }
         }
     }
-    /* Narrow N: fewer invocations along N (keep the product for occupancy). */
+    /* Narrow N: fewer invocations along N, more along M (keep the product
+     * for occupancy). */
     while (t.wg_x > 1 && (int64_t)(t.tn * (t.wg_x / 2)) >= N &&
-           t.strategy == TG_MM_STRATEGY_REGISTER)
+           t.strategy == TG_MM_STRATEGY_REGISTER) {
         t.wg_x /= 2;
+        if ((int64_t)t.tm * t.wg_y * 2 <= M) t.wg_y *= 2;
+    }
+    /* Columns that are not whole workgroups (a 96-token vocabulary, 150
+     * keys): the narrowest workgroup, down to a subgroup, that pads N
+     * least, again with more rows (attention scores 150 x 150 x 32 in
+     * 128-column workgroups pad N to 256 and ran at 0.75x of 32 columns). */
+    if (t.strategy == TG_MM_STRATEGY_REGISTER && !tuned) {
+        uint32_t S = caps->subgroup_size ? caps->subgroup_size : 8, best = t.wg_x;
+        for (uint32_t w = t.wg_x / 2; w >= S && w >= 1; w /= 2)
+            if (padded(N, t.tn * w) < padded(N, t.tn * best)) best = w;
+        t.wg_y *= t.wg_x / best;
+        t.wg_x = best;
+    }
 
     /* Few rows per matrix (attention's 150 x 150 per head, batched): halve
      * the workgroup's rows while that cuts the padded edge (150 rows in

@@ -446,8 +446,23 @@ static void test_tiling_table(void **state) {
     caps.subgroup_in_compute = true;
     caps.subgroup_ops |= VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
     assert_int_equal(tg_mm_choose_tiling(&caps, TG_MM_STRATEGY_AUTO, 1024, 1024, 1024, &t), TG_OK);
-    assert_int_equal(t.tm * t.wg_y, 128);
+    /* workgroups 32 x 2: 32 rows of 128 columns, whose stores are 512
+     * contiguous bytes a row */
+    assert_int_equal(t.tm * t.wg_y, 32);
+    assert_int_equal(t.tn * t.wg_x, 128);
     assert_int_equal(t.a_shuffle, 8);
+    /* N = 64: 64 columns, the lanes move to rows; N = 96 (charlm's
+     * vocabulary) and 150: the width that pads N least, rows again */
+    assert_int_equal(tg_mm_choose_tiling(&caps, TG_MM_STRATEGY_AUTO, 1024, 64, 256, &t), TG_OK);
+    assert_int_equal(t.wg_x, 16);
+    assert_int_equal(t.wg_y, 4);
+    assert_int_equal(tg_mm_choose_tiling(&caps, TG_MM_STRATEGY_AUTO, 1024, 96, 64, &t), TG_OK);
+    assert_int_equal(t.tn * t.wg_x, 32);
+    assert_int_equal(t.wg_x * t.wg_y, 64);
+    assert_int_equal(tg_mm_choose_tiling(&caps, TG_MM_STRATEGY_AUTO, 1024, 150, 64, &t), TG_OK);
+    assert_int_equal(t.tn * t.wg_x, 32);
+    assert_int_equal(tg_mm_choose_tiling(&caps, TG_MM_STRATEGY_AUTO, 1024, 384, 64, &t), TG_OK);
+    assert_int_equal(t.tn * t.wg_x, 128);
     assert_int_equal(
         tg_mm_choose_tiling_for(&caps, TG_MM_STRATEGY_AUTO, 1024, 1024, 1024, false, &t), TG_OK);
     assert_int_equal(t.tm * t.wg_y, 64);
