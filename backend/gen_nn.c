@@ -714,6 +714,43 @@ static void lnb_emit_row_stores(tg_sb *b, const tg_kernel *k, const lnb_kernel *
     }
 }
 
+/* The row outputs as vec4s at texel base4 + c4 of their vec4 views oq<j>,
+ * given the quad's dx4, when lnb_row_quads holds: lavapipe runs every
+ * storage-buffer store as a loop over the lanes, whatever its width. */
+static void lnb_emit_row_stores4(tg_sb *b, const tg_kernel *k, const lnb_kernel *d) {
+    for (int j = 0; j < k->n_outputs; j++) {
+        int32_t o = k->outputs[j];
+        char fn[16] = "";
+        bool plain = o == d->x_id;
+        for (int e = 0; e < d->n_elem; e++)
+            if (o == d->elem[e]) snprintf(fn, sizeof fn, "lnb_e%d", j);
+        for (int s = 0; s < d->n_copies; s++)
+            if (o == d->copy_id[s] && d->copy_in[s] == d->x_id)
+                plain = true;
+            else if (o == d->copy_id[s])
+                snprintf(fn, sizeof fn, "lnb_c%d", s);
+        if (plain) {
+            tg_sb_printf(b, "        oq%d[base4 + c4] = dx4;\n", j);
+            continue;
+        }
+        if (!fn[0]) continue; /* a column output */
+        tg_sb_printf(b, "        oq%d[base4 + c4] = vec4(", j);
+        for (int c = 0; c < 4; c++)
+            tg_sb_printf(b, "%s%s(base + 4u * c4 + %du, dx4[%d])", c ? ", " : "", fn, c, c);
+        tg_sb_printf(b, ");\n");
+    }
+}
+
+/* Whether the row part stores its outputs as vec4s: every output f32 in
+ * f32 storage (the row is whole vec4s where the inputs are, d->v4). */
+static bool lnb_row_quads(const tg_kernel *k, const lnb_kernel *d) {
+    if (!d->v4) return false;
+    for (int j = 0; j < k->n_outputs; j++)
+        if (k->output_storage[j] != TG_F32 || k->g->nodes[k->outputs[j]].dtype != TG_F32)
+            return false;
+    return true;
+}
+
 /* The statistics of the row at `base` (whole vec4s at base4) as the
  * column part computes them: mean, inv, and with `grads` mg and mgx
  * (vec4 texel views, lnb_kernel.v4). */
@@ -762,11 +799,14 @@ static void lnb_emit_rows_v4(tg_gen *g, const lnb_kernel *d, int64_t D, const ch
                  "        vec4 dx4 = inv * (tf%d(int(base4 + c4)) * "
                  "tf%d(int(c4)) - mg - xhat4 * mgx);\n",
                  (unsigned long long)(D / 4), d->x, d->dy, d->w);
-    for (int cc = 0; cc < 4; cc++) {
-        tg_sb_printf(b, "        { uint c = 4u * c4 + %du; float dx = dx4[%d];\n", cc, cc);
-        lnb_emit_row_stores(b, g->k, d);
-        tg_sb_printf(b, "        }\n");
-    }
+    if (lnb_row_quads(g->k, d))
+        lnb_emit_row_stores4(b, g->k, d);
+    else
+        for (int cc = 0; cc < 4; cc++) {
+            tg_sb_printf(b, "        { uint c = 4u * c4 + %du; float dx = dx4[%d];\n", cc, cc);
+            lnb_emit_row_stores(b, g->k, d);
+            tg_sb_printf(b, "        }\n");
+        }
     tg_sb_printf(b, "    }\n}\n#undef WG_SUM\n");
 }
 
@@ -777,6 +817,11 @@ static void lnb_emit_rows(tg_gen *g, const lnb_kernel *d, bool serial, int64_t r
     char dl[64], el[64];
     tg_gen_flit((double)D, dl, sizeof dl);
     tg_gen_flit(d->x_node->attrs.eps, el, sizeof el);
+    if (serial && lnb_row_quads(k, d))
+        for (int j = 0; j < k->n_outputs; j++)
+            tg_sb_printf(b,
+                         "layout(std430, binding = %d) writeonly buffer BLQ%d { vec4 oq%d[]; };\n",
+                         k->n_inputs + j, j, j);
     if (serial)
         tg_sb_printf(b,
                      "#define WG_SUM(x) (x)\n"
