@@ -123,6 +123,24 @@ static ull fa_row4(const fa_shape *s, int i) {
     return (ull)(s->op[i].row / s->W);
 }
 
+/* CPU devices: output j stored as vec4s through a view oq<j> (lavapipe
+ * runs every storage-buffer store as a loop over the lanes, whatever its
+ * width: a row of 16 floats is 4 loops instead of 16), where it is f32 in
+ * f32 storage and its rows and batch strides are whole vec4s (vec4 texel
+ * operands). Declares the view; its rows then start at texel
+ * <offset> >> 2. */
+static bool fa_quad_output(tg_gen *g, const fa_shape *s, const fa_operand *o, int j) {
+    const tg_kernel *k = g->k;
+    if (g->caps->device_class != TG_VK_CLASS_CPU || s->W != 4 || o->row % 4 ||
+        k->output_storage[j] != TG_F32 || k->g->nodes[k->outputs[j]].dtype != TG_F32)
+        return false;
+    for (int d = 0; d < s->br; d++)
+        if (o->strides[d] % 4) return false;
+    tg_sb_printf(&g->b, "layout(std430, binding = %d) writeonly buffer BAQ%d { vec4 oq%d[]; };\n",
+                 k->n_inputs + j, j, j);
+    return true;
+}
+
 /* q_off/k_off/v_off/o_off[/d_off](batch): element offsets of a batch
  * index's rows of q, k, v, the result [and dout]; mask_off(row * Tk + j)
  * for the mask broadcast to [batch..., Tq, Tk]. */
@@ -315,6 +333,7 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
 
     fa_offsets(b, s, false);
     if (s->has_mask) fa_mask_offset(b, g->k->g, s);
+    bool quads = fa_quad_output(g, s, &s->op[FA_OUT], s->out_o);
     if (shared)
         tg_sb_printf(b, "shared %s Ks[%u];\nshared %s Vs[%u];\n", s->vt, (unsigned)(BC * s->D4),
                      s->vt, (unsigned)(BC * s->V4));
@@ -405,7 +424,10 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
                      "        float inv = l%u > 0.0 ? 1.0 / l%u : 0.0;\n"
                      "        uint o = o_off(bb) + row%u * %lluu;\n",
                      r, (ull)s->Tq, r, r, r, (ull)s->op[FA_OUT].row);
-        for (int64_t d = 0; d < s->V4; d++)
+        for (int64_t d = 0; quads && d < s->V4; d++)
+            tg_sb_printf(b, "        oq%d[(o >> 2) + %du] = a%u_%d * inv;\n", s->out_o, (int)d, r,
+                         (int)d);
+        for (int64_t d = 0; !quads && d < s->V4; d++)
             for (int c = 0; c < W; c++)
                 tg_sb_printf(b, "        st%d(o + %du, a%u_%d%s * inv);\n", s->out_o,
                              (int)(d * W + c), r, (int)d,
@@ -695,6 +717,7 @@ static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
     tg_sb *b = &g->b;
     fa_offsets(b, s, !lse);
     if (s->has_mask) fa_mask_offset(b, g->k->g, s);
+    bool quads = !lse && fa_quad_output(g, s, &s->op[FA_OUT], 0);
     fb_head(g, io, s->Tq, nblk);
     if (n->attrs.causal && io->shuffle) { /* the visible keys of the subgroup's last row */
         char last[48];
@@ -770,7 +793,11 @@ static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
     }
     for (uint32_t r = 0; r < R; r++) {
         tg_sb_printf(b, "    if (row%u < %lluu) {\n", r, (ull)s->Tq);
-        for (int64_t d = 0; d < s->D4; d++)
+        for (int64_t d = 0; quads && d < s->D4; d++)
+            tg_sb_printf(b,
+                         "        oq0[((o_off(bb) + row%u * %lluu) >> 2) + %du] = a%u_%d * %s;\n",
+                         r, (ull)s->op[FA_OUT].row, (int)d, r, (int)d, scale);
+        for (int64_t d = 0; !quads && d < s->D4; d++)
             for (int c = 0; c < s->W; c++)
                 tg_sb_printf(b, "        st0(o_off(bb) + row%u * %lluu + %du, a%u_%d%s * %s);\n", r,
                              (ull)s->op[FA_OUT].row, (int)(d * s->W + c), r, (int)d, fb_comp(io, c),
@@ -863,6 +890,8 @@ static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
     fa_offsets(b, s, true);
     if (dk && dv) tg_gen_offset_fn(b, "dv_off", s->br, s->batch, io->dv.strides, 0);
     if (s->has_mask) fa_mask_offset(b, g->k->g, s);
+    bool quad_k = dk && fa_quad_output(g, s, &s->op[FA_OUT], io->out_k);
+    bool quad_v = dv && fa_quad_output(g, s, dk ? &io->dv : &s->op[FA_OUT], io->out_v);
     fb_head(g, io, s->Tk, nblk);
     for (uint32_t r = 0; r < R; r++) {
         snprintf(nm, sizeof nm, "k%u_", r);
@@ -929,7 +958,10 @@ static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
         if (dk) {
             tg_sb_printf(b, "        uint w = o_off(bb) + row%u * %lluu;\n", r,
                          (ull)s->op[FA_OUT].row);
-            for (int64_t d = 0; d < s->D4; d++)
+            for (int64_t d = 0; quad_k && d < s->D4; d++)
+                tg_sb_printf(b, "        oq%d[(w >> 2) + %du] = a%u_%d * %s;\n", io->out_k, (int)d,
+                             r, (int)d, scale);
+            for (int64_t d = 0; !quad_k && d < s->D4; d++)
                 for (int c = 0; c < s->W; c++)
                     tg_sb_printf(b, "        st%d(w + %du, a%u_%d%s * %s);\n", io->out_k,
                                  (int)(d * s->W + c), r, (int)d, fb_comp(io, c), scale);
@@ -937,7 +969,10 @@ static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
         if (dv) {
             tg_sb_printf(b, "        uint wv = %s(bb) + row%u * %lluu;\n", dk ? "dv_off" : "o_off",
                          r, (ull)(dk ? io->dv.row : s->op[FA_OUT].row));
-            for (int64_t d = 0; d < s->V4; d++)
+            for (int64_t d = 0; quad_v && d < s->V4; d++)
+                tg_sb_printf(b, "        oq%d[(wv >> 2) + %du] = b%u_%d;\n", io->out_v, (int)d, r,
+                             (int)d);
+            for (int64_t d = 0; !quad_v && d < s->V4; d++)
                 for (int c = 0; c < s->W; c++)
                     tg_sb_printf(b, "        st%d(wv + %du, b%u_%d%s);\n", io->out_v,
                                  (int)(d * s->W + c), r, (int)d, fb_comp(io, c));
