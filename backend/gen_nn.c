@@ -720,7 +720,7 @@ static void lnb_emit_row_stores(tg_sb *b, const tg_kernel *k, const lnb_kernel *
 static void lnb_emit_row_stores4(tg_sb *b, const tg_kernel *k, const lnb_kernel *d) {
     for (int j = 0; j < k->n_outputs; j++) {
         int32_t o = k->outputs[j];
-        char fn[16] = "";
+        char fn[32] = "";
         bool plain = o == d->x_id;
         for (int e = 0; e < d->n_elem; e++)
             if (o == d->elem[e]) snprintf(fn, sizeof fn, "lnb_e%d", j);
