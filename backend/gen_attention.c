@@ -123,7 +123,7 @@ static ull fa_row4(const fa_shape *s, int i) {
     return (ull)(s->op[i].row / s->W);
 }
 
-/* CPU devices: output j stored as vec4s through a view oq<j> (lavapipe
+/* CPU devices: output j stored as vec4s through a view o4_<j> (lavapipe
  * runs every storage-buffer store as a loop over the lanes, whatever its
  * width: a row of 16 floats is 4 loops instead of 16), where it is f32 in
  * f32 storage and its rows and batch strides are whole vec4s (vec4 texel
@@ -132,12 +132,11 @@ static ull fa_row4(const fa_shape *s, int i) {
 static bool fa_quad_output(tg_gen *g, const fa_shape *s, const fa_operand *o, int j) {
     const tg_kernel *k = g->k;
     if (g->caps->device_class != TG_VK_CLASS_CPU || s->W != 4 || o->row % 4 ||
-        k->output_storage[j] != TG_F32 || k->g->nodes[k->outputs[j]].dtype != TG_F32)
+        !tg_gen_output_f32(k, j))
         return false;
     for (int d = 0; d < s->br; d++)
         if (o->strides[d] % 4) return false;
-    tg_sb_printf(&g->b, "layout(std430, binding = %d) writeonly buffer BAQ%d { vec4 oq%d[]; };\n",
-                 k->n_inputs + j, j, j);
+    tg_gen_vec4_output(&g->b, k, j);
     return true;
 }
 
@@ -425,7 +424,7 @@ static tg_status gen_flash(tg_gen *g, const fa_shape *s, const tg_attn_tiling *t
                      "        uint o = o_off(bb) + row%u * %lluu;\n",
                      r, (ull)s->Tq, r, r, r, (ull)s->op[FA_OUT].row);
         for (int64_t d = 0; quads && d < s->V4; d++)
-            tg_sb_printf(b, "        oq%d[(o >> 2) + %du] = a%u_%d * inv;\n", s->out_o, (int)d, r,
+            tg_sb_printf(b, "        o4_%d[(o >> 2) + %du] = a%u_%d * inv;\n", s->out_o, (int)d, r,
                          (int)d);
         for (int64_t d = 0; !quads && d < s->V4; d++)
             for (int c = 0; c < W; c++)
@@ -795,7 +794,7 @@ static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
         tg_sb_printf(b, "    if (row%u < %lluu) {\n", r, (ull)s->Tq);
         for (int64_t d = 0; quads && d < s->D4; d++)
             tg_sb_printf(b,
-                         "        oq0[((o_off(bb) + row%u * %lluu) >> 2) + %du] = a%u_%d * %s;\n",
+                         "        o4_0[((o_off(bb) + row%u * %lluu) >> 2) + %du] = a%u_%d * %s;\n",
                          r, (ull)s->op[FA_OUT].row, (int)d, r, (int)d, scale);
         for (int64_t d = 0; !quads && d < s->D4; d++)
             for (int c = 0; c < s->W; c++)
@@ -959,7 +958,7 @@ static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
             tg_sb_printf(b, "        uint w = o_off(bb) + row%u * %lluu;\n", r,
                          (ull)s->op[FA_OUT].row);
             for (int64_t d = 0; quad_k && d < s->D4; d++)
-                tg_sb_printf(b, "        oq%d[(w >> 2) + %du] = a%u_%d * %s;\n", io->out_k, (int)d,
+                tg_sb_printf(b, "        o4_%d[(w >> 2) + %du] = a%u_%d * %s;\n", io->out_k, (int)d,
                              r, (int)d, scale);
             for (int64_t d = 0; !quad_k && d < s->D4; d++)
                 for (int c = 0; c < s->W; c++)
@@ -970,7 +969,7 @@ static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
             tg_sb_printf(b, "        uint wv = %s(bb) + row%u * %lluu;\n", dk ? "dv_off" : "o_off",
                          r, (ull)(dk ? io->dv.row : s->op[FA_OUT].row));
             for (int64_t d = 0; quad_v && d < s->V4; d++)
-                tg_sb_printf(b, "        oq%d[(wv >> 2) + %du] = b%u_%d;\n", io->out_v, (int)d, r,
+                tg_sb_printf(b, "        o4_%d[(wv >> 2) + %du] = b%u_%d;\n", io->out_v, (int)d, r,
                              (int)d);
             for (int64_t d = 0; !quad_v && d < s->V4; d++)
                 for (int c = 0; c < s->W; c++)

@@ -572,3 +572,12 @@ int tg_gen_input_index(const tg_kernel *k, int32_t id) {
         if (k->inputs[i] == id) return i;
     return -1;
 }
+
+bool tg_gen_output_f32(const tg_kernel *k, int j) {
+    return k->output_storage[j] == TG_F32 && k->g->nodes[k->outputs[j]].dtype == TG_F32;
+}
+
+void tg_gen_vec4_output(tg_sb *b, const tg_kernel *k, int j) {
+    tg_sb_printf(b, "layout(std430, binding = %d) writeonly buffer BQ%d { vec4 o4_%d[]; };\n",
+                 k->n_inputs + j, j, j);
+}

@@ -219,4 +219,11 @@ const char *tg_gen_math_glsl(void);
 /* The kernel input index of node `id`, or -1. */
 int tg_gen_input_index(const tg_kernel *k, int32_t id);
 
+/* Output j is f32 computed and stored as f32 (a vec4 view can store it). */
+bool tg_gen_output_f32(const tg_kernel *k, int j);
+/* Declares o4_<j>, a vec4 view of output j's binding: lavapipe runs every
+ * storage-buffer store as a loop over the lanes whatever its width, so
+ * CPU kernels store 4 f32 results at once where they are consecutive. */
+void tg_gen_vec4_output(tg_sb *b, const tg_kernel *k, int j);
+
 #endif

@@ -281,11 +281,7 @@ tg_status tg_gen_elementwise(const tg_vk_caps *caps, const tg_kernel *k, tg_kern
     if (quad) {
         /* each written output's vec4 view of its binding */
         for (int j = 0; j < k->n_outputs; j++)
-            if (tg_gen_input_index(k, k->outputs[j]) < 0)
-                tg_sb_printf(b,
-                             "layout(std430, binding = %d) writeonly buffer BQ%d { vec4 o4_%d[]; "
-                             "};\n",
-                             k->n_inputs + j, j, j);
+            if (tg_gen_input_index(k, k->outputs[j]) < 0) tg_gen_vec4_output(b, k, j);
         tg_sb_printf(b,
                      "void main() {\n"
                      "    uint q = tg_group() * %uu + gl_LocalInvocationID.x;\n"

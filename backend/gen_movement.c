@@ -174,8 +174,8 @@ static tg_status gen_gather_quads(const tg_vk_caps *caps, const tg_kernel *k, tg
         return st;
     }
     /* out [outer, n_idx, inner] from x [outer, dim, inner], by texels */
+    tg_gen_vec4_output(&g.b, k, 0);
     tg_sb_printf(&g.b,
-                 "layout(std430, binding = %d) writeonly buffer BQ0 { vec4 o4_0[]; };\n"
                  "void main() {\n"
                  "    uint q = tg_group() * %uu + gl_LocalInvocationID.x;\n"
                  "    if (q >= %lluu) return;\n"
@@ -183,7 +183,7 @@ static tg_status gen_gather_quads(const tg_vk_caps *caps, const tg_kernel *k, tg
                  "    int row = ld1(j);\n"
                  "    o4_0[q] = (row >= 0 && row < %lld) ? tf0(int(((o * %lluu + uint(row)) * "
                  "%lluu + inn) >> 2)) : vec4(0.0);\n}\n",
-                 k->n_inputs, wg, (unsigned long long)quads, (unsigned long long)inner,
+                 wg, (unsigned long long)quads, (unsigned long long)inner,
                  (unsigned long long)inner, (unsigned long long)nidx,
                  (unsigned long long)(inner * nidx), (long long)dim, (unsigned long long)dim,
                  (unsigned long long)inner);

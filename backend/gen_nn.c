@@ -698,43 +698,48 @@ static tg_status lnb_describe(const tg_kernel *k, lnb_kernel *d) {
     return TG_OK;
 }
 
-/* The outputs at element base + c of a row, given its dx. */
-static void lnb_emit_row_stores(tg_sb *b, const tg_kernel *k, const lnb_kernel *d) {
-    for (int j = 0; j < k->n_outputs; j++) {
-        int32_t o = k->outputs[j];
-        if (o == d->x_id) tg_sb_printf(b, "        st%d(base + c, dx);\n", j);
-        for (int e = 0; e < d->n_elem; e++)
-            if (o == d->elem[e])
-                tg_sb_printf(b, "        st%d(base + c, lnb_e%d(base + c, dx));\n", j, j);
-        for (int s = 0; s < d->n_copies; s++)
-            if (o == d->copy_id[s] && d->copy_in[s] == d->x_id)
-                tg_sb_printf(b, "        st%d(base + c, dx);\n", j);
-            else if (o == d->copy_id[s])
-                tg_sb_printf(b, "        st%d(base + c, lnb_c%d(base + c, dx));\n", j, s);
-    }
+/* What the row part stores as output j: false for a column output; else
+ * *fn is the member function of (element, dx) it stores, or "" for dx
+ * itself. */
+static bool lnb_row_output(const tg_kernel *k, const lnb_kernel *d, int j, char fn[32]) {
+    int32_t o = k->outputs[j];
+    fn[0] = '\0';
+    if (o == d->x_id) return true;
+    for (int e = 0; e < d->n_elem; e++)
+        if (o == d->elem[e]) {
+            snprintf(fn, 32, "lnb_e%d", j);
+            return true;
+        }
+    for (int s = 0; s < d->n_copies; s++)
+        if (o == d->copy_id[s]) {
+            if (d->copy_in[s] != d->x_id) snprintf(fn, 32, "lnb_c%d", s);
+            return true;
+        }
+    return false;
 }
 
-/* The row outputs as vec4s at texel base4 + c4 of their vec4 views oq<j>,
+/* The outputs at element base + c of a row, given its dx. */
+static void lnb_emit_row_stores(tg_sb *b, const tg_kernel *k, const lnb_kernel *d) {
+    char fn[32];
+    for (int j = 0; j < k->n_outputs; j++)
+        if (lnb_row_output(k, d, j, fn) && !fn[0])
+            tg_sb_printf(b, "        st%d(base + c, dx);\n", j);
+        else if (fn[0])
+            tg_sb_printf(b, "        st%d(base + c, %s(base + c, dx));\n", j, fn);
+}
+
+/* The row outputs as vec4s at texel base4 + c4 of their vec4 views o4_<j>,
  * given the quad's dx4, when lnb_row_quads holds: lavapipe runs every
  * storage-buffer store as a loop over the lanes, whatever its width. */
 static void lnb_emit_row_stores4(tg_sb *b, const tg_kernel *k, const lnb_kernel *d) {
+    char fn[32];
     for (int j = 0; j < k->n_outputs; j++) {
-        int32_t o = k->outputs[j];
-        char fn[32] = "";
-        bool plain = o == d->x_id;
-        for (int e = 0; e < d->n_elem; e++)
-            if (o == d->elem[e]) snprintf(fn, sizeof fn, "lnb_e%d", j);
-        for (int s = 0; s < d->n_copies; s++)
-            if (o == d->copy_id[s] && d->copy_in[s] == d->x_id)
-                plain = true;
-            else if (o == d->copy_id[s])
-                snprintf(fn, sizeof fn, "lnb_c%d", s);
-        if (plain) {
-            tg_sb_printf(b, "        oq%d[base4 + c4] = dx4;\n", j);
+        if (!lnb_row_output(k, d, j, fn)) continue; /* a column output */
+        if (!fn[0]) {
+            tg_sb_printf(b, "        o4_%d[base4 + c4] = dx4;\n", j);
             continue;
         }
-        if (!fn[0]) continue; /* a column output */
-        tg_sb_printf(b, "        oq%d[base4 + c4] = vec4(", j);
+        tg_sb_printf(b, "        o4_%d[base4 + c4] = vec4(", j);
         for (int c = 0; c < 4; c++)
             tg_sb_printf(b, "%s%s(base + 4u * c4 + %du, dx4[%d])", c ? ", " : "", fn, c, c);
         tg_sb_printf(b, ");\n");
@@ -746,8 +751,7 @@ static void lnb_emit_row_stores4(tg_sb *b, const tg_kernel *k, const lnb_kernel 
 static bool lnb_row_quads(const tg_kernel *k, const lnb_kernel *d) {
     if (!d->v4) return false;
     for (int j = 0; j < k->n_outputs; j++)
-        if (k->output_storage[j] != TG_F32 || k->g->nodes[k->outputs[j]].dtype != TG_F32)
-            return false;
+        if (!tg_gen_output_f32(k, j)) return false;
     return true;
 }
 
@@ -818,10 +822,7 @@ static void lnb_emit_rows(tg_gen *g, const lnb_kernel *d, bool serial, int64_t r
     tg_gen_flit((double)D, dl, sizeof dl);
     tg_gen_flit(d->x_node->attrs.eps, el, sizeof el);
     if (serial && lnb_row_quads(k, d))
-        for (int j = 0; j < k->n_outputs; j++)
-            tg_sb_printf(b,
-                         "layout(std430, binding = %d) writeonly buffer BLQ%d { vec4 oq%d[]; };\n",
-                         k->n_inputs + j, j, j);
+        for (int j = 0; j < k->n_outputs; j++) tg_gen_vec4_output(b, k, j);
     if (serial)
         tg_sb_printf(b,
                      "#define WG_SUM(x) (x)\n"

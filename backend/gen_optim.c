@@ -197,10 +197,7 @@ static tg_status gen_adamw(tg_gen *g, const tg_kernel *k, uint32_t wg, bool seri
                      tg_gen_flit(a->eps, l[7], sizeof l[7]), out[0], out[1], out[2]);
         if (!adamw_quad(k, n, quad_inputs)) continue;
         /* the same arithmetic on 4 elements: each component as above */
-        for (int o = 0; o < 3; o++)
-            tg_sb_printf(b,
-                         "layout(std430, binding = %d) writeonly buffer BQ%d { vec4 o4_%d[]; };\n",
-                         k->n_inputs + out[o], out[o], out[o]);
+        for (int o = 0; o < 3; o++) tg_gen_vec4_output(b, k, out[o]);
         tg_sb_printf(b,
                      "void adamw4_%d(uint q, float lr, float bc1, float bc2) {\n"
                      "    vec4 w = tf%d(int(q)), g = tf%d(int(q));\n"

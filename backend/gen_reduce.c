@@ -99,8 +99,7 @@ tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
                  n->dtype == TG_F32 && (n->op == TG_OP_SUM || n->op == TG_OP_MEAN) && x->rank > 0 &&
                  !reduced[x->rank - 1] && x->shape[x->rank - 1] % 4 == 0 && n_out % 4 == 0 &&
                  n_out > 0;
-    for (int j = 0; quads && j < k->n_outputs; j++)
-        quads = k->output_storage[j] == TG_F32 && gr->nodes[k->outputs[j]].dtype == TG_F32;
+    for (int j = 0; quads && j < k->n_outputs; j++) quads = tg_gen_output_f32(k, j);
     uint32_t wg = tg_gen_wg_size(caps, serial ? 128 : 64);
     tg_gen g;
     tg_status st = tg_gen_begin(&g, caps, k, out, wg, !serial);
@@ -172,10 +171,7 @@ tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
          * width (charlm's position-embedding gradient, a sum over the
          * batch that also stores its summand: 65536 + 4096 scalar stores
          * -> a quarter as many vec4s) */
-        for (int j = 0; j < k->n_outputs; j++)
-            tg_sb_printf(b,
-                         "layout(std430, binding = %d) writeonly buffer BRQ%d { vec4 oq%d[]; };\n",
-                         k->n_inputs + j, j, j);
+        for (int j = 0; j < k->n_outputs; j++) tg_gen_vec4_output(b, k, j);
         tg_sb_printf(b,
                      "void main() {\n"
                      "    uint q = tg_group() * %uu + gl_LocalInvocationID.x;\n"
@@ -189,7 +185,7 @@ tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
         for (int j = 0; j < k->n_outputs; j++)
             if (in_prologue[j])
                 tg_sb_printf(b,
-                             "        oq%d[e >> 2] = vec4(pro%d(e), pro%d(e + 1u), pro%d(e + 2u), "
+                             "        o4_%d[e >> 2] = vec4(pro%d(e), pro%d(e + 1u), pro%d(e + 2u), "
                              "pro%d(e + 3u));\n",
                              j, j, j, j, j);
         tg_sb_printf(b, "        acc = acc + v;\n    }\n");
@@ -200,7 +196,7 @@ tg_status tg_gen_reduce(const tg_vk_caps *caps, const tg_kernel *k, tg_kernel_co
         for (int j = 0; j < k->n_outputs; j++)
             if (!in_prologue[j])
                 tg_sb_printf(b,
-                             "    oq%d[q] = vec4(epi%d(o, rv4.x), epi%d(o + 1u, rv4.y), "
+                             "    o4_%d[q] = vec4(epi%d(o, rv4.x), epi%d(o + 1u, rv4.y), "
                              "epi%d(o + 2u, rv4.z), epi%d(o + 3u, rv4.w));\n",
                              j, j, j, j, j);
         tg_sb_printf(b, "}\n");
