@@ -70,6 +70,13 @@ bool tg_serial_parts(const tg_vk_caps *caps) {
     return caps->device_class == TG_VK_CLASS_CPU;
 }
 
+bool tg_store_pairs(const tg_vk_caps *caps) {
+    if (!caps->int64) return false;
+    const char *env = getenv("TG_STORE_PAIRS");
+    if (env && (strcmp(env, "0") == 0 || strcmp(env, "1") == 0)) return env[0] == '1';
+    return caps->device_class == TG_VK_CLASS_CPU;
+}
+
 tg_status tg_mm_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, int64_t M, int64_t N,
                               int64_t K, tg_mm_tiling *out) {
     return tg_mm_choose_tiling_for(caps, forced, M, N, K, true, out);

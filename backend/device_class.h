@@ -79,6 +79,13 @@ tg_status tg_attn_choose_tiling(const tg_vk_caps *caps, tg_mm_strategy forced, i
  * says yes; $TG_SERIAL_PARTS = "0" / "1" overrides (tests run both). */
 bool tg_serial_parts(const tg_vk_caps *caps);
 
+/* Whether vec4 storage-buffer stores should be written as two 64-bit
+ * halves (tg_gen_store4_fn): lavapipe runs each component of a store as
+ * its own bounds-checked store for each lane in turn, so two halves cost
+ * about half of four floats; GPUs store a vec4 at once. CPU devices with
+ * shaderInt64 say yes; $TG_STORE_PAIRS = "0" / "1" overrides. */
+bool tg_store_pairs(const tg_vk_caps *caps);
+
 /* cross_entropy with its cross_entropy_grad as one kernel that takes the
  * rows one by one, each read whole (loss terms and max, sum) before its
  * gradient is written, the loss added from partial sums in scratch

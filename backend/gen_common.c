@@ -577,6 +577,26 @@ bool tg_gen_output_f32(const tg_kernel *k, int j) {
     return k->output_storage[j] == TG_F32 && k->g->nodes[k->outputs[j]].dtype == TG_F32;
 }
 
+void tg_gen_store4_fn(tg_sb *b, bool pairs, int binding, const char *fn) {
+    if (!pairs) {
+        tg_sb_printf(b,
+                     "layout(std430, binding = %d) writeonly buffer %s_B { vec4 %s_d[]; };\n"
+                     "void %s(int i, vec4 v) { %s_d[i] = v; }\n",
+                     binding, fn, fn, fn, fn);
+        return;
+    }
+    tg_sb_printf(b,
+                 "layout(std430, binding = %d) writeonly buffer %s_B { u64vec2 %s_d[]; };\n"
+                 "void %s(int i, vec4 v) {\n"
+                 "    %s_d[i] = u64vec2(packUint2x32(floatBitsToUint(v.xy)), "
+                 "packUint2x32(floatBitsToUint(v.zw)));\n}\n",
+                 binding, fn, fn, fn, fn);
+}
+
+const char *tg_gen_store4_extension(bool pairs) {
+    return pairs ? "#extension GL_ARB_gpu_shader_int64 : require\n" : "";
+}
+
 void tg_gen_vec4_output(tg_sb *b, const tg_kernel *k, int j) {
     tg_sb_printf(b, "layout(std430, binding = %d) writeonly buffer BQ%d { vec4 o4_%d[]; };\n",
                  k->n_inputs + j, j, j);

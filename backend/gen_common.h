@@ -225,5 +225,15 @@ bool tg_gen_output_f32(const tg_kernel *k, int j);
  * storage-buffer store as a loop over the lanes whatever its width, so
  * CPU kernels store 4 f32 results at once where they are consecutive. */
 void tg_gen_vec4_output(tg_sb *b, const tg_kernel *k, int j);
+/* Declares `void <fn>(int i, vec4 v)`, storing v at vec4 index i of the
+ * storage buffer at `binding`. With `pairs` (tg_store_pairs) it writes
+ * two 64-bit halves: lavapipe stores each component of a storage-buffer
+ * store separately, lane by lane with a bounds check, so halving the
+ * components cuts the store's instructions (matmul 1024 x 256 x 64 with a
+ * GELU epilogue of two outputs: 22.4 -> 20.4 M instructions a dispatch).
+ * The shader then needs tg_gen_store4_extension() in its header. */
+void tg_gen_store4_fn(tg_sb *b, bool pairs, int binding, const char *fn);
+/* The #extension line tg_gen_store4_fn's pairs need ("" without). */
+const char *tg_gen_store4_extension(bool pairs);
 
 #endif

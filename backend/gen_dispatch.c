@@ -97,8 +97,9 @@ static tg_status swap_conv_bindings(tg_mm_kernel *mk, const char *name) {
  * outputs after the first into their own bindings (after C's) and returns
  * the first, which the generator stores as C. Outputs are dense with C's
  * shape: element (bz, row, col) is at bz*M*N + row*N + col. */
-static tg_status matmul_epilogue(const tg_kernel *k, int ri, int64_t M, int64_t N, tg_sb *fns,
-                                 char *call, size_t call_size, char *call4, size_t call4_size) {
+static tg_status matmul_epilogue(const tg_kernel *k, int ri, int64_t M, int64_t N, bool pairs,
+                                 tg_sb *fns, char *call, size_t call_size, char *call4,
+                                 size_t call4_size) {
     int n_extra = k->n_inputs - 2;
     int32_t given[1 + TG_MM_MAX_EXTRA];
     const char *names[1 + TG_MM_MAX_EXTRA] = {"acc", "e0", "e1", "e2", "e3"};
@@ -154,10 +155,11 @@ static tg_status matmul_epilogue(const tg_kernel *k, int ri, int64_t M, int64_t 
         size_t len = strlen(args4);
         snprintf(args4 + len, sizeof args4 - len, ", vec4 e%d", j);
     }
-    for (int j = 1; j < k->n_outputs; j++)
-        tg_sb_printf(
-            fns, "layout(std430, binding = %d) writeonly buffer BufO%d4 { vec4 o%d_data4[]; };\n",
-            k->n_inputs + j, j, j);
+    for (int j = 1; j < k->n_outputs; j++) {
+        char fn[16];
+        snprintf(fn, sizeof fn, "st_o%d", j);
+        tg_gen_store4_fn(fns, pairs, k->n_inputs + j, fn);
+    }
     tg_sb_printf(fns, "vec4 tg_epilogue4(int bz, int row, int col, %s) {\n", args4);
     tg_sb_printf(fns, "    uint i = uint(bz) * %lluu + uint(row) * %lluu + uint(col);\n",
                  (unsigned long long)(M * N), (unsigned long long)N);
@@ -169,7 +171,7 @@ static tg_status matmul_epilogue(const tg_kernel *k, int ri, int64_t M, int64_t 
         tg_sb_printf(fns, ");\n");
     }
     for (int j = 1; j < k->n_outputs; j++)
-        tg_sb_printf(fns, "    o%d_data4[i >> 2] = r%d;\n", j, j);
+        tg_sb_printf(fns, "    st_o%d(int(i >> 2), r%d);\n", j, j);
     tg_sb_printf(fns, "    return r0;\n}\n");
     snprintf(call4, call4_size, "tg_epilogue4(bz, row, col, %s)", pass);
     return fns->oom ? tg_set_error(TG_ERR_NO_MEMORY, "out of memory") : TG_OK;
@@ -242,7 +244,8 @@ static tg_status gen_matmul_kernel(const tg_vk_caps *caps, const tg_kernel *k, i
         N = n->shape[2];
     }
     if (k->n_nodes > 1 && !batch_sum)
-        st = matmul_epilogue(k, ri, M, N, &fns, call, sizeof call, call4, sizeof call4);
+        st = matmul_epilogue(k, ri, M, N, tg_store_pairs(caps), &fns, call, sizeof call, call4,
+                             sizeof call4);
     if (st == TG_OK && n->op == TG_OP_MATMUL) {
         tg_mm_params p;
         memset(&p, 0, sizeof p);

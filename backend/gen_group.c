@@ -278,7 +278,7 @@ static bool reserved(const char *w, size_t n) {
         "bvec2",         "bvec3",          "bvec4",          "mat2",     "mat3",      "mat4",
         "samplerBuffer", "isamplerBuffer", "usamplerBuffer", "highp",    "mediump",   "lowp",
         "precise",       "f16vec2",        "f16vec4",        "int16_t",  "uint16_t",  "int8_t",
-        "uint8_t",       "imageBuffer",
+        "uint8_t",       "imageBuffer",    "int64_t",        "uint64_t", "u64vec2",
     };
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
         if (strlen(words[i]) == n && strncmp(words[i], w, n) == 0) return true;

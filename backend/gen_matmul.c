@@ -20,6 +20,9 @@
  */
 #include "backend/gen_matmul.h"
 
+#include "backend/device_class.h"
+#include "backend/gen_common.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +68,7 @@ typedef struct mm_desc {
     bool conv;
     int64_t cin, width, ksize, stride, padding, dilation;
     bool offsets_zero; /* tg_mm_params.offsets_zero */
+    bool pairs;        /* vec4 stores as two 64-bit halves (tg_store_pairs) */
 } mm_desc;
 
 static const char xyzw[] = "xyzw";
@@ -318,6 +322,7 @@ static void emit_header(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t) {
     for (int i = 0; i < d->n_extra; i++) need16 |= d->extra[i].dtype == TG_F16;
     tg_sb_printf(b, "#version 450\n");
     if (need16) tg_sb_printf(b, "#extension GL_EXT_shader_16bit_storage : require\n");
+    tg_sb_printf(b, "%s", tg_gen_store4_extension(d->pairs));
     if (t->a_shuffle)
         tg_sb_printf(b, "#extension GL_KHR_shader_subgroup_basic : require\n"
                         "#extension GL_KHR_shader_subgroup_shuffle : require\n");
@@ -347,10 +352,7 @@ static void emit_header(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t) {
                 2 + i, i, store_type(d->extra[i].dtype), i);
     tg_sb_printf(b, "layout(std430, binding = %d) writeonly buffer BufC { %s c_data[]; };\n",
                  2 + d->n_extra, store_type(d->out_dtype));
-    if (vec4_stores(d))
-        tg_sb_printf(b,
-                     "layout(std430, binding = %d) writeonly buffer BufC4 { vec4 c4_data[]; };\n",
-                     2 + d->n_extra);
+    if (vec4_stores(d)) tg_gen_store4_fn(b, d->pairs, 2 + d->n_extra, "st_c4");
     tg_sb_printf(b, "layout(push_constant) uniform PC { uint a_off; uint b_off;");
     for (int i = 0; i < d->n_extra; i++) tg_sb_printf(b, " uint e%d_off;", i);
     tg_sb_printf(b, " uint c_off; } pc;\n");
@@ -418,10 +420,9 @@ static void emit_header(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t) {
         if (d->fold_m) {
             tg_sb_printf(b, "    int bz = row_f / %lld, row = row_f - bz * %lld;\n",
                          (long long)d->fold_m, (long long)d->fold_m);
-            tg_sb_printf(b, "    c4_data[(c_off0 + row_f * LDC + col) >> 2] = %s;\n}\n",
-                         d->epilogue4);
+            tg_sb_printf(b, "    st_c4((c_off0 + row_f * LDC + col) >> 2, %s);\n}\n", d->epilogue4);
         } else {
-            tg_sb_printf(b, "    c4_data[(c_off0 + %s + row * LDC + col) >> 2] = %s;\n}\n",
+            tg_sb_printf(b, "    st_c4((c_off0 + %s + row * LDC + col) >> 2, %s);\n}\n",
                          batch_off(d, OP_C, bo, sizeof bo), d->epilogue4);
         }
     }
@@ -658,8 +659,8 @@ static void emit_register_store(tg_sb *b, const mm_desc *d, int TM, int TN) {
         tg_sb_printf(b, "        int c4 = (c_off0 + bz * SC + m0 * LDC + n0) >> 2;\n");
         for (int i = 0; i < TM; i++)
             for (int j = 0; j < TN / 4; j++)
-                tg_sb_printf(b, "        c4_data[c4 + %d] = acc%d_%d;\n",
-                             (int)(i * (d->ldc / 4) + j), i, j);
+                tg_sb_printf(b, "        st_c4(c4 + %d, acc%d_%d);\n", (int)(i * (d->ldc / 4) + j),
+                             i, j);
         tg_sb_printf(b, tail ? "        return;\n    }\n" : "    }\n");
         if (!tail) return;
     }
@@ -933,6 +934,7 @@ static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel
     const char *img_env = getenv("TG_MM_IMAGE");
     dt.img_ab = caps->storage_texel && caps->device_class == TG_VK_CLASS_CPU &&
                 t.strategy == TG_MM_STRATEGY_REGISTER && !(img_env && strcmp(img_env, "0") == 0);
+    dt.pairs = tg_store_pairs(caps);
     dt.fa = fa;
     dt.fb = fb;
     /* Extras at every element (a residual, GELU's input in its gradient)
