@@ -222,23 +222,98 @@ static void fa_texel(char *buf, size_t n, const fa_shape *s, fa_src src, bool v,
                  (long long)d);
 }
 
+/* Prints the sum of terms 0 .. n-1 as a balanced tree, term i printed by
+ * term(b, i, ctx): a short dependency chain, and a block's contributions
+ * to an accumulator added to it at once (below). */
+static void fa_tree_sum(tg_sb *b, uint32_t lo, uint32_t n,
+                        void (*term)(tg_sb *b, uint32_t i, const void *ctx), const void *ctx) {
+    if (n == 1) {
+        term(b, lo, ctx);
+        return;
+    }
+    tg_sb_printf(b, "(");
+    fa_tree_sum(b, lo, n / 2, term, ctx);
+    tg_sb_printf(b, " + ");
+    fa_tree_sum(b, lo + n / 2, n - n / 2, term, ctx);
+    tg_sb_printf(b, ")");
+}
+
+typedef struct fa_term_ctx {
+    const fa_shape *s;
+    uint32_t r; /* the row */
+    int64_t d;  /* the texel (V terms) */
+} fa_term_ctx;
+
+/* row r's score against texel d of the key in kv<d> */
+static void fa_score_term(tg_sb *b, uint32_t d, const void *ctx) {
+    const fa_term_ctx *c = ctx;
+    tg_sb_printf(b, c->s->W == 4 ? "dot(q%u_%u, kv%u)" : "q%u_%u * kv%u", c->r, d, d);
+}
+
+/* key kb's share of row r's accumulator texel d: its weight times vv<kb> */
+static void fa_value_term(tg_sb *b, uint32_t kb, const void *ctx) {
+    const fa_term_ctx *c = ctx;
+    tg_sb_printf(b, "p%u_%u * vv%u", c->r, kb, kb);
+}
+
+/* coef<r>_<j> times texel d of lane j's operand row (<opnd>l<d>, shuffled) */
+typedef struct fb_sum_ctx {
+    const char *coef, *opnd;
+    uint32_t r;
+    int64_t d;
+} fb_sum_ctx;
+
+static void fb_shuffle_term(tg_sb *b, uint32_t j, const void *ctx) {
+    const fb_sum_ctx *c = ctx;
+    tg_sb_printf(b, "%s%u_%u * subgroupShuffle(%sl%d, %uu)", c->coef, c->r, j, c->opnd, (int)c->d,
+                 j);
+}
+
+/* After a shuffled group of S rows (or keys) of the backward: for each of
+ * the R rows, <acc><r>_<d> += the group's coef<r>_<j> times row j's texel
+ * d, one tree sum per texel (fa_block says why; charlm's grad_k+v timed
+ * alone single-threaded: 2518-3381 -> 2247-3042 us, grad_q 1764-2168 ->
+ * 1638-1916 us). */
+static void fb_shuffle_sums(tg_sb *b, uint32_t R, uint32_t S, int64_t n4, const char *acc,
+                            const char *coef, const char *opnd) {
+    for (uint32_t r = 0; r < R; r++)
+        for (int64_t d = 0; d < n4; d++) {
+            fb_sum_ctx c = {coef, opnd, r, d};
+            tg_sb_printf(b, "        %s%u_%d += ", acc, r, (int)d);
+            fa_tree_sum(b, 0, S, fb_shuffle_term, &c);
+            tg_sb_printf(b, ";\n");
+        }
+}
+
+/* Declares float <coef><r>_<j> for the R rows and S members of a group. */
+static void fb_group_coefs(tg_sb *b, uint32_t R, uint32_t S, const char *coef) {
+    for (uint32_t r = 0; r < R; r++)
+        for (uint32_t j = 0; j < S; j++) tg_sb_printf(b, "        float %s%u_%u;\n", coef, r, j);
+}
+
 /* The body of one block of B keys starting at key j0 (a uint in scope):
- * scores, the online-softmax step, the accumulation. */
+ * scores, the online-softmax step, the accumulation. Sums are trees and
+ * each accumulator texel takes the whole block's terms at once: on CPU
+ * devices, where a row's accumulators live in memory, key by key the
+ * block loaded and stored each once per key (charlm, d 16, T 64, the
+ * forward timed alone single-threaded: 964-971 -> 900-922 us). */
 static void fa_block(tg_sb *b, const fa_shape *s, const tg_attn_tiling *t, fa_src src) {
     char tx[160];
     uint32_t R = t->rows, B = t->keys;
     for (uint32_t kb = 0; kb < B; kb++) {
-        for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, "        float s%u_%u = 0.0;\n", r, kb);
+        for (uint32_t r = 0; r < R; r++) tg_sb_printf(b, "        float s%u_%u;\n", r, kb);
+        tg_sb_printf(b, "        {\n");
         for (int64_t d = 0; d < s->D4; d++) {
             fa_texel(tx, sizeof tx, s, src, false, kb, d);
-            tg_sb_printf(b, "        { %s kv = %s;", s->vt, tx);
-            for (uint32_t r = 0; r < R; r++)
-                if (s->W == 4)
-                    tg_sb_printf(b, " s%u_%u += dot(q%u_%d, kv);", r, kb, r, (int)d);
-                else
-                    tg_sb_printf(b, " s%u_%u += q%u_%d * kv;", r, kb, r, (int)d);
-            tg_sb_printf(b, " }\n");
+            tg_sb_printf(b, "            %s kv%d = %s;\n", s->vt, (int)d, tx);
         }
+        for (uint32_t r = 0; r < R; r++) {
+            fa_term_ctx c = {s, r, 0};
+            tg_sb_printf(b, "            s%u_%u = ", r, kb);
+            fa_tree_sum(b, 0, (uint32_t)s->D4, fa_score_term, &c);
+            tg_sb_printf(b, ";\n");
+        }
+        tg_sb_printf(b, "        }\n");
     }
     /* visibility (causal limit, the K tail) and the mask */
     for (uint32_t r = 0; r < R; r++)
@@ -271,14 +346,20 @@ static void fa_block(tg_sb *b, const fa_shape *s, const tg_attn_tiling *t, fa_sr
             tg_sb_printf(b, "            a%u_%d *= c;\n", r, (int)d);
         tg_sb_printf(b, "        }\n");
     }
-    for (uint32_t kb = 0; kb < B; kb++)
-        for (int64_t d = 0; d < s->V4; d++) {
+    for (int64_t d = 0; d < s->V4; d++) {
+        tg_sb_printf(b, "        {\n");
+        for (uint32_t kb = 0; kb < B; kb++) {
             fa_texel(tx, sizeof tx, s, src, true, kb, d);
-            tg_sb_printf(b, "        { %s vv = %s;", s->vt, tx);
-            for (uint32_t r = 0; r < R; r++)
-                tg_sb_printf(b, " a%u_%d += p%u_%u * vv;", r, (int)d, r, kb);
-            tg_sb_printf(b, " }\n");
+            tg_sb_printf(b, "            %s vv%u = %s;\n", s->vt, kb, tx);
         }
+        for (uint32_t r = 0; r < R; r++) {
+            fa_term_ctx c = {s, r, d};
+            tg_sb_printf(b, "            a%u_%d += ", r, (int)d);
+            fa_tree_sum(b, 0, B, fa_value_term, &c);
+            tg_sb_printf(b, ";\n");
+        }
+        tg_sb_printf(b, "        }\n");
+    }
 }
 
 /* CPUs, small heads (q or k and v of 8 texels or fewer together): the
@@ -682,7 +763,9 @@ static void rows_q_key(tg_sb *b, const fb_io *io, bool lse, int jj) {
     }
     for (uint32_t r = 0; r < R; r++) {
         tg_sb_printf(b, "        float ds%u = p%u * (dp%u - dl%u);\n", r, r, r, r);
-        for (int64_t d = 0; d < s->D4; d++)
+        if (jj >= 0) /* added for the whole group after it (fb_shuffle_sums) */
+            tg_sb_printf(b, "        dd%u_%d = ds%u;\n", r, jj, r);
+        for (int64_t d = 0; jj < 0 && d < s->D4; d++)
             tg_sb_printf(b, "        a%u_%d += ds%u * k%d;\n", r, (int)d, r, (int)d);
     }
 }
@@ -771,11 +854,13 @@ static tg_status gen_flash_rows_q(tg_gen *g, const fb_io *io) {
             tg_sb_printf(b, "        %s vl%d = %s;\n", s->vt, (int)d,
                          fb_fetch(f, sizeof f, io, 2, idx));
         }
+        if (!lse) fb_group_coefs(b, R, S, "dd");
         for (uint32_t jj = 0; jj < S; jj++) {
             tg_sb_printf(b, "        {\n        uint j = jb + %uu;\n", jj);
             rows_q_key(b, io, lse, (int)jj);
             tg_sb_printf(b, "        }\n");
         }
+        if (!lse) fb_shuffle_sums(b, R, S, s->D4, "a", "dd", "k");
         tg_sb_printf(b, "    }\n");
     } else {
         tg_sb_printf(b, "    for (uint j = 0u; j < nkw; j++) {\n");
@@ -853,10 +938,13 @@ static void rows_kv_query(tg_sb *b, const fb_io *io, const char *scale, int jj) 
         fb_operand(b, io, "o", d, io->dout, "dro", "i", fa_row4(s, FA_DOUT), jj);
         tg_sb_printf(b, "\n");
     }
-    if (dv)
-        for (uint32_t r = 0; r < R; r++)
-            for (int64_t d = 0; d < s->V4; d++)
-                tg_sb_printf(b, "        b%u_%d += p%u * o%d;\n", r, (int)d, r, (int)d);
+    /* shuffled: p and ds recorded, added for the whole group after it
+     * (fb_shuffle_sums) */
+    for (uint32_t r = 0; dv && jj >= 0 && r < R; r++)
+        tg_sb_printf(b, "        pp%u_%d = p%u;\n", r, jj, r);
+    for (uint32_t r = 0; dv && jj < 0 && r < R; r++)
+        for (int64_t d = 0; d < s->V4; d++)
+            tg_sb_printf(b, "        b%u_%d += p%u * o%d;\n", r, (int)d, r, (int)d);
     if (dk) {
         if (jj >= 0)
             tg_sb_printf(b, "        float dl = subgroupShuffle(dll, %du);\n", jj);
@@ -867,7 +955,8 @@ static void rows_kv_query(tg_sb *b, const fb_io *io, const char *scale, int jj) 
             for (int64_t d = 0; d < s->V4; d++)
                 tg_sb_printf(b, "        dp%u += dot(o%d, v%u_%d);\n", r, (int)d, r, (int)d);
             tg_sb_printf(b, "        float ds%u = p%u * (dp%u - dl);\n", r, r, r);
-            for (int64_t d = 0; d < s->D4; d++)
+            if (jj >= 0) tg_sb_printf(b, "        dd%u_%d = ds%u;\n", r, jj, r);
+            for (int64_t d = 0; jj < 0 && d < s->D4; d++)
                 tg_sb_printf(b, "        a%u_%d += ds%u * q%d;\n", r, (int)d, r, (int)d);
         }
     }
@@ -942,11 +1031,15 @@ static tg_status gen_flash_rows_kv(tg_gen *g, const fb_io *io) {
             tg_sb_printf(b, "        %s ol%d = %s;\n", s->vt, (int)d,
                          fb_fetch(f, sizeof f, io, io->dout, idx));
         }
+        if (dv) fb_group_coefs(b, R, S, "pp");
+        if (dk) fb_group_coefs(b, R, S, "dd");
         for (uint32_t jj = 0; jj < S; jj++) {
             tg_sb_printf(b, "        {\n        uint i = ib + %uu;\n", jj);
             rows_kv_query(b, io, scale, (int)jj);
             tg_sb_printf(b, "        }\n");
         }
+        if (dv) fb_shuffle_sums(b, R, S, s->V4, "b", "pp", "o");
+        if (dk) fb_shuffle_sums(b, R, S, s->D4, "a", "dd", "q");
     } else {
         tg_sb_printf(b, "    for (uint i = ist; i < %lluu; i++) {\n", (ull)s->Tq);
         rows_kv_query(b, io, scale, -1);
