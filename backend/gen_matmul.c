@@ -882,6 +882,30 @@ static void emit_shared(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg_l
 
 /* ---- driver ---- */
 
+/* Short products on CPUs (K <= 64, A and B not transposed, N whole
+ * 128-column workgroups: charlm's FFN up-projection with its bias + GELU
+ * epilogue): 8 x 8 outputs a lane in 16 x 4 workgroups instead of 16 x 4
+ * in 32 x 2. Each lane's K steps are few, so its fixed costs (the row
+ * starts, the epilogue's extras, the stores) weigh more, and 8 x 8
+ * shares them over the same 64 outputs with 8 A rows shuffled instead of
+ * 16. 1024 x 256 x 64 with the GELU epilogue of two outputs, timed alone
+ * single-threaded, interleaved, three runs: -12 to -21%; the charlm step
+ * single-threaded, four alternated pairs: on/off 1.94-1.97 -> 1.97-2.08.
+ * (The eleventh session tried it for K <= 256 and N of 64-column blocks
+ * too: no gain in the step.) $TG_MM_SHORT8=0 turns it off. */
+static void short_k_tile(const tg_vk_caps *caps, const mm_desc *d, tg_mm_tiling *t) {
+    const char *env = getenv("TG_MM_SHORT8");
+    if (env && strcmp(env, "0") == 0) return;
+    if (caps->device_class == TG_VK_CLASS_CPU && t->strategy == TG_MM_STRATEGY_REGISTER &&
+        t->a_shuffle == 8 && t->tm == 16 && t->tn == 4 && t->wg_x * t->wg_y == 64 && d->K <= 64 &&
+        !d->ta && !d->tb && !d->conv && d->N % 128 == 0) {
+        t->tm = 8;
+        t->tn = 8;
+        t->wg_x = 16;
+        t->wg_y = 4;
+    }
+}
+
 static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel *out) {
     memset(out, 0, sizeof *out);
     if (!caps) return tg_set_error(TG_ERR_INVALID_ARGUMENT, "matmul generator: NULL caps");
@@ -899,6 +923,7 @@ static tg_status generate(const tg_vk_caps *caps, const mm_desc *d, tg_mm_kernel
     tg_mm_tiling t;
     st = tg_mm_choose_tiling_for(caps, d->strategy, d->M, d->N, d->K, a_shufflable, &t);
     if (st != TG_OK) return st;
+    short_k_tile(caps, d, &t);
 
     /* vec4 texels need the contiguous dimension, the batch stride and (on
      * the caller's side) the offsets to be multiples of 4; the register

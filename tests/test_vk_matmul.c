@@ -212,6 +212,51 @@ static void test_register_per_lane(void **state) {
     run_suite(TG_F32, TG_F32, TG_MM_STRATEGY_REGISTER);
     unsetenv("TG_MM_SHUFFLE");
 }
+/* Short products on CPU devices (K <= 64, no transposes, N whole
+ * 128-column workgroups) take 8 x 8 outputs a lane in 16 x 4 workgroups
+ * (gen_matmul.c, short_k_tile); the values on such shapes, with edges,
+ * offsets and the epilogue, and the default tile with $TG_MM_SHORT8=0. */
+static void test_register_short_k(void **state) {
+    (void)state;
+    tg_mm_params p = {0};
+    p.M = 128;
+    p.N = 256;
+    p.K = 64;
+    p.dtype = p.out_dtype = TG_F32;
+    p.strategy = TG_MM_STRATEGY_REGISTER;
+    tg_mm_kernel k;
+    assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
+    bool cpu = dev->caps.device_class == TG_VK_CLASS_CPU && k.tiling.a_shuffle == 8;
+    if (cpu) {
+        assert_int_equal(k.tiling.tm, 8);
+        assert_int_equal(k.tiling.tn, 8);
+        assert_int_equal(k.tiling.wg_x, 16);
+        assert_int_equal(k.tiling.wg_y, 4);
+    }
+    tg_mm_kernel_free(&k);
+    p.K = 65; /* longer: the default tile */
+    assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
+    assert_false(k.tiling.tm == 8 && k.tiling.tn == 8);
+    tg_mm_kernel_free(&k);
+    p.K = 64;
+    p.transpose_b = true; /* B^T: the default tile */
+    assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
+    assert_false(k.tiling.tm == 8 && k.tiling.tn == 8);
+    tg_mm_kernel_free(&k);
+    p.transpose_b = false;
+    setenv("TG_MM_SHORT8", "0", 1);
+    assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
+    assert_false(k.tiling.tm == 8 && k.tiling.tn == 8);
+    tg_mm_kernel_free(&k);
+    unsetenv("TG_MM_SHORT8");
+    const int64_t sk[][3] = {{128, 256, 64}, {130, 128, 64}, {64, 384, 20}, {7, 128, 4}};
+    for (size_t i = 0; i < 4; i++) {
+        check_mm((mm_case){sk[i][0], sk[i][1], sk[i][2], 1, 1, false, false, TG_F32, TG_F32,
+                           TG_MM_STRATEGY_REGISTER, 0, false, 0, 0, 0});
+        check_mm((mm_case){sk[i][0], sk[i][1], sk[i][2], 2, 1, false, false, TG_F32, TG_F32,
+                           TG_MM_STRATEGY_REGISTER, 4, true, 0, 0, 0});
+    }
+}
 static void test_shared_f32(void **state) {
     (void)state;
     run_suite(TG_F32, TG_F32, TG_MM_STRATEGY_SHARED);
@@ -526,10 +571,11 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiling_table),      cmocka_unit_test(test_errors),
         cmocka_unit_test(test_register_f32),      cmocka_unit_test(test_register_f16),
-        cmocka_unit_test(test_register_per_lane), cmocka_unit_test(test_shared_f32),
-        cmocka_unit_test(test_shared_f16),        cmocka_unit_test(test_auto_mixed),
-        cmocka_unit_test(test_conv_register),     cmocka_unit_test(test_conv_shared),
-        cmocka_unit_test(test_batch_dims),        cmocka_unit_test(test_validation_clean),
+        cmocka_unit_test(test_register_per_lane), cmocka_unit_test(test_register_short_k),
+        cmocka_unit_test(test_shared_f32),        cmocka_unit_test(test_shared_f16),
+        cmocka_unit_test(test_auto_mixed),        cmocka_unit_test(test_conv_register),
+        cmocka_unit_test(test_conv_shared),       cmocka_unit_test(test_batch_dims),
+        cmocka_unit_test(test_validation_clean),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
