@@ -882,14 +882,17 @@ static void emit_shared(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg_l
 
 /* ---- driver ---- */
 
-/* Short products on CPUs (K <= 64, A and B not transposed, N whole
- * 128-column workgroups: charlm's FFN up-projection with its bias + GELU
- * epilogue): 8 x 8 outputs a lane in 16 x 4 workgroups instead of 16 x 4
- * in 32 x 2. Each lane's K steps are few, so its fixed costs (the row
+/* Short products on CPUs (K <= 64, A not transposed, N whole 128-column
+ * workgroups: charlm's FFN up-projection with its bias + GELU epilogue,
+ * and the gradient through its down-projection, times the GELU
+ * derivative): 8 x 8 outputs a lane in 16 x 4 workgroups instead of
+ * 16 x 4 in 32 x 2. Each lane's K steps are few, so its fixed costs (the row
  * starts, the epilogue's extras, the stores) weigh more, and 8 x 8
  * shares them over the same 64 outputs with 8 A rows shuffled instead of
  * 16. 1024 x 256 x 64 with the GELU epilogue of two outputs, timed alone
- * single-threaded, interleaved, three runs: -12 to -21%; the charlm step
+ * single-threaded, interleaved, three runs: -12 to -21%; the backward
+ * group holding 1024 x 256 x 64 (B transposed) beside the dW of
+ * 256 x 64 x 1024, four runs: -7 to -13%; the charlm step
  * single-threaded, four alternated pairs: on/off 1.94-1.97 -> 1.97-2.08.
  * (The eleventh session tried it for K <= 256 and N of 64-column blocks
  * too: no gain in the step.) $TG_MM_SHORT8=0 turns it off. */
@@ -898,7 +901,7 @@ static void short_k_tile(const tg_vk_caps *caps, const mm_desc *d, tg_mm_tiling 
     if (env && strcmp(env, "0") == 0) return;
     if (caps->device_class == TG_VK_CLASS_CPU && t->strategy == TG_MM_STRATEGY_REGISTER &&
         t->a_shuffle == 8 && t->tm == 16 && t->tn == 4 && t->wg_x * t->wg_y == 64 && d->K <= 64 &&
-        !d->ta && !d->tb && !d->conv && d->N % 128 == 0) {
+        !d->ta && !d->conv && d->N % 128 == 0) {
         t->tm = 8;
         t->tn = 8;
         t->wg_x = 16;

@@ -212,7 +212,7 @@ static void test_register_per_lane(void **state) {
     run_suite(TG_F32, TG_F32, TG_MM_STRATEGY_REGISTER);
     unsetenv("TG_MM_SHUFFLE");
 }
-/* Short products on CPU devices (K <= 64, no transposes, N whole
+/* Short products on CPU devices (K <= 64, A not transposed, N whole
  * 128-column workgroups) take 8 x 8 outputs a lane in 16 x 4 workgroups
  * (gen_matmul.c, short_k_tile); the values on such shapes, with edges,
  * offsets and the epilogue, and the default tile with $TG_MM_SHORT8=0. */
@@ -239,11 +239,16 @@ static void test_register_short_k(void **state) {
     assert_false(k.tiling.tm == 8 && k.tiling.tn == 8);
     tg_mm_kernel_free(&k);
     p.K = 64;
-    p.transpose_b = true; /* B^T: the default tile */
+    p.transpose_b = true; /* B^T too */
+    assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
+    if (cpu) assert_int_equal(k.tiling.tm * 16 + k.tiling.tn, 8 * 16 + 8);
+    tg_mm_kernel_free(&k);
+    p.transpose_b = false;
+    p.transpose_a = true; /* A^T: the default tile */
     assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
     assert_false(k.tiling.tm == 8 && k.tiling.tn == 8);
     tg_mm_kernel_free(&k);
-    p.transpose_b = false;
+    p.transpose_a = false;
     setenv("TG_MM_SHORT8", "0", 1);
     assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
     assert_false(k.tiling.tm == 8 && k.tiling.tn == 8);
@@ -255,6 +260,8 @@ static void test_register_short_k(void **state) {
                            TG_MM_STRATEGY_REGISTER, 0, false, 0, 0, 0});
         check_mm((mm_case){sk[i][0], sk[i][1], sk[i][2], 2, 1, false, false, TG_F32, TG_F32,
                            TG_MM_STRATEGY_REGISTER, 4, true, 0, 0, 0});
+        check_mm((mm_case){sk[i][0], sk[i][1], sk[i][2], 1, 2, false, true, TG_F32, TG_F32,
+                           TG_MM_STRATEGY_REGISTER, 0, true, 0, 0, 0});
     }
 }
 static void test_shared_f32(void **state) {
