@@ -882,30 +882,32 @@ static void emit_shared(tg_sb *b, const mm_desc *d, const tg_mm_tiling *t, reg_l
 
 /* ---- driver ---- */
 
-/* Short products on CPUs (K <= 64, A not transposed, N whole 128-column
- * workgroups: charlm's FFN up-projection with its bias + GELU epilogue,
- * and the gradient through its down-projection, times the GELU
- * derivative): 8 x 8 outputs a lane in 16 x 4 workgroups instead of
- * 16 x 4 in 32 x 2. Each lane's K steps are few, so its fixed costs (the row
- * starts, the epilogue's extras, the stores) weigh more, and 8 x 8
- * shares them over the same 64 outputs with 8 A rows shuffled instead of
- * 16. 1024 x 256 x 64 with the GELU epilogue of two outputs, timed alone
- * single-threaded, interleaved, three runs: -12 to -21%; the backward
- * group holding 1024 x 256 x 64 (B transposed) beside the dW of
- * 256 x 64 x 1024, four runs: -7 to -13%; the charlm step
- * single-threaded, four alternated pairs: on/off 1.94-1.97 -> 1.97-2.08.
- * (The eleventh session tried it for K <= 256 and N of 64-column blocks
- * too: no gain in the step.) $TG_MM_SHORT8=0 turns it off. */
+/* Short products on CPUs (K <= 64, A not transposed, N whole 64-column
+ * blocks: in charlm the Q/K/V and output projections, the FFN
+ * up-projection with its bias + GELU epilogue and the gradients through
+ * the projections): 8 x 8 outputs a lane, in 16 x 4 workgroups (8 x 8
+ * where N is not whole 128-column blocks), instead of 16 x 4 in 32 x 2.
+ * A lane's K steps are few, so its fixed costs (row starts, the
+ * epilogue's extras, the stores) weigh more; 8 x 8 shares them over the
+ * same 64 outputs with 8 shuffled A rows instead of 16. Timed alone
+ * single-threaded, interleaved, three or four runs (min): 1024 x 256 x 64
+ * with the GELU epilogue -12 to -21%; the backward group of 1024 x 256 x
+ * 64 (B transposed) and a dW -7 to -13%; Q/K/V (3 x 1024 x 64 x 64) -12
+ * to -20%; the output projection with its residual -19 to -28%; the
+ * backward group of two 1024 x 64 x 64 and three dW -1 to -6%. (The
+ * eleventh session tried 8 x 8 for K <= 256: no gain in the step; step
+ * times here vary by 0.05 in on/off between runs of one binary, which
+ * hides a few percent.) $TG_MM_SHORT8=0 turns it off. */
 static void short_k_tile(const tg_vk_caps *caps, const mm_desc *d, tg_mm_tiling *t) {
     const char *env = getenv("TG_MM_SHORT8");
     if (env && strcmp(env, "0") == 0) return;
     if (caps->device_class == TG_VK_CLASS_CPU && t->strategy == TG_MM_STRATEGY_REGISTER &&
         t->a_shuffle == 8 && t->tm == 16 && t->tn == 4 && t->wg_x * t->wg_y == 64 && d->K <= 64 &&
-        !d->ta && !d->conv && d->N % 128 == 0) {
+        !d->ta && !d->conv && d->N % 64 == 0) {
         t->tm = 8;
         t->tn = 8;
-        t->wg_x = 16;
-        t->wg_y = 4;
+        t->wg_x = d->N % 128 == 0 ? 16 : 8;
+        t->wg_y = 64 / t->wg_x;
     }
 }
 

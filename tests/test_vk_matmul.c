@@ -213,7 +213,7 @@ static void test_register_per_lane(void **state) {
     unsetenv("TG_MM_SHUFFLE");
 }
 /* Short products on CPU devices (K <= 64, A not transposed, N whole
- * 128-column workgroups) take 8 x 8 outputs a lane in 16 x 4 workgroups
+ * 64-column blocks) take 8 x 8 outputs a lane in 16 x 4 or 8 x 8 workgroups
  * (gen_matmul.c, short_k_tile); the values on such shapes, with edges,
  * offsets and the epilogue, and the default tile with $TG_MM_SHORT8=0. */
 static void test_register_short_k(void **state) {
@@ -234,6 +234,21 @@ static void test_register_short_k(void **state) {
         assert_int_equal(k.tiling.wg_y, 4);
     }
     tg_mm_kernel_free(&k);
+    p.M = 1024; /* enough workgroups for 64 columns */
+    p.N = 64;   /* 64 columns: 8 x 8 workgroups */
+    assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
+    if (cpu) {
+        assert_int_equal(k.tiling.tm * 16 + k.tiling.tn, 8 * 16 + 8);
+        assert_int_equal(k.tiling.wg_x, 8);
+        assert_int_equal(k.tiling.wg_y, 8);
+    }
+    tg_mm_kernel_free(&k);
+    p.N = 96; /* not whole 64-column blocks: the default tile */
+    assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
+    assert_false(k.tiling.tm == 8 && k.tiling.tn == 8);
+    tg_mm_kernel_free(&k);
+    p.M = 128;
+    p.N = 256;
     p.K = 65; /* longer: the default tile */
     assert_int_equal(tg_gen_matmul(&dev->caps, &p, &k), TG_OK);
     assert_false(k.tiling.tm == 8 && k.tiling.tn == 8);
@@ -254,8 +269,9 @@ static void test_register_short_k(void **state) {
     assert_false(k.tiling.tm == 8 && k.tiling.tn == 8);
     tg_mm_kernel_free(&k);
     unsetenv("TG_MM_SHORT8");
-    const int64_t sk[][3] = {{128, 256, 64}, {130, 128, 64}, {64, 384, 20}, {7, 128, 4}};
-    for (size_t i = 0; i < 4; i++) {
+    const int64_t sk[][3] = {{128, 256, 64}, {130, 128, 64}, {64, 384, 20},
+                             {7, 128, 4},    {100, 64, 64},  {64, 192, 12}};
+    for (size_t i = 0; i < 6; i++) {
         check_mm((mm_case){sk[i][0], sk[i][1], sk[i][2], 1, 1, false, false, TG_F32, TG_F32,
                            TG_MM_STRATEGY_REGISTER, 0, false, 0, 0, 0});
         check_mm((mm_case){sk[i][0], sk[i][1], sk[i][2], 2, 1, false, false, TG_F32, TG_F32,
