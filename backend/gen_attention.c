@@ -241,7 +241,6 @@ static void fa_tree_sum(tg_sb *b, uint32_t lo, uint32_t n,
 typedef struct fa_term_ctx {
     const fa_shape *s;
     uint32_t r; /* the row */
-    int64_t d;  /* the texel (V terms) */
 } fa_term_ctx;
 
 /* row r's score against texel d of the key in kv<d> */
@@ -308,7 +307,7 @@ static void fa_block(tg_sb *b, const fa_shape *s, const tg_attn_tiling *t, fa_sr
             tg_sb_printf(b, "            %s kv%d = %s;\n", s->vt, (int)d, tx);
         }
         for (uint32_t r = 0; r < R; r++) {
-            fa_term_ctx c = {s, r, 0};
+            fa_term_ctx c = {s, r};
             tg_sb_printf(b, "            s%u_%u = ", r, kb);
             fa_tree_sum(b, 0, (uint32_t)s->D4, fa_score_term, &c);
             tg_sb_printf(b, ";\n");
@@ -353,7 +352,7 @@ static void fa_block(tg_sb *b, const fa_shape *s, const tg_attn_tiling *t, fa_sr
             tg_sb_printf(b, "            %s vv%u = %s;\n", s->vt, kb, tx);
         }
         for (uint32_t r = 0; r < R; r++) {
-            fa_term_ctx c = {s, r, d};
+            fa_term_ctx c = {s, r};
             tg_sb_printf(b, "            a%u_%d += ", r, (int)d);
             fa_tree_sum(b, 0, B, fa_value_term, &c);
             tg_sb_printf(b, ";\n");
